@@ -1,0 +1,163 @@
+"""Click wiring only: parse flags, call the library, turn LaminaErrors into exit codes.
+
+Imports of the library happen inside the commands, so ``lamina --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lamina import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lamina")
+@click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Build lean, reproducible OCI images from files, without a daemon or a Dockerfile."""
+    ctx.obj = {"debug": debug}
+
+
+def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
+    from lamina.spec import parse_pair
+
+    return tuple(parse_pair(v, flag) for v in values)
+
+
+@main.command()
+@click.argument("spec_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--add", "adds", multiple=True, metavar="SRC:DST[:MODE]",
+              help="Copy a file or directory into the image (one layer each).")
+@click.option("--tarball", "tarballs", multiple=True, metavar="PATH[:DST]",
+              help="Add a rootfs tarball (tar, gz, xz, bz2, zstd) as a layer.")
+@click.option("--entrypoint", metavar="JSON|STRING", help='Entrypoint: \'["/hello","-v"]\' or one plain argument.')
+@click.option("--cmd", metavar="JSON|STRING", help="Default arguments, as --entrypoint.")
+@click.option("--env", "envs", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
+@click.option("--workdir", help="Working directory.")
+@click.option("--user", help="User (name or uid[:gid]).")
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="Config label (repeatable).")
+@click.option("--annotation", "annotations", multiple=True, metavar="K=V", help="Manifest annotation (repeatable).")
+@click.option("--expose", "exposes", multiple=True, metavar="PORT[/PROTO]", help="Exposed port (repeatable).")
+@click.option("--stop-signal", help="Stop signal, e.g. SIGTERM.")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Image platform (default linux/amd64).")
+@click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="Image name (repeatable).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the image tarball here.")
+@click.option("--oci-dir", type=click.Path(path_type=Path), help="Write an OCI image layout directory here.")
+@click.option("--compression", metavar="gzip|zstd|none", help="Layer compression (default gzip).")
+@click.option("--source-date-epoch", metavar="N", help="Timestamp for config and files (default $SOURCE_DATE_EPOCH, else 0).")
+@click.option("--metadata-file", type=click.Path(path_type=Path), help="Write digests and sizes as JSON here.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the manifest digest.")
+def build(spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ...], **opts: Any) -> None:
+    """Build an image from files, flags and/or a lamina.toml spec file.
+
+    Flags override the file. --tarball layers come first, then one layer per --add.
+    """
+    from lamina import spec as specs
+    from lamina.build import build as run_build, epoch_from_env
+    from lamina.model import Platform
+
+    quiet = opts.pop("quiet")
+    flags: dict[str, Any] = {
+        "layers": [
+            *(specs.parse_tarball(t) for t in tarballs),
+            *(specs.FilesLayer((specs.parse_add(a),)) for a in adds),
+        ],
+        "entrypoint": specs.parse_command(opts["entrypoint"], "--entrypoint") if opts["entrypoint"] is not None else None,
+        "cmd": specs.parse_command(opts["cmd"], "--cmd") if opts["cmd"] is not None else None,
+        "env": _pairs(opts["envs"], "--env"),
+        "labels": _pairs(opts["labels"], "--label"),
+        "annotations": _pairs(opts["annotations"], "--annotation"),
+        "expose": tuple(specs.parse_port(p) for p in opts["exposes"]),
+        "workdir": opts["workdir"],
+        "user": opts["user"],
+        "stop_signal": opts["stop_signal"],
+        "platform": Platform.parse(opts["platform"]) if opts["platform"] else None,
+        "tags": tuple(specs.parse_tag(t) for t in opts["tags"]),
+        "output": opts["output"],
+        "oci_dir": opts["oci_dir"],
+        "compression": specs.parse_compression(opts["compression"]) if opts["compression"] else None,
+        "source_date_epoch": (
+            specs.parse_epoch(opts["source_date_epoch"], "--source-date-epoch")
+            if opts["source_date_epoch"] is not None else None
+        ),
+        "metadata_file": opts["metadata_file"],
+    }
+    if spec_file is None and not adds and not tarballs and Path(specs.DEFAULT_SPEC).is_file():
+        spec_file = Path(specs.DEFAULT_SPEC)
+    base = specs.read_spec(spec_file) if spec_file is not None else specs.BuildSpec()
+    spec = specs.merge(base, flags)
+    epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
+
+    def progress(message: str) -> None:
+        if not quiet:
+            click.echo(message, err=True)
+
+    result = run_build(spec, epoch=epoch, progress=progress)
+    if not quiet:
+        for path in result.outputs:
+            click.echo(f"wrote {path}", err=True)
+    click.echo(str(result.image.digest))
+
+
+@main.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--files", is_flag=True, help="List every entry of every layer.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(image: Path, files: bool, as_json: bool) -> None:
+    """Show an image's config and layers (a lamina/docker tarball or an OCI layout)."""
+    import json
+
+    from lamina.inspect import inspect_image, render
+
+    records = inspect_image(image)
+    if as_json:
+        if not files:
+            for rec in records:
+                for layer in rec["layers"]:
+                    del layer["entries"]
+        click.echo(json.dumps(records, indent=2))
+    else:
+        click.echo(render(records, files=files))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Entry point: every failure becomes one ``lamina: error:`` line and an exit status."""
+    from lamina.errors import LaminaError
+
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        main.main(args=argv, prog_name="lamina", standalone_mode=False)
+    except LaminaError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"lamina: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("lamina: error: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        click.echo(f"lamina: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("lamina: error: interrupted", err=True)
+        return 130
+    except Exception as exc:  # a bug in lamina: one line, the traceback behind --debug
+        if debug:
+            traceback.print_exc()
+        else:
+            click.echo(f"lamina: error: internal error: {exc!r} (run with --debug for the traceback)", err=True)
+        return 70
+    return 0
+
+
+def console() -> None:
+    sys.exit(run())

@@ -1,0 +1,1 @@
+"""Layers: normalised entries → deterministic tar → hashed, compressed blob, in one pass."""

@@ -1,0 +1,16 @@
+"""Canonical JSON bytes: the same value always gives the same bytes, hence the same digest."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON in the key order the caller built, UTF-8, no trailing newline.
+
+    Key order is fixed by the model classes (spec order, as Go's encoding/json
+    writes struct fields), so no sort is needed; map-valued fields (labels, env
+    sets) are sorted where they are built.
+    """
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()

@@ -1,0 +1,1 @@
+"""Sinks: write a finished image somewhere (tarball, OCI layout directory, metadata file)."""

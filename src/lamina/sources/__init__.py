@@ -1,0 +1,1 @@
+"""Sources: turn inputs (host files and trees, rootfs tarballs) into layer entries."""

@@ -1,0 +1,129 @@
+"""Rootfs tarballs (``ADD rootfs.tar.gz /``) → entries, streamed in the archive's order.
+
+Compression is detected by magic bytes, never by file name. Member names are normalised
+in ``entries.normalize``; owners' numeric ids are kept and names dropped; mtimes are
+clamped to the build's epoch. A member escaping the root, or a hardlink to a member not
+yet seen, is an error naming the member.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import lzma
+import tarfile
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from lamina.errors import InputError
+from lamina.layers.build import Opener
+from lamina.layers.entries import Entry, Kind, normalize, parents
+
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"BZh", "bzip2"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+_KINDS = {
+    tarfile.REGTYPE: Kind.FILE,
+    tarfile.AREGTYPE: Kind.FILE,
+    tarfile.CONTTYPE: Kind.FILE,
+    tarfile.LNKTYPE: Kind.HARDLINK,
+    tarfile.SYMTYPE: Kind.SYMLINK,
+    tarfile.CHRTYPE: Kind.CHAR,
+    tarfile.BLKTYPE: Kind.BLOCK,
+    tarfile.DIRTYPE: Kind.DIR,
+    tarfile.FIFOTYPE: Kind.FIFO,
+}
+
+
+def detect(head: bytes) -> str:
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return "tar"
+
+
+def open_decompressed(raw: BinaryIO) -> BinaryIO:
+    """Wrap a (possibly compressed) stream so it reads as plain tar."""
+    kind = detect(raw.peek(8)[:8] if hasattr(raw, "peek") else b"")
+    if kind == "gzip":
+        from isal import igzip
+
+        return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if kind == "xz":
+        return lzma.LZMAFile(raw)  # type: ignore[return-value]
+    if kind == "bzip2":
+        return bz2.BZ2File(raw)  # type: ignore[return-value]
+    if kind == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[return-value]
+    return raw
+
+
+@contextlib.contextmanager
+def read_tarball(path: str, dst: str, *, epoch: int) -> Iterator[Iterator[tuple[Entry, Opener]]]:
+    """Yield the tarball's entries as a stream; each opener must be used before the next entry."""
+    try:
+        raw = open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"tarball {path!r}: cannot read: {exc.strerror}") from exc
+    with raw:
+        prefix = normalize(dst, what=f"destination of tarball {path}")
+        try:
+            stream = open_decompressed(raw)
+            archive = tarfile.open(fileobj=stream, mode="r|")
+        except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as exc:
+            raise InputError(f"tarball {path!r}: not a readable tar archive ({exc})") from exc
+        with archive:
+            yield _entries(path, archive, prefix, epoch)
+
+
+def _entries(path: str, archive: tarfile.TarFile, prefix: str, epoch: int) -> Iterator[tuple[Entry, Opener]]:
+    for parent in ([*parents(prefix), prefix] if prefix else []):
+        yield Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None
+    seen: set[str] = set()
+    try:
+        for member in archive:
+            yield from _member(path, archive, member, prefix, epoch, seen)
+    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as exc:
+        raise InputError(f"tarball {path!r}: truncated or corrupt archive ({exc})") from exc
+
+
+def _member(path: str, archive: tarfile.TarFile, member: tarfile.TarInfo, prefix: str,
+            epoch: int, seen: set[str]) -> Iterator[tuple[Entry, Opener]]:
+    kind = _KINDS.get(member.type)
+    if kind is None:
+        raise InputError(f"tarball {path!r}: entry {member.name!r} has unsupported type {member.type!r}")
+    name = normalize(member.name, what=f"tarball {path!r}: entry")
+    full = f"{prefix}/{name}" if prefix and name else (prefix or name)
+    if not full:
+        return  # the archive's own root directory ('./'): the image root is not an entry
+    linkname = member.linkname
+    if kind is Kind.HARDLINK:
+        target = normalize(linkname, what=f"tarball {path!r}: hardlink {member.name!r} ->")
+        linkname = f"{prefix}/{target}" if prefix else target
+        if linkname not in seen:
+            raise InputError(
+                f"tarball {path!r}: entry {member.name!r} is a hardlink to {member.linkname!r}, "
+                "which is not an earlier member of the archive"
+            )
+    entry = Entry(
+        path=full,
+        kind=kind,
+        mode=member.mode & 0o7777,
+        uid=member.uid,
+        gid=member.gid,
+        mtime=max(0, min(int(member.mtime), epoch)),
+        size=member.size if kind is Kind.FILE else 0,
+        linkname=linkname if kind in (Kind.HARDLINK, Kind.SYMLINK) else "",
+        devmajor=member.devmajor if kind in (Kind.CHAR, Kind.BLOCK) else 0,
+        devminor=member.devminor if kind in (Kind.CHAR, Kind.BLOCK) else 0,
+    )
+    seen.add(full)
+    opener: Opener = None
+    if kind is Kind.FILE:
+        opener = lambda: archive.extractfile(member)  # noqa: E731  (read before the next member)
+    yield entry, opener

@@ -1,0 +1,320 @@
+"""The build spec: the TOML file and the CLI flags both become one BuildSpec.
+
+Everything a flag can say, the file can say, under the same name (``--oci-dir`` is
+``oci_dir``). Paths in the file are relative to the file's directory; on the command line,
+to the working directory. Merging (flags over file): scalars are replaced; ``env``,
+``labels`` and ``annotations`` merge by key; ``expose`` is a union; ``tags`` given as flags
+replace the file's; layers given as flags come after the file's layers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from lamina.errors import SpecError, UsageError
+from lamina.layers.compression import Compression
+from lamina.model import Platform, Reference
+from lamina.sources.files import AddSpec
+
+DEFAULT_SPEC = "lamina.toml"
+_MODE = re.compile(r"^0?[0-7]{3,4}$")
+_PORT = re.compile(r"^(\d{1,5})(?:/(tcp|udp|sctp))?$")
+
+
+@attrs.frozen
+class FilesLayer:
+    adds: tuple[AddSpec, ...]
+
+    def describe(self) -> str:
+        return "lamina: add " + ", ".join(a.describe() for a in self.adds)
+
+
+@attrs.frozen
+class TarballLayer:
+    src: str
+    dst: str = "/"
+
+    def describe(self) -> str:
+        return f"lamina: add tarball {os.path.basename(self.src)} -> {self.dst}"
+
+
+LayerSpec = FilesLayer | TarballLayer
+
+
+@attrs.frozen
+class BuildSpec:
+    layers: tuple[LayerSpec, ...] = ()
+    platform: Platform = Platform("linux", "amd64")
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str = ""
+    user: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    expose: tuple[str, ...] = ()
+    stop_signal: str = ""
+    tags: tuple[Reference, ...] = ()
+    output: Path | None = None
+    oci_dir: Path | None = None
+    compression: Compression = Compression.GZIP
+    source_date_epoch: int | None = None
+    metadata_file: Path | None = None
+
+
+# ---- value parsers shared by flags and the file; each raises UsageError with the bad value
+
+
+def parse_mode(text: str | int) -> int:
+    if isinstance(text, int) and not isinstance(text, bool):
+        if 0 <= text <= 0o7777:
+            return text
+    elif isinstance(text, str) and _MODE.match(text):
+        return int(text, 8)
+    raise UsageError(f"bad mode {text!r}: expected octal like 0755")
+
+
+def parse_add(text: str) -> AddSpec:
+    """``SRC:DST[:MODE]``; SRC may itself contain ':' (DST and MODE are taken from the right)."""
+    parts = text.split(":")
+    mode = None
+    if len(parts) >= 3 and re.match(r"^[0-7]+$", parts[-1]):
+        mode = parse_mode(parts.pop())
+    if len(parts) < 2 or not parts[-1] or not all(parts[:-1]):
+        raise UsageError(f"bad --add {text!r}: expected SRC:DST[:MODE], e.g. hello:/hello:0755")
+    return AddSpec(src=":".join(parts[:-1]), dst=parts[-1], mode=mode)
+
+
+def parse_tarball(text: str) -> TarballLayer:
+    src, sep, dst = text.rpartition(":")
+    if not sep or not dst.startswith("/"):
+        src, dst = text, "/"
+    if not src:
+        raise UsageError(f"bad --tarball {text!r}: expected PATH[:DST]")
+    return TarballLayer(src, dst)
+
+
+def parse_command(text: str, flag: str) -> tuple[str, ...]:
+    """A JSON array of strings, or one plain string taken as a single argument."""
+    if text.lstrip().startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"bad {flag} {text!r}: not a JSON array ({exc.msg})") from exc
+        return _string_list(value, f"{flag} {text!r}")
+    return (text,)
+
+
+def _string_list(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"bad {what}: expected a list of strings")
+    return tuple(value)
+
+
+def parse_pair(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"bad {flag} {text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def parse_port(text: str | int) -> str:
+    match = _PORT.match(str(text).lower())
+    if not match or not 0 < int(match[1]) < 65536:
+        raise UsageError(f"bad --expose {text!r}: expected PORT[/tcp|udp|sctp]")
+    return f"{int(match[1])}/{match[2] or 'tcp'}"
+
+
+def parse_epoch(text: str | int, what: str) -> int:
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"bad {what} {text!r}: expected a whole number of seconds") from None
+    if value < 0 or value >= 8**11:
+        raise UsageError(f"bad {what} {text!r}: out of range")
+    return value
+
+
+def parse_compression(text: str) -> Compression:
+    try:
+        return Compression(text)
+    except ValueError:
+        raise UsageError(f"bad compression {text!r}: expected gzip, zstd or none") from None
+
+
+def parse_tag(text: str) -> Reference:
+    ref = Reference.parse(text)
+    if ref.digest:
+        raise UsageError(f"bad tag {text!r}: a tag cannot carry a digest")
+    return ref
+
+
+# ---- the file
+
+
+_TOP_KEYS = {
+    "layer", "platform", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
+    "expose", "stop_signal", "tags", "output", "oci_dir", "compression", "source_date_epoch",
+    "metadata_file",
+}
+
+
+class _Reader:
+    """Reads one spec file, naming the file and key in every error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.parent
+
+    def fail(self, key: str, message: str) -> SpecError:
+        return SpecError(str(self.path), key, message)
+
+    def wrap(self, key: str, func: Any, *args: Any) -> Any:
+        try:
+            return func(*args)
+        except UsageError as exc:
+            raise self.fail(key, str(exc)) from None
+
+    def typed(self, data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
+        value = data[key]
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self.fail(where + key, f"expected {names}, got {type(value).__name__}")
+        return value
+
+    def rel(self, value: str) -> str:
+        return str(self.base / value) if not os.path.isabs(value) else value
+
+    def table(self, data: Mapping[str, Any], key: str) -> tuple[tuple[str, str], ...]:
+        value = self.typed(data, key, dict)
+        for k, v in value.items():
+            if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+                raise self.fail(f"{key}.{k}", "expected a string")
+        return tuple((k, str(v)) for k, v in value.items())
+
+    def command(self, data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+        value = self.typed(data, key, (str, list))
+        if isinstance(value, str):
+            return (value,)
+        return self.wrap(key, _string_list, value, key)
+
+    def layer(self, index: int, data: Any) -> LayerSpec:
+        where = f"layer[{index}]"
+        if not isinstance(data, dict):
+            raise self.fail(where, "expected a table")
+        unknown = set(data) - {"entries", "tarball", "dst", "comment"}
+        if unknown:
+            raise self.fail(f"{where}.{sorted(unknown)[0]}", "unknown key")
+        if "tarball" in data:
+            if "entries" in data:
+                raise self.fail(where, "a layer has either 'tarball' or 'entries', not both")
+            src = self.typed(data, "tarball", str, where + ".")
+            dst = self.typed(data, "dst", str, where + ".") if "dst" in data else "/"
+            return TarballLayer(self.rel(src), dst)
+        if "entries" not in data:
+            raise self.fail(where, "needs 'entries' (a list of {src, dst}) or 'tarball'")
+        entries = self.typed(data, "entries", list, where + ".")
+        if not entries:
+            raise self.fail(f"{where}.entries", "is empty")
+        return FilesLayer(tuple(self.entry(f"{where}.entries[{i}]", e) for i, e in enumerate(entries)))
+
+    def entry(self, where: str, data: Any) -> AddSpec:
+        if not isinstance(data, dict):
+            raise self.fail(where, "expected a table like {src = \"hello\", dst = \"/hello\"}")
+        unknown = set(data) - {"src", "dst", "mode", "uid", "gid"}
+        if unknown:
+            raise self.fail(f"{where}.{sorted(unknown)[0]}", "unknown key")
+        for required in ("src", "dst"):
+            if required not in data:
+                raise self.fail(where, f"missing '{required}'")
+        mode = self.wrap(f"{where}.mode", parse_mode, data["mode"]) if "mode" in data else None
+        ids = {k: self.typed(data, k, int, where + ".") for k in ("uid", "gid") if k in data}
+        for k, v in ids.items():
+            if v < 0:
+                raise self.fail(f"{where}.{k}", "must not be negative")
+        return AddSpec(
+            src=self.rel(self.typed(data, "src", str, where + ".")),
+            dst=self.typed(data, "dst", str, where + "."),
+            mode=mode,
+            **ids,
+        )
+
+    def read(self) -> BuildSpec:
+        try:
+            with open(self.path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as exc:
+            raise SpecError(str(self.path), "", f"cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(str(self.path), "", f"not valid TOML: {exc}") from None
+        unknown = set(data) - _TOP_KEYS
+        if unknown:
+            raise self.fail(sorted(unknown)[0], "unknown key")
+        fields: dict[str, Any] = {}
+        if "layer" in data:
+            layers = self.typed(data, "layer", list)
+            fields["layers"] = tuple(self.layer(i, layer) for i, layer in enumerate(layers))
+        if "platform" in data:
+            fields["platform"] = self.wrap("platform", Platform.parse, self.typed(data, "platform", str))
+        for key in ("entrypoint", "cmd"):
+            if key in data:
+                fields[key] = self.command(data, key)
+        for key in ("env", "labels", "annotations"):
+            if key in data:
+                fields[key] = self.table(data, key)
+        for key in ("workdir", "user", "stop_signal"):
+            if key in data:
+                fields[key] = self.typed(data, key, str)
+        if "expose" in data:
+            ports = self.typed(data, "expose", list)
+            fields["expose"] = tuple(self.wrap(f"expose[{i}]", parse_port, p) for i, p in enumerate(ports))
+        if "tags" in data:
+            tags = self.typed(data, "tags", list)
+            fields["tags"] = tuple(self.wrap(f"tags[{i}]", parse_tag, t) for i, t in enumerate(tags))
+        for key in ("output", "oci_dir", "metadata_file"):
+            if key in data:
+                fields[key] = Path(self.rel(self.typed(data, key, str)))
+        if "compression" in data:
+            fields["compression"] = self.wrap("compression", parse_compression, self.typed(data, "compression", str))
+        if "source_date_epoch" in data:
+            fields["source_date_epoch"] = self.wrap(
+                "source_date_epoch", parse_epoch, self.typed(data, "source_date_epoch", int), "source_date_epoch"
+            )
+        return BuildSpec(**fields)
+
+
+def read_spec(path: Path) -> BuildSpec:
+    return _Reader(path).read()
+
+
+def _merge_pairs(base: Sequence[tuple[str, str]], over: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    merged = dict(base)
+    merged.update(over)
+    return tuple(merged.items())
+
+
+def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
+    """Apply flag values (already parsed; None or empty means "not given") over a file spec."""
+    changes: dict[str, Any] = {}
+    for key in ("platform", "entrypoint", "cmd", "workdir", "user", "stop_signal", "output", "oci_dir",
+                "compression", "source_date_epoch", "metadata_file"):
+        if flags.get(key) is not None:
+            changes[key] = flags[key]
+    for key in ("env", "labels", "annotations"):
+        if flags.get(key):
+            changes[key] = _merge_pairs(getattr(file_spec, key), flags[key])
+    if flags.get("expose"):
+        changes["expose"] = tuple(dict.fromkeys((*file_spec.expose, *flags["expose"])))
+    if flags.get("tags"):
+        changes["tags"] = tuple(flags["tags"])
+    if flags.get("layers"):
+        changes["layers"] = (*file_spec.layers, *flags["layers"])
+    return attrs.evolve(file_spec, **changes)
