@@ -95,12 +95,15 @@ def build(spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ..
     spec = specs.merge(base, flags)
     epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
 
+    # Progress is for people at a terminal; CI logs and --quiet get the digest alone.
+    chatty = not quiet and sys.stderr.isatty()
+
     def progress(message: str) -> None:
-        if not quiet:
+        if chatty:
             click.echo(message, err=True)
 
     result = run_build(spec, epoch=epoch, progress=progress)
-    if not quiet:
+    if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)
     click.echo(str(result.image.digest))

@@ -86,7 +86,7 @@ def parse_add(text: str) -> AddSpec:
     """``SRC:DST[:MODE]``; SRC may itself contain ':' (DST and MODE are taken from the right)."""
     parts = text.split(":")
     mode = None
-    if len(parts) >= 3 and re.match(r"^[0-7]+$", parts[-1]):
+    if len(parts) >= 3 and re.match(r"^\d+$", parts[-1]):
         mode = parse_mode(parts.pop())
     if len(parts) < 2 or not parts[-1] or not all(parts[:-1]):
         raise UsageError(f"bad --add {text!r}: expected SRC:DST[:MODE], e.g. hello:/hello:0755")

@@ -91,8 +91,8 @@ def collect(spec: AddSpec, *, workdir: str, epoch: int) -> list[_Found]:
     if not os.access(spec.src, os.R_OK):
         raise InputError(f"add {spec.src}:{spec.dst}: cannot read {spec.src!r}: Permission denied")
     dst = spec.dst if spec.dst.startswith("/") else posixpath.join(workdir or "/", spec.dst)
-    into_dir = dst.endswith("/") or dst.endswith("/.") or normalize(dst, what="destination") == ""
-    dest = normalize(dst, what=f"destination of {spec.src}")
+    into_dir = dst.endswith(("/", "/.")) or dst == "."
+    dest = normalize(dst, what=f"add {spec.src}:{spec.dst}: destination")
     if stat.S_ISDIR(st.st_mode):
         found = [_Found(Entry(dest, Kind.DIR, mode=spec.mode or 0o755, uid=spec.uid, gid=spec.gid, mtime=epoch), None)] if dest else []
         found.extend(_walk(spec, spec.src, dest, epoch))

@@ -98,9 +98,9 @@ def _member(path: str, archive: tarfile.TarFile, member: tarfile.TarInfo, prefix
     if kind is None:
         raise InputError(f"tarball {path!r}: entry {member.name!r} has unsupported type {member.type!r}")
     name = normalize(member.name, what=f"tarball {path!r}: entry")
-    full = f"{prefix}/{name}" if prefix and name else (prefix or name)
-    if not full:
-        return  # the archive's own root directory ('./'): the image root is not an entry
+    if not name:
+        return  # the archive's own root ('./'): the destination directory is already there
+    full = f"{prefix}/{name}" if prefix else name
     linkname = member.linkname
     if kind is Kind.HARDLINK:
         target = normalize(linkname, what=f"tarball {path!r}: hardlink {member.name!r} ->")

@@ -1,0 +1,272 @@
+"""The CLI end to end in a subprocess: outputs, spec files, errors, reproducibility."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from support.oci import validate_image
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def lamina(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
+    full_env.pop("SOURCE_DATE_EPOCH", None) if env is None or "SOURCE_DATE_EPOCH" not in env else None
+    return subprocess.run(
+        [sys.executable, "-m", "lamina", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120
+    )
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    (tmp_path / "hello").write_bytes(b"\x7fELF fake binary")
+    os.chmod(tmp_path / "hello", 0o755)
+    (tmp_path / "cacert.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+def test_build_prints_digest_and_writes_every_output(app: Path) -> None:
+    res = lamina(
+        "build", "--add", "hello:/hello", "--add", "cacert.pem:/etc/ssl/certs/", "--cmd", '["/hello"]',
+        "--env", "A=1", "--label", "org.opencontainers.image.title=hello", "--expose", "8080",
+        "--annotation", "org.opencontainers.image.source=testdata", "--user", "65532", "--workdir", "/",
+        "--stop-signal", "SIGINT", "-t", "hello", "-t", "example.com/hello:v1",
+        "-o", "out/hello.tar", "--oci-dir", "out/layout", "--metadata-file", "out/meta.json", cwd=app,
+    )
+    assert res.returncode == 0, res.stderr
+    digest = res.stdout.strip().splitlines()[-1]
+    tarball = validate_image(app / "out" / "hello.tar")
+    layout = validate_image(app / "out" / "layout")
+    assert tarball == layout
+    [manifest], [config] = tarball["manifests"], tarball["configs"]
+    assert [m["digest"] for m in tarball["index"]["manifests"]] == [digest, digest]
+    names = [m["annotations"] for m in tarball["index"]["manifests"]]
+    assert names == [
+        {"io.containerd.image.name": "docker.io/library/hello:latest", "org.opencontainers.image.ref.name": "latest"},
+        {"io.containerd.image.name": "example.com/hello:v1", "org.opencontainers.image.ref.name": "v1"},
+    ]
+    assert config["config"]["Cmd"] == ["/hello"]
+    assert "A=1" in config["config"]["Env"]
+    assert config["config"]["ExposedPorts"] == {"8080/tcp": {}}
+    assert (config["config"]["User"], config["config"]["StopSignal"]) == ("65532", "SIGINT")
+    assert config["created"] == "1970-01-01T00:00:00Z"
+    assert manifest["annotations"] == {"org.opencontainers.image.source": "testdata"}
+    assert all(l["annotations"]["dev.lamina.layer.compressor"].startswith("isal-") for l in manifest["layers"])
+    meta = json.loads((app / "out" / "meta.json").read_text())
+    assert meta["manifest_digest"] == digest
+    assert meta["config_digest"] == manifest["config"]["digest"]
+    assert [l["diff_id"] for l in meta["layers"]] == config["rootfs"]["diff_ids"]
+    with tarfile.open(app / "out" / "hello.tar") as tf:
+        docker = json.load(tf.extractfile("manifest.json"))
+        assert docker[0]["RepoTags"] == ["hello:latest", "example.com/hello:v1"]
+        layer = tarfile.open(fileobj=tf.extractfile(docker[0]["Layers"][1]), mode="r|gz")
+        assert [m.name for m in layer] == ["etc", "etc/ssl", "etc/ssl/certs", "etc/ssl/certs/cacert.pem"]
+    assert _files(app / "out") == ["hello.tar", "layout", "meta.json"]  # no temp files left
+
+
+def test_quiet_prints_only_the_digest(app: Path) -> None:
+    res = lamina("build", "-q", "--add", "hello:/hello", "-o", "out/x.tar", cwd=app)
+    assert res.returncode == 0
+    assert res.stderr == ""
+    assert res.stdout.startswith("sha256:") and len(res.stdout.split()) == 1
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_other_compressions(app: Path, compression: str) -> None:
+    res = lamina("build", "--add", "hello:/hello", "--compression", compression, "-o", "out/x.tar", cwd=app)
+    assert res.returncode == 0, res.stderr
+    [manifest] = validate_image(app / "out" / "x.tar")["manifests"]
+    expected = {"zstd": "application/vnd.oci.image.layer.v1.tar+zstd", "none": "application/vnd.oci.image.layer.v1.tar"}
+    assert manifest["layers"][0]["mediaType"] == expected[compression]
+
+
+def test_spec_file_and_flags_override(app: Path) -> None:
+    (app / "lamina.toml").write_text(
+        """
+platform = "linux/arm64"
+cmd = ["/hello", "-v"]
+env = { A = "file", B = "file" }
+tags = ["from-file"]
+output = "out/spec.tar"
+source_date_epoch = 1700000000
+
+[[layer]]
+entries = [
+  { src = "hello", dst = "/hello", mode = "0700" },
+  { src = "cacert.pem", dst = "/etc/ssl/certs/", uid = 7, gid = 8 },
+]
+"""
+    )
+    # Default spec: ./lamina.toml when no input flags are given.
+    res = lamina("build", "--env", "A=flag", "--platform", "linux/arm/v7", cwd=app)
+    assert res.returncode == 0, res.stderr
+    result = validate_image(app / "out" / "spec.tar")
+    config = result["configs"][0]
+    assert (config["architecture"], config["variant"]) == ("arm", "v7")
+    assert config["config"]["Cmd"] == ["/hello", "-v"]
+    assert {"A=flag", "B=file"} <= set(config["config"]["Env"])
+    assert config["created"] == "2023-11-14T22:13:20Z"
+    assert len(config["rootfs"]["diff_ids"]) == 1  # one [[layer]] with two entries
+    with tarfile.open(app / "out" / "spec.tar") as tf:
+        layer_name = json.load(tf.extractfile("manifest.json"))[0]["Layers"][0]
+        members = {m.name: m for m in tarfile.open(fileobj=tf.extractfile(layer_name), mode="r|gz")}
+    assert members["hello"].mode == 0o700
+    assert (members["etc/ssl/certs/cacert.pem"].uid, members["etc/ssl/certs/cacert.pem"].gid) == (7, 8)
+    assert members["hello"].mtime == 1700000000
+
+
+def test_source_date_epoch_from_environment(app: Path) -> None:
+    res = lamina("build", "--add", "hello:/hello", "-o", "out/x.tar", cwd=app, env={"SOURCE_DATE_EPOCH": "86400"})
+    assert res.returncode == 0, res.stderr
+    assert validate_image(app / "out" / "x.tar")["configs"][0]["created"] == "1970-01-02T00:00:00Z"
+
+
+# ---- errors: one line, the right exit status, nothing left behind
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--add", "nope:/x"], 1, "lamina: error: add nope:/x: cannot read 'nope': No such file or directory"),
+        (["--add", "hello:/hello:0999"], 2, "lamina: error: bad mode '0999': expected octal like 0755"),
+        (["--add", "hello"], 2, "lamina: error: bad --add 'hello': expected SRC:DST[:MODE]"),
+        (["--add", "hello:/h", "--platform", "linux/z80"], 2, "lamina: error: unknown platform 'linux/z80'"),
+        (["--add", "hello:/h", "--env", "NOVALUE"], 2, "lamina: error: bad --env 'NOVALUE': expected KEY=VALUE"),
+        (["--add", "hello:/h", "--cmd", "[1,"], 2, "lamina: error: bad --cmd '[1,': not a JSON array"),
+        (["--add", "hello:/h", "--compression", "lz4"], 2, "lamina: error: bad compression 'lz4'"),
+        (["--add", "hello:/h", "--expose", "99999"], 2, "lamina: error: bad --expose '99999'"),
+        (["--add", "hello:/h", "-t", "Bad Tag"], 2, "lamina: error: bad image reference 'Bad Tag'"),
+        (["--add", "hello:/../../h"], 1, "lamina: error: add hello:/../../h: destination '/../../h' would land outside"),
+        (["--tarball", "hello"], 1, "lamina: error: tarball 'hello': not a readable tar archive"),
+        (["--bogus"], 2, "lamina: error: No such option '--bogus'"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_nothing(app: Path, args: list[str], code: int, message: str) -> None:
+    res = lamina("build", *args, "-o", "out/img.tar", "--oci-dir", "out/layout", cwd=app)
+    assert res.returncode == code, res.stderr
+    assert res.stderr.startswith(message), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.stderr
+    assert _files(app / "out") == []
+
+
+def test_failure_mid_build_leaves_no_partial_output(app: Path) -> None:
+    import gzip
+
+    (app / "bad.tar.gz").write_bytes(gzip.compress(b"\0" * 100 + b"x" * 5000)[:50])
+    res = lamina("build", "--tarball", "bad.tar.gz", "--add", "hello:/hello", "-o", "out/img.tar", cwd=app)
+    assert res.returncode == 1
+    assert res.stderr.startswith("lamina: error: tarball 'bad.tar.gz'")
+    assert _files(app / "out") == []
+    assert not [p for p in app.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("cmd = 3", "lamina.toml: cmd: expected str or list, got int"),
+        ("[[layer]]\nentries = [{ src = 'hello' }]", "lamina.toml: layer[0].entries[0]: missing 'dst'"),
+        ("[[layer]]\nentries = [{ src = 'hello', dst = '/h', mode = '9' }]", "lamina.toml: layer[0].entries[0].mode: bad mode"),
+        ("colour = 'blue'", "lamina.toml: colour: unknown key"),
+        ("platform = 'linux/z80'", "lamina.toml: platform: unknown platform"),
+        ("this is not toml", "lamina.toml: not valid TOML"),
+    ],
+)
+def test_malformed_spec_names_file_and_key(app: Path, spec: str, message: str) -> None:
+    (app / "lamina.toml").write_text("output = 'out/x.tar'\n" + spec)
+    res = lamina("build", "lamina.toml", cwd=app)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(f"lamina: error: {app / message}" if False else "lamina: error: "), res.stderr
+    assert message in res.stderr
+    assert _files(app / "out") == []
+
+
+@pytest.mark.parametrize("output", ["missing-dir/img.tar", "hello/img.tar"])
+def test_unwritable_output(app: Path, output: str) -> None:
+    res = lamina("build", "--add", "hello:/hello", "-o", output, cwd=app)
+    assert res.returncode == 1
+    assert res.stderr.startswith(f"lamina: error: cannot write '{output}'"), res.stderr
+
+
+def test_no_output_is_a_usage_error(app: Path) -> None:
+    res = lamina("build", "--add", "hello:/hello", cwd=app)
+    assert res.returncode == 2
+    assert "nothing to write" in res.stderr
+
+
+def test_unreadable_source(app: Path) -> None:
+    """Run as an unprivileged user (root reads everything) when we are root."""
+    secret = app / "secret"
+    secret.write_text("x")
+    os.chmod(secret, 0)
+    os.chmod(app, 0o777)
+    os.chmod(app / "out", 0o777)
+    cmd = [sys.executable, "-m", "lamina", "build", "--add", "secret:/s", "-o", "out/img.tar"]
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+    res = subprocess.run(cmd, cwd=app, env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True, text=True)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.strip() == "lamina: error: add secret:/s: cannot read 'secret': Permission denied"
+    assert _files(app / "out") == []
+
+
+def test_inspect_errors(app: Path) -> None:
+    res = lamina("inspect", "nope.tar", cwd=app)
+    assert (res.returncode, res.stderr.strip()) == (1, "lamina: error: 'nope.tar': no such file or directory")
+    res = lamina("inspect", "hello", cwd=app)
+    assert res.returncode == 1 and res.stderr.startswith("lamina: error: 'hello': not an image")
+
+
+# ---- reproducibility
+
+
+def _make_tree(root: Path, reverse: bool, mtime: int) -> None:
+    names = ["b", "a", "c/d", "c/e", "z"]
+    for name in reversed(names) if reverse else names:
+        path = root / "tree" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"content of {name}")
+        os.chmod(path, 0o644)
+    os.link(root / "tree" / "a", root / "tree" / "hard")
+    os.symlink("c/d", root / "tree" / "sym")
+    for path in (root / "tree").rglob("*"):
+        os.utime(path, (mtime, mtime), follow_symlinks=False)
+    for path in [root / "tree", *(p for p in (root / "tree").rglob("*") if p.is_dir() and not p.is_symlink())]:
+        os.chmod(path, 0o755)
+
+
+def test_same_inputs_give_identical_bytes(tmp_path: Path) -> None:
+    outputs = []
+    for i, (tz, seed, reverse) in enumerate([("UTC", "1", False), ("Asia/Tokyo", "4242", True)]):
+        root = tmp_path / f"run{i}" / ("deeper" * i)
+        root.mkdir(parents=True)
+        _make_tree(root, reverse, mtime=1_000_000 * (i + 1))
+        cwd, rel = root, "tree"  # same spelling of the input, different absolute location
+        out = tmp_path / f"img{i}.tar"
+        res = lamina(
+            "build", "--add", f"{rel}:/app", "--cmd", "/app/a", "-t", "repro", "-o", str(out), cwd=cwd,
+            env={"TZ": tz, "PYTHONHASHSEED": seed, "LC_ALL": "C.UTF-8" if i else "C", "SOURCE_DATE_EPOCH": "1234"},
+        )
+        assert res.returncode == 0, res.stderr
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+def test_golden_digest(tmp_path: Path) -> None:
+    """Changing this digest changes what every user's image digest is: do it deliberately."""
+    (tmp_path / "hello").write_bytes(b"hello, scratch!\n")
+    os.chmod(tmp_path / "hello", 0o755)
+    res = lamina("build", "-q", "--add", "hello:/hello", "--cmd", '["/hello"]', "-o", "img.tar", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "sha256:61cca80dec9ca67faf54915534261e5e55786448527108b7c83207f9a34fbb27"
