@@ -10,18 +10,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from support.cli import SRC, lamina
 from support.oci import validate_image
-
-SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def lamina(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "PYTHONPATH": str(SRC), **(env or {})}
-    full_env.pop("SOURCE_DATE_EPOCH", None) if env is None or "SOURCE_DATE_EPOCH" not in env else None
-    return subprocess.run(
-        [sys.executable, "-m", "lamina", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120
-    )
-
 
 def _files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())

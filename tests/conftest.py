@@ -1,0 +1,70 @@
+"""Shared fixtures: test payloads, a private Docker daemon, a throwaway CA."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Make `support` importable whatever import mode pytest is configured with.
+_TESTS = Path(__file__).resolve().parent
+if str(_TESTS) not in sys.path:
+    sys.path.insert(0, str(_TESTS))
+
+from support.dockerd import DockerDaemon  # noqa: E402
+from support.tls import CertBundle, HttpsServer, make_test_ca  # noqa: E402
+from support.tools import require, unavailable  # noqa: E402
+
+TESTDATA = _TESTS.parent / "testdata"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+@pytest.fixture(scope="session")
+def testdata_out() -> Path:
+    """Build testdata/ (Go/C hello binaries, busybox rootfs, CA bundle) once.
+
+    make is incremental, so after the first run this costs well under a second.
+    """
+    for tool in ("make", "go", "gcc", "musl-gcc", "tar", "gzip"):
+        require(tool)
+    r = subprocess.run(["make", "-C", str(TESTDATA), "all"], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, timeout=900)
+    if r.returncode != 0:
+        pytest.fail(f"make -C testdata all failed:\n{r.stdout}\n{r.stderr}", pytrace=False)
+    return TESTDATA / "out"
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[DockerDaemon]:
+    """A private dockerd for the whole session (started once: ~1 s, but
+    images pulled into it are shared by all tests)."""
+    daemon_bin = require("dockerd")
+    cli = require("docker")
+    if os.geteuid() != 0:
+        unavailable("a private dockerd needs root")
+    daemon = DockerDaemon(daemon_bin, cli)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> CertBundle:
+    """A throwaway CA plus a server cert for 127.0.0.1 signed by it."""
+    require("openssl")
+    return make_test_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def https_server(test_ca: CertBundle) -> Iterator[HttpsServer]:
+    """An HTTPS server answering `hello over tls`, trusted only via test_ca."""
+    with HttpsServer(test_ca.cert, test_ca.key) as server:
+        yield server
