@@ -260,3 +260,15 @@ def test_golden_digest(tmp_path: Path) -> None:
     res = lamina("build", "-q", "--add", "hello:/hello", "--cmd", '["/hello"]', "-o", "img.tar", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "sha256:61cca80dec9ca67faf54915534261e5e55786448527108b7c83207f9a34fbb27"
+
+
+def test_digest_does_not_depend_on_where_the_spec_is_run_from(app: Path) -> None:
+    (app / "sub").mkdir()
+    (app / "sub" / "lamina.toml").write_text(
+        'output = "../out/a.tar"\n[[layer]]\nentries = [{ src = "../hello", dst = "/hello" }]\n'
+    )
+    from_top = lamina("build", "-q", "sub/lamina.toml", cwd=app)
+    from_sub = lamina("build", "-q", "lamina.toml", cwd=app / "sub")
+    absolute = lamina("build", "-q", "--add", f"{app / 'hello'}:/hello", "-o", "out/b.tar", cwd=app)
+    assert from_top.returncode == from_sub.returncode == absolute.returncode == 0
+    assert from_top.stdout == from_sub.stdout == absolute.stdout

@@ -32,8 +32,10 @@ class AddSpec:
     gid: int = 0
 
     def describe(self) -> str:
+        """For history: the source's base name only, so where the checkout lives never
+        reaches the digest (an absolute path from a Makefile would otherwise)."""
         mode = f" (mode {self.mode:04o})" if self.mode is not None else ""
-        return f"{self.src} -> {self.dst}{mode}"
+        return f"{os.path.basename(os.path.normpath(self.src))} -> {self.dst}{mode}"
 
 
 @attrs.frozen

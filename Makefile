@@ -1,0 +1,49 @@
+# lamina: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+LAMINA := $(BIN)/lamina
+DEMO := demo
+
+.PHONY: setup deps testdata demo test test-fast bench clean
+
+# A venv with lamina (editable) and the test tools; redone when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Debian packages the tests and the demo need (docker.io, skopeo, umoci, golang-go, ...).
+deps:
+	bash scripts/ensure-deps.sh
+
+testdata: deps
+	$(MAKE) -C testdata all
+
+# Build the built-in example (scratch + static Go hello + CA bundle), inspect it, and run it
+# when a Docker daemon is reachable.
+demo: setup testdata
+	mkdir -p $(DEMO)
+	$(LAMINA) build examples/hello/lamina.toml
+	$(LAMINA) inspect $(DEMO)/hello.tar
+	@if docker info >/dev/null 2>&1; then \
+	  docker load -i $(DEMO)/hello.tar && docker run --rm lamina-demo/hello:latest; \
+	else \
+	  echo "(no Docker daemon reachable: load it elsewhere with 'docker load -i $(DEMO)/hello.tar')"; \
+	fi
+
+# Everything, end to end: installs what is missing, starts its own dockerd, runs pytest.
+test: setup testdata
+	$(BIN)/pytest
+
+# Unit tests only (no daemon, no Debian packages).
+test-fast: setup
+	$(BIN)/pytest -m 'not e2e' tests/model tests/layers tests/sources tests/test_cli.py
+
+bench: setup testdata
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(DEMO) testdata/out
