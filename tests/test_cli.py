@@ -272,3 +272,74 @@ def test_digest_does_not_depend_on_where_the_spec_is_run_from(app: Path) -> None
     absolute = lamina("build", "-q", "--add", f"{app / 'hello'}:/hello", "-o", "out/b.tar", cwd=app)
     assert from_top.returncode == from_sub.returncode == absolute.returncode == 0
     assert from_top.stdout == from_sub.stdout == absolute.stdout
+
+
+def test_oci_dir_never_replaces_user_data(app: Path) -> None:
+    (app / "precious").mkdir()
+    (app / "precious" / "notes.txt").write_text("keep me")
+    res = lamina("build", "--add", "hello:/hello", "--oci-dir", "precious", cwd=app)
+    assert res.returncode == 1
+    assert res.stderr.strip() == (
+        "lamina: error: cannot write 'precious': it is a non-empty directory and not an OCI layout; refusing to replace it"
+    )
+    assert (app / "precious" / "notes.txt").read_text() == "keep me"
+    # An earlier layout is replaced whole, and a tarball path that is a directory is refused.
+    assert lamina("build", "--add", "hello:/hello", "--oci-dir", "out/l", cwd=app).returncode == 0
+    res = lamina("build", "--add", "hello:/hello", "--env", "X=1", "--oci-dir", "out/l", cwd=app)
+    assert res.returncode == 0
+    validate_image(app / "out" / "l")
+    assert sorted(p.name for p in (app / "out" / "l" / "blobs" / "sha256").iterdir()).__len__() == 3
+    res = lamina("build", "--add", "hello:/hello", "-o", "out", cwd=app)
+    assert (res.returncode, res.stderr.strip()) == (1, "lamina: error: cannot write 'out': it is a directory")
+
+
+def test_spec_tarball_layer_and_flag_destination(app: Path, tmp_path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:xz") as tf:
+        info = tarfile.TarInfo("./etc/motd")
+        info.size = 2
+        tf.addfile(info, io.BytesIO(b"hi"))
+    (app / "rootfs.img").write_bytes(buf.getvalue())
+    (app / "lamina.toml").write_text('output = "out/t.tar"\n[[layer]]\ntarball = "rootfs.img"\ndst = "/srv"\n')
+    res = lamina("build", "lamina.toml", "--tarball", "rootfs.img:/opt", cwd=app)
+    assert res.returncode == 0, res.stderr
+    with tarfile.open(app / "out" / "t.tar") as tf:
+        layers = json.load(tf.extractfile("manifest.json"))[0]["Layers"]
+        names = [[m.name for m in tarfile.open(fileobj=tf.extractfile(l), mode="r|gz")] for l in layers]
+    assert names == [["srv", "srv/etc", "srv/etc/motd"], ["opt", "opt/etc", "opt/etc/motd"]]
+
+
+def test_inspect_text_files_and_json(app: Path) -> None:
+    res = lamina("build", "-q", "--add", "hello:/bin/hello:0755", "--add", "cacert.pem:/etc/ssl/certs/",
+                 "--cmd", '["/bin/hello"]', "-t", "insp:v2", "-o", "out/i.tar", "--oci-dir", "out/i", cwd=app)
+    digest = res.stdout.strip()
+    for target in ("out/i.tar", "out/i"):
+        text = lamina("inspect", target, cwd=app)
+        assert text.returncode == 0, text.stderr
+        assert f"manifest:   {digest}" in text.stdout
+        assert "lamina: add hello -> /bin/hello (mode 0755)" in text.stdout
+        assert "Cmd:        ['/bin/hello']" in text.stdout
+        files = lamina("inspect", "--files", target, cwd=app).stdout
+        assert "-rwxr-xr-x 0/0         16  bin/hello" in files
+        assert "drwxr-xr-x 0/0          0  etc/ssl/certs" in files
+        [record] = json.loads(lamina("inspect", "--json", target, cwd=app).stdout)
+        assert record["manifest_digest"] == digest
+        assert record["platform"] == "linux/amd64"
+        assert [l["files"] for l in record["layers"]] == [2, 4]
+        assert record["layers"][0]["uncompressed_size"] == 512 * 3 + 1024  # 2 headers, 1 data block, 2 end blocks
+        assert "entries" not in record["layers"][0]
+
+
+def test_inspect_detects_a_corrupted_blob(app: Path) -> None:
+    assert lamina("build", "--add", "hello:/hello", "--compression", "none", "--oci-dir", "out/c", cwd=app).returncode == 0
+    index = json.loads((app / "out" / "c" / "index.json").read_text())
+    manifest = json.loads((app / "out" / "c" / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_bytes())
+    layer = app / "out" / "c" / "blobs" / "sha256" / manifest["layers"][0]["digest"][7:]
+    data = bytearray(layer.read_bytes())
+    data[600] ^= 1  # flip one bit inside the file's content
+    layer.write_bytes(bytes(data))
+    res = lamina("inspect", "out/c", cwd=app)
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"lamina: error: blob {manifest['layers'][0]['digest']} in out/c: content does not match its digest"

@@ -13,6 +13,7 @@ from lamina.errors import OutputError, UsageError
 from lamina.image import Image, Settings, compose
 from lamina.layers.build import build_layer
 from lamina.model import Layer
+from lamina.sinks.atomic import check_replaceable_dir, check_replaceable_file
 from lamina.sinks.layout import write_layout
 from lamina.sinks.metadata import write_metadata
 from lamina.sinks.tarball import write_tarball
@@ -77,6 +78,11 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None) -> B
         raise UsageError("nothing to write: give -o/--output PATH (a tarball) or --oci-dir DIR")
     for path in outputs:
         _check_writable(path)
+    for path in (spec.output, spec.metadata_file):
+        if path is not None:
+            check_replaceable_file(path)
+    if spec.oci_dir is not None:
+        check_replaceable_dir(spec.oci_dir)
     # The blob store sits beside the first output so the layout sink can hardlink blobs.
     work_parent = (spec.oci_dir or spec.output).parent  # type: ignore[union-attr]
     try:

@@ -23,6 +23,10 @@ from lamina.model import mediatypes
 
 GZIP_LEVEL = 2
 ZSTD_LEVEL = 3
+# zstd's multi-threaded mode buffers whole jobs per worker; its default job size at level 3
+# (8 MiB) peaks near 200 MB RSS on incompressible input, 4 MiB keeps it near 100 MB for ~8%
+# less speed. Fixed, because the job size is part of what decides the output bytes.
+ZSTD_JOB_SIZE = 4 << 20
 # RFC 1952 header: magic, CM=deflate, FLG=0 (no name, no comment), MTIME=0, XFL=0, OS=255 (unknown).
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
@@ -79,7 +83,7 @@ class _Zstd:
 
         workers = max(1, min(4, os.cpu_count() or 1))
         params = zstandard.ZstdCompressionParameters.from_level(
-            ZSTD_LEVEL, threads=workers, write_checksum=False, write_content_size=False
+            ZSTD_LEVEL, threads=workers, job_size=ZSTD_JOB_SIZE, write_checksum=False, write_content_size=False
         )
         self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
 
@@ -116,5 +120,5 @@ def describe(compression: Compression) -> str:
         import zstandard
 
         libzstd = ".".join(map(str, zstandard.ZSTD_VERSION))
-        return f"zstandard-{zstandard.__version__} libzstd-{libzstd} level {ZSTD_LEVEL} multithreaded"
+        return f"zstandard-{zstandard.__version__} libzstd-{libzstd} level {ZSTD_LEVEL} multithreaded job 4MiB"
     return "none"

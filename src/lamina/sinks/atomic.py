@@ -36,11 +36,25 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
+def check_replaceable_dir(path: Path) -> None:
+    """Only an empty directory or an earlier OCI layout may be replaced: never user data."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise OutputError(f"cannot write {str(path)!r}: it exists and is not a directory")
+    if any(path.iterdir()) and not (path / "oci-layout").is_file():
+        raise OutputError(f"cannot write {str(path)!r}: it is a non-empty directory and not an OCI layout; refusing to replace it")
+
+
+def check_replaceable_file(path: Path) -> None:
+    if path.is_dir():
+        raise OutputError(f"cannot write {str(path)!r}: it is a directory")
+
+
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Build a directory beside ``path``; swap it in only when complete."""
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"cannot write {str(path)!r}: it exists and is not a directory")
+    check_replaceable_dir(path)
     try:
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_tmp_name(path)))
     except OSError as exc:

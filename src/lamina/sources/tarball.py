@@ -82,12 +82,19 @@ def read_tarball(path: str, dst: str, *, epoch: int) -> Iterator[Iterator[tuple[
 
 
 def _entries(path: str, archive: tarfile.TarFile, prefix: str, epoch: int) -> Iterator[tuple[Entry, Opener]]:
-    for parent in ([*parents(prefix), prefix] if prefix else []):
-        yield Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None
     seen: set[str] = set()
+    for parent in ([*parents(prefix), prefix] if prefix else []):
+        seen.add(parent)
+        yield Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None
     try:
         for member in archive:
-            yield from _member(path, archive, member, prefix, epoch, seen)
+            for entry, opener in _member(path, archive, member, prefix, epoch, seen):
+                # Archives may omit directories; the layer gets them as 0755 root dirs.
+                for parent in parents(entry.path):
+                    if parent not in seen:
+                        seen.add(parent)
+                        yield Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None
+                yield entry, opener
     except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as exc:
         raise InputError(f"tarball {path!r}: truncated or corrupt archive ({exc})") from exc
 
