@@ -37,6 +37,12 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
               help="Copy a file or directory into the image (one layer each).")
 @click.option("--tarball", "tarballs", multiple=True, metavar="PATH[:DST]",
               help="Add a rootfs tarball (tar, gz, xz, bz2, zstd) as a layer.")
+@click.option("--from", "base", metavar="IMAGE",
+              help="Base image: scratch, docker-archive:PATH[:REF|@N], oci-archive:PATH[:REF], oci:DIR[:REF], or a path.")
+@click.option("--copy-from", "copies", multiple=True, metavar="IMAGE:SRC:DST",
+              help="Copy SRC out of another image (COPY --from), one layer each.")
+@click.option("--remove", "removes", multiple=True, metavar="PATH", help="Drop PATH of the base image (a whiteout).")
+@click.option("--hermetic", is_flag=True, default=None, help="Refuse inputs not pinned by sha256 (spec or lamina.lock).")
 @click.option("--entrypoint", metavar="JSON|STRING", help='Entrypoint: \'["/hello","-v"]\' or one plain argument.')
 @click.option("--cmd", metavar="JSON|STRING", help="Default arguments, as --entrypoint.")
 @click.option("--env", "envs", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
@@ -54,10 +60,12 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @click.option("--source-date-epoch", metavar="N", help="Timestamp for config and files (default $SOURCE_DATE_EPOCH, else 0).")
 @click.option("--metadata-file", type=click.Path(path_type=Path), help="Write digests and sizes as JSON here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the manifest digest.")
-def build(spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ...], **opts: Any) -> None:
+def build(spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ...], copies: tuple[str, ...],
+          removes: tuple[str, ...], **opts: Any) -> None:
     """Build an image from files, flags and/or a lamina.toml spec file.
 
-    Flags override the file. --tarball layers come first, then one layer per --add.
+    Flags override the file. Layers: the base's, then --remove, then the file's, then
+    --tarball, --copy-from and --add layers in that order.
     """
     from lamina import spec as specs
     from lamina.build import build as run_build, epoch_from_env
@@ -67,8 +75,12 @@ def build(spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ..
     flags: dict[str, Any] = {
         "layers": [
             *(specs.parse_tarball(t) for t in tarballs),
+            *(specs.FilesLayer((specs.parse_copy_from(c),)) for c in copies),
             *(specs.FilesLayer((specs.parse_add(a),)) for a in adds),
         ],
+        "base": specs.BaseSpec(opts["base"], key=opts["base"]) if opts["base"] else None,
+        "remove": removes,
+        "hermetic": opts["hermetic"],
         "entrypoint": specs.parse_command(opts["entrypoint"], "--entrypoint") if opts["entrypoint"] is not None else None,
         "cmd": specs.parse_command(opts["cmd"], "--cmd") if opts["cmd"] is not None else None,
         "env": _pairs(opts["envs"], "--env"),
@@ -89,7 +101,7 @@ def build(spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ..
         ),
         "metadata_file": opts["metadata_file"],
     }
-    if spec_file is None and not adds and not tarballs and Path(specs.DEFAULT_SPEC).is_file():
+    if spec_file is None and not (adds or tarballs or copies) and Path(specs.DEFAULT_SPEC).is_file():
         spec_file = Path(specs.DEFAULT_SPEC)
     base = specs.read_spec(spec_file) if spec_file is not None else specs.BuildSpec()
     spec = specs.merge(base, flags)
@@ -102,11 +114,28 @@ def build(spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ..
         if chatty:
             click.echo(message, err=True)
 
-    result = run_build(spec, epoch=epoch, progress=progress)
+    def note(message: str) -> None:  # things the user must hear about, TTY or not
+        if not quiet:
+            click.echo(f"lamina: note: {message}", err=True)
+
+    from lamina.pins import read_lock
+
+    result = run_build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_file))
     if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)
     click.echo(str(result.image.digest))
+
+
+@main.command()
+@click.argument("spec_file", required=False, default="lamina.toml", type=click.Path(dir_okay=False, path_type=Path))
+def lock(spec_file: Path) -> None:
+    """Pin every input of SPEC_FILE by sha256 in a lamina.lock beside it."""
+    from lamina.pins import write_lock
+    from lamina.spec import read_spec
+
+    path, count = write_lock(read_spec(spec_file), spec_file)
+    click.echo(f"wrote {path} ({count} inputs pinned)")
 
 
 @main.command()

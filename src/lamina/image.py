@@ -1,12 +1,16 @@
-"""Compose finished layers and settings into an image: pure values, no I/O.
+"""Compose finished layers, a base's config and the requested changes into an image.
 
-Data flows one way: layers → config → config bytes → manifest → manifest bytes.
-"FROM scratch" is simply an empty list of base layers.
+Pure values, no I/O. Data flows one way: layers → config → config bytes → manifest →
+manifest bytes. "FROM scratch" is simply no base. Inheritance follows Docker: Env, Cmd,
+Entrypoint, User, WorkingDir, Labels, ExposedPorts, Volumes, StopSignal and history come
+from the base; changes override them; an entrypoint set without a cmd clears the base's
+cmd; env and labels merge by key; exposed ports are a union.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
@@ -14,25 +18,31 @@ from lamina.model import ConfigFile, ContainerConfig, Descriptor, Digest, Histor
 from lamina.model import mediatypes
 from lamina.model.config import rfc3339
 
-# What `docker build` (BuildKit) puts in a scratch image's Env when none is set.
+# What `docker build` (BuildKit) puts in an image's Env when nothing sets PATH.
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @attrs.frozen
-class Settings:
-    """Everything the image config and manifest say besides the layers."""
+class ConfigChanges:
+    """What flags and the spec say about the config; None means "inherit from the base"."""
 
-    platform: Platform
-    epoch: int = 0
     entrypoint: tuple[str, ...] | None = None
     cmd: tuple[str, ...] | None = None
     env: tuple[tuple[str, str], ...] = ()
-    workdir: str = ""
-    user: str = ""
+    workdir: str | None = None
+    user: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()
-    exposed_ports: tuple[str, ...] = ()
-    stop_signal: str = ""
+    expose: tuple[str, ...] = ()
+    stop_signal: str | None = None
+
+
+@attrs.frozen
+class Base:
+    """What a base image contributes: its config document and its (imported) layers."""
+
+    config: dict[str, Any]
+    layers: tuple[Layer, ...]
 
 
 @attrs.frozen
@@ -55,48 +65,57 @@ class Image:
 def merge_env(base: Sequence[str], updates: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     """Docker's ENV semantics: a key set again replaces its value in place; new keys append."""
     env = dict(item.split("=", 1) if "=" in item else (item, "") for item in base)
+    if "PATH" not in env:
+        env = {"PATH": DEFAULT_PATH.split("=", 1)[1], **env}
     for key, value in updates:
         env[key] = value
     return tuple(f"{k}={v}" for k, v in env.items())
 
 
-def compose(layers: Sequence[Layer], settings: Settings) -> Image:
-    created = rfc3339(settings.epoch)
-    env = merge_env([DEFAULT_PATH], settings.env)
-    container = ContainerConfig(
-        user=settings.user,
-        exposed_ports=settings.exposed_ports,
-        env=env,
-        entrypoint=settings.entrypoint,
-        cmd=settings.cmd,
-        working_dir=settings.workdir,
-        labels=settings.labels,
-        stop_signal=settings.stop_signal,
+def _container_config(base: ContainerConfig, changes: ConfigChanges) -> ContainerConfig:
+    if changes.cmd is not None:
+        cmd = changes.cmd
+    elif changes.entrypoint is not None:
+        cmd = None  # Dockerfile: ENTRYPOINT without CMD resets the base's CMD
+    else:
+        cmd = base.cmd
+    return attrs.evolve(
+        base,
+        user=base.user if changes.user is None else changes.user,
+        exposed_ports=tuple(dict.fromkeys((*base.exposed_ports, *changes.expose))),
+        env=merge_env(base.env, changes.env),
+        entrypoint=base.entrypoint if changes.entrypoint is None else changes.entrypoint,
+        cmd=cmd,
+        working_dir=base.working_dir if changes.workdir is None else changes.workdir,
+        labels=tuple({**dict(base.labels), **dict(changes.labels)}.items()),
+        stop_signal=base.stop_signal if changes.stop_signal is None else changes.stop_signal,
     )
+
+
+def compose(layers: Sequence[Layer], changes: ConfigChanges, *, platform: Platform, epoch: int,
+            base: Base | None = None) -> Image:
+    created = rfc3339(epoch)
+    base_doc = base.config if base is not None else {}
+    base_layers = base.layers if base is not None else ()
+    all_layers = (*base_layers, *layers)
+    history = tuple(HistoryEntry.from_json(h) for h in base_doc.get("history") or [] if isinstance(h, dict))
+    history += tuple(HistoryEntry(created=created, created_by=layer.created_by) for layer in layers)
     config = ConfigFile(
-        platform=settings.platform,
+        platform=platform,
         created=created,
-        config=container,
-        diff_ids=tuple(layer.diff_id for layer in layers),
-        history=tuple(HistoryEntry(created=created, created_by=layer.created_by) for layer in layers),
+        config=_container_config(ContainerConfig.from_json(base_doc.get("config")), changes),
+        diff_ids=tuple(layer.diff_id for layer in all_layers),
+        history=history,
     )
     config_bytes = config.to_bytes()
     config_descriptor = Descriptor(mediatypes.OCI_CONFIG, Digest.of_bytes(config_bytes), len(config_bytes))
     manifest = Manifest(
         config=config_descriptor,
-        layers=tuple(layer.descriptor for layer in layers),
-        annotations=settings.annotations,
+        layers=tuple(layer.descriptor for layer in all_layers),
+        annotations=changes.annotations,
     )
     manifest_bytes = manifest.to_bytes()
     manifest_descriptor = Descriptor(
-        mediatypes.OCI_MANIFEST, Digest.of_bytes(manifest_bytes), len(manifest_bytes), platform=settings.platform
+        mediatypes.OCI_MANIFEST, Digest.of_bytes(manifest_bytes), len(manifest_bytes), platform=platform
     )
-    return Image(
-        platform=settings.platform,
-        layers=tuple(layers),
-        config=config,
-        config_bytes=config_bytes,
-        config_descriptor=config_descriptor,
-        manifest_bytes=manifest_bytes,
-        manifest_descriptor=manifest_descriptor,
-    )
+    return Image(platform, all_layers, config, config_bytes, config_descriptor, manifest_bytes, manifest_descriptor)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import stat
 import tarfile
 from pathlib import Path
 from typing import Any
 
 from lamina.errors import ImageError
-from lamina.sources.archive import ImageSource, StoredImage, images
-from lamina.sources.tarball import open_decompressed
+from lamina.sources.archive import ImageSource, StoredLayer, images, open_layer
+from lamina.model import mediatypes
+from lamina.sources.tarball import detect, open_decompressed
+
+_MAGIC_TYPES = {"gzip": mediatypes.OCI_LAYER_GZIP, "zstd": mediatypes.OCI_LAYER_ZSTD, "tar": mediatypes.OCI_LAYER}
 
 _KIND_CHAR = {
     tarfile.DIRTYPE: "d", tarfile.SYMTYPE: "l", tarfile.LNKTYPE: "h", tarfile.CHRTYPE: "c",
@@ -17,27 +22,34 @@ _KIND_CHAR = {
 }
 
 
-class _Counting:
-    """Counts the uncompressed bytes tarfile reads (compressed streams cannot tell())."""
+class _Counting(io.RawIOBase):
+    """Counts (and hashes) the bytes read through it: compressed streams cannot tell()."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.count = 0
+        self.hash = hashlib.sha256()
 
-    def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(size)
-        self.count += len(data)
-        return data
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._inner.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        self.hash.update(data)
+        return n
 
 
-def _layer_entries(source: ImageSource, image: StoredImage, index: int) -> tuple[int, list[dict[str, Any]]]:
-    desc = image.layers[index]
+def _layer_record(source: ImageSource, layer: StoredLayer) -> dict[str, Any]:
     entries: list[dict[str, Any]] = []
-    size = 0
-    with source.open_layer(desc) as raw:
+    with open_layer(source, layer) as raw:
+        kind = detect(raw.peek(8)[:8])
+        stored = _Counting(raw)
         try:
-            stream = _Counting(open_decompressed(raw))
-            with tarfile.open(fileobj=stream, mode="r|") as archive:
+            stream = _Counting(open_decompressed(io.BufferedReader(stored, 1 << 20)))  # type: ignore[arg-type]
+            with tarfile.open(fileobj=io.BufferedReader(stream, 1 << 20), mode="r|") as archive:
                 for member in archive:
                     entries.append({
                         "path": member.name,
@@ -51,37 +63,38 @@ def _layer_entries(source: ImageSource, image: StoredImage, index: int) -> tuple
                     })
             while stream.read(1 << 20):  # drain, so the blob's digest is verified
                 pass
-            size = stream.count
+            while stored.read(1 << 20):
+                pass
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise ImageError(f"{source.name}: layer {desc.digest} is not a readable tar ({exc})") from None
-    return size, entries
+            raise ImageError(f"{source.name}: layer {layer.digest or layer.path} is not a readable tar ({exc})") from None
+    return {
+        "digest": str(layer.digest or f"sha256:{stored.hash.hexdigest()}"),
+        "media_type": layer.media_type or _MAGIC_TYPES.get(kind, kind),
+        "size": stored.count,
+        "uncompressed_size": stream.count,
+        "diff_id": str(layer.diff_id) if layer.diff_id else None,
+        "files": len(entries),
+        "entries": entries,
+    }
 
 
 def inspect_image(path: Path) -> list[dict[str, Any]]:
-    """One record per image in the archive or layout."""
+    """One record per image (per platform) in the archive or layout."""
     with ImageSource.open(path) as source:
         out = []
         for image in images(source):
             config = image.config
             history = [h for h in config.get("history") or [] if not h.get("empty_layer")]
             layers = []
-            for i, desc in enumerate(image.layers):
-                usize, entries = _layer_entries(source, image, i)
-                layers.append({
-                    "digest": str(desc.digest),
-                    "media_type": desc.media_type,
-                    "size": desc.size,
-                    "uncompressed_size": usize,
-                    "diff_id": (config.get("rootfs", {}).get("diff_ids") or [None] * len(image.layers))[i],
-                    "files": len(entries),
-                    "created_by": history[i].get("created_by", "") if i < len(history) else "",
-                    "entries": entries,
-                })
+            for i, layer in enumerate(image.layers):
+                record = _layer_record(source, layer)
+                record["created_by"] = history[i].get("created_by", "") if i < len(history) else ""
+                layers.append(record)
             out.append({
                 "names": list(image.names),
                 "manifest_digest": str(image.manifest_descriptor.digest) if image.manifest_descriptor else None,
-                "config_digest": str(image.config_descriptor.digest),
-                "platform": "/".join(p for p in (config.get("os"), config.get("architecture"), config.get("variant")) if p),
+                "config_digest": str(image.config_digest),
+                "platform": str(image.platform),
                 "created": config.get("created"),
                 "config": config.get("config") or {},
                 "layers": layers,

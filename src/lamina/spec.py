@@ -20,9 +20,10 @@ from typing import Any
 import attrs
 
 from lamina.errors import SpecError, UsageError
+from lamina.image import ConfigChanges
 from lamina.layers.compression import Compression
 from lamina.model import Platform, Reference
-from lamina.sources.files import AddSpec
+from lamina.sources.files import AddSpec, CopyFromSpec, Source
 
 DEFAULT_SPEC = "lamina.toml"
 _MODE = re.compile(r"^0?[0-7]{3,4}$")
@@ -31,16 +32,19 @@ _PORT = re.compile(r"^(\d{1,5})(?:/(tcp|udp|sctp))?$")
 
 @attrs.frozen
 class FilesLayer:
-    adds: tuple[AddSpec, ...]
+    adds: tuple[Source, ...]
 
     def describe(self) -> str:
-        return "lamina: add " + ", ".join(a.describe() for a in self.adds)
+        verb = "copy" if all(isinstance(a, CopyFromSpec) for a in self.adds) else "add"
+        return f"lamina: {verb} " + ", ".join(a.describe() for a in self.adds)
 
 
 @attrs.frozen
 class TarballLayer:
     src: str
     dst: str = "/"
+    sha256: str | None = None
+    key: str = ""
 
     def describe(self) -> str:
         return f"lamina: add tarball {os.path.basename(self.src)} -> {self.dst}"
@@ -50,18 +54,22 @@ LayerSpec = FilesLayer | TarballLayer
 
 
 @attrs.frozen
+class BaseSpec:
+    """``base = "…"`` (or ``{ image = "…", sha256 = "…" }``): the image to build on."""
+
+    image: str
+    sha256: str | None = None
+    key: str = ""
+
+
+@attrs.frozen
 class BuildSpec:
     layers: tuple[LayerSpec, ...] = ()
-    platform: Platform = Platform("linux", "amd64")
-    entrypoint: tuple[str, ...] | None = None
-    cmd: tuple[str, ...] | None = None
-    env: tuple[tuple[str, str], ...] = ()
-    workdir: str = ""
-    user: str = ""
-    labels: tuple[tuple[str, str], ...] = ()
-    annotations: tuple[tuple[str, str], ...] = ()
-    expose: tuple[str, ...] = ()
-    stop_signal: str = ""
+    base: BaseSpec | None = None
+    remove: tuple[str, ...] = ()
+    hermetic: bool = False
+    platform: Platform | None = None  # None: the base's platform, else linux/amd64
+    config: ConfigChanges = ConfigChanges()
     tags: tuple[Reference, ...] = ()
     output: Path | None = None
     oci_dir: Path | None = None
@@ -90,7 +98,17 @@ def parse_add(text: str) -> AddSpec:
         mode = parse_mode(parts.pop())
     if len(parts) < 2 or not parts[-1] or not all(parts[:-1]):
         raise UsageError(f"bad --add {text!r}: expected SRC:DST[:MODE], e.g. hello:/hello:0755")
-    return AddSpec(src=":".join(parts[:-1]), dst=parts[-1], mode=mode)
+    src = ":".join(parts[:-1])
+    return AddSpec(src=src, dst=parts[-1], mode=mode, key=src)
+
+
+def parse_copy_from(text: str) -> CopyFromSpec:
+    """``IMAGE:SRC:DST``: SRC and DST are absolute paths, IMAGE is everything before them."""
+    head, sep, dst = text.rpartition(":")
+    image, sep2, src = head.rpartition(":")
+    if not (sep and sep2 and image and src.startswith("/") and dst):
+        raise UsageError(f"bad --copy-from {text!r}: expected IMAGE:SRC:DST with SRC an absolute path, e.g. busybox.tar:/bin/busybox:/bin/")
+    return CopyFromSpec(image=image, src=src, dst=dst, key=image)
 
 
 def parse_tarball(text: str) -> TarballLayer:
@@ -99,7 +117,7 @@ def parse_tarball(text: str) -> TarballLayer:
         src, dst = text, "/"
     if not src:
         raise UsageError(f"bad --tarball {text!r}: expected PATH[:DST]")
-    return TarballLayer(src, dst)
+    return TarballLayer(src, dst, key=src)
 
 
 def parse_command(text: str, flag: str) -> tuple[str, ...]:
@@ -161,7 +179,7 @@ def parse_tag(text: str) -> Reference:
 
 
 _TOP_KEYS = {
-    "layer", "platform", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
+    "layer", "base", "remove", "hermetic", "platform", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
     "expose", "stop_signal", "tags", "output", "oci_dir", "compression", "source_date_epoch",
     "metadata_file",
 }
@@ -210,7 +228,7 @@ class _Reader:
         where = f"layer[{index}]"
         if not isinstance(data, dict):
             raise self.fail(where, "expected a table")
-        unknown = set(data) - {"entries", "tarball", "dst", "comment"}
+        unknown = set(data) - {"entries", "tarball", "dst", "sha256", "comment"}
         if unknown:
             raise self.fail(f"{where}.{sorted(unknown)[0]}", "unknown key")
         if "tarball" in data:
@@ -218,7 +236,7 @@ class _Reader:
                 raise self.fail(where, "a layer has either 'tarball' or 'entries', not both")
             src = self.typed(data, "tarball", str, where + ".")
             dst = self.typed(data, "dst", str, where + ".") if "dst" in data else "/"
-            return TarballLayer(self.rel(src), dst)
+            return TarballLayer(self.rel(src), dst, self.pin(data, where), key=src)
         if "entries" not in data:
             raise self.fail(where, "needs 'entries' (a list of {src, dst}) or 'tarball'")
         entries = self.typed(data, "entries", list, where + ".")
@@ -226,10 +244,25 @@ class _Reader:
             raise self.fail(f"{where}.entries", "is empty")
         return FilesLayer(tuple(self.entry(f"{where}.entries[{i}]", e) for i, e in enumerate(entries)))
 
-    def entry(self, where: str, data: Any) -> AddSpec:
+    def pin(self, data: Mapping[str, Any], where: str) -> str | None:
+        if "sha256" not in data:
+            return None
+        value = self.typed(data, "sha256", str, where + ".")
+        if not re.match(r"^(sha256:)?[0-9a-f]{64}$", value):
+            raise self.fail(f"{where}.sha256", f"not a sha256 digest: {value!r}")
+        return value.removeprefix("sha256:")
+
+    def image(self, value: str) -> str:
+        """An image reference with a path: relative to the spec file like every path."""
+        transport, sep, rest = value.partition(":")
+        if sep and transport in ("docker-archive", "oci-archive", "oci"):
+            return f"{transport}:{self.rel(rest)}"
+        return value if value == "scratch" else self.rel(value)
+
+    def entry(self, where: str, data: Any) -> Source:
         if not isinstance(data, dict):
             raise self.fail(where, "expected a table like {src = \"hello\", dst = \"/hello\"}")
-        unknown = set(data) - {"src", "dst", "mode", "uid", "gid"}
+        unknown = set(data) - {"src", "dst", "mode", "uid", "gid", "from", "sha256"}
         if unknown:
             raise self.fail(f"{where}.{sorted(unknown)[0]}", "unknown key")
         for required in ("src", "dst"):
@@ -240,12 +273,14 @@ class _Reader:
         for k, v in ids.items():
             if v < 0:
                 raise self.fail(f"{where}.{k}", "must not be negative")
-        return AddSpec(
-            src=self.rel(self.typed(data, "src", str, where + ".")),
-            dst=self.typed(data, "dst", str, where + "."),
-            mode=mode,
-            **ids,
-        )
+        src = self.typed(data, "src", str, where + ".")
+        dst = self.typed(data, "dst", str, where + ".")
+        if "from" in data:
+            image = self.typed(data, "from", str, where + ".")
+            if not src.startswith("/"):
+                raise self.fail(f"{where}.src", "a path in the image must be absolute")
+            return CopyFromSpec(self.image(image), src, dst, mode, sha256=self.pin(data, where), key=image, **ids)
+        return AddSpec(src=self.rel(src), dst=dst, mode=mode, sha256=self.pin(data, where), key=src, **ids)
 
     def read(self) -> BuildSpec:
         try:
@@ -262,20 +297,38 @@ class _Reader:
         if "layer" in data:
             layers = self.typed(data, "layer", list)
             fields["layers"] = tuple(self.layer(i, layer) for i, layer in enumerate(layers))
+        if "base" in data:
+            base = self.typed(data, "base", (str, dict))
+            if isinstance(base, dict):
+                if set(base) - {"image", "sha256"} or "image" not in base:
+                    raise self.fail("base", "expected a string or { image = \"…\", sha256 = \"…\" }")
+                image = self.typed(base, "image", str, "base.")
+                fields["base"] = BaseSpec(self.image(image), self.pin(base, "base"), key=image)
+            else:
+                fields["base"] = BaseSpec(self.image(base), key=base)
+        if "remove" in data:
+            paths = self.typed(data, "remove", list)
+            if not all(isinstance(p, str) for p in paths):
+                raise self.fail("remove", "expected a list of paths")
+            fields["remove"] = tuple(paths)
+        if "hermetic" in data:
+            fields["hermetic"] = self.typed(data, "hermetic", bool)
         if "platform" in data:
             fields["platform"] = self.wrap("platform", Platform.parse, self.typed(data, "platform", str))
+        config: dict[str, Any] = {}
         for key in ("entrypoint", "cmd"):
             if key in data:
-                fields[key] = self.command(data, key)
+                config[key] = self.command(data, key)
         for key in ("env", "labels", "annotations"):
             if key in data:
-                fields[key] = self.table(data, key)
+                config[key] = self.table(data, key)
         for key in ("workdir", "user", "stop_signal"):
             if key in data:
-                fields[key] = self.typed(data, key, str)
+                config[key] = self.typed(data, key, str)
         if "expose" in data:
             ports = self.typed(data, "expose", list)
-            fields["expose"] = tuple(self.wrap(f"expose[{i}]", parse_port, p) for i, p in enumerate(ports))
+            config["expose"] = tuple(self.wrap(f"expose[{i}]", parse_port, p) for i, p in enumerate(ports))
+        fields["config"] = ConfigChanges(**config)
         if "tags" in data:
             tags = self.typed(data, "tags", list)
             fields["tags"] = tuple(self.wrap(f"tags[{i}]", parse_tag, t) for i, t in enumerate(tags))
@@ -304,17 +357,26 @@ def _merge_pairs(base: Sequence[tuple[str, str]], over: Sequence[tuple[str, str]
 def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
     """Apply flag values (already parsed; None or empty means "not given") over a file spec."""
     changes: dict[str, Any] = {}
-    for key in ("platform", "entrypoint", "cmd", "workdir", "user", "stop_signal", "output", "oci_dir",
-                "compression", "source_date_epoch", "metadata_file"):
+    for key in ("platform", "output", "oci_dir", "compression", "source_date_epoch", "metadata_file", "base"):
         if flags.get(key) is not None:
             changes[key] = flags[key]
-    for key in ("env", "labels", "annotations"):
-        if flags.get(key):
-            changes[key] = _merge_pairs(getattr(file_spec, key), flags[key])
-    if flags.get("expose"):
-        changes["expose"] = tuple(dict.fromkeys((*file_spec.expose, *flags["expose"])))
+    if flags.get("hermetic"):
+        changes["hermetic"] = True
+    if flags.get("remove"):
+        changes["remove"] = (*file_spec.remove, *flags["remove"])
     if flags.get("tags"):
         changes["tags"] = tuple(flags["tags"])
     if flags.get("layers"):
         changes["layers"] = (*file_spec.layers, *flags["layers"])
+    config = file_spec.config
+    config_changes: dict[str, Any] = {}
+    for key in ("entrypoint", "cmd", "workdir", "user", "stop_signal"):
+        if flags.get(key) is not None:
+            config_changes[key] = flags[key]
+    for key in ("env", "labels", "annotations"):
+        if flags.get(key):
+            config_changes[key] = _merge_pairs(getattr(config, key), flags[key])
+    if flags.get("expose"):
+        config_changes["expose"] = tuple(dict.fromkeys((*config.expose, *flags["expose"])))
+    changes["config"] = attrs.evolve(config, **config_changes)
     return attrs.evolve(file_spec, **changes)

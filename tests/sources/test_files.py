@@ -5,11 +5,11 @@ import pytest
 
 from lamina.errors import InputError
 from lamina.layers.entries import Kind
-from lamina.sources.files import AddSpec, tree_layer
+from lamina.sources.files import AddSpec, LayerContext, tree_layer
 
 
 def _layer(*specs: AddSpec, workdir: str = "") -> dict[str, object]:
-    return {e.path: e for e, _ in tree_layer(specs, workdir=workdir, epoch=42)}
+    return {e.path: e for e, _ in tree_layer(specs, LayerContext(workdir=workdir, epoch=42))}
 
 
 @pytest.fixture

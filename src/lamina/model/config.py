@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 import attrs
@@ -15,6 +16,11 @@ from lamina.model.platform import Platform
 def rfc3339(epoch: int) -> str:
     """The one place a timestamp is formatted: UTC, whole seconds, 'Z' suffix."""
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_MODELLED = frozenset(
+    {"User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels", "StopSignal"}
+)
 
 
 @attrs.frozen
@@ -30,6 +36,9 @@ class ContainerConfig:
     working_dir: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     stop_signal: str = ""
+    # Keys lamina does not model (Healthcheck, Shell, ArgsEscaped, ...), kept from a base as
+    # canonical JSON so they pass through unchanged.
+    extra: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -51,6 +60,8 @@ class ContainerConfig:
             out["Labels"] = dict(sorted(self.labels))
         if self.stop_signal:
             out["StopSignal"] = self.stop_signal
+        for key, value in self.extra:
+            out[key] = json.loads(value)
         return out
 
     @classmethod
@@ -71,6 +82,7 @@ class ContainerConfig:
             working_dir=data.get("WorkingDir") or "",
             labels=tuple((data.get("Labels") or {}).items()),
             stop_signal=data.get("StopSignal") or "",
+            extra=tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in data.items() if k not in _MODELLED and v is not None)),
         )
 
 
@@ -80,9 +92,25 @@ class HistoryEntry:
     created_by: str
     comment: str = ""
     empty_layer: bool = False
+    author: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HistoryEntry:
+        return cls(
+            created=str(data.get("created") or ""),
+            created_by=str(data.get("created_by") or ""),
+            comment=str(data.get("comment") or ""),
+            empty_layer=bool(data.get("empty_layer")),
+            author=str(data.get("author") or ""),
+        )
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"created": self.created, "created_by": self.created_by}
+        out: dict[str, Any] = {}
+        if self.created:
+            out["created"] = self.created
+        if self.author:
+            out["author"] = self.author
+        out["created_by"] = self.created_by
         if self.comment:
             out["comment"] = self.comment
         if self.empty_layer:

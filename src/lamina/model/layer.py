@@ -12,6 +12,6 @@ from lamina.model.digest import Digest
 class Layer:
     descriptor: Descriptor
     diff_id: Digest
-    uncompressed_size: int
-    entry_count: int
+    uncompressed_size: int | None  # None for a base layer passed through unread
+    entry_count: int | None
     created_by: str

@@ -1,7 +1,8 @@
-"""Read an image lamina (or docker save, skopeo, umoci) wrote: a tarball or a layout directory.
+"""Read stored images: OCI layouts (directory or tar) and docker-archive tarballs.
 
-Blobs are verified against their digest as they are read, so a corrupted archive is an
-error naming the blob, never a silently wrong answer.
+Covers what docker save (20.10's ``<id>/layer.tar`` and >= 25's OCI-plus-manifest.json),
+skopeo, podman, buildah, umoci and lamina write. Blobs are verified against their digest as
+they are read, so a corrupted archive is an error naming the blob, never a wrong image.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from typing import Any, BinaryIO
 import attrs
 
 from lamina.errors import DigestMismatch, ImageError
-from lamina.model import Descriptor, Digest, mediatypes
+from lamina.model import Descriptor, Digest, Platform, mediatypes
 
-
-_PATH = "dev.lamina.archive.path"  # where a docker-save layer lives inside its archive
+_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json", "application/vnd.docker.distribution.manifest.v1+prettyjws")
+_FOREIGN = ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd")
 
 
 class _Verifying(io.RawIOBase):
@@ -47,10 +51,18 @@ class _Verifying(io.RawIOBase):
                 raise DigestMismatch(f"blob {self._digest} in {self._name}: content does not match its digest")
         return n
 
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def verifying(raw: BinaryIO, digest: Digest, size: int | None, name: str) -> BinaryIO:
+    return io.BufferedReader(_Verifying(raw, digest, size, name), 1 << 20)  # type: ignore[return-value]
+
 
 @attrs.define
 class ImageSource:
-    """Blob access to one stored image collection (index.json or manifest.json)."""
+    """File access to one stored archive: a directory or a tar file, opened once."""
 
     name: str
     _dir: Path | None = None
@@ -64,7 +76,9 @@ class ImageSource:
             return cls(str(path), tar=tarfile.open(path, "r:"))
         except FileNotFoundError:
             raise ImageError(f"{str(path)!r}: no such file or directory") from None
-        except (tarfile.TarError, OSError) as exc:
+        except IsADirectoryError:
+            raise ImageError(f"{str(path)!r}: is a directory") from None
+        except (tarfile.TarError, OSError, EOFError) as exc:
             raise ImageError(f"{str(path)!r}: not an image tarball or layout directory ({exc})") from None
 
     def close(self) -> None:
@@ -86,6 +100,12 @@ class ImageSource:
         except KeyError:
             return False
 
+    def size(self, name: str) -> int:
+        if self._dir is not None:
+            return (self._dir / name).stat().st_size
+        assert self._tar is not None
+        return self._tar.getmember(name).size
+
     def open_file(self, name: str) -> BinaryIO:
         try:
             if self._dir is not None:
@@ -97,94 +117,187 @@ class ImageSource:
             return member  # type: ignore[return-value]
         except (KeyError, FileNotFoundError):
             raise ImageError(f"{self.name}: missing {name!r}") from None
+        except (tarfile.TarError, OSError) as exc:
+            raise ImageError(f"{self.name}: cannot read {name!r} ({exc})") from None
 
-    def read_json(self, name: str) -> Any:
-        with self.open_file(name) as f:
-            try:
-                return json.load(f)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ImageError(f"{self.name}: {name} is not valid JSON ({exc})") from None
-
-    def open_blob(self, digest: Digest, size: int | None = None) -> BinaryIO:
-        raw = self.open_file(f"blobs/sha256/{digest.hex}")
-        return io.BufferedReader(_Verifying(raw, digest, size, self.name), 1 << 20)  # type: ignore[return-value]
-
-    def open_layer(self, descriptor: Descriptor) -> BinaryIO:
-        for key, value in descriptor.annotations:
-            if key == _PATH:
-                return self.open_file(value)
-        return self.open_blob(descriptor.digest, descriptor.size)
+    def read_json(self, name: str, data: bytes | None = None) -> Any:
+        if data is None:
+            with self.open_file(name) as f:
+                data = f.read()
+        try:
+            return json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ImageError(f"{self.name}: {name} is not valid JSON ({exc})") from None
 
     def read_blob(self, descriptor: Descriptor) -> bytes:
-        with self.open_blob(descriptor.digest, descriptor.size) as f:
+        name = f"blobs/sha256/{descriptor.digest.hex}"
+        with verifying(self.open_file(name), descriptor.digest, descriptor.size, self.name) as f:
             return f.read()
 
-    def blob_json(self, descriptor: Descriptor) -> Any:
-        try:
-            return json.loads(self.read_blob(descriptor))
-        except json.JSONDecodeError as exc:
-            raise ImageError(f"{self.name}: blob {descriptor.digest} is not valid JSON ({exc})") from None
+
+@attrs.frozen
+class StoredLayer:
+    """A layer as stored: its path in the archive, and what the manifest says of it.
+
+    ``media_type`` and ``digest`` are None for docker-archive layers, which carry neither:
+    lamina then detects the compression by magic bytes and computes the digest as it reads.
+    """
+
+    path: str
+    size: int
+    diff_id: Digest | None
+    media_type: str | None = None
+    digest: Digest | None = None
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
 class StoredImage:
-    """One image found in a source: its manifest and config (parsed), and layer descriptors."""
+    """One single-platform image read from a source."""
 
-    manifest_descriptor: Descriptor | None
-    manifest: dict[str, Any]
-    config_descriptor: Descriptor
-    config: dict[str, Any]
-    layers: tuple[Descriptor, ...]
     names: tuple[str, ...]
+    manifest_descriptor: Descriptor | None
+    config_bytes: bytes
+    config: dict[str, Any]
+    layers: tuple[StoredLayer, ...]
+
+    @property
+    def config_digest(self) -> Digest:
+        return Digest.of_bytes(self.config_bytes)
+
+    @property
+    def platform(self) -> Platform:
+        return Platform(self.config.get("os", ""), self.config.get("architecture", ""), self.config.get("variant", ""))
+
+
+@attrs.frozen
+class Entry:
+    """A top-level entry of an archive: an index.json descriptor or a manifest.json record."""
+
+    names: tuple[str, ...]
+    descriptor: Descriptor | None = None
+    docker: dict[str, Any] | None = None
+
+    def describe(self) -> str:
+        return ", ".join(self.names) or (str(self.descriptor.digest) if self.descriptor else "(unnamed)")
+
+
+def entries(source: ImageSource) -> list[Entry]:
+    """Top-level images of an archive: index.json (OCI) first, else manifest.json (docker)."""
+    if source.has("index.json"):
+        index = source.read_json("index.json")
+        out = []
+        for raw in _list(index, "manifests", source, "index.json"):
+            desc = _descriptor(raw, source, "index.json")
+            names = tuple(dict.fromkeys(
+                v for k, v in desc.annotations if k in (mediatypes.REF_NAME, mediatypes.CONTAINERD_IMAGE_NAME)
+            ))
+            out.append(Entry(names, descriptor=desc))
+        return out
+    if source.has("manifest.json"):
+        return [Entry(tuple(e.get("RepoTags") or ()), docker=e) for e in _list(source.read_json("manifest.json"), None, source, "manifest.json")]
+    raise ImageError(f"{source.name}: not an image archive (no index.json or manifest.json)")
+
+
+def _list(doc: Any, key: str | None, source: ImageSource, what: str) -> list[Any]:
+    value = doc.get(key) if key and isinstance(doc, dict) else doc
+    if not isinstance(value, list):
+        raise ImageError(f"{source.name}: {what} is not an image index")
+    return value
+
+
+def _descriptor(raw: Any, source: ImageSource, what: str) -> Descriptor:
+    try:
+        return Descriptor.from_json(raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ImageError(f"{source.name}: bad descriptor in {what} ({exc})") from None
+
+
+def is_index(desc: Descriptor) -> bool:
+    return desc.media_type in mediatypes.INDEX_TYPES
+
+
+def index_children(source: ImageSource, desc: Descriptor) -> list[Descriptor]:
+    doc = source.read_json(str(desc.digest), source.read_blob(desc))
+    return [_descriptor(m, source, f"index {desc.digest}") for m in _list(doc, "manifests", source, f"index {desc.digest}")]
+
+
+def load_manifest(source: ImageSource, desc: Descriptor, names: tuple[str, ...] = ()) -> StoredImage:
+    if desc.media_type in _SCHEMA1:
+        raise ImageError(f"{source.name}: manifest {desc.digest} is Docker schema 1, which lamina does not read")
+    if desc.media_type not in mediatypes.MANIFEST_TYPES:
+        raise ImageError(f"{source.name}: unsupported manifest media type {desc.media_type!r}")
+    manifest = source.read_json(str(desc.digest), source.read_blob(desc))
+    try:
+        config_desc = Descriptor.from_json(manifest["config"])
+        layer_descs = [Descriptor.from_json(d) for d in manifest.get("layers") or []]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ImageError(f"{source.name}: manifest {desc.digest} is malformed ({exc})") from None
+    config_bytes = source.read_blob(config_desc)
+    config = source.read_json(f"config {config_desc.digest}", config_bytes)
+    diff_ids = _diff_ids(config, len(layer_descs), source)
+    layers = []
+    for layer, diff_id in zip(layer_descs, diff_ids):
+        if layer.media_type in _FOREIGN:
+            raise ImageError(f"{source.name}: layer {layer.digest} is a foreign layer ({layer.media_type}), which lamina does not copy")
+        if layer.media_type not in mediatypes.LAYER_TYPES:
+            raise ImageError(f"{source.name}: layer {layer.digest} has unsupported media type {layer.media_type!r}")
+        path = f"blobs/sha256/{layer.digest.hex}"
+        if not source.has(path):
+            raise ImageError(f"{source.name}: manifest {desc.digest} points at missing blob {layer.digest}")
+        layers.append(StoredLayer(path, layer.size, diff_id, layer.media_type, layer.digest, layer.annotations))
+    return StoredImage(names, desc, config_bytes, config, tuple(layers))
+
+
+def load_docker(source: ImageSource, entry: dict[str, Any], names: tuple[str, ...] = ()) -> StoredImage:
+    try:
+        config_name = entry["Config"]
+        paths = list(entry.get("Layers") or [])
+    except (KeyError, TypeError) as exc:
+        raise ImageError(f"{source.name}: manifest.json entry is malformed ({exc})") from None
+    with source.open_file(config_name) as f:
+        config_bytes = f.read()
+    config = source.read_json(config_name, config_bytes)
+    diff_ids = _diff_ids(config, len(paths), source)
+    layers = []
+    for path, diff_id in zip(paths, diff_ids):
+        if not source.has(path):
+            raise ImageError(f"{source.name}: manifest.json points at missing layer {path!r}")
+        layers.append(StoredLayer(path, source.size(path), diff_id))
+    return StoredImage(names, None, config_bytes, config, tuple(layers))
+
+
+def _diff_ids(config: Any, count: int, source: ImageSource) -> list[Digest]:
+    try:
+        diff_ids = [Digest.parse(d) for d in config["rootfs"]["diff_ids"]]
+    except (KeyError, TypeError) as exc:
+        raise ImageError(f"{source.name}: image config has no rootfs.diff_ids ({exc})") from None
+    except Exception as exc:  # UsageError from Digest.parse: a malformed digest in someone else's file
+        raise ImageError(f"{source.name}: image config has a bad diff_id ({exc})") from None
+    if len(diff_ids) != count:
+        raise ImageError(f"{source.name}: config lists {len(diff_ids)} diff_ids for {count} layers")
+    return diff_ids
+
+
+def open_layer(source: ImageSource, layer: StoredLayer) -> BinaryIO:
+    """The layer's stored bytes, verified against its digest when the manifest names one."""
+    raw = source.open_file(layer.path)
+    if layer.digest is None:
+        return io.BufferedReader(raw, 1 << 20)  # type: ignore[arg-type]
+    return verifying(raw, layer.digest, layer.size, source.name)
 
 
 def images(source: ImageSource) -> Iterator[StoredImage]:
-    """Every image the source holds: via index.json (OCI), else manifest.json (docker save)."""
-    if source.has("index.json"):
-        index = source.read_json("index.json")
-        for entry in index.get("manifests") or []:
-            yield from _from_descriptor(source, Descriptor.from_json(entry))
-        return
-    if source.has("manifest.json"):
-        for entry in source.read_json("manifest.json"):
-            yield _from_docker(source, entry)
-        return
-    raise ImageError(f"{source.name}: not an image (no index.json or manifest.json)")
-
-
-def _from_descriptor(source: ImageSource, desc: Descriptor) -> Iterator[StoredImage]:
-    if desc.media_type in mediatypes.INDEX_TYPES:
-        nested = source.blob_json(desc)
-        for entry in nested.get("manifests") or []:
-            yield from _from_descriptor(source, Descriptor.from_json(entry))
-        return
-    if desc.media_type not in mediatypes.MANIFEST_TYPES:
-        raise ImageError(f"{source.name}: unsupported manifest media type {desc.media_type!r}")
-    manifest = source.blob_json(desc)
-    config_desc = Descriptor.from_json(manifest["config"])
-    names = tuple(v for k, v in desc.annotations if k in (mediatypes.CONTAINERD_IMAGE_NAME, mediatypes.REF_NAME))
-    yield StoredImage(
-        manifest_descriptor=desc,
-        manifest=manifest,
-        config_descriptor=config_desc,
-        config=source.blob_json(config_desc),
-        layers=tuple(Descriptor.from_json(d) for d in manifest.get("layers") or []),
-        names=names,
-    )
-
-
-def _from_docker(source: ImageSource, entry: dict[str, Any]) -> StoredImage:
-    config_name = entry["Config"]
-    with source.open_file(config_name) as f:
-        config_bytes = f.read()
-    config_desc = Descriptor(mediatypes.DOCKER_CONFIG, Digest.of_bytes(config_bytes), len(config_bytes))
-    layers = []
-    for path in entry.get("Layers") or []:
-        with source.open_file(path) as f:
-            h, size = hashlib.sha256(), 0
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                size += len(chunk)
-        # docker save before 25 stores layers uncompressed as <id>/layer.tar: remember the path.
-        layers.append(Descriptor(mediatypes.OCI_LAYER, Digest(h.hexdigest()), size, annotations={_PATH: path}))
-    return StoredImage(None, {}, config_desc, json.loads(config_bytes), tuple(layers), tuple(entry.get("RepoTags") or ()))
+    """Every image the source holds, every platform of every index (for inspect)."""
+    for entry in entries(source):
+        if entry.docker is not None:
+            yield load_docker(source, entry.docker, entry.names)
+            continue
+        assert entry.descriptor is not None
+        pending = [entry.descriptor]
+        while pending:
+            desc = pending.pop(0)
+            if is_index(desc):
+                pending.extend(index_children(source, desc))
+            else:
+                yield load_manifest(source, desc, entry.names)

@@ -1,24 +1,29 @@
-"""Host files and trees → entries, with Dockerfile COPY semantics.
+"""Host files and trees, and files from other images → entries, with Dockerfile COPY semantics.
 
 A destination ending in ``/`` means "into this directory"; a directory source copies its
 contents; the source path itself is followed if it is a symlink, but symlinks inside a
 tree stay symlinks; files sharing an inode within one layer become tar hardlinks to the
-first path in sorted order; missing parents become 0755 root-owned directories.
-Every entry gets the build's epoch as mtime (set, not clamped: host mtimes never leak).
+first path in sorted order; missing parents become 0755 root-owned directories, while
+parents the base image already has keep the base's metadata, and a destination under a
+base symlink (``/bin`` → ``usr/bin``) is resolved inside the base as docker does.
+Host entries get the build's epoch as mtime (set, not clamped: host mtimes never leak);
+entries from images keep theirs, clamped to it.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import posixpath
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import attrs
 
 from lamina.errors import InputError
 from lamina.layers.build import Opener
 from lamina.layers.entries import Entry, Kind, normalize, parents
+from lamina.sources.rootfs import WHITEOUT, MergedFS, Node
 
 
 @attrs.frozen
@@ -30,6 +35,8 @@ class AddSpec:
     mode: int | None = None
     uid: int = 0
     gid: int = 0
+    sha256: str | None = None  # hermetic pin of the source's content
+    key: str = ""  # the source as the user wrote it: how lamina.lock names it
 
     def describe(self) -> str:
         """For history: the source's base name only, so where the checkout lives never
@@ -39,9 +46,48 @@ class AddSpec:
 
 
 @attrs.frozen
+class CopyFromSpec:
+    """One ``--copy-from IMAGE:SRC:DST`` (spec: ``{from, src, dst}``): COPY --from."""
+
+    image: str
+    src: str
+    dst: str
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    sha256: str | None = None  # hermetic pin of the image archive
+    key: str = ""
+
+    def describe(self) -> str:
+        return f"{self.src} from {os.path.basename(self.image.rstrip('/'))} -> {self.dst}"
+
+
+Source = AddSpec | CopyFromSpec
+
+
+@attrs.define
+class LayerContext:
+    """What every layer of one build shares: workdir, epoch, the base's filesystem, images."""
+
+    workdir: str = ""
+    epoch: int = 0
+    base: MergedFS | None = None
+    # Returns the merged filesystem of an image named in --copy-from, plus its layer openers.
+    open_image: Callable[[str], tuple[MergedFS, list[Callable[[], object]]]] | None = None
+    spool: str = ""
+
+    def dest(self, path: str) -> str:
+        """Resolve a destination's parent directories through the base's symlinks."""
+        if self.base is None or not path:
+            return path
+        head, tail = posixpath.split(path)
+        return posixpath.join(self.base.resolve(head), tail) if head else path
+
+
+@attrs.frozen
 class _Found:
     entry: Entry
-    inode: tuple[int, int] | None  # (st_dev, st_ino) of files with more than one link
+    inode: tuple[int, int] | None  # files that share bytes: (st_dev, st_ino)
 
 
 def _error(spec: AddSpec, path: str, exc: OSError) -> InputError:
@@ -67,7 +113,7 @@ def _entry_for(spec: AddSpec, host: str, dest: str, st: os.stat_result, epoch: i
     raise InputError(f"add {spec.src}:{spec.dst}: {host!r} is a socket or device; lamina adds files, directories and symlinks")
 
 
-def _walk(spec: AddSpec, host_dir: str, dest_dir: str, epoch: int) -> Iterator[_Found]:
+def _walk(spec: AddSpec, host_dir: str, dest_dir: str, epoch: int) -> Iterable[_Found]:
     try:
         with os.scandir(host_dir) as it:
             children = sorted(it, key=lambda e: e.name)
@@ -84,7 +130,14 @@ def _walk(spec: AddSpec, host_dir: str, dest_dir: str, epoch: int) -> Iterator[_
             yield from _walk(spec, child.path, dest, epoch)
 
 
-def collect(spec: AddSpec, *, workdir: str, epoch: int) -> list[_Found]:
+def _destination(dst: str, workdir: str, what: str) -> tuple[str, bool]:
+    """Normalised destination and whether it names a directory to copy into."""
+    full = dst if dst.startswith("/") else posixpath.join(workdir or "/", dst)
+    into_dir = dst.endswith(("/", "/.")) or dst == "."
+    return normalize(full, what=f"{what}: destination"), into_dir
+
+
+def collect(spec: AddSpec, ctx: LayerContext) -> list[_Found]:
     """Everything one --add puts in the image, unsorted, without parent directories."""
     try:
         st = os.stat(spec.src)  # the source itself is followed, as docker COPY does
@@ -92,32 +145,98 @@ def collect(spec: AddSpec, *, workdir: str, epoch: int) -> list[_Found]:
         raise InputError(f"add {spec.src}:{spec.dst}: cannot read {spec.src!r}: {exc.strerror}") from exc
     if not os.access(spec.src, os.R_OK):
         raise InputError(f"add {spec.src}:{spec.dst}: cannot read {spec.src!r}: Permission denied")
-    dst = spec.dst if spec.dst.startswith("/") else posixpath.join(workdir or "/", spec.dst)
-    into_dir = dst.endswith(("/", "/.")) or dst == "."
-    dest = normalize(dst, what=f"add {spec.src}:{spec.dst}: destination")
+    dest, into_dir = _destination(spec.dst, ctx.workdir, f"add {spec.src}:{spec.dst}")
     if stat.S_ISDIR(st.st_mode):
-        found = [_Found(Entry(dest, Kind.DIR, mode=spec.mode or 0o755, uid=spec.uid, gid=spec.gid, mtime=epoch), None)] if dest else []
-        found.extend(_walk(spec, spec.src, dest, epoch))
+        dest = ctx.base.resolve(dest) if ctx.base is not None and dest else dest
+        found = [_Found(Entry(dest, Kind.DIR, mode=spec.mode or 0o755, uid=spec.uid, gid=spec.gid, mtime=ctx.epoch), None)] if dest else []
+        found.extend(_walk(spec, spec.src, dest, ctx.epoch))
         return found
     if into_dir:
-        dest = f"{dest}/{os.path.basename(os.path.normpath(spec.src))}" if dest else os.path.basename(os.path.normpath(spec.src))
-    return [_entry_for(spec, spec.src, dest, st, epoch)]
+        name = os.path.basename(os.path.normpath(spec.src))
+        dest = f"{dest}/{name}" if dest else name
+    return [_entry_for(spec, spec.src, ctx.dest(dest), st, ctx.epoch)]
+
+
+def _image_entry(spec: CopyFromSpec, node: Node, dest: str, epoch: int, source: str | None) -> Entry:
+    e = node.entry
+    return attrs.evolve(
+        e,
+        path=dest,
+        mode=spec.mode if spec.mode is not None and e.kind is not Kind.SYMLINK else e.mode,
+        uid=e.uid if spec.uid is None else spec.uid,
+        gid=e.gid if spec.gid is None else spec.gid,
+        mtime=min(e.mtime, epoch),
+        source=source,
+    )
+
+
+def collect_from_image(spec: CopyFromSpec, ctx: LayerContext) -> list[_Found]:
+    what = f"copy-from {spec.image}:{spec.src}"
+    if ctx.open_image is None:
+        raise InputError(f"{what}: no image reader")
+    fs, openers = ctx.open_image(spec.image)
+    src = normalize(spec.src, what=f"{what}: source")
+    dest, into_dir = _destination(spec.dst, ctx.workdir, what)
+    parent, last = posixpath.split(src)
+    if any(c in last for c in "*?["):
+        real_parent = fs.resolve(parent)
+        prefix = real_parent + "/" if real_parent else ""
+        names = sorted({p[len(prefix):].split("/")[0] for p in fs.nodes if p.startswith(prefix) and p != real_parent})
+        sources = [posixpath.join(real_parent, n) for n in names if fnmatch.fnmatchcase(n, last)]
+        if not sources:
+            raise InputError(f"{what}: nothing in the image matches {spec.src!r}")
+        into_dir = True
+    else:
+        sources = [src]
+    selected: list[tuple[Node, str]] = []
+    for one in sources:
+        real = fs.resolve(one)
+        node = fs.get(real)
+        if node is None and real:
+            raise InputError(f"{what}: {spec.src!r} does not exist in the image")
+        if node is None or node.entry.kind is Kind.DIR:
+            base_dest = posixpath.join(dest, posixpath.basename(real)) if len(sources) > 1 else dest
+            if base_dest and node is not None:
+                selected.append((node, base_dest))
+            for child in fs.subtree(real) if real else sorted(fs.nodes.values(), key=lambda n: n.entry.path):
+                rel = child.entry.path[len(real) + 1:] if real else child.entry.path
+                selected.append((child, f"{base_dest}/{rel}" if base_dest else rel))
+        else:
+            selected.append((node, posixpath.join(dest, posixpath.basename(real)) if into_dir else dest))
+    spooled = fs.extract([n for n, _ in selected], openers, ctx.spool)  # type: ignore[arg-type]
+    counts: dict[tuple[int, str], int] = {}
+    for node, _ in selected:
+        if node.data is not None:
+            counts[node.data] = counts.get(node.data, 0) + 1
+    found = []
+    for node, path in selected:
+        source = spooled.get(node.data) if node.data is not None else None
+        inode = None
+        if source is not None and counts[node.data] > 1:  # type: ignore[index]
+            st = os.stat(source)
+            inode = (st.st_dev, st.st_ino)
+        found.append(_Found(_image_entry(spec, node, ctx.dest(path), ctx.epoch, source), inode))
+    return found
 
 
 def _open(path: str) -> Opener:
     return lambda: open(path, "rb")
 
 
-def tree_layer(specs: Iterable[AddSpec], *, workdir: str, epoch: int) -> list[tuple[Entry, Opener]]:
-    """Merge several adds into one sorted layer; later adds win on the same path."""
-    merged: dict[str, _Found] = {}
-    for spec in specs:
-        for found in collect(spec, workdir=workdir, epoch=epoch):
-            merged[found.entry.path] = found
+def _parent_entry(path: str, ctx: LayerContext) -> Entry:
+    if ctx.base is not None:
+        node = ctx.base.get(path)
+        if node is not None and node.entry.kind is Kind.DIR:
+            return attrs.evolve(node.entry, mtime=min(node.entry.mtime, ctx.epoch))
+    return Entry(path, Kind.DIR, mode=0o755, mtime=ctx.epoch)
+
+
+def _finish(merged: dict[str, _Found], ctx: LayerContext) -> list[tuple[Entry, Opener]]:
+    """Add parents, sort, and turn shared inodes into hardlinks to the first path."""
     for path in list(merged):
         for parent in parents(path):
             if parent not in merged:
-                merged[parent] = _Found(Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None)
+                merged[parent] = _Found(_parent_entry(parent, ctx), None)
             elif merged[parent].entry.kind is not Kind.DIR:
                 raise InputError(f"{parent!r} is added as a file and also as the parent directory of {path!r}")
     out: list[tuple[Entry, Opener]] = []
@@ -131,3 +250,31 @@ def tree_layer(specs: Iterable[AddSpec], *, workdir: str, epoch: int) -> list[tu
                 entry = attrs.evolve(entry, kind=Kind.HARDLINK, size=0, linkname=target, source=None)
         out.append((entry, _open(entry.source) if entry.kind is Kind.FILE and entry.source else None))
     return out
+
+
+def tree_layer(specs: Iterable[Source], ctx: LayerContext) -> list[tuple[Entry, Opener]]:
+    """Merge several sources into one sorted layer; later sources win on the same path."""
+    merged: dict[str, _Found] = {}
+    for spec in specs:
+        found = collect(spec, ctx) if isinstance(spec, AddSpec) else collect_from_image(spec, ctx)
+        for one in found:
+            merged[one.entry.path] = one
+    return _finish(merged, ctx)
+
+
+def removal_layer(paths: Iterable[str], ctx: LayerContext) -> list[tuple[Entry, Opener]]:
+    """OCI whiteouts (``.wh.NAME``) that drop paths of the base image."""
+    if ctx.base is None:
+        raise InputError("--remove: there is no base image to remove files from (the base is scratch)")
+    merged: dict[str, _Found] = {}
+    for raw in paths:
+        path = normalize(raw, what="--remove")
+        if not path:
+            raise InputError("--remove: cannot remove the image root")
+        real = ctx.dest(path)
+        if ctx.base.get(real) is None:
+            raise InputError(f"--remove {raw}: not in the base image")
+        head, name = posixpath.split(real)
+        whiteout = posixpath.join(head, WHITEOUT + name)
+        merged[whiteout] = _Found(Entry(whiteout, Kind.FILE, mode=0o644, mtime=ctx.epoch), None)
+    return _finish(merged, ctx)

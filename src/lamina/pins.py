@@ -1,0 +1,130 @@
+"""Hermetic builds: every input named by its sha256, verified before use; and lamina.lock.
+
+A file's pin is the sha256 of its bytes. A directory's pin is the sha256 of a canonical
+listing (sorted relative paths with type, mode, link target and content digest), so
+it changes exactly when what --add would copy changes. An image layout directory's pin
+is the sha256 of its index.json, which names every manifest by digest (and blobs are
+verified on read); an archive file's pin is the sha256 of the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+
+from lamina.errors import InputError, SpecError
+from lamina.sources.base import BaseRef
+from lamina.sources.files import AddSpec, CopyFromSpec
+from lamina.spec import BuildSpec, FilesLayer, TarballLayer
+
+LOCK_NAME = "lamina.lock"
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tree_digest(root: str) -> str:
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted([*dirnames, *filenames]):
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                line = f"l {rel} -> {os.readlink(full)}"
+            elif stat.S_ISDIR(st.st_mode):
+                line = f"d {rel} {stat.S_IMODE(st.st_mode):04o}"
+            else:
+                line = f"f {rel} {stat.S_IMODE(st.st_mode):04o} {_file_digest(full)}"
+            h.update(line.encode() + b"\n")
+    return h.hexdigest()
+
+
+def digest_of(path: str) -> str:
+    """The pin of one input path (file, directory, or image layout directory)."""
+    try:
+        if os.path.isdir(path):
+            index = os.path.join(path, "index.json")
+            return _file_digest(index) if os.path.isfile(index) else _tree_digest(path)
+        return _file_digest(path)
+    except OSError as exc:
+        raise InputError(f"cannot read {path!r} to check its sha256: {exc.strerror}") from exc
+
+
+@attrs.frozen
+class Input:
+    key: str  # as written in the spec (or on the command line)
+    path: str  # where it is on this machine
+    pin: str | None
+
+
+def inputs(spec: BuildSpec) -> Iterator[Input]:
+    """Every pinnable input of a build, in spec order."""
+    if spec.base is not None and spec.base.image != "scratch":
+        yield Input(spec.base.key or spec.base.image, BaseRef.parse(spec.base.image).path, spec.base.sha256)
+    for layer in spec.layers:
+        if isinstance(layer, TarballLayer):
+            yield Input(layer.key or layer.src, layer.src, layer.sha256)
+        elif isinstance(layer, FilesLayer):
+            for source in layer.adds:
+                if isinstance(source, AddSpec):
+                    yield Input(source.key or source.src, source.src, source.sha256)
+                elif isinstance(source, CopyFromSpec):
+                    yield Input(source.key or source.image, BaseRef.parse(source.image).path, source.sha256)
+
+
+def read_lock(spec_path: Path | None) -> dict[str, str]:
+    if spec_path is None:
+        return {}
+    lock = spec_path.parent / LOCK_NAME
+    if not lock.is_file():
+        return {}
+    try:
+        data = tomllib.loads(lock.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(str(lock), "", f"not valid TOML: {exc}") from None
+    pins = data.get("inputs", {})
+    if not isinstance(pins, dict) or not all(isinstance(v, str) for v in pins.values()):
+        raise SpecError(str(lock), "inputs", "expected a table of \"path\" = \"sha256:…\"")
+    return {k: v.removeprefix("sha256:") for k, v in pins.items()}
+
+
+def verify(spec: BuildSpec, lock: dict[str, str]) -> None:
+    """Hermetic mode: every input pinned, every pin matching; all offenders in one error."""
+    problems = []
+    for item in inputs(spec):
+        pin = item.pin or lock.get(item.key)
+        if pin is None:
+            problems.append(f"{item.key}: not pinned (add sha256 = \"…\" or run 'lamina lock')")
+            continue
+        actual = digest_of(item.path)
+        if actual != pin:
+            problems.append(f"{item.key}: sha256 is {actual}, pinned {pin}")
+    if problems:
+        raise InputError(f"hermetic build refused: {len(problems)} input(s) unpinned or changed: " + "; ".join(problems))
+
+
+def write_lock(spec: BuildSpec, spec_path: Path) -> tuple[Path, int]:
+    from lamina.sinks.atomic import atomic_file
+
+    pins = {item.key: "sha256:" + digest_of(item.path) for item in inputs(spec)}
+    lines = ["# lamina.lock: sha256 of every input of lamina.toml, written by `lamina lock`.",
+             "# With hermetic = true (or --hermetic), a build refuses inputs that differ.", "", "[inputs]"]
+    lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sorted(pins.items())]
+    path = spec_path.parent / LOCK_NAME
+    with atomic_file(path) as out:
+        out.write(("\n".join(lines) + "\n").encode())
+    return path, len(pins)

@@ -1,0 +1,147 @@
+"""Base images (``--from``) and the images of ``--copy-from``: parse, open, select one image.
+
+Forms, as skopeo names them: ``scratch``; ``docker-archive:PATH[:REF|@N]``;
+``oci-archive:PATH[:REF]``; ``oci:DIR[:REF]``; or a bare path whose kind is detected.
+REF matches ``org.opencontainers.image.ref.name``, the containerd image name, or a docker
+``RepoTags`` entry; an index resolves to the manifest for the build's platform, with
+containerd's normalisation (arm64 = arm64/v8, amd64 = amd64/v1).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import attrs
+
+from lamina.errors import ImageError, UsageError
+from lamina.model import Platform, Reference
+from lamina.sources.archive import Entry, ImageSource, StoredImage, entries, index_children, is_index, load_docker, load_manifest
+
+_TRANSPORTS = ("docker-archive", "oci-archive", "oci")
+
+
+@attrs.frozen
+class BaseRef:
+    """A parsed base reference: where the archive is and which image in it."""
+
+    transport: str  # one of _TRANSPORTS, or "" to detect
+    path: str
+    ref: str = ""
+    index: int | None = None
+    text: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> BaseRef:
+        transport, sep, rest = text.partition(":")
+        if not sep or transport not in _TRANSPORTS:
+            transport, rest = "", text
+        if not rest:
+            raise UsageError(f"bad image {text!r}: expected [docker-archive:|oci-archive:|oci:]PATH[:REF]")
+        path, ref, index = rest, "", None
+        match = re.match(r"^(.*)@(\d+)$", rest)
+        if match and transport in ("docker-archive", ""):
+            path, index = match[1], int(match[2])
+        elif ":" in rest and not os.path.exists(rest):
+            path, _, ref = rest.rpartition(":")
+        if not path:
+            raise UsageError(f"bad image {text!r}: no path")
+        return cls(transport, path, ref, index, text)
+
+    def __str__(self) -> str:
+        return self.text or self.path
+
+
+def _matches(name: str, wanted: str) -> bool:
+    if name == wanted:
+        return True
+    try:
+        return str(Reference.parse(name)) == str(Reference.parse(wanted))
+    except UsageError:
+        return False
+
+
+def _select_entry(source: ImageSource, ref: BaseRef) -> Entry:
+    found = entries(source)
+    if not found:
+        raise ImageError(f"{ref}: the archive holds no image")
+    if ref.index is not None:
+        if ref.index >= len(found):
+            raise ImageError(f"{ref}: the archive holds {len(found)} image(s); @{ref.index} is out of range")
+        return found[ref.index]
+    if ref.ref:
+        hits = [e for e in found if any(_matches(n, ref.ref) for n in e.names)]
+        if not hits:
+            names = sorted({n for e in found for n in e.names}) or ["(none)"]
+            raise ImageError(f"{ref}: no image named {ref.ref!r} (the archive has: {', '.join(names)})")
+        return hits[0]
+    distinct = {(e.descriptor.digest if e.descriptor else e.docker.get("Config") if e.docker else None) for e in found}
+    if len(distinct) > 1:
+        listing = "; ".join(f"@{i} {e.describe()}" for i, e in enumerate(found))
+        raise ImageError(f"{ref}: the archive holds {len(found)} images; pick one with :REF or @N ({listing})")
+    return found[0]
+
+
+def platform_matches(have: Platform, want: Platform) -> bool:
+    """containerd's rule, simplified: same os and arch; a wanted variant must match."""
+    norm_have = _normal(have)
+    norm_want = _normal(want)
+    if (norm_have.os, norm_have.architecture) != (norm_want.os, norm_want.architecture):
+        return False
+    return not norm_want.variant or norm_have.variant == norm_want.variant
+
+
+def _normal(p: Platform) -> Platform:
+    try:
+        return Platform.parse(str(p))
+    except UsageError:
+        return p
+
+
+def open_image(ref: BaseRef, platform: Platform | None) -> tuple[ImageSource, StoredImage]:
+    """Open the archive and select one single-platform image (the caller closes the source)."""
+    path = Path(ref.path)
+    if ref.transport == "oci" and not path.is_dir():
+        raise ImageError(f"{ref}: {ref.path!r} is not a directory")
+    if ref.transport in ("docker-archive", "oci-archive") and path.is_dir():
+        raise ImageError(f"{ref}: {ref.path!r} is a directory, not an archive")
+    if not path.exists():
+        raise ImageError(f"{ref}: {ref.path!r}: no such file or directory")
+    source = ImageSource.open(path)
+    try:
+        if ref.transport == "docker-archive" and not source.has("manifest.json"):
+            raise ImageError(f"{ref}: not a docker archive (no manifest.json)")
+        if ref.transport in ("oci", "oci-archive") and not source.has("index.json"):
+            raise ImageError(f"{ref}: not an OCI layout (no index.json)")
+        entry = _select_entry(source, ref)
+        return source, _resolve(source, ref, entry, platform)
+    except BaseException:
+        source.close()
+        raise
+
+
+def _resolve(source: ImageSource, ref: BaseRef, entry: Entry, platform: Platform | None) -> StoredImage:
+    if entry.docker is not None and not (ref.transport in ("oci", "oci-archive")):
+        image = load_docker(source, entry.docker, entry.names)
+    else:
+        assert entry.descriptor is not None
+        desc = entry.descriptor
+        if is_index(desc):
+            children = [c for c in index_children(source, desc)]
+            # Nested indexes (docker >= 25 writes one per image) are flattened one level.
+            flat = []
+            for child in children:
+                flat.extend(index_children(source, child) if is_index(child) else [child])
+            candidates = [c for c in flat if c.platform is not None and c.platform.os != "unknown"]
+            if platform is None:
+                platform = Platform("linux", "amd64")
+            hits = [c for c in candidates if platform_matches(c.platform, platform)]  # type: ignore[arg-type]
+            if not hits:
+                have = ", ".join(sorted({str(c.platform) for c in candidates})) or "none"
+                raise ImageError(f"{ref}: no image for platform {platform} (available: {have})")
+            desc = hits[0]
+        image = load_manifest(source, desc, entry.names)
+    if platform is not None and not platform_matches(image.platform, platform):
+        raise ImageError(f"{ref}: the image is for {image.platform}, not {platform}")
+    return image
