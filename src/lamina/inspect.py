@@ -12,7 +12,7 @@ from typing import Any
 from lamina.errors import ImageError
 from lamina.sources.archive import ImageSource, StoredLayer, images, open_layer
 from lamina.model import mediatypes
-from lamina.sources.tarball import detect, open_decompressed
+from lamina.sources.tarball import PaddedAtEnd, detect, open_decompressed
 
 _MAGIC_TYPES = {"gzip": mediatypes.OCI_LAYER_GZIP, "zstd": mediatypes.OCI_LAYER_ZSTD, "tar": mediatypes.OCI_LAYER}
 
@@ -49,7 +49,7 @@ def _layer_record(source: ImageSource, layer: StoredLayer) -> dict[str, Any]:
         stored = _Counting(raw)
         try:
             stream = _Counting(open_decompressed(io.BufferedReader(stored, 1 << 20)))  # type: ignore[arg-type]
-            with tarfile.open(fileobj=io.BufferedReader(stream, 1 << 20), mode="r|") as archive:
+            with tarfile.open(fileobj=io.BufferedReader(PaddedAtEnd(stream), 1 << 20), mode="r|") as archive:
                 for member in archive:
                     entries.append({
                         "path": member.name,

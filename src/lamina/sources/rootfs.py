@@ -19,7 +19,7 @@ import attrs
 
 from lamina.errors import ImageError, InputError
 from lamina.layers.entries import Entry, Kind, normalize
-from lamina.sources.tarball import _KINDS, open_decompressed
+from lamina.sources.tarball import _KINDS, layer_tar
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -55,7 +55,7 @@ class MergedFS:
     def _apply(self, index: int, opener: Callable[[], BinaryIO]) -> None:
         with opener() as raw:
             try:
-                with tarfile.open(fileobj=open_decompressed(raw), mode="r|") as archive:  # type: ignore[arg-type]
+                with layer_tar(raw) as archive:
                     for member in archive:
                         self._member(index, member)
             except (tarfile.TarError, EOFError, OSError) as exc:
@@ -137,7 +137,7 @@ class MergedFS:
         for index in sorted(by_layer):
             names = by_layer[index]
             with openers[index]() as raw:
-                with tarfile.open(fileobj=open_decompressed(raw), mode="r|") as archive:  # type: ignore[arg-type]
+                with layer_tar(raw) as archive:
                     for member in archive:
                         if member.name in names and member.isfile():
                             dest = os.path.join(spool, f"{len(written):08d}")

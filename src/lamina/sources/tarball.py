@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import io
 import lzma
 import tarfile
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from lamina.errors import InputError
 from lamina.layers.build import Opener
@@ -61,6 +62,35 @@ def open_decompressed(raw: BinaryIO) -> BinaryIO:
 
         return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[return-value]
     return raw
+
+
+class PaddedAtEnd(io.RawIOBase):
+    """Adds the zero blocks some writers leave out (umoci insert ends a layer right after
+    the last member's data, with no padding and no end-of-archive blocks), so layers that
+    docker and containerd accept are read here too."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+        self._pad = 2 * 512 + 512
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._inner.read(len(buffer))
+        if not data and self._pad:
+            n = min(self._pad, len(buffer))
+            self._pad -= n
+            buffer[:n] = b"\0" * n
+            return n
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def layer_tar(raw: BinaryIO) -> tarfile.TarFile:
+    """A stored layer (any compression) as a streaming tarfile, tolerant of a missing end."""
+    stream = io.BufferedReader(PaddedAtEnd(open_decompressed(raw)), 1 << 20)
+    return tarfile.open(fileobj=stream, mode="r|")
 
 
 @contextlib.contextmanager
