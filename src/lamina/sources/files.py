@@ -178,7 +178,8 @@ def collect_from_image(spec: CopyFromSpec, ctx: LayerContext) -> list[_Found]:
     src = normalize(spec.src, what=f"{what}: source")
     dest, into_dir = _destination(spec.dst, ctx.workdir, what)
     parent, last = posixpath.split(src)
-    if any(c in last for c in "*?["):
+    globbed = any(c in last for c in "*?[")
+    if globbed:
         real_parent = fs.resolve(parent)
         prefix = real_parent + "/" if real_parent else ""
         names = sorted({p[len(prefix):].split("/")[0] for p in fs.nodes if p.startswith(prefix) and p != real_parent})
@@ -190,7 +191,8 @@ def collect_from_image(spec: CopyFromSpec, ctx: LayerContext) -> list[_Found]:
         sources = [src]
     selected: list[tuple[Node, str]] = []
     for one in sources:
-        real = fs.resolve(one)
+        # A named source is followed if it is a symlink (as --add does); glob matches are copied as they are.
+        real = fs.resolve(one, follow_final=not globbed)
         node = fs.get(real)
         if node is None and real:
             raise InputError(f"{what}: {spec.src!r} does not exist in the image")

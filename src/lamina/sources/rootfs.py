@@ -18,7 +18,7 @@ from typing import BinaryIO
 import attrs
 
 from lamina.errors import ImageError, InputError
-from lamina.layers.entries import Entry, Kind, normalize
+from lamina.layers.entries import Entry, Kind, normalize, parents
 from lamina.sources.tarball import _KINDS, layer_tar
 
 WHITEOUT = ".wh."
@@ -38,6 +38,7 @@ class MergedFS:
     def __init__(self, name: str) -> None:
         self.name = name
         self.nodes: dict[str, Node] = {}
+        self._has_children: set[str] = set()  # paths something was ever added under
 
     @classmethod
     def read(cls, name: str, layers: Iterable[Callable[[], BinaryIO]]) -> MergedFS:
@@ -82,8 +83,10 @@ class MergedFS:
             if target is None or target.data is None:
                 raise ImageError(f"{self.name}: layer {index}: hardlink {member.name!r} to missing {member.linkname!r}")
             data, kind, size = target.data, Kind.FILE, target.entry.size
-        if path in self.nodes and self.nodes[path].entry.kind is Kind.DIR and kind is not Kind.DIR:
+        if kind is not Kind.DIR and path in self._has_children:
             self._remove_lower(path, index + 1)  # a non-directory replaces a whole subtree
+            self._has_children.discard(path)
+        self._has_children.update(parents(path))
         entry = Entry(
             path=path, kind=kind, mode=member.mode & 0o7777, uid=member.uid, gid=member.gid, mtime=int(member.mtime),
             size=size,
