@@ -78,6 +78,26 @@ def _layer_record(source: ImageSource, layer: StoredLayer) -> dict[str, Any]:
     }
 
 
+def merged_size(layers: list[list[dict[str, Any]]]) -> tuple[int, int]:
+    """Bytes and entries of the filesystem a container sees: layers applied, whiteouts honoured."""
+    sizes: dict[str, tuple[int, int]] = {}  # path -> (size, layer index)
+    for index, entries in enumerate(layers):
+        for e in entries:
+            path = e["path"].rstrip("/")
+            parent, _, base = path.rpartition("/")
+            if base == ".wh..wh..opq":
+                prefix = parent + "/"
+                for p in [p for p, (_, i) in sizes.items() if p.startswith(prefix) and i < index]:
+                    del sizes[p]
+            elif base.startswith(".wh."):
+                gone = f"{parent}/{base[4:]}" if parent else base[4:]
+                for p in [p for p, (_, i) in sizes.items() if (p == gone or p.startswith(gone + "/")) and i < index]:
+                    del sizes[p]
+            else:
+                sizes[path] = (e["size"], index)
+    return sum(s for s, _ in sizes.values()), len(sizes)
+
+
 def inspect_image(path: Path) -> list[dict[str, Any]]:
     """One record per image (per platform) in the archive or layout."""
     with ImageSource.open(path) as source:
@@ -90,8 +110,10 @@ def inspect_image(path: Path) -> list[dict[str, Any]]:
                 record = _layer_record(source, layer)
                 record["created_by"] = history[i].get("created_by", "") if i < len(history) else ""
                 layers.append(record)
+            total, count = merged_size([layer["entries"] for layer in layers])
             out.append({
                 "names": list(image.names),
+                "filesystem": {"bytes": total, "entries": count},
                 "manifest_digest": str(image.manifest_descriptor.digest) if image.manifest_descriptor else None,
                 "config_digest": str(image.config_digest),
                 "platform": str(image.platform),
@@ -129,6 +151,8 @@ def render(records: list[dict[str, Any]], *, files: bool) -> str:
             lines.append(f"{key + ':':<12}{value}")
         total = sum(layer["size"] for layer in rec["layers"])
         lines.append(f"layers:     {len(rec['layers'])} ({_size(total)} compressed)")
+        fs = rec["filesystem"]
+        lines.append(f"filesystem: {_size(fs['bytes'])} in {fs['entries']} entries (layers merged, whiteouts applied)")
         lines.append(f"  {'#':>2}  {'digest':<19}  {'size':>9}  {'unpacked':>9}  {'files':>6}  created by")
         for i, layer in enumerate(rec["layers"]):
             lines.append(

@@ -74,7 +74,9 @@ class Input:
 def inputs(spec: BuildSpec) -> Iterator[Input]:
     """Every pinnable input of a build, in spec order."""
     if spec.base is not None and spec.base.image != "scratch":
-        yield Input(spec.base.key or spec.base.image, BaseRef.parse(spec.base.image).path, spec.base.sha256)
+        ref = BaseRef.parse(spec.base.image)
+        if not ref.digest:  # image@sha256:… is pinned by its own digest, verified as blobs are read
+            yield Input(spec.base.key or spec.base.image, ref.path, spec.base.sha256)
     for layer in spec.layers:
         if isinstance(layer, TarballLayer):
             yield Input(layer.key or layer.src, layer.src, layer.sha256)
@@ -82,7 +84,7 @@ def inputs(spec: BuildSpec) -> Iterator[Input]:
             for source in layer.adds:
                 if isinstance(source, AddSpec):
                     yield Input(source.key or source.src, source.src, source.sha256)
-                elif isinstance(source, CopyFromSpec):
+                elif isinstance(source, CopyFromSpec) and not BaseRef.parse(source.image).digest:
                     yield Input(source.key or source.image, BaseRef.parse(source.image).path, source.sha256)
 
 

@@ -206,3 +206,57 @@ def test_whiteouts_across_layers_are_honoured(busybox: Path, work: Path, tmp_pat
 def _open_blob_in_tar(tarball: Path, digest: str):
     tf = tarfile.open(tarball)
     return tf.extractfile(f"blobs/sha256/{digest[7:]}")
+
+
+def test_docker_archives_from_skopeo_podman_and_multi_image_saves(busybox: Path, saved: Path, dockerd, work: Path,
+                                                                  testdata_out: Path) -> None:
+    require("skopeo")
+    skopeo_archive = work / "skopeo-docker.tar"
+    run("skopeo", "copy", "--quiet", f"oci-archive:{busybox}", f"docker-archive:{skopeo_archive}:sk/busybox:v1")
+    out = work / "on-skopeo-docker.tar"
+    build_ok("--from", f"docker-archive:{skopeo_archive}", "-o", str(out))
+    assert validate_image(out)["configs"][0]["rootfs"] == validate_image(busybox)["configs"][0]["rootfs"]
+    # Two images in one docker save: pick by name or by position; neither is an error listing both.
+    build_ok("--add", f"{testdata_out / 'hello-c'}:/hello", "-t", "lamina-e2e/other:v2", "-o", str(work / "other.tar"))
+    dockerd.docker("load", "-i", str(work / "other.tar"))
+    both = work / "both.tar"
+    dockerd.docker("save", "-o", str(both), "lamina-e2e/busybox:base", "lamina-e2e/other:v2")
+    res = lamina("build", "--from", f"docker-archive:{both}", "-o", str(work / "x.tar"))
+    assert res.returncode == 1 and "the archive holds 2 images; pick one with :REF or @N" in res.stderr
+    for pick, layers in ((":lamina-e2e/other:v2", 1), ("@0", None), (":lamina-e2e/busybox:base", 1)):
+        out = work / "picked.tar"
+        build_ok("--from", f"docker-archive:{both}{pick}", "-o", str(out))
+        config = validate_image(out)["configs"][0]
+        assert len(config["rootfs"]["diff_ids"]) == 1
+    picked = validate_image(out)["configs"][0]["rootfs"]
+    assert picked == validate_image(busybox)["configs"][0]["rootfs"]
+
+
+def test_podman_saved_docker_archive_as_base(busybox: Path, work: Path, tmp_path: Path) -> None:
+    require("podman")
+    import tempfile
+
+    runroot = tempfile.mkdtemp(prefix="pr", dir="/tmp")
+    storage = ["--root", str(tmp_path / "root"), "--runroot", runroot, "--storage-driver", "vfs",
+               "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+    try:
+        run("podman", *storage, "load", "-i", str(busybox))
+        archive = work / "podman-save.tar"
+        run("podman", *storage, "save", "--format", "docker-archive", "-o", str(archive), "lamina-e2e/busybox:base")
+    finally:
+        subprocess.run(["podman", *storage, "rmi", "-a", "-f"], capture_output=True, timeout=120)
+        subprocess.run(["rm", "-rf", runroot], timeout=60)
+    out = work / "on-podman.tar"
+    build_ok("--from", str(archive), "-o", str(out))
+    assert layers_of(out)[0]["digest"] == layers_of(busybox)[0]["digest"]
+
+
+def test_pinned_base_by_digest_and_remove_shrinks_the_filesystem(busybox: Path, work: Path) -> None:
+    manifest_digest = validate_image(busybox)["index"]["manifests"][0]["digest"]
+    out = work / "pinned.tar"
+    build_ok("--hermetic", "--from", f"oci-archive:{busybox}@{manifest_digest}", "--remove", "/bin/busybox", "-o", str(out))
+    before = json.loads(lamina("inspect", "--json", str(busybox)).stdout)[0]["filesystem"]
+    after = json.loads(lamina("inspect", "--json", str(out)).stdout)[0]["filesystem"]
+    assert after["bytes"] < before["bytes"] - 500_000 and after["entries"] == before["entries"] - 1
+    res = lamina("build", "--from", f"oci-archive:{busybox}@sha256:{'0' * 64}", "-o", str(work / "y.tar"))
+    assert res.returncode == 1 and f"no manifest or index with digest sha256:{'0' * 64}" in res.stderr

@@ -31,6 +31,7 @@ class BaseRef:
     ref: str = ""
     index: int | None = None
     text: str = ""
+    digest: str = ""  # PATH@sha256:… selects (and pins) a manifest or index by digest
 
     @classmethod
     def parse(cls, text: str) -> BaseRef:
@@ -39,15 +40,21 @@ class BaseRef:
             transport, rest = "", text
         if not rest:
             raise UsageError(f"bad image {text!r}: expected [docker-archive:|oci-archive:|oci:]PATH[:REF]")
-        path, ref, index = rest, "", None
+        path, ref, index, digest = rest, "", None, ""
+        pinned = re.match(r"^(.*)@(sha256:[0-9a-f]{64})$", rest)
         match = re.match(r"^(.*)@(\d+)$", rest)
-        if match and transport in ("docker-archive", ""):
+        if pinned:
+            path, digest = pinned[1], pinned[2]
+        elif match and transport in ("docker-archive", ""):
             path, index = match[1], int(match[2])
         elif ":" in rest and not os.path.exists(rest):
-            path, _, ref = rest.rpartition(":")
+            # REF may hold ':' itself (name:tag): the path is the shortest prefix that exists.
+            cuts = [i for i, c in enumerate(rest) if c == ":"]
+            cut = next((i for i in cuts if os.path.exists(rest[:i])), cuts[-1])
+            path, ref = rest[:cut], rest[cut + 1:]
         if not path:
             raise UsageError(f"bad image {text!r}: no path")
-        return cls(transport, path, ref, index, text)
+        return cls(transport, path, ref, index, text, digest)
 
     def __str__(self) -> str:
         return self.text or self.path
@@ -66,6 +73,15 @@ def _select_entry(source: ImageSource, ref: BaseRef) -> Entry:
     found = entries(source)
     if not found:
         raise ImageError(f"{ref}: the archive holds no image")
+    if ref.digest:
+        for entry in found:
+            if entry.descriptor is not None and str(entry.descriptor.digest) == ref.digest:
+                return entry
+            if entry.descriptor is not None and is_index(entry.descriptor):
+                for child in index_children(source, entry.descriptor):
+                    if str(child.digest) == ref.digest:
+                        return Entry(entry.names, descriptor=child)
+        raise ImageError(f"{ref}: no manifest or index with digest {ref.digest} in the archive")
     if ref.index is not None:
         if ref.index >= len(found):
             raise ImageError(f"{ref}: the archive holds {len(found)} image(s); @{ref.index} is out of range")
