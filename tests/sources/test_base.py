@@ -145,3 +145,22 @@ def test_glob_copy_from(tmp_path: Path, layout: Path) -> None:
     res = lamina("inspect", "--files", "--json", str(out))
     entries = json.loads(res.stdout)[0]["layers"][0]["entries"]
     assert [(e["path"], e.get("link")) for e in entries] == [("links", None), ("links/loop-a", "loop-b"), ("links/loop-b", "loop-a")]
+
+
+def test_zstd_base_layer_is_converted_for_gzip_output_and_passed_through_otherwise(tmp_path: Path, layout: Path) -> None:
+    build_ok("--add", f"{tmp_path / 'f'}:/f", "--compression", "zstd", "--oci-dir", str(tmp_path / "z"))
+    zstd_layer = _manifest(tmp_path / "z")[0]["layers"][0]
+    res = lamina("build", "--from", f"oci:{tmp_path / 'z'}", "--oci-dir", str(tmp_path / "out" / "g"))
+    assert res.returncode == 0, res.stderr
+    assert f"lamina: note: oci:{tmp_path / 'z'}: layer {zstd_layer['digest']} is zstd; converted to gzip" in res.stderr
+    converted = _manifest(tmp_path / "out" / "g")[0]["layers"][0]
+    assert converted["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    build_ok("--from", f"oci:{tmp_path / 'z'}", "--compression", "zstd", "--oci-dir", str(tmp_path / "out" / "z2"))
+    assert _manifest(tmp_path / "out" / "z2")[0]["layers"][0] == zstd_layer
+    # An uncompressed base layer is compressed once, and its diff_id is kept.
+    plain = _manifest(layout)[0]["layers"][0]
+    build_ok("--from", f"oci:{layout}", "--oci-dir", str(tmp_path / "out" / "p"))
+    gz = _manifest(tmp_path / "out" / "p")[0]["layers"][0]
+    assert gz["mediaType"].endswith("+gzip") and gz["digest"] != plain["digest"]
+    config = json.loads((tmp_path / "out" / "p" / "blobs" / "sha256" / _manifest(tmp_path / "out" / "p")[0]["config"]["digest"][7:]).read_text())
+    assert config["rootfs"]["diff_ids"][0] == plain["digest"]
