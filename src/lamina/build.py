@@ -11,8 +11,9 @@ from typing import BinaryIO
 
 import attrs
 
-from lamina.errors import OutputError, UsageError
-from lamina.image import Base, Image, compose
+from lamina.errors import InputError, OutputError, UsageError
+from lamina.image import Base, Built, Image, compose, compose_index
+from lamina.platforms import for_platform
 from lamina.layers.build import build_layer
 from lamina.layers.imported import import_layer
 from lamina.model import Layer, Platform
@@ -21,7 +22,7 @@ from lamina.sinks.layout import write_layout
 from lamina.sinks.metadata import write_metadata
 from lamina.sinks.tarball import write_tarball
 from lamina.sources.archive import ImageSource, StoredImage, open_layer
-from lamina.sources.base import BaseRef, open_image
+from lamina.sources.base import BaseRef, open_image, platform_matches
 from lamina.sources.files import LayerContext, removal_layer, tree_layer
 from lamina.sources.rootfs import MergedFS
 from lamina.sources.tarball import read_tarball
@@ -34,7 +35,7 @@ DEFAULT_PLATFORM = Platform("linux", "amd64")
 
 @attrs.frozen
 class BuildResult:
-    image: Image
+    image: Built  # one Image, or an ImageIndex of several platforms
     outputs: tuple[Path, ...]
 
 
@@ -81,10 +82,26 @@ class _Images:
         return self._fs[text], openers
 
 
-def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerContext) -> Layer:
+def _check_arch(items: list, platform: Platform) -> None:
+    """Every ELF executable added must be for the image's platform (not a mislabelled artifact)."""
+    from lamina.elf import mismatch
+    from lamina.layers.entries import Kind
+
+    for entry, _ in items:
+        if entry.kind is Kind.FILE and entry.source and entry.mode & 0o111 and entry.size >= 20:
+            with open(entry.source, "rb") as f:
+                why = mismatch(f.read(20), platform)
+            if why:
+                raise InputError(f"/{entry.path} (from {entry.source}) is {why}; --no-arch-check allows it")
+
+
+def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerContext, platform: Platform) -> Layer:
     created_by = layer.describe()
     if isinstance(layer, FilesLayer):
-        return build_layer(tree_layer(layer.adds, ctx), compression=spec.compression, store=store, created_by=created_by)
+        items = tree_layer(layer.adds, ctx)
+        if spec.arch_check:
+            _check_arch(items, platform)
+        return build_layer(items, compression=spec.compression, store=store, created_by=created_by)
     with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items:
         return build_layer(items, compression=spec.compression, store=store, created_by=created_by)
 
@@ -119,6 +136,60 @@ def _outputs(spec: BuildSpec) -> list[Path]:
     return outputs
 
 
+@attrs.define
+class _Run:
+    """What the platforms of one build share: the store, the spool, and layers already built."""
+
+    spec: BuildSpec
+    store: BlobStore
+    stack: contextlib.ExitStack
+    spool: str
+    epoch: int
+    say: Progress
+    note: Progress
+    built: dict[tuple[object, ...], Layer] = attrs.field(factory=dict)
+
+    def image(self, requested: Platform | None) -> Image:
+        spec = self.spec
+        images = _Images(self.stack, requested)
+        ctx = LayerContext(workdir=spec.config.workdir or "", epoch=self.epoch, open_image=images.filesystem,
+                           spool=self.spool)
+        platform = requested or DEFAULT_PLATFORM
+        base, base_key = None, None
+        if spec.base is not None and spec.base.image != "scratch":
+            self.say(f"lamina: base {spec.base.image}")
+            base = _import_base(images, spec.base.image, spec, self.store, self.note)
+            stored = images.get(spec.base.image)[1]
+            platform = requested or stored.platform
+            images.platform = platform  # --copy-from images follow the base's platform
+            base_key = str(stored.config_digest)
+            if spec.layers or spec.remove:
+                ctx.base = images.filesystem(spec.base.image)[0]
+        layers = []
+        if spec.remove:
+            items = removal_layer(spec.remove, ctx)
+            layers.append(build_layer(items, compression=spec.compression, store=self.store,
+                                      created_by=f"lamina: remove {', '.join(spec.remove)}"))
+        for layer in spec.layers:
+            resolved = for_platform(layer, platform)
+            key = (resolved, base_key)  # same inputs on the same base: built once, shared by platforms
+            if key not in self.built:
+                self.say(layer.describe())
+                self.built[key] = _build_one(resolved, spec, self.store, ctx, platform)
+            layers.append(self.built[key])
+        return compose(layers, spec.config, platform=platform, epoch=self.epoch, base=base)
+
+
+def _docker_image(images: list[Image], wanted: Platform | None) -> Image:
+    if wanted is None:
+        return images[0]
+    for image in images:
+        if platform_matches(image.platform, wanted):
+            return image
+    raise UsageError(f"--docker-platform {wanted} is not one of the platforms built "
+                     f"({', '.join(str(i.platform) for i in images)})")
+
+
 def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note: Progress | None = None,
           lock: dict[str, str] | None = None) -> BuildResult:
     say = progress or (lambda _: None)
@@ -134,34 +205,24 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
     except OSError as exc:
         raise OutputError(f"cannot create a work directory in {str(work_parent)!r}: {exc.strerror}") from exc
     with workdir as tmp, contextlib.ExitStack() as stack:
-        store = BlobStore(Path(tmp))
         spool = Path(tmp) / "spool"
         spool.mkdir()
-        images = _Images(stack, spec.platform)
-        base = None
-        ctx = LayerContext(workdir=spec.config.workdir or "", epoch=epoch, open_image=images.filesystem, spool=str(spool))
-        platform = spec.platform or DEFAULT_PLATFORM
-        if spec.base is not None and spec.base.image != "scratch":
-            say(f"lamina: base {spec.base.image}")
-            base = _import_base(images, spec.base.image, spec, store, note or say)
-            platform = spec.platform or images.get(spec.base.image)[1].platform
-            images.platform = platform  # --copy-from images follow the base's platform
-            if spec.layers or spec.remove:
-                ctx.base = images.filesystem(spec.base.image)[0]
-        layers = []
-        if spec.remove:
-            say(f"lamina: remove {', '.join(spec.remove)}")
-            items = removal_layer(spec.remove, ctx)
-            layers.append(build_layer(items, compression=spec.compression, store=store,
-                                      created_by=f"lamina: remove {', '.join(spec.remove)}"))
-        for layer in spec.layers:
-            say(layer.describe())
-            layers.append(_build_one(layer, spec, store, ctx))
-        image = compose(layers, spec.config, platform=platform, epoch=epoch, base=base)
+        run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say)
+        requested: tuple[Platform | None, ...] = spec.platforms or (None,)
+        images = []
+        for platform in requested:
+            try:
+                images.append(run.image(platform))
+            except InputError as exc:
+                if len(requested) > 1:
+                    raise InputError(f"platform {platform}: {exc}") from exc
+                raise
+        built: Built = images[0] if len(images) == 1 else compose_index(images)
         if spec.oci_dir is not None:
-            write_layout(image, store, spec.oci_dir, spec.tags)
+            write_layout(built, run.store, spec.oci_dir, spec.tags)
         if spec.output is not None:
-            write_tarball(image, store, spec.output, spec.tags, epoch=epoch)
+            docker_image = _docker_image(images, spec.docker_platform)
+            write_tarball(built, run.store, spec.output, spec.tags, epoch=epoch, docker_image=docker_image)
         if spec.metadata_file is not None:
-            write_metadata(image, spec.tags, spec.metadata_file)
-    return BuildResult(image, tuple(outputs))
+            write_metadata(built, spec.tags, spec.metadata_file)
+    return BuildResult(built, tuple(outputs))

@@ -52,7 +52,12 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @click.option("--annotation", "annotations", multiple=True, metavar="K=V", help="Manifest annotation (repeatable).")
 @click.option("--expose", "exposes", multiple=True, metavar="PORT[/PROTO]", help="Exposed port (repeatable).")
 @click.option("--stop-signal", help="Stop signal, e.g. SIGTERM.")
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Image platform (default linux/amd64).")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT],...",
+              help="Platform(s), comma-separated; several make an OCI index (default: the base's, else linux/amd64).")
+@click.option("--docker-platform", metavar="OS/ARCH[/VARIANT]",
+              help="Which platform the tarball's manifest.json (docker load) describes (default: the first).")
+@click.option("--no-arch-check", "arch_check", flag_value=False, default=None,
+              help="Allow executables whose ELF machine does not match the platform.")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="Image name (repeatable).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the image tarball here.")
 @click.option("--oci-dir", type=click.Path(path_type=Path), help="Write an OCI image layout directory here.")
@@ -90,7 +95,9 @@ def build(spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ..
         "workdir": opts["workdir"],
         "user": opts["user"],
         "stop_signal": opts["stop_signal"],
-        "platform": Platform.parse(opts["platform"]) if opts["platform"] else None,
+        "platforms": specs.parse_platforms(opts["platform"]) if opts["platform"] else None,
+        "docker_platform": Platform.parse(opts["docker_platform"]) if opts["docker_platform"] else None,
+        "arch_check": opts["arch_check"],
         "tags": tuple(specs.parse_tag(t) for t in opts["tags"]),
         "output": opts["output"],
         "oci_dir": opts["oci_dir"],

@@ -119,3 +119,49 @@ def compose(layers: Sequence[Layer], changes: ConfigChanges, *, platform: Platfo
         mediatypes.OCI_MANIFEST, Digest.of_bytes(manifest_bytes), len(manifest_bytes), platform=platform
     )
     return Image(platform, all_layers, config, config_bytes, config_descriptor, manifest_bytes, manifest_descriptor)
+
+
+@attrs.frozen
+class ImageIndex:
+    """Several single-platform images under one OCI index (image-spec image-index.md)."""
+
+    images: tuple[Image, ...]
+    index_bytes: bytes
+    descriptor: Descriptor
+
+    @property
+    def digest(self) -> Digest:
+        return self.descriptor.digest
+
+
+def compose_index(images: Sequence[Image]) -> ImageIndex:
+    from lamina.model.manifest import Index
+
+    index_bytes = Index(tuple(image.manifest_descriptor for image in images)).to_bytes()
+    descriptor = Descriptor(mediatypes.OCI_INDEX, Digest.of_bytes(index_bytes), len(index_bytes))
+    return ImageIndex(tuple(images), index_bytes, descriptor)
+
+
+Built = Image | ImageIndex
+
+
+def top_descriptor(built: Built) -> Descriptor:
+    """What index.json points at: the manifest of a single image, or the index."""
+    if isinstance(built, ImageIndex):
+        return built.descriptor
+    return Descriptor(built.manifest_descriptor.media_type, built.manifest_descriptor.digest, built.manifest_descriptor.size)
+
+
+def images_of(built: Built) -> tuple[Image, ...]:
+    return built.images if isinstance(built, ImageIndex) else (built,)
+
+
+def json_blobs(built: Built) -> dict[Digest, bytes]:
+    """The blobs lamina holds as bytes: configs, manifests and the index."""
+    blobs: dict[Digest, bytes] = {}
+    for image in images_of(built):
+        blobs[image.config_descriptor.digest] = image.config_bytes
+        blobs[image.manifest_descriptor.digest] = image.manifest_bytes
+    if isinstance(built, ImageIndex):
+        blobs[built.descriptor.digest] = built.index_bytes
+    return blobs

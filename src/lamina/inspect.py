@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.errors import ImageError
-from lamina.sources.archive import ImageSource, StoredLayer, images, open_layer
+from lamina.sources.archive import ImageSource, StoredLayer, entries, images, index_children, is_index, open_layer
 from lamina.model import mediatypes
 from lamina.sources.tarball import PaddedAtEnd, detect, open_decompressed
 
@@ -98,9 +98,20 @@ def merged_size(layers: list[list[dict[str, Any]]]) -> tuple[int, int]:
     return sum(s for s, _ in sizes.values()), len(sizes)
 
 
+def _indexes(source: ImageSource) -> dict[str, list[str]]:
+    """Index digest → the platforms it lists, for every index the archive names at top level."""
+    found = {}
+    for entry in entries(source):
+        if entry.descriptor is not None and is_index(entry.descriptor):
+            children = index_children(source, entry.descriptor)
+            found[str(entry.descriptor.digest)] = [str(c.platform) if c.platform else "?" for c in children]
+    return found
+
+
 def inspect_image(path: Path) -> list[dict[str, Any]]:
     """One record per image (per platform) in the archive or layout."""
     with ImageSource.open(path) as source:
+        indexes = _indexes(source)
         out = []
         for image in images(source):
             config = image.config
@@ -112,6 +123,7 @@ def inspect_image(path: Path) -> list[dict[str, Any]]:
                 layers.append(record)
             total, count = merged_size([layer["entries"] for layer in layers])
             out.append({
+                "index": next(iter(indexes), None),
                 "names": list(image.names),
                 "filesystem": {"bytes": total, "entries": count},
                 "manifest_digest": str(image.manifest_descriptor.digest) if image.manifest_descriptor else None,
@@ -139,7 +151,13 @@ def _mode_string(kind: str, mode: int) -> str:
 
 def render(records: list[dict[str, Any]], *, files: bool) -> str:
     lines: list[str] = []
+    shown: set[str] = set()
     for rec in records:
+        if rec.get("index") and rec["index"] not in shown:
+            shown.add(rec["index"])
+            count = sum(1 for r in records if r.get("index") == rec["index"])
+            lines.append(f"index:      {rec['index']} ({count} platforms)")
+            lines.append("")
         if rec["names"]:
             lines.append(f"names:      {', '.join(rec['names'])}")
         if rec["manifest_digest"]:

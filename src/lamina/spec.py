@@ -68,7 +68,9 @@ class BuildSpec:
     base: BaseSpec | None = None
     remove: tuple[str, ...] = ()
     hermetic: bool = False
-    platform: Platform | None = None  # None: the base's platform, else linux/amd64
+    platforms: tuple[Platform, ...] = ()  # empty: the base's platform, else linux/amd64
+    docker_platform: Platform | None = None  # which image manifest.json describes (default: the first)
+    arch_check: bool = True
     config: ConfigChanges = ConfigChanges()
     tags: tuple[Reference, ...] = ()
     output: Path | None = None
@@ -100,6 +102,16 @@ def parse_add(text: str) -> AddSpec:
         raise UsageError(f"bad --add {text!r}: expected SRC:DST[:MODE], e.g. hello:/hello:0755")
     src = ":".join(parts[:-1])
     return AddSpec(src=src, dst=parts[-1], mode=mode, key=src)
+
+
+def parse_platforms(text: str) -> tuple[Platform, ...]:
+    """``linux/amd64,linux/arm64`` → platforms, normalised, duplicates refused."""
+    platforms = tuple(Platform.parse(p) for p in text.split(",") if p.strip())
+    if not platforms:
+        raise UsageError(f"bad platform list {text!r}")
+    if len(set(platforms)) != len(platforms):
+        raise UsageError(f"bad platform list {text!r}: a platform is listed twice")
+    return platforms
 
 
 def parse_copy_from(text: str) -> CopyFromSpec:
@@ -179,7 +191,7 @@ def parse_tag(text: str) -> Reference:
 
 
 _TOP_KEYS = {
-    "layer", "base", "remove", "hermetic", "platform", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
+    "layer", "base", "remove", "hermetic", "platform", "platforms", "docker_platform", "arch_check", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
     "expose", "stop_signal", "tags", "output", "oci_dir", "compression", "source_date_epoch",
     "metadata_file",
 }
@@ -273,14 +285,25 @@ class _Reader:
         for k, v in ids.items():
             if v < 0:
                 raise self.fail(f"{where}.{k}", "must not be negative")
-        src = self.typed(data, "src", str, where + ".")
+        src = self.typed(data, "src", (str, dict), where + ".")
         dst = self.typed(data, "dst", str, where + ".")
+        per_platform: tuple[tuple[str, str], ...] = ()
+        if isinstance(src, dict):
+            if "from" in data:
+                raise self.fail(f"{where}.src", "a per-platform table is for host files, not 'from' entries")
+            for key, value in src.items():
+                self.wrap(f"{where}.src.{key}", Platform.parse, key)
+                if not isinstance(value, str):
+                    raise self.fail(f"{where}.src.{key}", "expected a path")
+            per_platform = tuple((str(Platform.parse(k)), self.rel(v)) for k, v in src.items())
+            src = "{platform}"
         if "from" in data:
             image = self.typed(data, "from", str, where + ".")
             if not src.startswith("/"):
                 raise self.fail(f"{where}.src", "a path in the image must be absolute")
             return CopyFromSpec(self.image(image), src, dst, mode, sha256=self.pin(data, where), key=image, **ids)
-        return AddSpec(src=self.rel(src), dst=dst, mode=mode, sha256=self.pin(data, where), key=src, **ids)
+        return AddSpec(src=self.rel(src) if not per_platform else src, dst=dst, mode=mode, sha256=self.pin(data, where),
+                       key=src, per_platform=per_platform, **ids)
 
     def read(self) -> BuildSpec:
         try:
@@ -313,8 +336,19 @@ class _Reader:
             fields["remove"] = tuple(paths)
         if "hermetic" in data:
             fields["hermetic"] = self.typed(data, "hermetic", bool)
+        if "platform" in data and "platforms" in data:
+            raise self.fail("platforms", "give 'platform' or 'platforms', not both")
         if "platform" in data:
-            fields["platform"] = self.wrap("platform", Platform.parse, self.typed(data, "platform", str))
+            fields["platforms"] = self.wrap("platform", parse_platforms, self.typed(data, "platform", str))
+        if "platforms" in data:
+            listed = self.typed(data, "platforms", list)
+            if not listed or not all(isinstance(p, str) for p in listed):
+                raise self.fail("platforms", "expected a non-empty list like [\"linux/amd64\", \"linux/arm64\"]")
+            fields["platforms"] = self.wrap("platforms", parse_platforms, ",".join(listed))
+        if "docker_platform" in data:
+            fields["docker_platform"] = self.wrap("docker_platform", Platform.parse, self.typed(data, "docker_platform", str))
+        if "arch_check" in data:
+            fields["arch_check"] = self.typed(data, "arch_check", bool)
         config: dict[str, Any] = {}
         for key in ("entrypoint", "cmd"):
             if key in data:
@@ -357,11 +391,14 @@ def _merge_pairs(base: Sequence[tuple[str, str]], over: Sequence[tuple[str, str]
 def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
     """Apply flag values (already parsed; None or empty means "not given") over a file spec."""
     changes: dict[str, Any] = {}
-    for key in ("platform", "output", "oci_dir", "compression", "source_date_epoch", "metadata_file", "base"):
+    for key in ("platforms", "docker_platform", "output", "oci_dir", "compression", "source_date_epoch",
+                "metadata_file", "base"):
         if flags.get(key) is not None:
             changes[key] = flags[key]
     if flags.get("hermetic"):
         changes["hermetic"] = True
+    if flags.get("arch_check") is False:
+        changes["arch_check"] = False
     if flags.get("remove"):
         changes["remove"] = (*file_spec.remove, *flags["remove"])
     if flags.get("tags"):

@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from lamina.image import Image
+from lamina.image import Built, images_of, json_blobs, top_descriptor
 from lamina.model import Digest, Reference, canonical, mediatypes
 from lamina.sinks.atomic import atomic_dir
 from lamina.sinks.naming import index_for
@@ -16,10 +16,11 @@ from lamina.store import BlobStore
 OCI_LAYOUT = canonical.dumps({"imageLayoutVersion": mediatypes.OCI_LAYOUT_VERSION})
 
 
-def blob_digests(image: Image) -> list[Digest]:
-    """Every blob an image needs, each once, in a fixed order."""
-    seen = {layer.descriptor.digest for layer in image.layers}
-    seen |= {image.config_descriptor.digest, image.manifest_descriptor.digest}
+def blob_digests(built: Built) -> list[Digest]:
+    """Every blob an image (or index) needs, each once — shared layers too — in a fixed order."""
+    seen = set(json_blobs(built))
+    for image in images_of(built):
+        seen |= {layer.descriptor.digest for layer in image.layers}
     return sorted(seen)
 
 
@@ -31,13 +32,13 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def write_layout(image: Image, store: BlobStore, path: Path, tags: Sequence[Reference]) -> None:
-    store.put_bytes(image.config_bytes)
-    store.put_bytes(image.manifest_bytes)
+def write_layout(built: Built, store: BlobStore, path: Path, tags: Sequence[Reference]) -> None:
+    for data in json_blobs(built).values():
+        store.put_bytes(data)
     with atomic_dir(path) as tmp:
         blobs = tmp / "blobs" / "sha256"
         blobs.mkdir(parents=True)
-        for digest in blob_digests(image):
+        for digest in blob_digests(built):
             _place(store.path(digest), blobs / digest.hex)
         (tmp / "oci-layout").write_bytes(OCI_LAYOUT)
-        (tmp / "index.json").write_bytes(index_for(image.manifest_descriptor, tags).to_bytes())
+        (tmp / "index.json").write_bytes(index_for(top_descriptor(built), tags).to_bytes())

@@ -6,12 +6,25 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from lamina.image import Image
+from lamina.image import Built, Image, ImageIndex
 from lamina.model import Reference
 from lamina.sinks.atomic import atomic_file
 
 
-def metadata(image: Image, tags: Sequence[Reference]) -> dict[str, object]:
+def metadata(built: Built, tags: Sequence[Reference]) -> dict[str, object]:
+    """Single image: its fields at the top. Index: the index digest, and one record per platform."""
+    if isinstance(built, ImageIndex):
+        return {
+            "digest": str(built.digest),
+            "index_digest": str(built.digest),
+            "media_type": built.descriptor.media_type,
+            "tags": [str(t) for t in tags],
+            "platforms": [_image(image, tags) for image in built.images],
+        }
+    return {"digest": str(built.digest), **_image(built, tags)}
+
+
+def _image(image: Image, tags: Sequence[Reference]) -> dict[str, object]:
     return {
         "manifest_digest": str(image.manifest_descriptor.digest),
         "config_digest": str(image.config_descriptor.digest),
@@ -23,7 +36,7 @@ def metadata(image: Image, tags: Sequence[Reference]) -> dict[str, object]:
                 "digest": str(layer.descriptor.digest),
                 "diff_id": str(layer.diff_id),
                 "size": layer.descriptor.size,
-                "uncompressed_size": layer.uncompressed_size,
+                **({"uncompressed_size": layer.uncompressed_size} if layer.uncompressed_size is not None else {}),
                 "media_type": layer.descriptor.media_type,
                 "created_by": layer.created_by,
             }
@@ -32,6 +45,6 @@ def metadata(image: Image, tags: Sequence[Reference]) -> dict[str, object]:
     }
 
 
-def write_metadata(image: Image, tags: Sequence[Reference], path: Path) -> None:
+def write_metadata(image: Built, tags: Sequence[Reference], path: Path) -> None:
     with atomic_file(path) as out:
         out.write(json.dumps(metadata(image, tags), indent=2).encode() + b"\n")

@@ -8,14 +8,13 @@ from lamina.model import Descriptor, Reference, mediatypes
 from lamina.model.manifest import Index
 
 
-def index_for(manifest: Descriptor, tags: Sequence[Reference]) -> Index:
+def index_for(top: Descriptor, tags: Sequence[Reference]) -> Index:
     """index.json: one entry per tag; ref.name is the bare tag, as docker and umoci expect."""
-    plain = Descriptor(manifest.media_type, manifest.digest, manifest.size)
     if not tags:
-        return Index((plain,))
+        return Index((top,))
     return Index(tuple(
         Descriptor(
-            plain.media_type, plain.digest, plain.size,
+            top.media_type, top.digest, top.size,
             annotations={mediatypes.CONTAINERD_IMAGE_NAME: str(tag), mediatypes.REF_NAME: tag.tag},
         )
         for tag in tags

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from lamina.image import Image
+from lamina.image import Built, Image, json_blobs, top_descriptor
 from lamina.layers import tarformat
 from lamina.layers.entries import Entry, Kind
 from lamina.model import Reference, canonical
@@ -48,12 +48,15 @@ def _write_bytes(out: BinaryIO, name: str, data: bytes, epoch: int) -> None:
     out.write(tarformat.padding(len(data)))
 
 
-def write_tarball(image: Image, store: BlobStore, path: Path, tags: Sequence[Reference], *, epoch: int) -> None:
+def write_tarball(built: Built, store: BlobStore, path: Path, tags: Sequence[Reference], *, epoch: int,
+                  docker_image: Image) -> None:
+    """``docker_image`` is the one manifest.json describes (it can describe one image per tag)."""
+    image = docker_image
     with atomic_file(path) as out:
         for directory in ("blobs", "blobs/sha256"):
             out.write(tarformat.header(Entry(directory, Kind.DIR, mode=0o755, mtime=epoch)))
-        blobs = {image.config_descriptor.digest: image.config_bytes, image.manifest_descriptor.digest: image.manifest_bytes}
-        for digest in blob_digests(image):
+        blobs = json_blobs(built)
+        for digest in blob_digests(built):
             name = f"blobs/sha256/{digest.hex}"
             if digest in blobs:
                 _write_bytes(out, name, blobs[digest], epoch)
@@ -64,7 +67,7 @@ def write_tarball(image: Image, store: BlobStore, path: Path, tags: Sequence[Ref
             with open(blob, "rb") as src:
                 shutil.copyfileobj(src, out, 1 << 20)
             out.write(tarformat.padding(size))
-        _write_bytes(out, "index.json", index_for(image.manifest_descriptor, tags).to_bytes(), epoch)
+        _write_bytes(out, "index.json", index_for(top_descriptor(built), tags).to_bytes(), epoch)
         _write_bytes(out, "manifest.json", docker_manifest(image, tags), epoch)
         _write_bytes(out, "oci-layout", OCI_LAYOUT, epoch)
         repos = repositories(image, tags)

@@ -37,6 +37,8 @@ class AddSpec:
     gid: int = 0
     sha256: str | None = None  # hermetic pin of the source's content
     key: str = ""  # the source as the user wrote it: how lamina.lock names it
+    # A spec entry's per-platform sources: ((platform, path), ...); src is then a placeholder.
+    per_platform: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
         """For history: the source's base name only, so where the checkout lives never

@@ -1,0 +1,48 @@
+"""The ELF identity of an executable: does this binary run on that platform?
+
+Reads 20 bytes of header (ELF spec: e_ident class and data, then e_machine), enough to tell
+an x86-64 ``hello-arm64`` from a real one before the image is built.
+"""
+
+from __future__ import annotations
+
+from lamina.model import Platform
+
+# e_machine values (System V ABI) for each GOARCH; with class (1: 32-bit, 2: 64-bit), data (1: LE, 2: BE).
+_ARCH = {
+    "amd64": (62, 2, 1, "x86-64"),
+    "arm64": (183, 2, 1, "aarch64"),
+    "arm": (40, 1, 1, "32-bit ARM"),
+    "386": (3, 1, 1, "i386"),
+    "ppc64le": (21, 2, 1, "ppc64le"),
+    "s390x": (22, 2, 2, "s390x"),
+    "riscv64": (243, 2, 1, "riscv64"),
+    "mips64le": (8, 2, 1, "mips64le"),
+    "loong64": (258, 2, 1, "loongarch64"),
+}
+_NAMES = {(m, c, d): n for m, c, d, n in _ARCH.values()}
+
+
+def identify(head: bytes) -> tuple[int, int, int] | None:
+    """(machine, class, data) of an ELF header, or None when this is not a well-formed ELF."""
+    if len(head) < 20 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return None
+    machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+    return machine, head[4], head[5]
+
+
+def describe(ident: tuple[int, int, int]) -> str:
+    name = _NAMES.get(ident)
+    if name:
+        return name
+    machine, cls, data = ident
+    return f"machine {machine}, {32 if cls == 1 else 64}-bit {'little' if data == 1 else 'big'}-endian"
+
+
+def mismatch(head: bytes, platform: Platform) -> str | None:
+    """Why this binary cannot run on ``platform``, or None if it can (or is not ELF)."""
+    ident = identify(head)
+    want = _ARCH.get(platform.architecture)
+    if ident is None or want is None or ident == want[:3]:
+        return None
+    return f"an ELF {describe(ident)} executable, but the image platform is {platform}"
