@@ -7,7 +7,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import attrs
 
@@ -37,6 +37,7 @@ DEFAULT_PLATFORM = Platform("linux", "amd64")
 class BuildResult:
     image: Built  # one Image, or an ImageIndex of several platforms
     outputs: tuple[Path, ...]
+    pushed: str | None = None  # name@sha256:… when pushed
 
 
 def epoch_from_env(environ: dict[str, str] | os._Environ[str]) -> int:
@@ -58,18 +59,35 @@ def _check_writable(path: Path) -> None:
 class _Images:
     """Opened image archives (base and --copy-from), each opened and indexed once per build."""
 
-    def __init__(self, stack: contextlib.ExitStack, platform: Platform | None) -> None:
+    def __init__(self, stack: contextlib.ExitStack, platform: Platform | None, registry: Any = None,
+                 note: Progress | None = None) -> None:
         self._stack = stack
         self.platform = platform
+        self._registry = registry  # registry.api.Options, for bases that live in a registry
+        self._note = note
         self._open: dict[str, tuple[ImageSource, StoredImage]] = {}
         self._fs: dict[str, MergedFS] = {}
 
     def get(self, text: str) -> tuple[ImageSource, StoredImage]:
         if text not in self._open:
-            source, image = open_image(BaseRef.parse(text), self.platform)
+            from lamina.registry.pull import is_registry_ref
+
+            if is_registry_ref(text):
+                source, image = self._pull(text)
+            else:
+                source, image = open_image(BaseRef.parse(text), self.platform)
             self._stack.callback(source.close)
             self._open[text] = (source, image)
         return self._open[text]
+
+    def _pull(self, text: str) -> tuple[ImageSource, StoredImage]:
+        from lamina.registry.api import Options
+        from lamina.registry.pull import fetch
+        from lamina.sources.base import open_descriptor
+
+        options = self._registry or Options()
+        root, desc = fetch(text, self.platform, options.registry, self._note)
+        return open_descriptor(root, desc, self.platform, text)
 
     def openers(self, text: str) -> list[Callable[[], BinaryIO]]:
         source, image = self.get(text)
@@ -122,10 +140,10 @@ def _import_base(images: _Images, text: str, spec: BuildSpec, store: BlobStore, 
     return Base(image.config, tuple(layers))
 
 
-def _outputs(spec: BuildSpec) -> list[Path]:
+def _outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
     outputs = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None]
-    if spec.output is None and spec.oci_dir is None:
-        raise UsageError("nothing to write: give -o/--output PATH (a tarball) or --oci-dir DIR")
+    if spec.output is None and spec.oci_dir is None and not pushing:
+        raise UsageError("nothing to write: give -o/--output PATH (a tarball), --oci-dir DIR or --push REF")
     for path in outputs:
         _check_writable(path)
     for path in (spec.output, spec.metadata_file):
@@ -147,11 +165,12 @@ class _Run:
     epoch: int
     say: Progress
     note: Progress
+    registry: Any = None
     built: dict[tuple[object, ...], Layer] = attrs.field(factory=dict)
 
     def image(self, requested: Platform | None) -> Image:
         spec = self.spec
-        images = _Images(self.stack, requested)
+        images = _Images(self.stack, requested, self.registry, self.note)
         ctx = LayerContext(workdir=spec.config.workdir or "", epoch=self.epoch, open_image=images.filesystem,
                            spool=self.spool)
         platform = requested or DEFAULT_PLATFORM
@@ -191,15 +210,18 @@ def _docker_image(images: list[Image], wanted: Platform | None) -> Image:
 
 
 def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note: Progress | None = None,
-          lock: dict[str, str] | None = None) -> BuildResult:
+          lock: dict[str, str] | None = None, push: Callable[[Any], Any] | None = None,
+          registry: Any = None) -> BuildResult:
+    """``push`` takes a PushPlan and returns what registry.api.push returns."""
     say = progress or (lambda _: None)
-    outputs = _outputs(spec)
+    outputs = _outputs(spec, pushing=push is not None)
     if spec.hermetic:
         from lamina.pins import verify
 
         verify(spec, lock or {})
     # The blob store sits beside the first output so the layout sink can hardlink blobs.
-    work_parent = (spec.oci_dir or spec.output).parent  # type: ignore[union-attr]
+    first = spec.oci_dir or spec.output
+    work_parent = first.parent if first is not None else Path(tempfile.gettempdir())
     try:
         workdir = tempfile.TemporaryDirectory(dir=work_parent, prefix=".lamina-build-")
     except OSError as exc:
@@ -207,7 +229,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
     with workdir as tmp, contextlib.ExitStack() as stack:
         spool = Path(tmp) / "spool"
         spool.mkdir()
-        run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say)
+        run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say, registry)
         requested: tuple[Platform | None, ...] = spec.platforms or (None,)
         images = []
         for platform in requested:
@@ -223,6 +245,11 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         if spec.output is not None:
             docker_image = _docker_image(images, spec.docker_platform)
             write_tarball(built, run.store, spec.output, spec.tags, epoch=epoch, docker_image=docker_image)
+        pushed = None
+        if push is not None:
+            from lamina.registry.plans import from_build
+
+            pushed = push(from_build(built, run.store)).reference
         if spec.metadata_file is not None:
-            write_metadata(built, spec.tags, spec.metadata_file)
-    return BuildResult(built, tuple(outputs))
+            write_metadata(built, spec.tags, spec.metadata_file, pushed=pushed)
+    return BuildResult(built, tuple(outputs), pushed)

@@ -25,6 +25,31 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _registry_options(func: Any) -> Any:
+    for option in reversed([
+        click.option("--insecure-registry", "insecure", multiple=True, metavar="HOST[:PORT]",
+                     help="Use plain HTTP for this registry (localhost and 127.0.0.0/8 always do)."),
+        click.option("--ca-file", type=click.Path(dir_okay=False), help="Trust this CA bundle for registries too."),
+        click.option("--chunk-size", metavar="SIZE", help="Upload blobs in chunks of SIZE (e.g. 16M)."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _registry(ctx: click.Context, opts: dict[str, Any], quiet: bool = False) -> Any:
+    from lamina.registry.api import Options, parse_size
+    from lamina.registry.client import stderr_debug
+
+    chatty = not quiet and sys.stderr.isatty()
+    return Options(
+        insecure=tuple(opts.pop("insecure", ())),
+        ca_file=opts.pop("ca_file", None),
+        chunk_size=parse_size(c) if (c := opts.pop("chunk_size", None)) else None,
+        debug=stderr_debug if ctx.obj.get("debug") else None,
+        progress=(lambda m: click.echo(f"lamina: {m}", err=True)) if chatty else None,
+    )
+
+
 def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
     from lamina.spec import parse_pair
 
@@ -64,8 +89,11 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @click.option("--compression", metavar="gzip|zstd|none", help="Layer compression (default gzip).")
 @click.option("--source-date-epoch", metavar="N", help="Timestamp for config and files (default $SOURCE_DATE_EPOCH, else 0).")
 @click.option("--metadata-file", type=click.Path(path_type=Path), help="Write digests and sizes as JSON here.")
+@click.option("--push", "push_to", metavar="REF", help="Push the image to a registry (prints REF@sha256:…).")
+@_registry_options
 @click.option("-q", "--quiet", is_flag=True, help="Print only the manifest digest.")
-def build(spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ...], copies: tuple[str, ...],
+@click.pass_context
+def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ...], copies: tuple[str, ...],
           removes: tuple[str, ...], **opts: Any) -> None:
     """Build an image from files, flags and/or a lamina.toml spec file.
 
@@ -77,6 +105,12 @@ def build(spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ..
     from lamina.model import Platform
 
     quiet = opts.pop("quiet")
+    push_to = opts.pop("push_to")
+    registry_options = _registry(ctx, opts, quiet)
+    if push_to:
+        from lamina.model import Reference
+
+        Reference.parse(push_to)  # a bad reference is a usage error before anything is built
     flags: dict[str, Any] = {
         "layers": [
             *(specs.parse_tarball(t) for t in tarballs),
@@ -127,11 +161,65 @@ def build(spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ..
 
     from lamina.pins import read_lock
 
-    result = run_build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_file))
+    pusher = None
+    if push_to:
+        from lamina.registry import api
+
+        pusher = lambda plan: api.push(plan, push_to, registry_options)  # noqa: E731
+    result = run_build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_file), push=pusher,
+                       registry=registry_options)
     if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)
-    click.echo(str(result.image.digest))
+    click.echo(result.pushed or str(result.image.digest))
+
+
+@main.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("reference")
+@_registry_options
+@click.option("--metadata-file", type=click.Path(path_type=Path), help="Write the pushed reference as JSON here.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the pushed reference.")
+@click.pass_context
+def push(ctx: click.Context, image: Path, reference: str, metadata_file: Path | None, quiet: bool, **opts: Any) -> None:
+    """Push IMAGE (a lamina tarball or OCI layout, every platform) to REFERENCE."""
+    import json
+
+    from lamina.model import Reference
+    from lamina.registry import api
+    from lamina.registry.plans import from_archive
+    from lamina.sinks.atomic import atomic_file
+    from lamina.sources.archive import ImageSource
+
+    Reference.parse(reference)
+    options = _registry(ctx, opts, quiet)
+    with ImageSource.open(image) as source:
+        pushed = api.push(from_archive(source), reference, options)
+    if metadata_file is not None:
+        with atomic_file(metadata_file) as out:
+            out.write(json.dumps({"pushed": pushed.reference, "digest": pushed.reference.split("@")[1]}, indent=2).encode() + b"\n")
+    if not quiet and sys.stderr.isatty():
+        s = pushed.stats
+        click.echo(f"lamina: {s.uploaded} blobs uploaded ({s.bytes} bytes), {s.mounted} mounted, {s.skipped} already there", err=True)
+    click.echo(pushed.reference)
+
+
+@main.command()
+@click.argument("registry")
+@click.option("-u", "--username", required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin (the only way: never on the command line).")
+@_registry_options
+@click.pass_context
+def login(ctx: click.Context, registry: str, username: str, password_stdin: bool, **opts: Any) -> None:
+    """Check credentials against REGISTRY and store them in $DOCKER_CONFIG/config.json."""
+    from lamina.errors import UsageError
+    from lamina.registry import api
+
+    if not password_stdin:
+        raise UsageError("give the password on stdin with --password-stdin")
+    password = sys.stdin.readline().rstrip("\n")
+    path = api.login(registry, username, password, _registry(ctx, opts))
+    click.echo(f"login succeeded; credentials saved in {path}")
 
 
 @main.command()

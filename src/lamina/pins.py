@@ -67,16 +67,14 @@ def digest_of(path: str) -> str:
 @attrs.frozen
 class Input:
     key: str  # as written in the spec (or on the command line)
-    path: str  # where it is on this machine
+    path: str | None  # where it is on this machine; None for a registry reference
     pin: str | None
 
 
 def inputs(spec: BuildSpec) -> Iterator[Input]:
     """Every pinnable input of a build, in spec order."""
     if spec.base is not None and spec.base.image != "scratch":
-        ref = BaseRef.parse(spec.base.image)
-        if not ref.digest:  # image@sha256:… is pinned by its own digest, verified as blobs are read
-            yield Input(spec.base.key or spec.base.image, ref.path, spec.base.sha256)
+        yield from _image_input(spec.base.key or spec.base.image, spec.base.image, spec.base.sha256)
     for layer in spec.layers:
         if isinstance(layer, TarballLayer):
             yield Input(layer.key or layer.src, layer.src, layer.sha256)
@@ -84,8 +82,20 @@ def inputs(spec: BuildSpec) -> Iterator[Input]:
             for source in layer.adds:
                 if isinstance(source, AddSpec):
                     yield Input(source.key or source.src, source.src, source.sha256)
-                elif isinstance(source, CopyFromSpec) and not BaseRef.parse(source.image).digest:
-                    yield Input(source.key or source.image, BaseRef.parse(source.image).path, source.sha256)
+                elif isinstance(source, CopyFromSpec):
+                    yield from _image_input(source.key or source.image, source.image, source.sha256)
+
+
+def _image_input(key: str, image: str, pin: str | None) -> Iterator[Input]:
+    from lamina.registry.pull import is_registry_ref
+
+    if is_registry_ref(image):
+        if "@sha256:" not in image:
+            yield Input(key, None, None)  # a registry tag moves: only a digest pins it
+        return
+    ref = BaseRef.parse(image)
+    if not ref.digest:  # image@sha256:… is pinned by its own digest, verified as blobs are read
+        yield Input(key, ref.path, pin)
 
 
 def read_lock(spec_path: Path | None) -> dict[str, str]:
@@ -108,6 +118,9 @@ def verify(spec: BuildSpec, lock: dict[str, str]) -> None:
     """Hermetic mode: every input pinned, every pin matching; all offenders in one error."""
     problems = []
     for item in inputs(spec):
+        if item.path is None:
+            problems.append(f"{item.key}: a registry image must be pinned by digest (NAME@sha256:…)")
+            continue
         pin = item.pin or lock.get(item.key)
         if pin is None:
             problems.append(f"{item.key}: not pinned (add sha256 = \"…\" or run 'lamina lock')")
@@ -122,7 +135,7 @@ def verify(spec: BuildSpec, lock: dict[str, str]) -> None:
 def write_lock(spec: BuildSpec, spec_path: Path) -> tuple[Path, int]:
     from lamina.sinks.atomic import atomic_file
 
-    pins = {item.key: "sha256:" + digest_of(item.path) for item in inputs(spec)}
+    pins = {item.key: "sha256:" + digest_of(item.path) for item in inputs(spec) if item.path is not None}
     lines = ["# lamina.lock: sha256 of every input of lamina.toml, written by `lamina lock`.",
              "# With hermetic = true (or --hermetic), a build refuses inputs that differ.", "", "[inputs]"]
     lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sorted(pins.items())]

@@ -45,6 +45,9 @@ def _image(image: Image, tags: Sequence[Reference]) -> dict[str, object]:
     }
 
 
-def write_metadata(image: Built, tags: Sequence[Reference], path: Path) -> None:
+def write_metadata(image: Built, tags: Sequence[Reference], path: Path, *, pushed: str | None = None) -> None:
+    record = metadata(image, tags)
+    if pushed:
+        record["pushed"] = pushed
     with atomic_file(path) as out:
-        out.write(json.dumps(metadata(image, tags), indent=2).encode() + b"\n")
+        out.write(json.dumps(record, indent=2).encode() + b"\n")

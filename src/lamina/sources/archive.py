@@ -56,6 +56,26 @@ class _Verifying(io.RawIOBase):
         super().close()
 
 
+class _Slice(io.RawIOBase):
+    """``size`` bytes of a file from its current position: one member of an uncompressed tar."""
+
+    def __init__(self, raw: BinaryIO, size: int) -> None:
+        self._raw, self._left = raw, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(min(len(buffer), self._left))
+        self._left -= len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def verifying(raw: BinaryIO, digest: Digest, size: int | None, name: str) -> BinaryIO:
     return io.BufferedReader(_Verifying(raw, digest, size, name), 1 << 20)  # type: ignore[return-value]
 
@@ -107,14 +127,17 @@ class ImageSource:
         return self._tar.getmember(name).size
 
     def open_file(self, name: str) -> BinaryIO:
+        """A fresh reader each time (safe to use from several threads at once)."""
         try:
             if self._dir is not None:
                 return open(self._dir / name, "rb")
             assert self._tar is not None
-            member = self._tar.extractfile(name)
-            if member is None:
+            member = self._tar.getmember(name)
+            if not member.isfile() or member.sparse:
                 raise KeyError(name)
-            return member  # type: ignore[return-value]
+            raw = open(self._tar.name, "rb")  # type: ignore[arg-type]
+            raw.seek(member.offset_data)
+            return io.BufferedReader(_Slice(raw, member.size), 1 << 20)  # type: ignore[return-value]
         except (KeyError, FileNotFoundError):
             raise ImageError(f"{self.name}: missing {name!r}") from None
         except (tarfile.TarError, OSError) as exc:

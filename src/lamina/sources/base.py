@@ -16,7 +16,7 @@ from pathlib import Path
 import attrs
 
 from lamina.errors import ImageError, UsageError
-from lamina.model import Platform, Reference
+from lamina.model import Descriptor, Platform, Reference
 from lamina.sources.archive import Entry, ImageSource, StoredImage, entries, index_children, is_index, load_docker, load_manifest
 
 _TRANSPORTS = ("docker-archive", "oci-archive", "oci")
@@ -161,3 +161,13 @@ def _resolve(source: ImageSource, ref: BaseRef, entry: Entry, platform: Platform
     if platform is not None and not platform_matches(image.platform, platform):
         raise ImageError(f"{ref}: the image is for {image.platform}, not {platform}")
     return image
+
+
+def open_descriptor(root: Path, desc: Descriptor, platform: Platform | None, name: str) -> tuple[ImageSource, StoredImage]:
+    """An image known by its top descriptor in a layout directory (the registry cache)."""
+    source = ImageSource.open(root)
+    try:
+        return source, _resolve(source, BaseRef("oci", str(root), text=name), Entry((name,), descriptor=desc), platform)
+    except BaseException:
+        source.close()
+        raise

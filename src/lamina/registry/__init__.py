@@ -1,0 +1,1 @@
+"""Talking to registries without a daemon: the OCI distribution protocol, auth, transport."""

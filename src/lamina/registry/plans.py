@@ -1,0 +1,73 @@
+"""What to push: a PushPlan from a fresh build (the blob store) or from a stored image."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import BinaryIO
+
+from lamina.errors import ImageError
+from lamina.image import Built, ImageIndex, images_of, json_blobs
+from lamina.model import Descriptor, Digest
+from lamina.registry.push import PushPlan
+from lamina.sources.archive import ImageSource, entries, index_children, is_index, verifying
+from lamina.store import BlobStore
+
+
+def _plain(desc: Descriptor) -> Descriptor:
+    return Descriptor(desc.media_type, desc.digest, desc.size)
+
+
+def from_build(built: Built, store: BlobStore) -> PushPlan:
+    jsons = json_blobs(built)
+    blobs: dict[Digest, Descriptor] = {}
+    manifests = []
+    for image in images_of(built):
+        blobs[image.config_descriptor.digest] = image.config_descriptor
+        for layer in image.layers:
+            blobs[layer.descriptor.digest] = layer.descriptor
+        manifests.append((_plain(image.manifest_descriptor), image.manifest_bytes))
+    if isinstance(built, ImageIndex):
+        manifests.append((built.descriptor, built.index_bytes))
+
+    def open_blob(digest: Digest) -> BinaryIO:
+        if digest in jsons:
+            return io.BytesIO(jsons[digest])
+        return open(store.path(digest), "rb")
+
+    return PushPlan(tuple(blobs.values()), tuple(manifests), open_blob)
+
+
+def from_archive(source: ImageSource) -> PushPlan:
+    """Every platform of the one image a lamina tarball or OCI layout holds."""
+    tops = {e.descriptor.digest: e.descriptor for e in entries(source) if e.descriptor is not None}
+    if not tops:
+        raise ImageError(f"{source.name}: lamina push needs an OCI layout or a tarball with index.json "
+                         "(lamina, docker save >= 25, skopeo oci-archive:)")
+    if len(tops) > 1:
+        raise ImageError(f"{source.name}: holds {len(tops)} images; push them one at a time")
+    top = next(iter(tops.values()))
+    blobs: dict[Digest, Descriptor] = {}
+    manifests: list[tuple[Descriptor, bytes]] = []
+    for desc in ([*index_children(source, top), top] if is_index(top) else [top]):
+        data = source.read_blob(desc)
+        if not is_index(desc):
+            import json
+
+            manifest = json.loads(data)
+            for raw in [manifest["config"], *manifest.get("layers", [])]:
+                child = Descriptor.from_json(raw)
+                if not source.has(f"blobs/sha256/{child.digest.hex}"):
+                    raise ImageError(f"{source.name}: manifest {desc.digest} points at missing blob {child.digest}")
+                blobs[child.digest] = _plain(child)
+        manifests.append((_plain(desc), data))
+
+    def open_blob(digest: Digest) -> BinaryIO:
+        size = blobs[digest].size if digest in blobs else None
+        return verifying(source.open_file(f"blobs/sha256/{digest.hex}"), digest, size, source.name)
+
+    return PushPlan(tuple(blobs.values()), tuple(manifests), open_blob)
+
+
+def open_source(path: Path) -> ImageSource:
+    return ImageSource.open(path)

@@ -1,0 +1,272 @@
+"""Push an image or index to a registry (OCI distribution spec, "push" workflow).
+
+Blobs first (configs and layers, several at once), each: HEAD and skip what the registry
+has; mount from another repository of the same registry when lamina knows one holds it;
+else POST an upload and PUT the bytes, streamed from disk (PATCH in chunks for large blobs,
+never below the registry's ``OCI-Chunk-Min-Length``, resuming where the registry says it
+stopped after a failure). Then child manifests, then the index, each PUT with its exact
+bytes and media type, and the registry's ``Docker-Content-Digest`` checked against ours.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+import attrs
+
+from lamina.model import Descriptor, Digest, Reference
+from lamina.registry.client import Registry, RegistryError
+
+CHUNK_THRESHOLD = 64 << 20  # blobs above this go in chunks
+CHUNK_SIZE = 16 << 20
+PARALLEL = 4
+_READ = 1 << 20
+
+
+@attrs.frozen
+class PushPlan:
+    """Everything a push sends: blobs to upload, then manifests in order (top one last)."""
+
+    blobs: tuple[Descriptor, ...]
+    manifests: tuple[tuple[Descriptor, bytes], ...]
+    open_blob: Callable[[Digest], BinaryIO]
+
+    @property
+    def top(self) -> Descriptor:
+        return self.manifests[-1][0]
+
+
+@attrs.define
+class PushStats:
+    uploaded: int = 0
+    skipped: int = 0
+    mounted: int = 0
+    bytes: int = 0
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def add(self, field: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, field, getattr(self, field) + n)
+
+
+def _locations_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lamina" / "blob-locations.json"
+
+
+def _load_locations() -> dict[str, list[str]]:
+    try:
+        data = json.loads(_locations_file().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def remember_locations(registry: str, repository: str, digests: list[Digest]) -> None:
+    """Remember which repositories hold which blobs, so a later push can mount instead of upload."""
+    from lamina.sinks.atomic import atomic_file
+
+    locations = _load_locations()
+    where = f"{registry}/{repository}"
+    for digest in digests:
+        known = locations.setdefault(str(digest), [])
+        if where not in known:
+            known.append(where)
+            del known[:-8]
+    path = _locations_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as out:
+            out.write(json.dumps(locations, sort_keys=True).encode())
+    except Exception:  # a cache: never fail a push over it
+        pass
+
+
+def _stream(f: BinaryIO, limit: int) -> Iterator[bytes]:
+    remaining = limit
+    while remaining > 0:
+        data = f.read(min(_READ, remaining))
+        if not data:
+            raise RegistryError("blob shrank while it was being uploaded")
+        remaining -= len(data)
+        yield data
+
+
+@attrs.define
+class Pusher:
+    registry: Registry
+    repository: str
+    plan: PushPlan
+    chunk_size: int | None = None  # force chunked uploads of this size (None: only for large blobs)
+    progress: Callable[[str], None] | None = None
+    stats: PushStats = attrs.field(factory=PushStats)
+
+    @property
+    def _scopes(self) -> tuple[str, ...]:
+        return (f"repository:{self.repository}:pull,push",)
+
+    def _blob_url(self, digest: Digest) -> str:
+        return f"/v2/{self.repository}/blobs/{digest}"
+
+    def exists(self, desc: Descriptor) -> bool:
+        response = self.registry.request("HEAD", self._blob_url(desc.digest), what=f"check blob {desc.digest}",
+                                         scopes=self._scopes, ok=(200, 404))
+        return response.status_code == 200
+
+    def _mount(self, desc: Descriptor) -> str | None:
+        """Try a cross-repository mount; returns an upload URL if the registry fell back to one."""
+        prefix = f"{self.registry.host}/"
+        sources = [loc[len(prefix):] for loc in _load_locations().get(str(desc.digest), [])
+                   if loc.startswith(prefix) and loc[len(prefix):] != self.repository]
+        for source in sources:
+            scopes = (*self._scopes, f"repository:{source}:pull")
+            response = self.registry.request(
+                "POST", f"/v2/{self.repository}/blobs/uploads/?mount={desc.digest}&from={source}",
+                what=f"mount blob {desc.digest} from {source}", scopes=scopes, ok=(201, 202))
+            if response.status_code == 201:
+                return "mounted"
+            return self._location(response)
+        return None
+
+    def _location(self, response) -> str:  # type: ignore[no-untyped-def]
+        location = response.headers.get("location")
+        if not location:
+            raise RegistryError(f"{self.registry.host}: upload started without a Location")
+        if location.startswith("/"):
+            location = self.registry.base + location
+        return location
+
+    def _start(self, desc: Descriptor) -> tuple[str, int]:
+        response = self.registry.request("POST", f"/v2/{self.repository}/blobs/uploads/", scopes=self._scopes,
+                                         what=f"start upload of blob {desc.digest}", ok=(202,))
+        minimum = int(response.headers.get("oci-chunk-min-length") or 0)
+        return self._location(response), minimum
+
+    @staticmethod
+    def _with_digest(location: str, digest: Digest) -> str:
+        return f"{location}{'&' if '?' in location else '?'}digest={digest}"
+
+    def _monolithic(self, desc: Descriptor, location: str) -> None:
+        def body() -> Iterator[bytes]:
+            with self.plan.open_blob(desc.digest) as f:
+                yield from _stream(f, desc.size)
+
+        self.registry.request("PUT", self._with_digest(location, desc.digest), what=f"upload blob {desc.digest}",
+                              scopes=self._scopes, body=body, ok=(201,), retry=False,
+                              headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)})
+
+    def _chunked(self, desc: Descriptor, location: str, minimum: int) -> None:
+        size = max(self.chunk_size or CHUNK_SIZE, minimum)
+        offset = 0
+        failures = 0
+        from lamina.registry.client import BACKOFF, RETRIES
+
+        while offset < desc.size:
+            end = min(offset + size, desc.size)
+
+            def body(start: int = offset, stop: int = end) -> Iterator[bytes]:
+                with self.plan.open_blob(desc.digest) as f:
+                    _skip(f, start)
+                    yield from _stream(f, stop - start)
+
+            try:
+                response = self.registry.request(
+                    "PATCH", location, what=f"upload blob {desc.digest} (bytes {offset}-{end - 1})", scopes=self._scopes,
+                    body=body, ok=(202,), retry=False,
+                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(end - offset),
+                             "Content-Range": f"{offset}-{end - 1}"})
+                location = self._location(response)
+                offset = end
+                failures = 0
+            except RegistryError:
+                failures += 1
+                if failures > RETRIES:
+                    raise
+                import time
+
+                time.sleep(BACKOFF * 2 ** (failures - 1))
+                offset, location = self._resume(location, desc)
+        self.registry.request("PUT", self._with_digest(location, desc.digest), what=f"finish upload of blob {desc.digest}",
+                              scopes=self._scopes, ok=(201,), headers={"Content-Length": "0"})
+
+    def _resume(self, location: str, desc: Descriptor) -> tuple[int, str]:
+        """Where the registry says the upload stopped (GET on the upload: ``Range: 0-N``)."""
+        response = self.registry.request("GET", location, what=f"resume upload of blob {desc.digest}",
+                                         scopes=self._scopes, ok=(204,))
+        got = response.headers.get("range", "")
+        new_location = self._location(response) if response.headers.get("location") else location
+        if "-" in got:
+            return int(got.split("-")[1]) + 1, new_location
+        return 0, new_location
+
+    def push_blob(self, desc: Descriptor) -> None:
+        if self.exists(desc):
+            self.stats.add("skipped")
+            return
+        location = self._mount(desc)
+        if location == "mounted":
+            self.stats.add("mounted")
+            return
+        attempts = 0
+        from lamina.registry.client import RETRIES
+
+        while True:
+            minimum = 0
+            if location is None:
+                location, minimum = self._start(desc)
+            try:
+                if self.chunk_size or desc.size > CHUNK_THRESHOLD:
+                    self._chunked(desc, location, minimum)
+                else:
+                    self._monolithic(desc, location)
+                break
+            except RegistryError:
+                attempts += 1
+                if attempts > RETRIES:
+                    raise
+                if self.exists(desc):  # the PUT landed even though its answer was lost
+                    break
+                location = None
+        self.stats.add("uploaded")
+        self.stats.add("bytes", desc.size)
+        if self.progress:
+            self.progress(f"pushed {desc.digest} ({desc.size} bytes)")
+
+    def push_manifest(self, desc: Descriptor, data: bytes, reference: str) -> Digest:
+        response = self.registry.request(
+            "PUT", f"/v2/{self.repository}/manifests/{reference}", what=f"put manifest {desc.digest}",
+            scopes=self._scopes, body=lambda: data, ok=(201, 200),
+            headers={"Content-Type": desc.media_type, "Content-Length": str(len(data))})
+        echoed = response.headers.get("docker-content-digest")
+        if echoed and echoed != str(desc.digest):
+            raise RegistryError(f"{self.registry.host}: manifest {desc.digest} was stored as {echoed}: the registry changed its bytes")
+        return desc.digest
+
+    def run(self, ref: Reference) -> Digest:
+        with ThreadPoolExecutor(PARALLEL, thread_name_prefix="lamina-push") as pool:
+            for future in [pool.submit(self.push_blob, d) for d in self.plan.blobs]:
+                future.result()
+        for desc, data in self.plan.manifests[:-1]:
+            self.push_manifest(desc, data, str(desc.digest))
+        top, data = self.plan.manifests[-1]
+        self.push_manifest(top, data, ref.tag or str(top.digest))
+        remember_locations(self.registry.host, self.repository, [d.digest for d in self.plan.blobs])
+        return top.digest
+
+
+def _skip(f: BinaryIO, n: int) -> None:
+    try:
+        f.seek(n)
+    except (OSError, io.UnsupportedOperation):
+        while n:
+            data = f.read(min(_READ, n))
+            if not data:
+                raise RegistryError("blob shrank while it was being uploaded")
+            n -= len(data)
