@@ -71,6 +71,7 @@ class Registry:
     _creds: Credentials | None = None
     _creds_loaded: bool = False
     _basic: bool = False
+    _last_auth: dict[tuple[str, ...], str] = attrs.field(factory=dict)
 
     @property
     def api_host(self) -> str:
@@ -161,7 +162,9 @@ class Registry:
         if not url.startswith("http"):
             url = self.base + url
         ok = tuple(ok)
-        auth: str | None = None
+        # Reuse what answered the last challenge for these scopes, so bodies are not sent twice.
+        auth: str | None = self._last_auth.get(scopes)
+        challenged = False
         attempt = 0
         while True:
             sent = dict(headers or {})
@@ -179,8 +182,10 @@ class Registry:
                 response = None
             else:
                 self._log(method, url, response.status_code)
-                if response.status_code == 401 and auth is None and "www-authenticate" in response.headers:
+                if response.status_code == 401 and not challenged and "www-authenticate" in response.headers:
+                    challenged = True
                     auth = self._authorize(response.headers["www-authenticate"], scopes)
+                    self._last_auth[scopes] = auth
                     continue
                 if response.status_code == 401:
                     creds = self.credentials()

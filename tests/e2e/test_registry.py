@@ -1,0 +1,188 @@
+"""Push and pull against a real distribution registry on 127.0.0.1 (through a counting proxy)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.cli import SRC, build_ok, lamina
+from support.registry import DistributionRegistry, Proxy
+from support.tools import require
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def registry():
+    server = DistributionRegistry(require("docker-registry"))
+    proxy = Proxy(server.port)
+    yield proxy
+    proxy.stop()
+    server.stop()
+
+
+@pytest.fixture
+def env(tmp_path: Path, registry: Proxy) -> dict[str, str]:
+    """Each test: its own docker config and cache, and a clean request log."""
+    registry.reset()
+    registry.bearer = None
+    return {"DOCKER_CONFIG": str(tmp_path / "docker"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "LAMINA_REGISTRY_BACKOFF": "0.05"}
+
+
+@pytest.fixture(scope="module")
+def hello_image(testdata_out: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("img") / "hello.tar"
+    build_ok("--add", f"{testdata_out / 'hello-amd64'}:/hello", "--add", f"{testdata_out / 'cacert.pem'}:/etc/ssl/certs/",
+             "--cmd", '["/hello"]', "-o", str(out))
+    return out
+
+
+def blob_uploads(proxy: Proxy) -> int:
+    return proxy.count("PUT", "/blobs/uploads/") + proxy.count("PATCH", "/blobs/uploads/")
+
+
+def test_build_push_then_skopeo_and_docker_pull(registry: Proxy, env, testdata_out: Path, dockerd, tmp_path: Path) -> None:
+    ref = f"{registry.host}/lamina/hello:v1"
+    res = lamina("build", "--add", f"{testdata_out / 'hello-amd64'}:/hello", "--cmd", '["/hello"]', "--push", ref,
+                 "--metadata-file", str(tmp_path / "meta.json"), env=env)
+    assert res.returncode == 0, res.stderr
+    pushed = res.stdout.strip().splitlines()[-1]
+    name, digest = pushed.split("@")
+    assert name == f"{registry.host}/lamina/hello"
+    inspected = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{ref}"],
+                                          capture_output=True, text=True, check=True).stdout)
+    assert inspected["Digest"] == digest
+    assert json.loads((tmp_path / "meta.json").read_text())["pushed"] == pushed
+    dockerd.docker("pull", pushed)
+    assert dockerd.docker("run", "--rm", "--network", "none", pushed).stdout == "hello, scratch!\n"
+
+
+def test_second_push_uploads_nothing_and_other_repo_mounts(registry: Proxy, env, hello_image: Path) -> None:
+    first = lamina("push", str(hello_image), f"{registry.host}/lamina/a:v1", env=env)
+    assert first.returncode == 0, first.stderr
+    assert blob_uploads(registry) == 3  # config and two layers
+    registry.reset()
+    again = lamina("push", str(hello_image), f"{registry.host}/lamina/a:v2", env=env)
+    assert again.returncode == 0 and blob_uploads(registry) == 0
+    assert registry.count("HEAD", "/blobs/") == 3
+    registry.reset()
+    other = lamina("push", str(hello_image), f"{registry.host}/lamina/b:v1", env=env)
+    assert other.returncode == 0, other.stderr
+    assert blob_uploads(registry) == 0
+    mounts = [full for m, _, full in registry.requests if m == "POST" and "mount=" in full]
+    assert len(mounts) == 3 and all("from=lamina/a" in m for m in mounts)
+    assert other.stdout.strip().split("@")[1] == first.stdout.strip().split("@")[1]
+
+
+def test_big_layer_pushes_in_chunks_with_flat_memory(registry: Proxy, env, tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        for _ in range(300):
+            f.write(os.urandom(1 << 20))
+    build_ok("--add", f"{big}:/big", "--compression", "none", "--oci-dir", str(tmp_path / "layout"))
+    peak = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]);"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+    cmd = [sys.executable, "-c", peak, sys.executable, "-m", "lamina", "push", "--chunk-size", "32M",
+           str(tmp_path / "layout"), f"{registry.host}/lamina/big:v1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env, "PYTHONPATH": str(SRC)}, timeout=600)
+    assert res.returncode == 0, res.stderr
+    peak_mb = int(res.stdout.strip().splitlines()[-1]) / 1024
+    assert peak_mb < 150, f"peak RSS {peak_mb:.0f} MB pushing a 300 MB layer"
+    assert registry.count("PATCH", "/blobs/uploads/") >= 300 // 32
+
+
+def test_faults_are_retried_and_give_up_cleanly(registry: Proxy, env, hello_image: Path) -> None:
+    registry.faults = [500, 503, "drop", 502]
+    registry.fault_filter = None
+    res = lamina("push", str(hello_image), f"{registry.host}/lamina/flaky:v1", env=env)
+    assert res.returncode == 0, res.stderr
+    check = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{registry.host}/lamina/flaky:v1"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    registry.reset()
+    registry.faults = [503] * 50
+    registry.fault_filter = ("PUT", "/manifests/")
+    res = lamina("push", str(hello_image), f"{registry.host}/lamina/down:v1", env={**env, "LAMINA_REGISTRY_RETRIES": "3"})
+    assert res.returncode == 1
+    assert res.stderr.strip().startswith(f"lamina: error: {registry.host}: put manifest sha256:")
+    assert res.stderr.strip().endswith("HTTP 503 Service Unavailable (UNAVAILABLE: injected failure) after 4 attempts")
+    assert registry.count("PUT", "/manifests/") == 4
+
+
+def test_chunked_upload_resumes_after_a_dropped_connection(registry: Proxy, env, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_bytes(os.urandom(3 << 20))
+    build_ok("--add", f"{data}:/data", "--compression", "none", "--oci-dir", str(tmp_path / "layout"))
+    registry.faults = ["drop"]
+    registry.fault_filter = ("PATCH", "/blobs/uploads/")
+    res = lamina("push", "--chunk-size", "1M", str(tmp_path / "layout"), f"{registry.host}/lamina/resume:v1", env=env)
+    assert res.returncode == 0, res.stderr
+    assert registry.count("GET", "/blobs/uploads/") >= 1  # asked where the upload stood
+
+
+def test_bearer_auth_from_config_json_and_credential_helper(registry: Proxy, env, hello_image: Path, tmp_path: Path) -> None:
+    registry.bearer = ("alice", "s3cret-pw")
+    ref = f"{registry.host}/lamina/private:v1"
+    res = lamina("--debug", "push", str(hello_image), ref, env=env)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == f"lamina: error: {registry.host}: authentication failed anonymously (HTTP 401 Unauthorized (UNAUTHORIZED: bad credentials))"
+    login = subprocess.run([sys.executable, "-m", "lamina", "login", registry.host, "-u", "alice", "--password-stdin"],
+                           input="wrong\n", capture_output=True, text=True, env={**os.environ, **env, "PYTHONPATH": str(SRC)})
+    assert login.returncode == 1 and "authentication failed as 'alice'" in login.stderr and "wrong" not in login.stderr
+    login = subprocess.run([sys.executable, "-m", "lamina", "login", registry.host, "-u", "alice", "--password-stdin"],
+                           input="s3cret-pw\n", capture_output=True, text=True, env={**os.environ, **env, "PYTHONPATH": str(SRC)})
+    assert login.returncode == 0, login.stderr
+    config = json.loads((Path(env["DOCKER_CONFIG"]) / "config.json").read_text())
+    assert registry.host in config["auths"]
+    assert stat.S_IMODE((Path(env["DOCKER_CONFIG"]) / "config.json").stat().st_mode) == 0o600
+    res = lamina("--debug", "push", str(hello_image), ref, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "s3cret-pw" not in res.stdout + res.stderr
+    assert registry.tokens_issued >= 1
+    # A credential helper named in credHelpers, found on PATH.
+    helper_dir = tmp_path / "bin"
+    helper_dir.mkdir()
+    helper = helper_dir / "docker-credential-lamina-test"
+    helper.write_text('#!/bin/sh\nread host\necho \'{"ServerURL":"\'$host\'","Username":"alice","Secret":"s3cret-pw"}\'\n')
+    helper.chmod(0o755)
+    (Path(env["DOCKER_CONFIG"]) / "config.json").write_text(json.dumps({"credHelpers": {registry.host: "lamina-test"}}))
+    res = lamina("--debug", "push", str(hello_image), f"{registry.host}/lamina/private:v2",
+                 env={**env, "PATH": f"{helper_dir}:{os.environ['PATH']}"})
+    assert res.returncode == 0, res.stderr
+    assert "s3cret-pw" not in res.stdout + res.stderr
+
+
+def test_pull_base_by_tag_and_digest_then_offline(registry: Proxy, env, hello_image: Path, tmp_path: Path,
+                                                 testdata_out: Path) -> None:
+    pushed = lamina("push", str(hello_image), f"{registry.host}/lamina/base:v1", env=env).stdout.strip()
+    by_tag = build_ok_env(env, "--from", f"{registry.host}/lamina/base:v1", "--add", f"{testdata_out / 'hello-c'}:/c",
+                          "-o", str(tmp_path / "a.tar"))
+    by_digest = build_ok_env(env, "--from", pushed, "--add", f"{testdata_out / 'hello-c'}:/c", "-o", str(tmp_path / "b.tar"))
+    assert by_tag == by_digest
+    res = lamina("build", "--hermetic", "--from", f"{registry.host}/lamina/base:v1", "-o", str(tmp_path / "c.tar"), env=env)
+    assert res.returncode == 1 and "must be pinned by digest" in res.stderr
+    # The registry goes away: the cached base is used.
+    registry.faults = ["drop"] * 1000
+    offline_digest = build_ok_env(env, "--from", pushed, "--add", f"{testdata_out / 'hello-c'}:/c", "-o", str(tmp_path / "d.tar"))
+    assert offline_digest == by_digest
+    res = lamina("build", "--from", f"{registry.host}/lamina/base:v1", "--add", f"{testdata_out / 'hello-c'}:/c",
+                 "-o", str(tmp_path / "e.tar"), env={**env, "LAMINA_REGISTRY_RETRIES": "1"})
+    assert res.returncode == 0, res.stderr
+    assert "registry unreachable" in res.stderr and res.stdout.strip() == by_tag
+
+
+def build_ok_env(env: dict[str, str], *args: str) -> str:
+    res = lamina("build", *args, env=env)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip().splitlines()[-1]
+
+
+def test_bad_references(env, hello_image: Path) -> None:
+    res = lamina("push", str(hello_image), "Not A Ref", env=env)
+    assert (res.returncode, res.stderr.strip()) == (2, "lamina: error: bad image reference 'Not A Ref': expected [host[:port]/]name[:tag][@digest]")
