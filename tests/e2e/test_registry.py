@@ -186,3 +186,43 @@ def build_ok_env(env: dict[str, str], *args: str) -> str:
 def test_bad_references(env, hello_image: Path) -> None:
     res = lamina("push", str(hello_image), "Not A Ref", env=env)
     assert (res.returncode, res.stderr.strip()) == (2, "lamina: error: bad image reference 'Not A Ref': expected [host[:port]/]name[:tag][@digest]")
+
+
+def test_tls_registry_with_htpasswd_basic_auth(env, hello_image: Path, test_ca, tmp_path: Path) -> None:
+    htpasswd = tmp_path / "htpasswd"
+    out = subprocess.run([require("htpasswd"), "-Bbn", "bob", "hunter2-pw"], capture_output=True, text=True, check=True).stdout
+    htpasswd.write_text(out)
+    server = DistributionRegistry(require("docker-registry"), htpasswd=htpasswd, tls=(test_ca.cert, test_ca.key))
+    try:
+        host = server.host
+        ref = f"{host}/lamina/tls:v1"
+        res = lamina("push", str(hello_image), ref, env=env)
+        assert res.returncode == 1
+        assert res.stderr.startswith(f"lamina: error: {host}: check blob") and "TLS certificate not trusted" in res.stderr
+        res = lamina("push", "--ca-file", str(test_ca.ca_pem), str(hello_image), ref, env=env)
+        assert res.returncode == 1
+        assert f"{host}: authentication required and no credentials found (try 'lamina login {host}')" in res.stderr
+        creds = {"LAMINA_REGISTRY_USERNAME": "bob", "LAMINA_REGISTRY_PASSWORD": "wrong-pw"}
+        res = lamina("--debug", "push", "--ca-file", str(test_ca.ca_pem), str(hello_image), ref, env={**env, **creds})
+        assert res.returncode == 1 and "authentication failed as 'bob'" in res.stderr and "wrong-pw" not in res.stderr
+        creds["LAMINA_REGISTRY_PASSWORD"] = "hunter2-pw"
+        res = lamina("--debug", "push", str(hello_image), ref, env={**env, **creds, "SSL_CERT_FILE": str(test_ca.ca_pem)})
+        assert res.returncode == 0, res.stderr
+        assert "hunter2" not in res.stdout + res.stderr
+    finally:
+        server.stop()
+
+
+def test_push_multi_platform_index_and_docker_pull(registry: Proxy, env, testdata_out: Path, dockerd) -> None:
+    ref = f"{registry.host}/lamina/multi:v1"
+    res = lamina("build", "--platform", "linux/amd64,linux/arm64", "--add", f"{testdata_out}/hello-{{arch}}:/hello",
+                 "--cmd", '["/hello"]', "--push", ref, env=env)
+    assert res.returncode == 0, res.stderr
+    digest = res.stdout.strip().split("@")[1]
+    raw = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+                                    capture_output=True, text=True, check=True).stdout)
+    assert raw["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert [m["platform"]["architecture"] for m in raw["manifests"]] == ["amd64", "arm64"]
+    assert f"sha256:{__import__('hashlib').sha256(json.dumps(raw, separators=(',', ':'), ensure_ascii=False).encode()).hexdigest()}" == digest
+    dockerd.docker("pull", "--platform", "linux/amd64", ref)
+    assert dockerd.docker("run", "--rm", "--network", "none", ref).stdout == "hello, scratch!\n"

@@ -77,10 +77,27 @@ class Registry:
     def api_host(self) -> str:
         return "registry-1.docker.io" if self.host == "docker.io" else self.host
 
+    _scheme: str | None = None
+
     @property
     def base(self) -> str:
-        scheme = "http" if (self.insecure or _is_local(self.host)) else "https"
-        return f"{scheme}://{self.api_host}"
+        if self._scheme is None:
+            self._scheme = self._probe() if (self.insecure or _is_local(self.host)) else "https"
+        return f"{self._scheme}://{self.api_host}"
+
+    def _probe(self) -> str:
+        """Local and --insecure-registry hosts: HTTPS if they speak it (as docker does), else HTTP.
+
+        A certificate that does not verify still means HTTPS: the error then says so, rather
+        than lamina silently sending credentials in clear text.
+        """
+        import httpx
+
+        try:
+            self.client().get(f"https://{self.api_host}/v2/", timeout=5)
+            return "https"
+        except httpx.TransportError as exc:
+            return "https" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "http"
 
     def client(self) -> Any:
         if self._client is None:
@@ -178,7 +195,10 @@ class Registry:
                     response.read()
                     response.close()
             except httpx.TransportError as exc:
-                failure = f"{type(exc).__name__}"
+                failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if "CERTIFICATE_VERIFY_FAILED" in failure:  # not transient: say so at once
+                    raise RegistryError(f"{self.host}: {what}: TLS certificate not trusted ({exc}); "
+                                        "use --ca-file or SSL_CERT_FILE") from None
                 response = None
             else:
                 self._log(method, url, response.status_code)
