@@ -81,7 +81,7 @@ class _Images:
         return self._open[text]
 
     def _pull(self, text: str) -> tuple[ImageSource, StoredImage]:
-        from lamina.registry.api import Options
+        from lamina.registry.options import Options
         from lamina.registry.pull import fetch
         from lamina.sources.base import open_descriptor
 

@@ -37,8 +37,15 @@ def _registry_options(func: Any) -> Any:
 
 
 def _registry(ctx: click.Context, opts: dict[str, Any], quiet: bool = False) -> Any:
-    from lamina.registry.api import Options, parse_size
-    from lamina.registry.client import stderr_debug
+    from lamina.registry.options import Options
+
+    def stderr_debug(message: str) -> None:
+        click.echo(f"lamina: debug: {message}", err=True)
+
+    def parse_size(text: str) -> int:
+        from lamina.registry.api import parse_size as parse
+
+        return parse(text)
 
     chatty = not quiet and sys.stderr.isatty()
     return Options(

@@ -113,9 +113,9 @@ def new_compressor(compression: Compression) -> Compressor:
 def describe(compression: Compression) -> str:
     """Name and version of what makes the bytes; recorded in each layer's annotations."""
     if compression is Compression.GZIP:
-        from importlib.metadata import version
+        import isal
 
-        return f"isal-{version('isal')} igzip level {GZIP_LEVEL}"
+        return f"isal-{isal.__version__} igzip level {GZIP_LEVEL}"
     if compression is Compression.ZSTD:
         import zstandard
 

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import attrs
 
 from lamina.errors import UsageError
 from lamina.model import Reference
-from lamina.registry.client import Registry, RegistryError
+from lamina.registry.client import RegistryError
+from lamina.registry.options import Options
 from lamina.registry.push import PushPlan, Pusher, PushStats
-
-
-@attrs.frozen
-class Options:
-    insecure: tuple[str, ...] = ()
-    ca_file: str | None = None
-    chunk_size: int | None = None
-    debug: Callable[[str], None] | None = None
-    progress: Callable[[str], None] | None = None
-
-    def registry(self, host: str) -> Registry:
-        return Registry(host, insecure=host in self.insecure, ca_file=self.ca_file, debug=self.debug)
 
 
 @attrs.frozen

@@ -18,7 +18,6 @@ import ipaddress
 import json
 import os
 import ssl
-import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -227,6 +226,3 @@ class Registry:
             path = url.split("?", 1)[0]  # query strings may carry upload state; never credentials
             self.debug(f"{method} {path} -> {status}")
 
-
-def stderr_debug(message: str) -> None:
-    print(f"lamina: debug: {message}", file=sys.stderr)

@@ -8,10 +8,9 @@ yet seen, is an error naming the member.
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import io
-import lzma
+import sys
 import tarfile
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -39,6 +38,16 @@ _KINDS = {
 }
 
 
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What a corrupt archive raises; evaluated when an error is being handled, so the
+    decompressors stay unimported until an archive needs them."""
+    errors: list[type[BaseException]] = [tarfile.TarError, OSError, EOFError, ValueError]
+    for module, name in (("lzma", "LZMAError"), ("zstandard", "ZstdError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
+
+
 def detect(head: bytes) -> str:
     for magic, name in _MAGIC:
         if head.startswith(magic):
@@ -54,8 +63,12 @@ def open_decompressed(raw: BinaryIO) -> BinaryIO:
 
         return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if kind == "xz":
+        import lzma
+
         return lzma.LZMAFile(raw)  # type: ignore[return-value]
     if kind == "bzip2":
+        import bz2
+
         return bz2.BZ2File(raw)  # type: ignore[return-value]
     if kind == "zstd":
         import zstandard
@@ -105,7 +118,7 @@ def read_tarball(path: str, dst: str, *, epoch: int) -> Iterator[Iterator[tuple[
         try:
             stream = open_decompressed(raw)
             archive = tarfile.open(fileobj=stream, mode="r|")
-        except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as exc:
+        except _read_errors() as exc:
             raise InputError(f"tarball {path!r}: not a readable tar archive ({exc})") from exc
         with archive:
             yield _entries(path, archive, prefix, epoch)
@@ -125,7 +138,7 @@ def _entries(path: str, archive: tarfile.TarFile, prefix: str, epoch: int) -> It
                         seen.add(parent)
                         yield Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None
                 yield entry, opener
-    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as exc:
+    except _read_errors() as exc:
         raise InputError(f"tarball {path!r}: truncated or corrupt archive ({exc})") from exc
 
 
