@@ -23,6 +23,11 @@ TESTDATA = _TESTS.parent / "testdata"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # lamina's caches (layers, pulled bases, blob locations) go to a fresh dir per session,
+    # never the user's ~/.cache: tests must not depend on, or fill, what a developer has.
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="lamina-test-cache-")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
 
 

@@ -202,7 +202,7 @@ def test_unreadable_source(app: Path) -> None:
     os.chmod(secret, 0)
     os.chmod(app, 0o777)
     os.chmod(app / "out", 0o777)
-    cmd = [sys.executable, "-m", "lamina", "build", "--add", "secret:/s", "-o", "out/img.tar"]
+    cmd = [sys.executable, "-m", "lamina", "build", "--no-cache", "--add", "secret:/s", "-o", "out/img.tar"]
     if os.geteuid() == 0:
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
     res = subprocess.run(cmd, cwd=app, env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True, text=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +13,9 @@ from typing import Any, BinaryIO
 
 import attrs
 
+from lamina.cache import LayerCache
 from lamina.errors import InputError, OutputError, UsageError
+from lamina.layers.entries import normalize
 from lamina.image import Base, Built, Image, compose, compose_index
 from lamina.platforms import for_platform
 from lamina.layers.build import build_layer
@@ -23,7 +27,7 @@ from lamina.sinks.metadata import write_metadata
 from lamina.sinks.tarball import write_tarball
 from lamina.sources.archive import ImageSource, StoredImage, open_layer
 from lamina.sources.base import BaseRef, open_image, platform_matches
-from lamina.sources.files import LayerContext, removal_layer, tree_layer
+from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer
 from lamina.sources.rootfs import MergedFS
 from lamina.sources.tarball import read_tarball
 from lamina.spec import BuildSpec, FilesLayer, LayerSpec
@@ -113,15 +117,46 @@ def _check_arch(items: list, platform: Platform) -> None:
                 raise InputError(f"/{entry.path} (from {entry.source}) is {why}; --no-arch-check allows it")
 
 
-def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerContext, platform: Platform) -> Layer:
+def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) -> Layer | None:
+    hit = cache.get(key)
+    if hit is None:
+        return None
+    layer, blob = hit
+    target = store.path(layer.descriptor.digest)
+    if not target.exists():
+        shutil.copyfile(blob, target)  # a copy: the store's blobs are hardlinked into outputs
+    return attrs.evolve(layer, created_by=created_by)
+
+
+def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerContext, platform: Platform,
+               cache: LayerCache | None) -> Layer:
+    from lamina.layers.compression import describe
+
     created_by = layer.describe()
+    settings = f"{spec.compression.value}\0{describe(spec.compression)}"
+    key = None
     if isinstance(layer, FilesLayer):
         items = tree_layer(layer.adds, ctx)
         if spec.arch_check:
             _check_arch(items, platform)
-        return build_layer(items, compression=spec.compression, store=store, created_by=created_by)
-    with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items:
-        return build_layer(items, compression=spec.compression, store=store, created_by=created_by)
+        # Layers copied out of images are not cached: extracting them is the costly part.
+        if cache is not None and not any(isinstance(a, CopyFromSpec) for a in layer.adds):
+            key = cache.key_for_entries(items, settings)
+            hit = _from_cache(cache, key, store, created_by)
+            if hit is not None:
+                return hit
+        built = build_layer(items, compression=spec.compression, store=store, created_by=created_by)
+    else:
+        if cache is not None and os.path.isfile(layer.src):
+            key = cache.key_for_tarball(layer.src, f"{settings}\0{normalize(layer.dst)}\0{ctx.epoch}")
+            hit = _from_cache(cache, key, store, created_by)
+            if hit is not None:
+                return hit
+        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items:
+            built = build_layer(items, compression=spec.compression, store=store, created_by=created_by)
+    if cache is not None and key is not None:
+        cache.put(key, built, store.path(built.descriptor.digest))
+    return built
 
 
 def _import_base(images: _Images, text: str, spec: BuildSpec, store: BlobStore, note: Progress) -> Base:
@@ -166,6 +201,7 @@ class _Run:
     say: Progress
     note: Progress
     registry: Any = None
+    cache: LayerCache | None = None
     built: dict[tuple[object, ...], Layer] = attrs.field(factory=dict)
 
     def image(self, requested: Platform | None) -> Image:
@@ -194,9 +230,18 @@ class _Run:
             key = (resolved, base_key)  # same inputs on the same base: built once, shared by platforms
             if key not in self.built:
                 self.say(layer.describe())
-                self.built[key] = _build_one(resolved, spec, self.store, ctx, platform)
+                self.built[key] = _build_one(resolved, spec, self.store, ctx, platform, self.cache)
             layers.append(self.built[key])
         return compose(layers, spec.config, platform=platform, epoch=self.epoch, base=base)
+
+
+def _open_cache(note: Progress) -> LayerCache | None:
+    """The cache is an optimisation: if it cannot be opened, build without it and say so."""
+    try:
+        return LayerCache()
+    except (OSError, sqlite3.Error) as exc:
+        note(f"layer cache unavailable ({exc}); building without it")
+        return None
 
 
 def _docker_image(images: list[Image], wanted: Platform | None) -> Image:
@@ -211,7 +256,7 @@ def _docker_image(images: list[Image], wanted: Platform | None) -> Image:
 
 def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note: Progress | None = None,
           lock: dict[str, str] | None = None, push: Callable[[Any], Any] | None = None,
-          registry: Any = None) -> BuildResult:
+          registry: Any = None, use_cache: bool = True) -> BuildResult:
     """``push`` takes a PushPlan and returns what registry.api.push returns."""
     say = progress or (lambda _: None)
     outputs = _outputs(spec, pushing=push is not None)
@@ -229,7 +274,10 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
     with workdir as tmp, contextlib.ExitStack() as stack:
         spool = Path(tmp) / "spool"
         spool.mkdir()
-        run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say, registry)
+        cache = _open_cache(note or say) if use_cache else None
+        if cache is not None:
+            stack.callback(cache.close)
+        run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say, registry, cache)
         requested: tuple[Platform | None, ...] = spec.platforms or (None,)
         images = []
         for platform in requested:

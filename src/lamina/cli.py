@@ -96,6 +96,7 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @click.option("--compression", metavar="gzip|zstd|none", help="Layer compression (default gzip).")
 @click.option("--source-date-epoch", metavar="N", help="Timestamp for config and files (default $SOURCE_DATE_EPOCH, else 0).")
 @click.option("--metadata-file", type=click.Path(path_type=Path), help="Write digests and sizes as JSON here.")
+@click.option("--no-cache", is_flag=True, help="Build every layer; do not use or fill the layer cache.")
 @click.option("--push", "push_to", metavar="REF", help="Push the image to a registry (prints REF@sha256:…).")
 @_registry_options
 @click.option("-q", "--quiet", is_flag=True, help="Print only the manifest digest.")
@@ -112,6 +113,7 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
     from lamina.model import Platform
 
     quiet = opts.pop("quiet")
+    no_cache = opts.pop("no_cache")
     push_to = opts.pop("push_to")
     registry_options = _registry(ctx, opts, quiet)
     if push_to:
@@ -174,7 +176,7 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
 
         pusher = lambda plan: api.push(plan, push_to, registry_options)  # noqa: E731
     result = run_build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_file), push=pusher,
-                       registry=registry_options)
+                       registry=registry_options, use_cache=not no_cache)
     if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)
@@ -259,6 +261,28 @@ def inspect(image: Path, files: bool, as_json: bool) -> None:
         click.echo(json.dumps(records, indent=2))
     else:
         click.echo(render(records, files=files))
+
+
+@main.group()
+def cache() -> None:
+    """The layer cache under $XDG_CACHE_HOME/lamina/layers."""
+
+
+@cache.command()
+@click.option("--max-size", metavar="SIZE", default="0", help="Keep at most SIZE (e.g. 2G); default: empty it.")
+def prune(max_size: str) -> None:
+    """Drop least-recently-used layers until the cache fits in --max-size."""
+    from lamina.cache import LayerCache
+    from lamina.registry.api import parse_size
+
+    limit = 0 if max_size == "0" else parse_size(max_size)
+    store = LayerCache()
+    try:
+        removed, freed = store.prune(limit)
+        count, size = store.stats()
+    finally:
+        store.close()
+    click.echo(f"removed {removed} layers ({freed} bytes); {count} layers ({size} bytes) remain")
 
 
 def run(argv: list[str] | None = None) -> int:
