@@ -141,22 +141,34 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
             _check_arch(items, platform)
         # Layers copied out of images are not cached: extracting them is the costly part.
         if cache is not None and not any(isinstance(a, CopyFromSpec) for a in layer.adds):
-            key = cache.key_for_entries(items, settings)
-            hit = _from_cache(cache, key, store, created_by)
-            if hit is not None:
-                return hit
+            with _cache_errors_ignored():
+                key = cache.key_for_entries(items, settings)
+                hit = _from_cache(cache, key, store, created_by)
+                if hit is not None:
+                    return hit
         built = build_layer(items, compression=spec.compression, store=store, created_by=created_by)
     else:
         if cache is not None and os.path.isfile(layer.src):
-            key = cache.key_for_tarball(layer.src, f"{settings}\0{normalize(layer.dst)}\0{ctx.epoch}")
-            hit = _from_cache(cache, key, store, created_by)
-            if hit is not None:
-                return hit
+            with _cache_errors_ignored():
+                key = cache.key_for_tarball(layer.src, f"{settings}\0{normalize(layer.dst)}\0{ctx.epoch}")
+                hit = _from_cache(cache, key, store, created_by)
+                if hit is not None:
+                    return hit
         with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items:
             built = build_layer(items, compression=spec.compression, store=store, created_by=created_by)
     if cache is not None and key is not None:
-        cache.put(key, built, store.path(built.descriptor.digest))
+        with _cache_errors_ignored():
+            cache.put(key, built, store.path(built.descriptor.digest))
     return built
+
+
+@contextlib.contextmanager
+def _cache_errors_ignored() -> Any:
+    """The cache only saves time: a locked or broken cache database means building, not failing."""
+    try:
+        yield
+    except sqlite3.Error:
+        pass
 
 
 def _import_base(images: _Images, text: str, spec: BuildSpec, store: BlobStore, note: Progress) -> Base:

@@ -76,7 +76,7 @@ class LayerCache:
 
     def key_for_entries(self, items: Iterable[tuple[Entry, Opener]], settings: str) -> str:
         h = hashlib.sha256(f"lamina-layer-{FORMAT}\0{settings}\0".encode())
-        self.db.execute("BEGIN")
+        self.db.execute("BEGIN IMMEDIATE")  # take the write lock now: a deferred upgrade can fail at once
         try:
             for entry, _ in items:
                 content = self.file_digest(entry.source) if entry.kind is Kind.FILE and entry.source else ""
