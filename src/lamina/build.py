@@ -124,7 +124,10 @@ def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) 
     layer, blob = hit
     target = store.path(layer.descriptor.digest)
     if not target.exists():
-        shutil.copyfile(blob, target)  # a copy: the store's blobs are hardlinked into outputs
+        try:
+            os.link(blob, target)  # the store is private; sinks copy out of it
+        except OSError:
+            shutil.copyfile(blob, target)
     return attrs.evolve(layer, created_by=created_by)
 
 

@@ -7,9 +7,9 @@ its settings, and lamina's layer format version. File content digests are rememb
 a stat per file, not a read. Blobs live under ``$XDG_CACHE_HOME/lamina/layers`` (renamed
 into place whole, so two builds at once are safe; the index is SQLite, which locks), with a
 size cap (``LAMINA_CACHE_MAX``, default 5 GiB) enforced least-recently-used first.
-A cached layer's bytes are exactly what building it would write (tested). Blobs go in and
-out of the cache by copy (the kernel's copy_file_range), never by hardlink, so nothing a
-user does to an output can reach the cache.
+A cached layer's bytes are exactly what building it would write (tested). Blobs move
+between the cache and a build's private store by hardlink; outputs get copies (the kernel's
+copy_file_range), so nothing a user does to an output can reach the cache.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def _max_bytes() -> int:
 class LayerCache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or cache_root()
+        self._files: dict[tuple[int, int], tuple[int, int, int, str]] | None = None
         self.blobs = self.root / "blobs" / "sha256"
         self.blobs.mkdir(parents=True, exist_ok=True)
         (self.root / "tmp").mkdir(exist_ok=True)
@@ -60,11 +61,18 @@ class LayerCache:
 
     # ---- keys
 
+    def _known(self) -> dict[tuple[int, int], tuple[int, int, int, str]]:
+        """Every remembered file digest, read once per build (one query, not one per file)."""
+        if self._files is None:
+            rows = self.db.execute("SELECT dev, ino, size, mtime, ctime, sha256 FROM files")
+            self._files = {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows}
+        return self._files
+
     def file_digest(self, path: str) -> str:
         st = os.stat(path)
-        row = self.db.execute("SELECT size, mtime, ctime, sha256 FROM files WHERE dev=? AND ino=?", (st.st_dev, st.st_ino)).fetchone()
-        if row and tuple(row[:3]) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-            return str(row[3])
+        row = self._known().get((st.st_dev, st.st_ino))
+        if row and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+            return row[3]
         h = hashlib.sha256()
         with open(path, "rb") as f:
             while chunk := f.read(1 << 20):
@@ -72,6 +80,7 @@ class LayerCache:
         digest = h.hexdigest()
         self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
                         (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest))
+        self._known()[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest)
         return digest
 
     def key_for_entries(self, items: Iterable[tuple[Entry, Opener]], settings: str) -> str:
@@ -80,8 +89,9 @@ class LayerCache:
         try:
             for entry, _ in items:
                 content = self.file_digest(entry.source) if entry.kind is Kind.FILE and entry.source else ""
-                h.update(json.dumps([entry.path, entry.kind.value.decode(), entry.mode, entry.uid, entry.gid, entry.mtime,
-                                     entry.size, entry.linkname, entry.devmajor, entry.devminor, content]).encode() + b"\n")
+                # repr of str and int is exact and stable: a cheap canonical form.
+                h.update(repr((entry.path, entry.kind.value, entry.mode, entry.uid, entry.gid, entry.mtime, entry.size,
+                               entry.linkname, entry.devmajor, entry.devminor, content)).encode() + b"\n")
         finally:
             self.db.execute("COMMIT")
         return h.hexdigest()
@@ -108,10 +118,13 @@ class LayerCache:
     def put(self, key: str, layer: Layer, blob: Path) -> None:
         target = self.blobs / layer.descriptor.digest.hex
         if not target.exists():
-            # A copy, never a hardlink: outputs are hardlinked from the build's store, and a
-            # user editing an output in place must not change what the cache holds.
+            # A hardlink when the build's store is on the same filesystem: store blobs reach
+            # outputs only by copy (sinks), so nothing a user does to an output reaches here.
             tmp = self.root / "tmp" / f"{layer.descriptor.digest.hex}.{os.getpid()}"
-            shutil.copyfile(blob, tmp)
+            try:
+                os.link(blob, tmp)
+            except OSError:
+                shutil.copyfile(blob, tmp)
             os.replace(tmp, target)
         record = {"descriptor": layer.descriptor.to_json(), "diff_id": str(layer.diff_id),
                   "uncompressed_size": layer.uncompressed_size, "entry_count": layer.entry_count,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,11 +24,9 @@ def blob_digests(built: Built) -> list[Digest]:
 
 
 def _place(src: Path, dst: Path) -> None:
-    """Hardlink when the store is on the same filesystem, copy otherwise."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+    """A copy, made by the kernel: the store's blobs may be hardlinks into the layer cache,
+    and nothing a user does to an output may reach the cache."""
+    shutil.copyfile(src, dst)
 
 
 def write_layout(built: Built, store: BlobStore, path: Path, tags: Sequence[Reference]) -> None:

@@ -8,7 +8,6 @@ skopeo docker-archive:. Entries are sorted and stamped with the build's epoch.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -61,11 +60,9 @@ def write_tarball(built: Built, store: BlobStore, path: Path, tags: Sequence[Ref
             if digest in blobs:
                 _write_bytes(out, name, blobs[digest], epoch)
                 continue
-            blob = store.path(digest)
-            size = blob.stat().st_size
+            size = store.path(digest).stat().st_size
             out.write(tarformat.header(Entry(name, Kind.FILE, mode=0o644, mtime=epoch, size=size)))
-            with open(blob, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
+            store.copy_into(digest, out)
             out.write(tarformat.padding(size))
         _write_bytes(out, "index.json", index_for(top_descriptor(built), tags).to_bytes(), epoch)
         _write_bytes(out, "manifest.json", docker_manifest(image, tags), epoch)

@@ -22,7 +22,7 @@ import attrs
 
 from lamina.errors import InputError
 from lamina.layers.build import Opener
-from lamina.layers.entries import Entry, Kind, normalize, parents
+from lamina.layers.entries import Entry, Kind, normalize
 from lamina.sources.rootfs import WHITEOUT, MergedFS, Node
 
 
@@ -238,11 +238,16 @@ def _parent_entry(path: str, ctx: LayerContext) -> Entry:
 def _finish(merged: dict[str, _Found], ctx: LayerContext) -> list[tuple[Entry, Opener]]:
     """Add parents, sort, and turn shared inodes into hardlinks to the first path."""
     for path in list(merged):
-        for parent in parents(path):
-            if parent not in merged:
-                merged[parent] = _Found(_parent_entry(parent, ctx), None)
-            elif merged[parent].entry.kind is not Kind.DIR:
-                raise InputError(f"{parent!r} is added as a file and also as the parent directory of {path!r}")
+        # Climb until an ancestor is already there: its own ancestors are then handled too.
+        child, parent = path, posixpath.dirname(path)
+        while parent:
+            found = merged.get(parent)
+            if found is not None:
+                if found.entry.kind is not Kind.DIR:
+                    raise InputError(f"{parent!r} is added as a file and also as the parent directory of {child!r}")
+                break
+            merged[parent] = _Found(_parent_entry(parent, ctx), None)
+            child, parent = parent, posixpath.dirname(parent)
     out: list[tuple[Entry, Opener]] = []
     first_of_inode: dict[tuple[int, int], str] = {}
     for path in sorted(merged):
