@@ -11,6 +11,7 @@ DEMO := demo
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m compileall -q src >/dev/null
 	touch $@
 
 setup: $(VENV)/.installed
@@ -42,7 +43,10 @@ test: setup testdata
 test-fast: setup
 	$(BIN)/pytest -m 'not e2e' tests/model tests/layers tests/sources tests/test_cli.py
 
+# Peers and floors to measure against: buildah, igzip (ISA-L's CLI) and zstd, besides the test tools.
 bench: setup testdata
+	@command -v buildah >/dev/null && command -v igzip >/dev/null && command -v zstd >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah isal zstd >/dev/null)
 	$(BIN)/python bench/run.py
 
 clean:

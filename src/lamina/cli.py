@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +293,8 @@ def run(argv: list[str] | None = None) -> int:
         main.main(args=argv, prog_name="lamina", standalone_mode=False)
     except LaminaError as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         click.echo(f"lamina: error: {exc}", err=True)
         return exc.exit_code
@@ -310,6 +311,8 @@ def run(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a bug in lamina: one line, the traceback behind --debug
         if debug:
+            import traceback
+
             traceback.print_exc()
         else:
             click.echo(f"lamina: error: internal error: {exc!r} (run with --debug for the traceback)", err=True)

@@ -1,0 +1,380 @@
+"""lamina's benchmark: the same images built by lamina and by the tools users would pick instead.
+
+Run with ``make bench`` (or ``.venv/bin/python bench/run.py [--runs N] [--quick] [--only W]``).
+Every workload is run several times per tool, in the same session, and the medians are
+compared; peak RSS is the maximum resident set of the whole process tree (GNU time %M, or
+the rusage of a wrapper). Writes bench/results.md. Not a test: nothing here asserts speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+LAMINA = [str(ROOT / ".venv" / "bin" / "lamina")]
+SCRATCH = Path(os.environ.get("LAMINA_BENCH_DIR", "/var/tmp/lamina-bench"))
+OUT = ROOT / "testdata" / "out"
+
+Result = dict[str, object]
+
+
+def timed(cmd: list[str] | str, *, env: dict[str, str] | None = None, cwd: Path | None = None,
+          prepare: Callable[[], None] | None = None) -> tuple[float, float]:
+    """(seconds, peak MB) of one run; a shell string runs under sh (for pipelines)."""
+    if prepare:
+        prepare()
+    argv = ["sh", "-c", cmd] if isinstance(cmd, str) else cmd
+    wrapper = [sys.executable, "-c",
+               "import resource,subprocess,sys,time;t=time.perf_counter();r=subprocess.run(sys.argv[1:]);"
+               "d=time.perf_counter()-t;print(d, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);sys.exit(r.returncode)",
+               *argv]
+    res = subprocess.run(wrapper, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=1800)
+    if res.returncode != 0:
+        raise RuntimeError(f"{argv[:6]} failed: {res.stderr[-800:]}")
+    seconds, kb = res.stdout.strip().splitlines()[-1].split()
+    return float(seconds), int(kb) / 1024
+
+
+def measure(name: str, tool: str, runs: int, cmd: list[str] | str, **kw: object) -> Result:
+    times, peaks = [], []
+    for _ in range(runs):
+        t, m = timed(cmd, **kw)  # type: ignore[arg-type]
+        times.append(t)
+        peaks.append(m)
+    result = {"workload": name, "tool": tool, "median": statistics.median(times), "runs": runs, "peak_mb": max(peaks)}
+    print(f"  {name:<12} {tool:<34} {result['median']:8.3f} s  {result['peak_mb']:7.1f} MB  ({runs} runs)", flush=True)
+    return result
+
+
+def skipped(name: str, tool: str, why: str) -> Result:
+    print(f"  {name:<12} {tool:<34} not measured: {why}", flush=True)
+    return {"workload": name, "tool": tool, "median": None, "why": why}
+
+
+# ---- inputs
+
+
+def make_rootfs(target: Path, size_mb: int) -> None:
+    """A real tree: subsets of /usr copied with cp -a until about size_mb."""
+    if target.exists():
+        return
+    target.mkdir(parents=True)
+    budget = size_mb << 20
+    for src in ["/usr/lib/python3", "/usr/share/doc", "/usr/lib/x86_64-linux-gnu", "/usr/share/perl", "/usr/bin",
+                "/usr/share/locale", "/usr/lib/gcc"]:
+        if budget <= 0 or not os.path.isdir(src):
+            continue
+        dest = target / src.strip("/").replace("/", "_")
+        subprocess.run(["cp", "-a", src, str(dest)], check=False)
+        used = int(subprocess.run(["du", "-sb", str(target)], capture_output=True, text=True).stdout.split()[0])
+        budget = (size_mb << 20) - used
+        if budget < 0:
+            # trim the last copy back toward the budget, largest files last
+            for path in sorted(dest.rglob("*"), key=lambda p: p.lstat().st_size, reverse=True):
+                if budget >= 0:
+                    break
+                if path.is_file() and not path.is_symlink():
+                    budget += path.stat().st_size
+                    path.unlink()
+
+
+def make_many_small(target: Path, count: int) -> None:
+    if target.exists():
+        return
+    rng = random.Random(42)
+    for i in range(count):
+        d = target / f"d{i // 1000:03d}" / f"e{(i // 100) % 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:06d}").write_bytes(rng.randbytes(rng.randint(1024, 4096)))
+
+
+def tree_stats(path: Path) -> str:
+    size = int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True).stdout.split()[0])
+    files = int(subprocess.run(f"find {path} | wc -l", shell=True, capture_output=True, text=True).stdout)
+    return f"{size / 1e6:.0f} MB, {files} entries"
+
+
+# ---- peers
+
+
+class Docker:
+    def __init__(self) -> None:
+        from support.dockerd import DockerDaemon
+
+        self.daemon = DockerDaemon(shutil.which("dockerd") or "dockerd", shutil.which("docker") or "docker")
+
+    def cmd(self, context: Path, out: Path, tag: str) -> str:
+        host = self.daemon.host
+        return (f"DOCKER_BUILDKIT=0 docker -H {host} build -q -t {tag} {context} >/dev/null && "
+                f"docker -H {host} save -o {out} {tag} && docker -H {host} rmi -f {tag} >/dev/null && "
+                f"docker -H {host} builder prune -af >/dev/null 2>&1; true")
+
+    def stop(self) -> None:
+        self.daemon.stop()
+
+
+def buildah_cmd(root: Path, copies: list[tuple[str, str]], out: Path) -> str:
+    run = tempfile.mkdtemp(prefix="bh", dir="/tmp")
+    base = f"buildah --root {root} --runroot {run} --storage-driver vfs"
+    copy = " && ".join(f"{base} copy $c {src} {dst} >/dev/null" for src, dst in copies)
+    return (f"c=$({base} from scratch) && {copy} && {base} config --cmd /hello $c && "
+            f"{base} commit -q $c oci-archive:{out} >/dev/null && {base} rm $c >/dev/null && {base} rmi -af >/dev/null 2>&1; true")
+
+
+def umoci_cmd(layout: Path, copies: list[tuple[str, str]]) -> str:
+    inserts = " && ".join(f"umoci insert --image {layout}:t {src} {dst}" for src, dst in copies)
+    return (f"rm -rf {layout} && umoci init --layout {layout} && umoci new --image {layout}:t && {inserts} && "
+            f"umoci config --image {layout}:t --config.cmd /hello")
+
+
+def dockerfile(context: Path, lines: list[str]) -> None:
+    context.mkdir(parents=True, exist_ok=True)
+    (context / "Dockerfile").write_text("\n".join(["FROM scratch", *lines]) + "\n")
+
+
+# ---- workloads
+
+
+def run(args: argparse.Namespace) -> list[Result]:
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    results: list[Result] = []
+    runs = 1 if args.quick else args.runs
+    slow_runs = 1 if args.quick else max(1, min(3, args.runs))
+    env = {"XDG_CACHE_HOME": str(SCRATCH / "cache")}
+    docker = None
+    try:
+        docker = Docker() if shutil.which("dockerd") and os.geteuid() == 0 else None
+    except Exception as exc:  # the peer is missing, not lamina: record why
+        print(f"docker unavailable: {exc}")
+    want = set(args.only.split(",")) if args.only else {"hello", "rootfs", "many-small", "rebuild", "memory"}
+    try:
+        if "hello" in want:
+            results += hello(runs, env, docker)
+        rootfs = SCRATCH / "rootfs"
+        if want & {"rootfs", "rebuild"}:
+            make_rootfs(rootfs, 120 if args.quick else 500)
+            print(f"rootfs tree: {tree_stats(rootfs)}")
+        if "rootfs" in want:
+            results += rootfs_workload(rootfs, slow_runs, env, docker)
+        if "many-small" in want:
+            small = SCRATCH / "many-small"
+            make_many_small(small, 5000 if args.quick else 50_000)
+            results += many_small(small, slow_runs, env)
+        if "rebuild" in want:
+            results += rebuild(rootfs, slow_runs, docker)
+        if "memory" in want and not args.quick:
+            results += memory(env)
+    finally:
+        if docker is not None:
+            docker.stop()
+    return results
+
+
+def hello(runs: int, env: dict[str, str], docker: Docker | None) -> list[Result]:
+    print("hello: scratch + static Go hello + cacert.pem")
+    out = SCRATCH / "hello"
+    out.mkdir(exist_ok=True)
+    copies = [(str(OUT / "hello-amd64"), "/hello"), (str(OUT / "cacert.pem"), "/etc/ssl/certs/cacert.pem")]
+    res = [measure("hello", "lamina build", runs, [*LAMINA, "build", "-q", "--no-cache", "--add", f"{OUT / 'hello-amd64'}:/hello",
+                   "--add", f"{OUT / 'cacert.pem'}:/etc/ssl/certs/", "--cmd", "/hello", "-o", str(out / "lamina.tar")], env=env)]
+    res.append(measure("hello", "umoci init+new+insert+config", runs, umoci_cmd(out / "umoci", copies)))
+    if shutil.which("buildah"):
+        res.append(measure("hello", "buildah from/copy/commit", runs, buildah_cmd(SCRATCH / "buildah", copies, out / "buildah.tar")))
+    else:
+        res.append(skipped("hello", "buildah", "buildah not installed"))
+    if docker is not None:
+        ctx = out / "ctx"
+        dockerfile(ctx, ["COPY hello /", "COPY cacert.pem /etc/ssl/certs/", 'CMD ["/hello"]'])
+        shutil.copy(OUT / "hello-amd64", ctx / "hello")
+        shutil.copy(OUT / "cacert.pem", ctx / "cacert.pem")
+        res.append(measure("hello", "docker build + docker save", runs, docker.cmd(ctx, out / "docker.tar", "bench/hello")))
+    res.append(pyoci(out, runs))
+    return res
+
+
+def pyoci(out: Path, runs: int) -> Result:
+    """pyoci pulls its base over HTTPS only: serve one from a local TLS registry with a test CA."""
+    venv = SCRATCH / "pyoci-venv"
+    if not (venv / "bin" / "pyoci").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=False)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "pyoci"], check=False)
+    if not (venv / "bin" / "pyoci").exists():
+        return skipped("hello", "pyoci build", "pyoci could not be installed from PyPI")
+    if not shutil.which("docker-registry"):
+        return skipped("hello", "pyoci build", "docker-registry (for its HTTPS base) is not installed")
+    from support.registry import DistributionRegistry
+    from support.tls import make_test_ca
+
+    ca = make_test_ca(Path(tempfile.mkdtemp(prefix="bench-ca-")))
+    registry = DistributionRegistry(shutil.which("docker-registry") or "", tls=(ca.cert, ca.key))
+    try:
+        base = out / "base.tar"  # the busybox rootfs: pyoci needs a base with a filesystem
+        subprocess.run([*LAMINA, "build", "-q", "--tarball", str(OUT / "busybox-rootfs.tar.gz"), "-o", str(base)], check=True,
+                       capture_output=True)
+        subprocess.run([*LAMINA, "push", "-q", "--ca-file", str(ca.ca_pem), str(base), f"{registry.host}/base:v1"], check=True,
+                       capture_output=True)
+        ctx = out / "pyctx"  # pyoci builds Python projects: a minimal one carrying the same two files
+        ctx.mkdir(exist_ok=True)
+        (ctx / "pyproject.toml").write_text('[project]\nname = "hello"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n')
+        shutil.copy(OUT / "hello-amd64", ctx / "hello")
+        shutil.copy(OUT / "cacert.pem", ctx / "cacert.pem")
+        cmd = [str(venv / "bin" / "pyoci"), "build", "--tag", "hello:latest", "--base-image", f"{registry.host}/base:v1",
+               "--no-progress", "--no-cache", "--cache-dir", str(out / "pyoci-cache")]
+        return measure("hello", "pyoci build (base over local HTTPS)", runs, cmd, env={"SSL_CERT_FILE": str(ca.ca_pem)}, cwd=ctx)
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        return skipped("hello", "pyoci build", f"failed against the local HTTPS registry: {str(exc)[-300:]}")
+    finally:
+        registry.stop()
+
+
+def rootfs_workload(rootfs: Path, runs: int, env: dict[str, str], docker: Docker | None) -> list[Result]:
+    print("rootfs: one large real tree as one layer")
+    out = SCRATCH / "rootfs-out"
+    out.mkdir(exist_ok=True)
+    res = []
+    for comp in ("gzip", "zstd", "none"):
+        res.append(measure(f"rootfs-{comp}", "lamina build", runs, [*LAMINA, "build", "-q", "--no-cache", "--compression", comp,
+                                                                    "--add", f"{rootfs}:/", "-o", str(out / "lamina.tar")], env=env))
+    tar = f"tar -C {rootfs} -cf - ."
+    if shutil.which("igzip"):
+        res.append(measure("rootfs-gzip", "floor: tar | igzip -2 | sha256sum", runs, f"{tar} | igzip -2 -c | sha256sum >/dev/null"))
+    res.append(measure("rootfs-gzip", "tar | gzip -6 | sha256sum (zlib-6)", 1, f"{tar} | gzip -6 -n | sha256sum >/dev/null"))
+    res.append(measure("rootfs-zstd", "floor: tar | zstd -3 -T0 | sha256sum", runs, f"{tar} | zstd -q -3 -T0 -c | sha256sum >/dev/null"))
+    res.append(measure("rootfs-none", "floor: tar | sha256sum", runs, f"{tar} | sha256sum >/dev/null"))
+    res.append(measure("rootfs-gzip", "umoci insert (gzip)", 1, umoci_cmd(out / "umoci", [(str(rootfs), "/")])))
+    if shutil.which("buildah"):
+        res.append(measure("rootfs-gzip", "buildah copy + commit", 1, buildah_cmd(SCRATCH / "buildah", [(str(rootfs) + "/.", "/")], out / "b.tar")))
+    if docker is not None:
+        ctx = out / "ctx"
+        if not (ctx / "tree").exists():
+            dockerfile(ctx, ["COPY tree/ /"])
+            subprocess.run(["cp", "-a", str(rootfs), str(ctx / "tree")], check=True)
+        res.append(measure("rootfs-gzip", "docker build + docker save", 1, docker.cmd(ctx, out / "d.tar", "bench/rootfs")))
+    return res
+
+
+def many_small(tree: Path, runs: int, env: dict[str, str]) -> list[Result]:
+    print("many-small: 50,000 files of 1-4 KB as one layer")
+    out = SCRATCH / "small-out"
+    out.mkdir(exist_ok=True)
+    res = [measure("many-small", "lamina build", runs, [*LAMINA, "build", "-q", "--no-cache", "--add", f"{tree}:/data",
+                                                        "-o", str(out / "lamina.tar")], env=env)]
+    if shutil.which("igzip"):
+        res.append(measure("many-small", "floor: tar | igzip -2 | sha256sum", runs,
+                           f"tar -C {tree} -cf - . | igzip -2 -c | sha256sum >/dev/null"))
+    return res
+
+
+def rebuild(rootfs: Path, runs: int, docker: Docker | None) -> list[Result]:
+    print("rebuild: rootfs + hello, then again after changing only hello")
+    work = SCRATCH / "rebuild"
+    work.mkdir(exist_ok=True)
+    hello = work / "hello"
+    env = {"XDG_CACHE_HOME": str(work / "cache")}
+    cmd = [*LAMINA, "build", "-q", "--add", f"{rootfs}:/", "--add", f"{hello}:/hello", "-o", str(work / "r.tar")]
+
+    def cold() -> None:
+        shutil.rmtree(work / "cache", ignore_errors=True)
+        shutil.copy(OUT / "hello-amd64", hello)
+
+    counter = [0]
+
+    def touch_hello() -> None:
+        counter[0] += 1
+        with open(hello, "ab") as f:
+            f.write(str(counter[0]).encode())
+
+    res = [measure("rebuild", "lamina cold (empty cache)", runs, cmd, env=env, prepare=cold)]
+    res.append(measure("rebuild", "lamina after changing hello", max(runs, 3), cmd, env=env, prepare=touch_hello))
+    return res
+
+
+def memory(env: dict[str, str]) -> list[Result]:
+    print("memory: a 2 GB layer and 200,000 files")
+    work = SCRATCH / "memory"
+    work.mkdir(exist_ok=True)
+    big = work / "big.bin"
+    if not big.exists():
+        with open(big, "wb") as f:
+            for _ in range(2048):
+                f.write(os.urandom(1 << 20))
+    res = [measure("memory-2GB", "lamina build (gzip)", 1, [*LAMINA, "build", "-q", "--no-cache", "--add", f"{big}:/big",
+                                                           "-o", str(work / "big.tar")], env=env)]
+    files = SCRATCH / "files-200k"
+    make_many_small(files, 200_000)
+    res.append(measure("memory-200k", "lamina build (gzip)", 1, [*LAMINA, "build", "-q", "--no-cache", "--add", f"{files}:/d",
+                                                                "-o", str(work / "files.tar")], env=env))
+    for path in (work / "big.tar", work / "files.tar"):
+        path.unlink(missing_ok=True)
+    return res
+
+
+# ---- report
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    mem = next((int(line.split()[1]) // 1024 // 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    versions = []
+    for tool in (["docker", "version", "-f", "{{.Client.Version}}"], ["umoci", "--version"], ["buildah", "--version"],
+                 ["tar", "--version"], ["zstd", "--version"], ["igzip", "--version"]):
+        try:
+            text = subprocess.run(tool, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+            versions.append(text)
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            pass
+    return (f"{os.cpu_count()} cores ({cpu}), {mem} GiB RAM, Linux {platform.release()}, Python {platform.python_version()}, "
+            f"{time.strftime('%Y-%m-%d')}. Tools: {'; '.join(versions)}.")
+
+
+def report(results: list[Result], header: str) -> str:
+    lamina = {r["workload"]: r for r in results if r["tool"].startswith("lamina") and r.get("median")}
+    lines = ["# lamina benchmark results", "", f"Machine: {header}", "",
+             "Reproduce: `make bench` (or `.venv/bin/python bench/run.py`). Medians of several runs in one session;",
+             "the ratio is lamina's median divided by the peer's (below 1: lamina is faster). Peak MB is the largest",
+             "resident set of the process tree.", "",
+             "| workload | tool | median (s) | lamina / tool | peak MB | runs |", "|---|---|---:|---:|---:|---:|"]
+    for r in results:
+        if r.get("median") is None:
+            lines.append(f"| {r['workload']} | {r['tool']} | not measured: {r['why']} | | | |")
+            continue
+        base = lamina.get(r["workload"])
+        ratio = "" if base is None or r is base else f"{base['median'] / r['median']:.2f}"
+        lines.append(f"| {r['workload']} | {r['tool']} | {r['median']:.3f} | {ratio} | {r['peak_mb']:.0f} | {r['runs']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="one run each, smaller trees")
+    parser.add_argument("--only", help="comma-separated workloads: hello,rootfs,many-small,rebuild,memory")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results.md"))
+    args = parser.parse_args()
+    subprocess.run(["make", "-C", str(ROOT / "testdata"), "all"], check=True, stdout=subprocess.DEVNULL)
+    # Byte-compile lamina first: with PYTHONDONTWRITEBYTECODE set, every run would compile it again.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src")], check=True, stdout=subprocess.DEVNULL)
+    started = time.perf_counter()
+    results = run(args)
+    text = report(results, machine())
+    text += f"\nWhole run: {time.perf_counter() - started:.0f} s.\n"
+    Path(args.output).write_text(text)
+    (Path(args.output).with_suffix(".json")).write_text(json.dumps(results, indent=1))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
