@@ -43,7 +43,7 @@ class _Counting(io.RawIOBase):
 
 
 def _layer_record(source: ImageSource, layer: StoredLayer) -> dict[str, Any]:
-    entries: list[dict[str, Any]] = []
+    members: list[dict[str, Any]] = []
     with open_layer(source, layer) as raw:
         kind = detect(raw.peek(8)[:8])
         stored = _Counting(raw)
@@ -51,7 +51,7 @@ def _layer_record(source: ImageSource, layer: StoredLayer) -> dict[str, Any]:
             stream = _Counting(open_decompressed(io.BufferedReader(stored, 1 << 20)))  # type: ignore[arg-type]
             with tarfile.open(fileobj=io.BufferedReader(PaddedAtEnd(stream), 1 << 20), mode="r|") as archive:
                 for member in archive:
-                    entries.append({
+                    members.append({
                         "path": member.name,
                         "type": _KIND_CHAR.get(member.type, "-"),
                         "mode": member.mode & 0o7777,
@@ -73,16 +73,16 @@ def _layer_record(source: ImageSource, layer: StoredLayer) -> dict[str, Any]:
         "size": stored.count,
         "uncompressed_size": stream.count,
         "diff_id": str(layer.diff_id) if layer.diff_id else None,
-        "files": len(entries),
-        "entries": entries,
+        "files": len(members),
+        "entries": members,
     }
 
 
 def merged_size(layers: list[list[dict[str, Any]]]) -> tuple[int, int]:
     """Bytes and entries of the filesystem a container sees: layers applied, whiteouts honoured."""
     sizes: dict[str, tuple[int, int]] = {}  # path -> (size, layer index)
-    for index, entries in enumerate(layers):
-        for e in entries:
+    for index, layer_entries in enumerate(layers):
+        for e in layer_entries:
             path = e["path"].rstrip("/")
             parent, _, base = path.rpartition("/")
             if base == ".wh..wh..opq":

@@ -11,15 +11,10 @@ from pathlib import Path
 import pytest
 from support.cli import build_ok
 from support.oci import validate_image
-from support.tools import require
+from support.tools import require, run_ok as run
 
 pytestmark = pytest.mark.e2e
 
-
-def run(*args: str) -> str:
-    res = subprocess.run(args, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert res.returncode == 0, f"{' '.join(args)}:\n{res.stderr}"
-    return res.stdout
 
 
 @pytest.fixture(scope="module")

@@ -35,3 +35,12 @@ def require(cmd: str) -> str:
     if path is None:
         unavailable(f"required command not found: {cmd}")
     return os.path.abspath(path)
+
+
+def run_ok(*args: str, timeout: float = 300) -> str:
+    """Run a real tool (skopeo, umoci, ...) and return its stdout; fail the test with its stderr."""
+    import subprocess
+
+    res = subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, f"{' '.join(args)}:\n{res.stderr}"
+    return res.stdout

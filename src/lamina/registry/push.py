@@ -264,9 +264,11 @@ class Pusher:
 def _skip(f: BinaryIO, n: int) -> None:
     try:
         f.seek(n)
+        return
     except (OSError, io.UnsupportedOperation):
-        while n:
-            data = f.read(min(_READ, n))
-            if not data:
-                raise RegistryError("blob shrank while it was being uploaded")
-            n -= len(data)
+        pass  # not seekable: read up to the offset instead
+    while n:
+        data = f.read(min(_READ, n))
+        if not data:
+            raise RegistryError("blob shrank while it was being uploaded")
+        n -= len(data)
