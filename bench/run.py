@@ -341,19 +341,24 @@ def machine() -> str:
 
 
 def report(results: list[Result], header: str) -> str:
-    lamina = {r["workload"]: r for r in results if r["tool"].startswith("lamina") and r.get("median")}
+    lamina = {r["workload"]: r for r in results if str(r["tool"]).startswith("lamina") and r.get("median")}
     lines = ["# lamina benchmark results", "", f"Machine: {header}", "",
              "Reproduce: `make bench` (or `.venv/bin/python bench/run.py`). Medians of several runs in one session;",
-             "the ratio is lamina's median divided by the peer's (below 1: lamina is faster). Peak MB is the largest",
-             "resident set of the process tree.", "",
+             "the ratio is lamina's median divided by the peer's (below 1: lamina is faster; for *rebuild*, the",
+             "rebuild's time as a fraction of the cold build's). Peak MB is the largest resident set of the process tree.", "",
              "| workload | tool | median (s) | lamina / tool | peak MB | runs |", "|---|---|---:|---:|---:|---:|"]
     for r in results:
+        tool = str(r["tool"]).replace("|", "\\|")
         if r.get("median") is None:
-            lines.append(f"| {r['workload']} | {r['tool']} | not measured: {r['why']} | | | |")
+            lines.append(f"| {r['workload']} | {tool} | not measured: {r['why']} | | | |")
             continue
         base = lamina.get(r["workload"])
-        ratio = "" if base is None or r is base else f"{base['median'] / r['median']:.2f}"
-        lines.append(f"| {r['workload']} | {r['tool']} | {r['median']:.3f} | {ratio} | {r['peak_mb']:.0f} | {r['runs']} |")
+        if r["workload"] == "rebuild":
+            cold = next((x for x in results if x["workload"] == "rebuild" and "cold" in str(x["tool"])), None)
+            ratio = f"{r['median'] / cold['median']:.2f}" if cold is not None and cold is not r else ""
+        else:
+            ratio = "" if base is None or r is base else f"{base['median'] / r['median']:.2f}"
+        lines.append(f"| {r['workload']} | {tool} | {r['median']:.3f} | {ratio} | {r['peak_mb']:.0f} | {r['runs']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -223,10 +223,6 @@ def collect_from_image(spec: CopyFromSpec, ctx: LayerContext) -> list[_Found]:
     return found
 
 
-def _open(path: str) -> Opener:
-    return lambda: open(path, "rb")
-
-
 def _parent_entry(path: str, ctx: LayerContext) -> Entry:
     if ctx.base is not None:
         node = ctx.base.get(path)
@@ -257,7 +253,7 @@ def _finish(merged: dict[str, _Found], ctx: LayerContext) -> list[tuple[Entry, O
             target = first_of_inode.setdefault(found.inode, path)
             if target != path:
                 entry = attrs.evolve(entry, kind=Kind.HARDLINK, size=0, linkname=target, source=None)
-        out.append((entry, _open(entry.source) if entry.kind is Kind.FILE and entry.source else None))
+        out.append((entry, None))  # build_layer opens entry.source itself
     return out
 
 
