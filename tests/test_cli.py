@@ -343,3 +343,35 @@ def test_inspect_detects_a_corrupted_blob(app: Path) -> None:
     res = lamina("inspect", "out/c", cwd=app)
     assert res.returncode == 1
     assert res.stderr.strip() == f"lamina: error: blob {manifest['layers'][0]['digest']} in out/c: content does not match its digest"
+
+
+def test_progress_bars_only_on_a_terminal(app: Path, tmp_path: Path) -> None:
+    """On a TTY a build shows per-layer progress (bytes and rate); in logs (no TTY) it stays quiet."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    big = app / "big"
+    big.write_bytes(os.urandom(24 << 20))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "lamina", "build", "--no-cache", "--add", "big:/big", "-o", "out/p.tar"],
+                            cwd=app, env={**os.environ, "PYTHONPATH": str(SRC)}, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.wait(timeout=120)
+    os.close(master)
+    assert proc.returncode == 0
+    text = seen.decode(errors="replace")
+    assert "lamina: add big -> /big" in text and "B/s" in text and "\r" in text
+    quiet = lamina("build", "--no-cache", "--add", "big:/big", "-o", "out/q.tar", cwd=app)
+    assert quiet.stderr == ""

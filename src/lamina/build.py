@@ -15,7 +15,7 @@ import attrs
 
 from lamina.cache import LayerCache
 from lamina.errors import InputError, OutputError, UsageError
-from lamina.layers.entries import normalize
+from lamina.layers.entries import Kind, normalize
 from lamina.image import Base, Built, Image, compose, compose_index
 from lamina.platforms import for_platform
 from lamina.layers.build import build_layer
@@ -34,6 +34,8 @@ from lamina.spec import BuildSpec, FilesLayer, LayerSpec
 from lamina.store import BlobStore
 
 Progress = Callable[[str], None]
+# A progress bar for one layer: (description, total bytes or None) -> context giving an update(n) function.
+Meter = Callable[[str, "int | None"], "contextlib.AbstractContextManager[Callable[[int], None]]"]
 DEFAULT_PLATFORM = Platform("linux", "amd64")
 
 
@@ -132,7 +134,7 @@ def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) 
 
 
 def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerContext, platform: Platform,
-               cache: LayerCache | None) -> Layer:
+               cache: LayerCache | None, meter: Meter | None = None) -> Layer:
     from lamina.layers.compression import describe
 
     created_by = layer.describe()
@@ -149,7 +151,9 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
                 hit = _from_cache(cache, key, store, created_by)
                 if hit is not None:
                     return hit
-        built = build_layer(items, compression=spec.compression, store=store, created_by=created_by)
+        total = sum(e.size for e, _ in items if e.kind is Kind.FILE)
+        with _metered(meter, created_by, total) as on_bytes:
+            built = build_layer(items, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
     else:
         if cache is not None and os.path.isfile(layer.src):
             with _cache_errors_ignored():
@@ -157,12 +161,21 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
                 hit = _from_cache(cache, key, store, created_by)
                 if hit is not None:
                     return hit
-        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items:
-            built = build_layer(items, compression=spec.compression, store=store, created_by=created_by)
+        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items, _metered(meter, created_by, None) as on_bytes:
+            built = build_layer(items, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
     if cache is not None and key is not None:
         with _cache_errors_ignored():
             cache.put(key, built, store.path(built.descriptor.digest))
     return built
+
+
+@contextlib.contextmanager
+def _metered(meter: Meter | None, description: str, total: int | None) -> Any:
+    if meter is None:
+        yield None
+        return
+    with meter(description, total) as update:
+        yield update
 
 
 @contextlib.contextmanager
@@ -217,6 +230,7 @@ class _Run:
     note: Progress
     registry: Any = None
     cache: LayerCache | None = None
+    meter: Meter | None = None
     built: dict[tuple[object, ...], Layer] = attrs.field(factory=dict)
 
     def image(self, requested: Platform | None) -> Image:
@@ -245,7 +259,7 @@ class _Run:
             key = (resolved, base_key)  # same inputs on the same base: built once, shared by platforms
             if key not in self.built:
                 self.say(layer.describe())
-                self.built[key] = _build_one(resolved, spec, self.store, ctx, platform, self.cache)
+                self.built[key] = _build_one(resolved, spec, self.store, ctx, platform, self.cache, self.meter)
             layers.append(self.built[key])
         return compose(layers, spec.config, platform=platform, epoch=self.epoch, base=base)
 
@@ -271,7 +285,7 @@ def _docker_image(images: list[Image], wanted: Platform | None) -> Image:
 
 def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note: Progress | None = None,
           lock: dict[str, str] | None = None, push: Callable[[Any], Any] | None = None,
-          registry: Any = None, use_cache: bool = True) -> BuildResult:
+          registry: Any = None, use_cache: bool = True, meter: Meter | None = None) -> BuildResult:
     """``push`` takes a PushPlan and returns what registry.api.push returns."""
     say = progress or (lambda _: None)
     outputs = _outputs(spec, pushing=push is not None)
@@ -292,7 +306,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         cache = _open_cache(note or say) if use_cache else None
         if cache is not None:
             stack.callback(cache.close)
-        run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say, registry, cache)
+        run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say, registry, cache, meter)
         requested: tuple[Platform | None, ...] = spec.platforms or (None,)
         images = []
         for platform in requested:

@@ -56,6 +56,23 @@ def _registry(ctx: click.Context, opts: dict[str, Any], quiet: bool = False) -> 
     )
 
 
+def _meter(chatty: bool) -> Any:
+    """Per-layer progress bars (bytes, rate) on a terminal only; tqdm is imported only then."""
+    if not chatty:
+        return None
+    import contextlib
+
+    from tqdm import tqdm
+
+    @contextlib.contextmanager
+    def bar(description: str, total: int | None) -> Any:
+        with tqdm(total=total, desc=description[:48], unit="B", unit_scale=True, unit_divisor=1024,
+                  leave=False, file=sys.stderr, dynamic_ncols=True) as progress:
+            yield progress.update
+
+    return bar
+
+
 def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
     from lamina.spec import parse_pair
 
@@ -175,7 +192,7 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
 
         pusher = lambda plan: api.push(plan, push_to, registry_options)  # noqa: E731
     result = run_build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_file), push=pusher,
-                       registry=registry_options, use_cache=not no_cache)
+                       registry=registry_options, use_cache=not no_cache, meter=_meter(chatty))
     if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)

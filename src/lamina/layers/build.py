@@ -36,10 +36,11 @@ def build_layer(
     compression: Compression,
     store: BlobStore,
     created_by: str,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> Layer:
     """Write one layer in one pass; the blob is renamed to its digest only when complete."""
     with store.writer() as (out, named):
-        stream = LayerStream(out, compression)
+        stream = LayerStream(out, compression, on_bytes)
         count = 0
         try:
             for entry, opener in items:

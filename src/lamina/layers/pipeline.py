@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
+from collections.abc import Callable
 from typing import BinaryIO
 
 import attrs
@@ -34,8 +35,9 @@ class StreamResult:
 class LayerStream:
     """A write-only file object; ``finish()`` returns both digests once the blob is complete."""
 
-    def __init__(self, out: BinaryIO, compression: Compression) -> None:
+    def __init__(self, out: BinaryIO, compression: Compression, on_bytes: Callable[[int], None] | None = None) -> None:
         self._out = out
+        self._on_bytes = on_bytes  # progress: uncompressed bytes, reported per chunk
         self._compression = compression
         self._compressor = new_compressor(compression)
         self._diff = hashlib.sha256()
@@ -72,6 +74,8 @@ class LayerStream:
         self._diff.update(chunk)
         self._usize += len(chunk)
         self._queue.put(chunk)
+        if self._on_bytes is not None:
+            self._on_bytes(len(chunk))
         if self._error is not None:
             raise self._error
 
