@@ -16,7 +16,8 @@ import attrs
 from lamina.cache import LayerCache
 from lamina.errors import InputError, OutputError, UsageError
 from lamina.layers.entries import Kind, normalize
-from lamina.image import Base, Built, Image, compose, compose_index
+from lamina.essentials import materialize
+from lamina.image import Base, Built, ConfigChanges, Image, compose, compose_index
 from lamina.platforms import for_platform
 from lamina.layers.build import build_layer
 from lamina.layers.imported import import_layer
@@ -231,6 +232,8 @@ class _Run:
     registry: Any = None
     cache: LayerCache | None = None
     meter: Meter | None = None
+    essentials: FilesLayer | None = None  # the generated layer of --ca-certs/--accounts/--tmp/--tzdata
+    config: ConfigChanges = ConfigChanges()
     built: dict[tuple[object, ...], Layer] = attrs.field(factory=dict)
 
     def image(self, requested: Platform | None) -> Image:
@@ -250,10 +253,20 @@ class _Run:
             if spec.layers or spec.remove:
                 ctx.base = images.filesystem(spec.base.image)[0]
         layers = []
+        if self.essentials is not None:
+            key = (self.essentials, base_key)
+            if key not in self.built:
+                self.say(self.essentials.describe())
+                self.built[key] = _build_one(self.essentials, spec, self.store, ctx, platform, self.cache, self.meter)
+            essentials_layer = self.built[key]
+        else:
+            essentials_layer = None
         if spec.remove:
             items = removal_layer(spec.remove, ctx)
             layers.append(build_layer(items, compression=spec.compression, store=self.store,
                                       created_by=f"lamina: remove {', '.join(spec.remove)}"))
+        if essentials_layer is not None:
+            layers.append(essentials_layer)
         for layer in spec.layers:
             resolved = for_platform(layer, platform)
             key = (resolved, base_key)  # same inputs on the same base: built once, shared by platforms
@@ -261,7 +274,7 @@ class _Run:
                 self.say(layer.describe())
                 self.built[key] = _build_one(resolved, spec, self.store, ctx, platform, self.cache, self.meter)
             layers.append(self.built[key])
-        return compose(layers, spec.config, platform=platform, epoch=self.epoch, base=base)
+        return compose(layers, self.config, platform=platform, epoch=self.epoch, base=base)
 
 
 def _open_cache(note: Progress) -> LayerCache | None:
@@ -307,6 +320,10 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         if cache is not None:
             stack.callback(cache.close)
         run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say, registry, cache, meter)
+        run.config = spec.config
+        if spec.essentials.wanted:
+            adds, run.config = materialize(spec.essentials, spec.config, Path(tmp) / "essentials")
+            run.essentials = FilesLayer(tuple(adds), label="essentials")
         requested: tuple[Platform | None, ...] = spec.platforms or (None,)
         images = []
         for platform in requested:

@@ -90,6 +90,12 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @click.option("--copy-from", "copies", multiple=True, metavar="IMAGE:SRC:DST",
               help="Copy SRC out of another image (COPY --from), one layer each.")
 @click.option("--remove", "removes", multiple=True, metavar="PATH", help="Drop PATH of the base image (a whiteout).")
+@click.option("--ca-certs", "ca_certs", multiple=True, is_flag=False, flag_value="@system", metavar="[FILE|DIR]",
+              help="A CA bundle at /etc/ssl/certs/ca-certificates.crt (alone: this machine's), SSL_CERT_FILE set.")
+@click.option("--accounts", is_flag=True, default=None, help="Minimal /etc/passwd, /etc/group (root, nonroot 65532).")
+@click.option("--tmp", is_flag=True, default=None, help="A /tmp directory with mode 1777.")
+@click.option("--tzdata", is_flag=False, flag_value="@system", default=None, metavar="[DIR]",
+              help="Zoneinfo at /usr/share/zoneinfo (alone: this machine's).")
 @click.option("--hermetic", is_flag=True, default=None, help="Refuse inputs not pinned by sha256 (spec or lamina.lock).")
 @click.option("--entrypoint", metavar="JSON|STRING", help='Entrypoint: \'["/hello","-v"]\' or one plain argument.')
 @click.option("--cmd", metavar="JSON|STRING", help="Default arguments, as --entrypoint.")
@@ -145,6 +151,10 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         "base": specs.BaseSpec(opts["base"], key=opts["base"]) if opts["base"] else None,
         "remove": removes,
         "hermetic": opts["hermetic"],
+        "ca_certs": opts["ca_certs"],
+        "accounts": opts["accounts"],
+        "tmp": opts["tmp"],
+        "tzdata": opts["tzdata"],
         "entrypoint": specs.parse_command(opts["entrypoint"], "--entrypoint") if opts["entrypoint"] is not None else None,
         "cmd": specs.parse_command(opts["cmd"], "--cmd") if opts["cmd"] is not None else None,
         "env": _pairs(opts["envs"], "--env"),

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from lamina.errors import SpecError, UsageError
+from lamina.essentials import Essentials
 from lamina.image import ConfigChanges
 from lamina.layers.compression import Compression
 from lamina.model import Platform, Reference
@@ -33,8 +34,11 @@ _PORT = re.compile(r"^(\d{1,5})(?:/(tcp|udp|sctp))?$")
 @attrs.frozen
 class FilesLayer:
     adds: tuple[Source, ...]
+    label: str = ""  # set for layers lamina generates ("essentials")
 
     def describe(self) -> str:
+        if self.label == "essentials":
+            return "lamina: essentials " + ", ".join(a.dst for a in self.adds)
         verb = "copy" if all(isinstance(a, CopyFromSpec) for a in self.adds) else "add"
         return f"lamina: {verb} " + ", ".join(a.describe() for a in self.adds)
 
@@ -72,6 +76,7 @@ class BuildSpec:
     docker_platform: Platform | None = None  # which image manifest.json describes (default: the first)
     arch_check: bool = True
     config: ConfigChanges = ConfigChanges()
+    essentials: Essentials = Essentials()
     tags: tuple[Reference, ...] = ()
     output: Path | None = None
     oci_dir: Path | None = None
@@ -191,7 +196,8 @@ def parse_tag(text: str) -> Reference:
 
 
 _TOP_KEYS = {
-    "layer", "base", "remove", "hermetic", "platform", "platforms", "docker_platform", "arch_check", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
+    "layer", "base", "remove", "hermetic", "platform", "platforms", "docker_platform", "arch_check",
+    "ca_certs", "accounts", "tmp", "tzdata", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
     "expose", "stop_signal", "tags", "output", "oci_dir", "compression", "source_date_epoch",
     "metadata_file",
 }
@@ -363,6 +369,23 @@ class _Reader:
             ports = self.typed(data, "expose", list)
             config["expose"] = tuple(self.wrap(f"expose[{i}]", parse_port, p) for i, p in enumerate(ports))
         fields["config"] = ConfigChanges(**config)
+        essentials: dict[str, Any] = {}
+        if "ca_certs" in data:
+            value = self.typed(data, "ca_certs", (bool, list))
+            if isinstance(value, list):
+                if not value or not all(isinstance(v, str) for v in value):
+                    raise self.fail("ca_certs", "expected true or a list of PEM files and directories")
+                essentials["ca_certs"] = tuple(self.rel(v) for v in value)
+            elif value:
+                essentials["ca_certs"] = ()
+        for key in ("accounts", "tmp"):
+            if key in data:
+                essentials[key] = self.typed(data, key, bool)
+        if "tzdata" in data:
+            value = self.typed(data, "tzdata", (bool, str))
+            if value is not False:
+                essentials["tzdata"] = "" if value is True else self.rel(value)
+        fields["essentials"] = Essentials(**essentials)
         if "tags" in data:
             tags = self.typed(data, "tags", list)
             fields["tags"] = tuple(self.wrap(f"tags[{i}]", parse_tag, t) for i, t in enumerate(tags))
@@ -416,4 +439,18 @@ def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
     if flags.get("expose"):
         config_changes["expose"] = tuple(dict.fromkeys((*config.expose, *flags["expose"])))
     changes["config"] = attrs.evolve(config, **config_changes)
+    essentials = file_spec.essentials
+    if flags.get("ca_certs"):
+        given = tuple(p for p in flags["ca_certs"] if p != SYSTEM_CA)
+        essentials = attrs.evolve(essentials, ca_certs=given)
+    for key in ("accounts", "tmp"):
+        if flags.get(key):
+            essentials = attrs.evolve(essentials, **{key: True})
+    if flags.get("tzdata") is not None:
+        essentials = attrs.evolve(essentials, tzdata="" if flags["tzdata"] == SYSTEM_TZ else flags["tzdata"])
+    changes["essentials"] = essentials
     return attrs.evolve(file_spec, **changes)
+
+
+SYSTEM_CA = "@system"  # what a bare --ca-certs means: the build machine's bundle
+SYSTEM_TZ = "@system"

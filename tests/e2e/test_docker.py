@@ -75,3 +75,21 @@ def test_uncompressed_layers_load_too(dockerd, testdata_out: Path, tmp_path: Pat
              "-t", "lamina-e2e/plain", "-o", str(out))
     _load(dockerd, out)
     assert dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/plain").stdout == "hello, scratch!\n"
+
+
+def test_ca_certs_flag_makes_tls_work(dockerd, testdata_out: Path, test_ca, https_server, tmp_path: Path) -> None:
+    out = tmp_path / "ca.tar"
+    build_ok("--add", f"{testdata_out / 'hello-amd64'}:/hello", "--ca-certs", str(test_ca.ca_pem),
+             "--entrypoint", "/hello", "-t", "lamina-e2e/ca-certs", "-o", str(out))
+    _load(dockerd, out)
+    ok = dockerd.docker("run", "--rm", "--network", "host", "lamina-e2e/ca-certs", https_server.url)
+    assert ok.stdout.rstrip("\n") == "hello, scratch!\nhello over tls"
+
+
+def test_accounts_let_nonroot_resolve(dockerd, testdata_out: Path, tmp_path: Path) -> None:
+    out = tmp_path / "accounts.tar"
+    build_ok("--tarball", str(testdata_out / "busybox-rootfs.tar.gz"), "--accounts", "--tmp", "--user", "nonroot",
+             "--cmd", '["sh", "-c", "id -u; id -un; ls -ld /tmp | cut -c1-10"]', "-t", "lamina-e2e/accounts", "-o", str(out))
+    _load(dockerd, out)
+    res = dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/accounts")
+    assert res.stdout.split() == ["65532", "nonroot", "drwxrwxrwt"]
