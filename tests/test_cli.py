@@ -227,7 +227,7 @@ def _make_tree(root: Path, reverse: bool, mtime: int) -> None:
         path = root / "tree" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"content of {name}")
-        os.chmod(path, 0o644)
+        os.chmod(path, 0o755 if name == "a" else 0o644)  # a is the image's command
     os.link(root / "tree" / "a", root / "tree" / "hard")
     os.symlink("c/d", root / "tree" / "sym")
     for path in (root / "tree").rglob("*"):

@@ -15,7 +15,7 @@ import attrs
 
 from lamina.cache import LayerCache
 from lamina.errors import InputError, OutputError, UsageError
-from lamina.layers.entries import Kind, normalize
+from lamina.layers.entries import Entry, Kind, normalize
 from lamina.essentials import materialize
 from lamina.image import Base, Built, ConfigChanges, Image, compose, compose_index
 from lamina.platforms import for_platform
@@ -135,7 +135,8 @@ def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) 
 
 
 def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerContext, platform: Platform,
-               cache: LayerCache | None, meter: Meter | None = None) -> Layer:
+               cache: LayerCache | None, meter: Meter | None = None, record: list[Entry] | None = None) -> Layer:
+    """Build (or take from the cache) one layer; ``record`` receives its entries, for lint."""
     from lamina.layers.compression import describe
 
     created_by = layer.describe()
@@ -143,6 +144,8 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
     key = None
     if isinstance(layer, FilesLayer):
         items = tree_layer(layer.adds, ctx)
+        if record is not None:
+            record.extend(e for e, _ in items)
         if spec.arch_check:
             _check_arch(items, platform)
         # Layers copied out of images are not cached: extracting them is the costly part.
@@ -161,9 +164,13 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
                 key = cache.key_for_tarball(layer.src, f"{settings}\0{normalize(layer.dst)}\0{ctx.epoch}")
                 hit = _from_cache(cache, key, store, created_by)
                 if hit is not None:
+                    if record is not None:  # lint needs the members: read the headers again
+                        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items:
+                            record.extend(e for e, _ in items)
                     return hit
         with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items, _metered(meter, created_by, None) as on_bytes:
-            built = build_layer(items, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
+            recorded = ((record.append(e), (e, o))[1] for e, o in items) if record is not None else items
+            built = build_layer(recorded, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
     if cache is not None and key is not None:
         with _cache_errors_ignored():
             cache.put(key, built, store.path(built.descriptor.digest))
@@ -234,7 +241,9 @@ class _Run:
     meter: Meter | None = None
     essentials: FilesLayer | None = None  # the generated layer of --ca-certs/--accounts/--tmp/--tzdata
     config: ConfigChanges = ConfigChanges()
-    built: dict[tuple[object, ...], Layer] = attrs.field(factory=dict)
+    # Called with (lint image, composed image, platform) when linting; None: no lint.
+    lint: Callable[[Any, Image, Platform], None] | None = None
+    built: dict[tuple[object, ...], tuple[Layer, list[Entry]]] = attrs.field(factory=dict)
 
     def image(self, requested: Platform | None) -> Image:
         spec = self.spec
@@ -252,29 +261,45 @@ class _Run:
             base_key = str(stored.config_digest)
             if spec.layers or spec.remove:
                 ctx.base = images.filesystem(spec.base.image)[0]
-        layers = []
-        if self.essentials is not None:
-            key = (self.essentials, base_key)
-            if key not in self.built:
-                self.say(self.essentials.describe())
-                self.built[key] = _build_one(self.essentials, spec, self.store, ctx, platform, self.cache, self.meter)
-            essentials_layer = self.built[key]
-        else:
-            essentials_layer = None
+        if self.lint is not None and base is not None and ctx.base is None:
+            ctx.base = images.filesystem(spec.base.image)[0]  # type: ignore[union-attr]
+        layers: list[Layer] = []
+        recorded: list[list[Entry]] = []
         if spec.remove:
             items = removal_layer(spec.remove, ctx)
+            recorded.append([e for e, _ in items])
             layers.append(build_layer(items, compression=spec.compression, store=self.store,
                                       created_by=f"lamina: remove {', '.join(spec.remove)}"))
-        if essentials_layer is not None:
-            layers.append(essentials_layer)
-        for layer in spec.layers:
-            resolved = for_platform(layer, platform)
-            key = (resolved, base_key)  # same inputs on the same base: built once, shared by platforms
+        wanted = ([self.essentials] if self.essentials is not None else []) + [for_platform(l, platform) for l in spec.layers]
+        for layer in wanted:
+            key = (layer, base_key)  # same inputs on the same base: built once, shared by platforms
             if key not in self.built:
                 self.say(layer.describe())
-                self.built[key] = _build_one(resolved, spec, self.store, ctx, platform, self.cache, self.meter)
-            layers.append(self.built[key])
-        return compose(layers, self.config, platform=platform, epoch=self.epoch, base=base)
+                entries: list[Entry] = []
+                self.built[key] = (_build_one(layer, spec, self.store, ctx, platform, self.cache, self.meter, entries), entries)
+            layers.append(self.built[key][0])
+            recorded.append(self.built[key][1])
+        image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base)
+        if self.lint is not None:
+            self.lint(self._lint_image(ctx, images, spec, recorded), image, platform)
+        return image
+
+    def _lint_image(self, ctx: LayerContext, images: _Images, spec: BuildSpec, recorded: list[list[Entry]]) -> Any:
+        from lamina.lint import LintImage
+
+        fs = ctx.base.copy("image") if ctx.base is not None else MergedFS("image")
+        host: dict[str, str] = {}
+        for index, entries in enumerate(recorded, start=fs.layers):
+            for entry in entries:
+                fs.apply(index, entry)
+                if entry.kind is Kind.FILE and entry.source:
+                    host[entry.path] = entry.source
+                elif entry.kind is Kind.HARDLINK and entry.linkname in host:
+                    host[entry.path] = host[entry.linkname]
+                else:
+                    host.pop(entry.path, None)
+        read_other = (lambda p: _read_from(images, spec.base.image, p, self.spool)) if ctx.base is not None else (lambda p: None)
+        return LintImage(fs, host, read_other)
 
 
 def _open_cache(note: Progress) -> LayerCache | None:
@@ -284,6 +309,20 @@ def _open_cache(note: Progress) -> LayerCache | None:
     except (OSError, sqlite3.Error) as exc:
         note(f"layer cache unavailable ({exc}); building without it")
         return None
+
+
+def _read_from(images: _Images, text: str, path: str, spool: str) -> bytes | None:
+    """A small file of the base (e.g. /etc/passwd), extracted on demand for lint."""
+    fs, openers = images.filesystem(text)
+    try:
+        node = fs.get(fs.resolve(path))
+    except InputError:
+        return None
+    if node is None or node.data is None or node.entry.size > (1 << 20):
+        return None
+    written = fs.extract([node], openers, spool)  # type: ignore[arg-type]
+    with open(written[node.data], "rb") as f:
+        return f.read()
 
 
 def _docker_image(images: list[Image], wanted: Platform | None) -> Image:
@@ -298,7 +337,9 @@ def _docker_image(images: list[Image], wanted: Platform | None) -> Image:
 
 def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note: Progress | None = None,
           lock: dict[str, str] | None = None, push: Callable[[Any], Any] | None = None,
-          registry: Any = None, use_cache: bool = True, meter: Meter | None = None) -> BuildResult:
+          registry: Any = None, use_cache: bool = True, meter: Meter | None = None,
+          lint: Callable[[list[Any]], None] | None = None, lint_ignore: tuple[str, ...] = ()) -> BuildResult:
+    """``lint`` receives every finding (before outputs are written) and may raise to stop the build."""
     """``push`` takes a PushPlan and returns what registry.api.push returns."""
     say = progress or (lambda _: None)
     outputs = _outputs(spec, pushing=push is not None)
@@ -321,6 +362,15 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
             stack.callback(cache.close)
         run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say, registry, cache, meter)
         run.config = spec.config
+        findings: list[Any] = []
+        if lint is not None:
+            from lamina.lint import lint as run_lint
+
+            def check(lint_image: Any, image: Image, platform: Platform) -> None:
+                for finding in run_lint(lint_image, image.config.config, platform, lint_ignore):
+                    findings.append((platform, finding))
+
+            run.lint = check
         if spec.essentials.wanted:
             adds, run.config = materialize(spec.essentials, spec.config, Path(tmp) / "essentials")
             run.essentials = FilesLayer(tuple(adds), label="essentials")
@@ -334,6 +384,8 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
                     raise InputError(f"platform {platform}: {exc}") from exc
                 raise
         built: Built = images[0] if len(images) == 1 else compose_index(images)
+        if lint is not None:
+            lint(findings)
         if spec.oci_dir is not None:
             write_layout(built, run.store, spec.oci_dir, spec.tags)
         if spec.output is not None:

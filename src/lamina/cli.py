@@ -73,6 +73,30 @@ def _meter(chatty: bool) -> Any:
     return bar
 
 
+def _lint_ids(values: tuple[str, ...]) -> tuple[str, ...]:
+    import re
+
+    from lamina.errors import UsageError
+
+    for value in values:
+        if not re.match(r"^L\d{3}$", value):
+            raise UsageError(f"bad --ignore {value!r}: expected a finding id like L006")
+    return values
+
+
+def _report_findings(findings: list[Any]) -> None:
+    """Print every finding; errors then stop the build before anything is written."""
+    from lamina.errors import LintError
+
+    several = len({platform for platform, _ in findings}) > 1
+    for platform, finding in findings:
+        where = f"{platform}: " if several else ""
+        click.echo(f"lamina: {where}{finding.line()}", err=True)
+    errors = sum(1 for _, f in findings if f.severity == "error")
+    if errors:
+        raise LintError(f"lint found {errors} error(s) that would break the image; fix them, --ignore the id, or use --no-lint")
+
+
 def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
     from lamina.spec import parse_pair
 
@@ -96,6 +120,8 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @click.option("--tmp", is_flag=True, default=None, help="A /tmp directory with mode 1777.")
 @click.option("--tzdata", is_flag=False, flag_value="@system", default=None, metavar="[DIR]",
               help="Zoneinfo at /usr/share/zoneinfo (alone: this machine's).")
+@click.option("--no-lint", "lint", flag_value=False, default=None, help="Do not lint the image (lint errors stop a build).")
+@click.option("--ignore", "lint_ignore", multiple=True, metavar="L00N", help="Ignore a lint finding id (repeatable).")
 @click.option("--hermetic", is_flag=True, default=None, help="Refuse inputs not pinned by sha256 (spec or lamina.lock).")
 @click.option("--entrypoint", metavar="JSON|STRING", help='Entrypoint: \'["/hello","-v"]\' or one plain argument.')
 @click.option("--cmd", metavar="JSON|STRING", help="Default arguments, as --entrypoint.")
@@ -151,6 +177,8 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         "base": specs.BaseSpec(opts["base"], key=opts["base"]) if opts["base"] else None,
         "remove": removes,
         "hermetic": opts["hermetic"],
+        "lint": opts["lint"],
+        "lint_ignore": _lint_ids(opts["lint_ignore"]),
         "ca_certs": opts["ca_certs"],
         "accounts": opts["accounts"],
         "tmp": opts["tmp"],
@@ -202,7 +230,8 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
 
         pusher = lambda plan: api.push(plan, push_to, registry_options)  # noqa: E731
     result = run_build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_file), push=pusher,
-                       registry=registry_options, use_cache=not no_cache, meter=_meter(chatty))
+                       registry=registry_options, use_cache=not no_cache, meter=_meter(chatty),
+                       lint=_report_findings if spec.lint else None, lint_ignore=spec.lint_ignore)
     if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)

@@ -6,6 +6,8 @@ an x86-64 ``hello-arm64`` from a real one before the image is built.
 
 from __future__ import annotations
 
+import attrs
+
 from lamina.model import Platform
 
 # e_machine values (System V ABI) for each GOARCH; with class (1: 32-bit, 2: 64-bit), data (1: LE, 2: BE).
@@ -46,3 +48,61 @@ def mismatch(head: bytes, platform: Platform) -> str | None:
     if ident is None or want is None or ident == want[:3]:
         return None
     return f"an ELF {describe(ident)} executable, but the image platform is {platform}"
+
+
+@attrs.frozen
+class ElfInfo:
+    """What the linter needs to know about one ELF file (read with pyelftools)."""
+
+    interpreter: str | None
+    needed: tuple[str, ...]
+    search: tuple[str, ...]  # DT_RUNPATH / DT_RPATH directories, $ORIGIN expanded
+    go: bool
+    tls: bool  # links crypto/tls or crypto/x509 (Go), or libssl
+
+
+def read_elf(path: str, image_path: str) -> ElfInfo | None:
+    """Parse an ELF file on the host; None if it is not one (scripts, data)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                return None
+            f.seek(0)
+            elf = ELFFile(f)
+            interpreter, needed, search = None, [], []
+            for segment in elf.iter_segments():
+                if segment["p_type"] == "PT_INTERP":
+                    interpreter = segment.get_interp_name()
+                elif segment["p_type"] == "PT_DYNAMIC":
+                    for tag in segment.iter_tags():
+                        if tag.entry.d_tag == "DT_NEEDED":
+                            needed.append(tag.needed)
+                        elif tag.entry.d_tag in ("DT_RUNPATH", "DT_RPATH"):
+                            value = getattr(tag, "runpath", None) or getattr(tag, "rpath", "")
+                            origin = image_path.rsplit("/", 1)[0]
+                            search.extend(p.replace("$ORIGIN", "/" + origin) for p in value.split(":") if p)
+            go = elf.get_section_by_name(".go.buildinfo") is not None
+            found = _scan(f, (b"\xff Go buildinf:", b"crypto/tls.", b"crypto/x509."))
+            go = go or b"\xff Go buildinf:" in found
+            tls = (go and bool(found & {b"crypto/tls.", b"crypto/x509."})) or any(n.startswith("libssl.so") for n in needed)
+            return ElfInfo(interpreter, tuple(needed), tuple(search), go, tls)
+    except (ELFError, OSError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def _scan(f: object, needles: tuple[bytes, ...]) -> set[bytes]:
+    """Which needles occur in the file, read in 1 MiB chunks (flat memory for any size)."""
+    f.seek(0)  # type: ignore[attr-defined]
+    found: set[bytes] = set()
+    keep = max(len(n) for n in needles) - 1
+    tail = b""
+    while chunk := f.read(1 << 20):  # type: ignore[attr-defined]
+        window = tail + chunk
+        found.update(n for n in needles if n in window)
+        if len(found) == len(needles):
+            break
+        tail = window[-keep:]
+    return found

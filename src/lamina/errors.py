@@ -7,7 +7,8 @@
     │   ├── UnsafePathError     an entry would land outside the image root
     │   └── DigestMismatch      bytes do not hash to the digest they were named by
     ├── ImageError              an image given to lamina is not one it can read
-    └── OutputError             an output cannot be written
+    ├── OutputError             an output cannot be written
+    └── LintError               lint found errors in the image being built
 
 Only ``cli.py`` maps these to ``lamina: error: ...`` and an exit status.
 """
@@ -55,3 +56,7 @@ class ImageError(LaminaError):
 
 class OutputError(LaminaError):
     """An output file or directory cannot be written."""
+
+
+class LintError(LaminaError):
+    """The image would break at run time (lint errors); the findings were printed first."""

@@ -75,6 +75,8 @@ class BuildSpec:
     platforms: tuple[Platform, ...] = ()  # empty: the base's platform, else linux/amd64
     docker_platform: Platform | None = None  # which image manifest.json describes (default: the first)
     arch_check: bool = True
+    lint: bool = True
+    lint_ignore: tuple[str, ...] = ()
     config: ConfigChanges = ConfigChanges()
     essentials: Essentials = Essentials()
     tags: tuple[Reference, ...] = ()
@@ -197,7 +199,7 @@ def parse_tag(text: str) -> Reference:
 
 _TOP_KEYS = {
     "layer", "base", "remove", "hermetic", "platform", "platforms", "docker_platform", "arch_check",
-    "ca_certs", "accounts", "tmp", "tzdata", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
+    "ca_certs", "accounts", "tmp", "tzdata", "lint", "lint_ignore", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
     "expose", "stop_signal", "tags", "output", "oci_dir", "compression", "source_date_epoch",
     "metadata_file",
 }
@@ -355,6 +357,13 @@ class _Reader:
             fields["docker_platform"] = self.wrap("docker_platform", Platform.parse, self.typed(data, "docker_platform", str))
         if "arch_check" in data:
             fields["arch_check"] = self.typed(data, "arch_check", bool)
+        if "lint" in data:
+            fields["lint"] = self.typed(data, "lint", bool)
+        if "lint_ignore" in data:
+            ids = self.typed(data, "lint_ignore", list)
+            if not all(isinstance(i, str) and re.match(r"^L\d{3}$", i) for i in ids):
+                raise self.fail("lint_ignore", "expected a list of finding ids like \"L006\"")
+            fields["lint_ignore"] = tuple(ids)
         config: dict[str, Any] = {}
         for key in ("entrypoint", "cmd"):
             if key in data:
@@ -422,6 +431,10 @@ def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
         changes["hermetic"] = True
     if flags.get("arch_check") is False:
         changes["arch_check"] = False
+    if flags.get("lint") is False:
+        changes["lint"] = False
+    if flags.get("lint_ignore"):
+        changes["lint_ignore"] = (*file_spec.lint_ignore, *flags["lint_ignore"])
     if flags.get("remove"):
         changes["remove"] = (*file_spec.remove, *flags["remove"])
     if flags.get("tags"):

@@ -37,6 +37,7 @@ class Node:
 class MergedFS:
     def __init__(self, name: str) -> None:
         self.name = name
+        self.layers = 0  # how many layers have been applied
         self.nodes: dict[str, Node] = {}
         self._has_children: set[str] = set()  # paths something was ever added under
 
@@ -45,7 +46,15 @@ class MergedFS:
         fs = cls(name)
         for index, opener in enumerate(layers):
             fs._apply(index, opener)
+            fs.layers = index + 1
         return fs
+
+    def copy(self, name: str) -> MergedFS:
+        other = MergedFS(name)
+        other.nodes = dict(self.nodes)
+        other._has_children = set(self._has_children)
+        other.layers = self.layers
+        return other
 
     def _remove_lower(self, path: str, layer: int, *, keep_self: bool = False) -> None:
         prefix = path + "/" if path else ""
@@ -64,15 +73,8 @@ class MergedFS:
 
     def _member(self, index: int, member: tarfile.TarInfo) -> None:
         path = normalize(member.name, what=f"{self.name}: layer {index} entry")
-        parent, base = posixpath.split(path)
-        if base == OPAQUE:
-            self._remove_lower(parent, index, keep_self=True)
-            return
-        if base.startswith(WHITEOUT):
-            self._remove_lower(posixpath.join(parent, base[len(WHITEOUT):]), index)
-            return
         kind = _KINDS.get(member.type)
-        if kind is None or not path:
+        if kind is None:
             return
         data = None
         size = member.size if kind is Kind.FILE else 0
@@ -83,16 +85,29 @@ class MergedFS:
             if target is None or target.data is None:
                 raise ImageError(f"{self.name}: layer {index}: hardlink {member.name!r} to missing {member.linkname!r}")
             data, kind, size = target.data, Kind.FILE, target.entry.size
-        if kind is not Kind.DIR and path in self._has_children:
+        entry = Entry(
+            path=path, kind=kind, mode=member.mode & 0o7777, uid=member.uid, gid=member.gid, mtime=int(member.mtime),
+            size=size, linkname=member.linkname if kind is Kind.SYMLINK else "",
+            devmajor=member.devmajor, devminor=member.devminor,
+        )
+        self.apply(index, entry, data)
+
+    def apply(self, index: int, entry: Entry, data: tuple[int, str] | None = None) -> None:
+        """Lay one entry of layer ``index`` over the filesystem (whiteouts included)."""
+        path = entry.path
+        parent, base = posixpath.split(path)
+        if base == OPAQUE:
+            self._remove_lower(parent, index, keep_self=True)
+            return
+        if base.startswith(WHITEOUT):
+            self._remove_lower(posixpath.join(parent, base[len(WHITEOUT):]), index)
+            return
+        if not path:
+            return
+        if entry.kind is not Kind.DIR and path in self._has_children:
             self._remove_lower(path, index + 1)  # a non-directory replaces a whole subtree
             self._has_children.discard(path)
         self._has_children.update(parents(path))
-        entry = Entry(
-            path=path, kind=kind, mode=member.mode & 0o7777, uid=member.uid, gid=member.gid, mtime=int(member.mtime),
-            size=size,
-            linkname=member.linkname if kind is Kind.SYMLINK else "",
-            devmajor=member.devmajor, devminor=member.devminor,
-        )
         self.nodes[path] = Node(entry, index, data)
 
     # ---- lookups
