@@ -33,23 +33,29 @@ WORDS = ("the of and to in is for on that with as by this be are from at or an i
 
 @dataclass(frozen=True)
 class TreeInfo:
-    """Exact size of a generated tree (bytes of regular files) and its entry counts."""
+    """Exact size of a generated tree and its entry counts. `unique_bytes` counts each
+    inode once (what a tar with hardlinks holds); `file_bytes` counts every path."""
 
     path: str
     params: str
+    unique_bytes: int
     file_bytes: int
     files: int
+    hardlinked: int  # paths that share their inode with another path of the tree
     dirs: int
     symlinks: int
 
     def describe(self) -> str:
-        return (f"{self.file_bytes / 1e6:.1f} MB in {self.files:,} files, {self.dirs:,} dirs, "
-                f"{self.symlinks:,} symlinks ({self.file_bytes:,} bytes)")
+        links = f", {self.hardlinked:,} of them hardlinked" if self.hardlinked else ""
+        return (f"{self.unique_bytes:,} bytes ({self.unique_bytes / 1e6:.1f} MB) of file data in "
+                f"{self.files:,} regular files{links}, {self.dirs:,} directories, "
+                f"{self.symlinks:,} symlinks")
 
 
 def tree_info(path: Path, params: str) -> TreeInfo:
     """Walk `path` (not following symlinks) and count what is there."""
-    file_bytes = files = dirs = symlinks = 0
+    file_bytes = files = dirs = symlinks = unique_bytes = 0
+    inodes: dict[int, int] = {}
     for root, dirnames, filenames in os.walk(path):
         dirs += len(dirnames)
         for name in dirnames:
@@ -63,7 +69,11 @@ def tree_info(path: Path, params: str) -> TreeInfo:
             elif stat.S_ISREG(st.st_mode):
                 files += 1
                 file_bytes += st.st_size
-    return TreeInfo(str(path), params, file_bytes, files, dirs, symlinks)
+                if st.st_ino not in inodes:
+                    unique_bytes += st.st_size
+                inodes[st.st_ino] = inodes.get(st.st_ino, 0) + 1
+    hardlinked = sum(n for n in inodes.values() if n > 1)
+    return TreeInfo(str(path), params, unique_bytes, file_bytes, files, hardlinked, dirs, symlinks)
 
 
 def _cached(path: Path, params: str) -> TreeInfo | None:
@@ -84,10 +94,11 @@ def _record(path: Path, params: str) -> TreeInfo:
 
 
 def _apparent_size(path: str) -> int:
-    """Bytes of regular files under `path` (or of `path`), symlinks not followed."""
+    """Bytes of regular files under `path` (or of `path`), symlinks not followed; a file
+    with n links counts 1/n of its size (its links are usually siblings)."""
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
-        return st.st_size if stat.S_ISREG(st.st_mode) else 0
+        return st.st_size // st.st_nlink if stat.S_ISREG(st.st_mode) else 0
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
@@ -96,7 +107,7 @@ def _apparent_size(path: str) -> int:
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode):
-                total += st.st_size
+                total += st.st_size // st.st_nlink
     return total
 
 

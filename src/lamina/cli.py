@@ -318,6 +318,28 @@ def inspect(image: Path, files: bool, as_json: bool) -> None:
         click.echo(render(records, files=files))
 
 
+@main.command(name="lint")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--ignore", "ignore", multiple=True, metavar="L00N", help="Ignore a finding id (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Findings as JSON.")
+def lint_command(image: Path, ignore: tuple[str, ...], as_json: bool) -> None:
+    """Check a finished image (tarball or layout) for what breaks on a minimal image."""
+    import json
+
+    from lamina.errors import LintError
+    from lamina.lint import lint_stored
+
+    findings = lint_stored(str(image), _lint_ids(ignore))
+    if as_json:
+        click.echo(json.dumps([{"platform": str(p), **f.to_json()} for p, f in findings], indent=2))
+    else:
+        for platform, finding in findings:
+            click.echo(f"{platform}: {finding.line()}")
+    errors = sum(1 for _, f in findings if f.severity == "error")
+    if errors:
+        raise LintError(f"{errors} lint error(s) in {image}")
+
+
 @main.group()
 def cache() -> None:
     """The layer cache under $XDG_CACHE_HOME/lamina/layers."""

@@ -189,3 +189,25 @@ def lint(image: LintImage, config: ContainerConfig, platform: Platform, ignore: 
             findings.append(Finding("L008", "warning", f"/{path}", "setuid/setgid: make sure the image needs it"))
     skip = set(ignore)
     return [f for f in findings if f.id not in skip]
+
+
+def lint_stored(path: str, ignore: Iterable[str] = ()) -> list[tuple[Platform, Finding]]:
+    """Lint a finished image (tarball or layout), every platform: contents are extracted for
+    executables, shared objects and the account files only."""
+    import tempfile
+    from pathlib import Path
+
+    from lamina.sources.archive import ImageSource, images, open_layer
+
+    out: list[tuple[Platform, Finding]] = []
+    with ImageSource.open(Path(path)) as source, tempfile.TemporaryDirectory(prefix="lamina-lint-") as spool:
+        for image in images(source):
+            openers = [lambda layer=layer: open_layer(source, layer) for layer in image.layers]
+            fs = MergedFS.read(path, openers)  # type: ignore[arg-type]
+            wanted = [n for p, n in fs.nodes.items() if n.entry.kind is Kind.FILE and n.data is not None and (
+                n.entry.mode & 0o111 or ".so" in posixpath.basename(p) or p in ("etc/passwd", "etc/group", "etc/ld.so.conf"))]
+            written = fs.extract(wanted, openers, spool)  # type: ignore[arg-type]
+            host = {p: written[n.data] for p, n in fs.nodes.items() if n.data in written}
+            config = ContainerConfig.from_json(image.config.get("config"))
+            out.extend((image.platform, f) for f in lint(LintImage(fs, host), config, image.platform, ignore))
+    return out
