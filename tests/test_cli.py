@@ -375,3 +375,20 @@ def test_progress_bars_only_on_a_terminal(app: Path, tmp_path: Path) -> None:
     assert "lamina: add big -> /big" in text and "B/s" in text and "\r" in text
     quiet = lamina("build", "--no-cache", "--add", "big:/big", "-o", "out/q.tar", cwd=app)
     assert quiet.stderr == ""
+
+
+def test_inspect_size_report_counts_wasted_bytes(app: Path) -> None:
+    (app / "big").write_bytes(b"x" * 50_000)
+    (app / "small").write_bytes(b"y" * 10)
+    assert lamina("build", "--add", "big:/data/big", "--add", "small:/data/small", "--oci-dir", "out/base", cwd=app).returncode == 0
+    res = lamina("build", "--from", "oci:out/base", "--remove", "/data/big", "--add", "small:/data/small:0600",
+                 "--oci-dir", "out/next", cwd=app)
+    assert res.returncode == 0, res.stderr
+    [record] = json.loads(lamina("inspect", "--json", "out/next", cwd=app).stdout)
+    fs = record["filesystem"]
+    assert (fs["bytes"], fs["wasted"]) == (10, 50_010)  # big deleted, small overwritten
+    assert [l["sizes"]["wasted"] for l in record["layers"]] == [50_000, 10, 0, 0]
+    assert record["layers"][0]["sizes"]["largest_files"] == [{"path": "data/big", "size": 50_000}]
+    assert record["layers"][2]["sizes"]["largest_files"] == []  # the whiteout layer adds no bytes
+    text = lamina("inspect", "--sizes", "out/next", cwd=app).stdout
+    assert "wasted (deleted or overwritten by later layers)" in text and "file   50.0 KB  data/big" in text

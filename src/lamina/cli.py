@@ -300,8 +300,9 @@ def lock(spec_file: Path) -> None:
 @main.command()
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--files", is_flag=True, help="List every entry of every layer.")
+@click.option("--sizes", is_flag=True, help="Per layer: largest files and directories, and bytes wasted.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect(image: Path, files: bool, as_json: bool) -> None:
+def inspect(image: Path, files: bool, sizes: bool, as_json: bool) -> None:
     """Show an image's config and layers (a lamina/docker tarball or an OCI layout)."""
     import json
 
@@ -315,7 +316,7 @@ def inspect(image: Path, files: bool, as_json: bool) -> None:
                     del layer["entries"]
         click.echo(json.dumps(records, indent=2))
     else:
-        click.echo(render(records, files=files))
+        click.echo(render(records, files=files, sizes=sizes))
 
 
 @main.command(name="lint")

@@ -78,24 +78,45 @@ def _layer_record(source: ImageSource, layer: StoredLayer) -> dict[str, Any]:
     }
 
 
-def merged_size(layers: list[list[dict[str, Any]]]) -> tuple[int, int]:
-    """Bytes and entries of the filesystem a container sees: layers applied, whiteouts honoured."""
+def size_report(layers: list[list[dict[str, Any]]], top: int = 5) -> dict[str, Any]:
+    """The filesystem a container sees (layers applied, whiteouts honoured), and per layer:
+    its largest files and directories, and the bytes later layers delete or overwrite."""
     sizes: dict[str, tuple[int, int]] = {}  # path -> (size, layer index)
+    wasted = [0] * len(layers)
+
+    def drop(paths: list[str]) -> None:
+        for p in paths:
+            size, layer = sizes.pop(p)
+            wasted[layer] += size
+
     for index, layer_entries in enumerate(layers):
         for e in layer_entries:
             path = e["path"].rstrip("/")
             parent, _, base = path.rpartition("/")
             if base == ".wh..wh..opq":
                 prefix = parent + "/"
-                for p in [p for p, (_, i) in sizes.items() if p.startswith(prefix) and i < index]:
-                    del sizes[p]
+                drop([p for p, (_, i) in sizes.items() if p.startswith(prefix) and i < index])
             elif base.startswith(".wh."):
                 gone = f"{parent}/{base[4:]}" if parent else base[4:]
-                for p in [p for p, (_, i) in sizes.items() if (p == gone or p.startswith(gone + "/")) and i < index]:
-                    del sizes[p]
+                drop([p for p, (_, i) in sizes.items() if (p == gone or p.startswith(gone + "/")) and i < index])
             else:
+                if path in sizes and sizes[path][1] < index:
+                    drop([path])
                 sizes[path] = (e["size"], index)
-    return sum(s for s, _ in sizes.values()), len(sizes)
+    per_layer = []
+    for index, layer_entries in enumerate(layers):
+        regular = [e for e in layer_entries if e["type"] == "-" and not e["path"].rpartition("/")[2].startswith(".wh.")]
+        files = sorted(regular, key=lambda e: (-e["size"], e["path"]))[:top]
+        dirs: dict[str, int] = {}
+        for e in regular:
+            d = e["path"].rstrip("/").rpartition("/")[0] or "/"
+            dirs[d] = dirs.get(d, 0) + e["size"]
+        per_layer.append({
+            "wasted": wasted[index],
+            "largest_files": [{"path": e["path"], "size": e["size"]} for e in files],
+            "largest_dirs": [{"path": d, "size": n} for d, n in sorted(dirs.items(), key=lambda x: (-x[1], x[0]))[:top]],
+        })
+    return {"bytes": sum(s for s, _ in sizes.values()), "entries": len(sizes), "wasted": sum(wasted), "layers": per_layer}
 
 
 def _indexes(source: ImageSource) -> dict[str, list[str]]:
@@ -121,11 +142,13 @@ def inspect_image(path: Path) -> list[dict[str, Any]]:
                 record = _layer_record(source, layer)
                 record["created_by"] = history[i].get("created_by", "") if i < len(history) else ""
                 layers.append(record)
-            total, count = merged_size([layer["entries"] for layer in layers])
+            report = size_report([layer["entries"] for layer in layers])
+            for layer, sizes in zip(layers, report.pop("layers")):
+                layer["sizes"] = sizes
             out.append({
                 "index": next(iter(indexes), None),
                 "names": list(image.names),
-                "filesystem": {"bytes": total, "entries": count},
+                "filesystem": report,
                 "manifest_digest": str(image.manifest_descriptor.digest) if image.manifest_descriptor else None,
                 "config_digest": str(image.config_digest),
                 "platform": str(image.platform),
@@ -149,7 +172,7 @@ def _mode_string(kind: str, mode: int) -> str:
     return kind + perms
 
 
-def render(records: list[dict[str, Any]], *, files: bool) -> str:
+def render(records: list[dict[str, Any]], *, files: bool, sizes: bool = False) -> str:
     lines: list[str] = []
     shown: set[str] = set()
     for rec in records:
@@ -170,13 +193,20 @@ def render(records: list[dict[str, Any]], *, files: bool) -> str:
         total = sum(layer["size"] for layer in rec["layers"])
         lines.append(f"layers:     {len(rec['layers'])} ({_size(total)} compressed)")
         fs = rec["filesystem"]
-        lines.append(f"filesystem: {_size(fs['bytes'])} in {fs['entries']} entries (layers merged, whiteouts applied)")
+        lines.append(f"filesystem: {_size(fs['bytes'])} in {fs['entries']} entries (layers merged, whiteouts applied); "
+                     f"{_size(fs['wasted'])} wasted (deleted or overwritten by later layers)")
         lines.append(f"  {'#':>2}  {'digest':<19}  {'size':>9}  {'unpacked':>9}  {'files':>6}  created by")
         for i, layer in enumerate(rec["layers"]):
             lines.append(
                 f"  {i:>2}  {layer['digest'][:19]}  {_size(layer['size']):>9}  "
                 f"{_size(layer['uncompressed_size']):>9}  {layer['files']:>6}  {layer['created_by']}"
             )
+            if sizes:
+                report = layer["sizes"]
+                lines.append(f"        wasted: {_size(report['wasted'])}")
+                for kind in ("largest_files", "largest_dirs"):
+                    for item in report[kind]:
+                        lines.append(f"        {kind.split('_')[1][:-1]:<4} {_size(item['size']):>9}  {item['path']}")
             if files:
                 for e in layer["entries"]:
                     link = f" -> {e['link']}" if "link" in e else ""
