@@ -63,7 +63,7 @@ def _check_writable(path: Path) -> None:
         raise OutputError(f"cannot write {str(path)!r}: Permission denied")
 
 
-class _Images:
+class Images:
     """Opened image archives (base and --copy-from), each opened and indexed once per build."""
 
     def __init__(self, stack: contextlib.ExitStack, platform: Platform | None, registry: Any = None,
@@ -195,7 +195,7 @@ def _cache_errors_ignored() -> Any:
         pass
 
 
-def _import_base(images: _Images, text: str, spec: BuildSpec, store: BlobStore, note: Progress) -> Base:
+def _import_base(images: Images, text: str, spec: BuildSpec, store: BlobStore, note: Progress) -> Base:
     source, image = images.get(text)
     history = [h for h in image.config.get("history") or [] if isinstance(h, dict) and not h.get("empty_layer")]
     layers = []
@@ -241,15 +241,16 @@ class _Run:
     meter: Meter | None = None
     essentials: FilesLayer | None = None  # the generated layer of --ca-certs/--accounts/--tmp/--tzdata
     config: ConfigChanges = ConfigChanges()
+    shuffle: bool = False
     # Called with (lint image, composed image, platform) when linting; None: no lint.
     lint: Callable[[Any, Image, Platform], None] | None = None
     built: dict[tuple[object, ...], tuple[Layer, list[Entry]]] = attrs.field(factory=dict)
 
     def image(self, requested: Platform | None) -> Image:
         spec = self.spec
-        images = _Images(self.stack, requested, self.registry, self.note)
+        images = Images(self.stack, requested, self.registry, self.note)
         ctx = LayerContext(workdir=spec.config.workdir or "", epoch=self.epoch, open_image=images.filesystem,
-                           spool=self.spool)
+                           spool=self.spool, shuffle=self.shuffle)
         platform = requested or DEFAULT_PLATFORM
         base, base_key = None, None
         if spec.base is not None and spec.base.image != "scratch":
@@ -284,7 +285,7 @@ class _Run:
             self.lint(self._lint_image(ctx, images, spec, recorded), image, platform)
         return image
 
-    def _lint_image(self, ctx: LayerContext, images: _Images, spec: BuildSpec, recorded: list[list[Entry]]) -> Any:
+    def _lint_image(self, ctx: LayerContext, images: Images, spec: BuildSpec, recorded: list[list[Entry]]) -> Any:
         from lamina.lint import LintImage
 
         fs = ctx.base.copy("image") if ctx.base is not None else MergedFS("image")
@@ -311,7 +312,7 @@ def _open_cache(note: Progress) -> LayerCache | None:
         return None
 
 
-def _read_from(images: _Images, text: str, path: str, spool: str) -> bytes | None:
+def _read_from(images: Images, text: str, path: str, spool: str) -> bytes | None:
     """A small file of the base (e.g. /etc/passwd), extracted on demand for lint."""
     fs, openers = images.filesystem(text)
     try:
@@ -338,7 +339,8 @@ def _docker_image(images: list[Image], wanted: Platform | None) -> Image:
 def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note: Progress | None = None,
           lock: dict[str, str] | None = None, push: Callable[[Any], Any] | None = None,
           registry: Any = None, use_cache: bool = True, meter: Meter | None = None,
-          lint: Callable[[list[Any]], None] | None = None, lint_ignore: tuple[str, ...] = ()) -> BuildResult:
+          lint: Callable[[list[Any]], None] | None = None, lint_ignore: tuple[str, ...] = (),
+          shuffle: bool = False) -> BuildResult:
     """``lint`` receives every finding (before outputs are written) and may raise to stop the build."""
     """``push`` takes a PushPlan and returns what registry.api.push returns."""
     say = progress or (lambda _: None)
@@ -362,6 +364,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
             stack.callback(cache.close)
         run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say, registry, cache, meter)
         run.config = spec.config
+        run.shuffle = shuffle
         findings: list[Any] = []
         if lint is not None:
             from lamina.lint import lint as run_lint
@@ -399,3 +402,20 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         if spec.metadata_file is not None:
             write_metadata(built, spec.tags, spec.metadata_file, pushed=pushed)
     return BuildResult(built, tuple(outputs), pushed)
+
+
+def check_reproducible(spec: BuildSpec, *, epoch: int, registry: Any = None) -> list[str]:
+    """Build twice — the second time cold (no cache) and walking directories in random order —
+    and return the differences (empty: reproducible)."""
+    from lamina.diff import diff_refs
+
+    parent = (spec.oci_dir or spec.output or Path(tempfile.gettempdir()) / "x").parent
+    with tempfile.TemporaryDirectory(dir=parent, prefix=".lamina-check-") as tmp:
+        runs = []
+        for name, cold in (("first", False), ("second", True)):
+            one = attrs.evolve(spec, output=None, metadata_file=None, oci_dir=Path(tmp) / name)
+            runs.append(build(one, epoch=epoch, registry=registry, use_cache=not cold, shuffle=cold).image)
+        if runs[0].digest == runs[1].digest:
+            return []
+        diff = diff_refs(f"oci:{Path(tmp) / 'first'}", f"oci:{Path(tmp) / 'second'}")
+        return [f"digest {runs[0].digest} -> {runs[1].digest}", *diff]

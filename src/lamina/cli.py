@@ -145,6 +145,8 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @click.option("--source-date-epoch", metavar="N", help="Timestamp for config and files (default $SOURCE_DATE_EPOCH, else 0).")
 @click.option("--metadata-file", type=click.Path(path_type=Path), help="Write digests and sizes as JSON here.")
 @click.option("--no-cache", is_flag=True, help="Build every layer; do not use or fill the layer cache.")
+@click.option("--check-reproducible", is_flag=True,
+              help="Build twice (cold cache, shuffled walk) first; fail with the diff if the digests differ.")
 @click.option("--push", "push_to", metavar="REF", help="Push the image to a registry (prints REF@sha256:…).")
 @_registry_options
 @click.option("-q", "--quiet", is_flag=True, help="Print only the manifest digest.")
@@ -162,6 +164,7 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
 
     quiet = opts.pop("quiet")
     no_cache = opts.pop("no_cache")
+    check = opts.pop("check_reproducible")
     push_to = opts.pop("push_to")
     registry_options = _registry(ctx, opts, quiet)
     if push_to:
@@ -224,6 +227,15 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
 
     from lamina.pins import read_lock
 
+    if check:
+        from lamina.build import check_reproducible
+        from lamina.errors import LaminaError
+
+        differences = check_reproducible(spec, epoch=epoch, registry=registry_options)
+        if differences:
+            for line in differences:
+                click.echo(f"lamina: {line}", err=True)
+            raise LaminaError("not reproducible: two builds of the same inputs differ (above)")
     pusher = None
     if push_to:
         from lamina.registry import api
@@ -319,6 +331,24 @@ def inspect(image: Path, files: bool, sizes: bool, as_json: bool) -> None:
         click.echo(render(records, files=files, sizes=sizes))
 
 
+@main.command(name="diff")
+@click.argument("first")
+@click.argument("second")
+@click.option("--platform", metavar="OS/ARCH", help="Which platform of multi-platform images (default linux/amd64).")
+@_registry_options
+@click.pass_context
+def diff_command(ctx: click.Context, first: str, second: str, platform: str | None, **opts: Any) -> None:
+    """Explain why two images differ: config, then layer by layer, entry by entry."""
+    from lamina.diff import diff_refs
+    from lamina.model import Platform
+
+    lines = diff_refs(first, second, Platform.parse(platform) if platform else None, _registry(ctx, opts))
+    for line in lines:
+        click.echo(line)
+    if lines:
+        ctx.exit(1)
+
+
 @main.command(name="lint")
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--ignore", "ignore", multiple=True, metavar="L00N", help="Ignore a finding id (repeatable).")
@@ -369,7 +399,9 @@ def run(argv: list[str] | None = None) -> int:
 
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        main.main(args=argv, prog_name="lamina", standalone_mode=False)
+        code = main.main(args=argv, prog_name="lamina", standalone_mode=False)
+        if isinstance(code, int):  # ctx.exit(n) returns here when click is not standalone
+            return code
     except LaminaError as exc:
         if debug:
             import traceback

@@ -77,6 +77,7 @@ class LayerContext:
     # Returns the merged filesystem of an image named in --copy-from, plus its layer openers.
     open_image: Callable[[str], tuple[MergedFS, list[Callable[[], object]]]] | None = None
     spool: str = ""
+    shuffle: bool = False  # walk directories in random order (--check-reproducible proves it does not matter)
 
     def dest(self, path: str) -> str:
         """Resolve a destination's parent directories through the base's symlinks."""
@@ -115,12 +116,16 @@ def _entry_for(spec: AddSpec, host: str, dest: str, st: os.stat_result, epoch: i
     raise InputError(f"add {spec.src}:{spec.dst}: {host!r} is a socket or device; lamina adds files, directories and symlinks")
 
 
-def _walk(spec: AddSpec, host_dir: str, dest_dir: str, epoch: int) -> Iterable[_Found]:
+def _walk(spec: AddSpec, host_dir: str, dest_dir: str, epoch: int, shuffle: bool = False) -> Iterable[_Found]:
     try:
         with os.scandir(host_dir) as it:
             children = sorted(it, key=lambda e: e.name)
     except OSError as exc:
         raise _error(spec, host_dir, exc) from exc
+    if shuffle:
+        import random
+
+        random.shuffle(children)
     for child in children:
         try:
             st = child.stat(follow_symlinks=False)
@@ -129,7 +134,7 @@ def _walk(spec: AddSpec, host_dir: str, dest_dir: str, epoch: int) -> Iterable[_
         dest = f"{dest_dir}/{child.name}" if dest_dir else child.name
         yield _entry_for(spec, child.path, dest, st, epoch)
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(spec, child.path, dest, epoch)
+            yield from _walk(spec, child.path, dest, epoch, shuffle)
 
 
 def _destination(dst: str, workdir: str, what: str) -> tuple[str, bool]:
@@ -151,7 +156,7 @@ def collect(spec: AddSpec, ctx: LayerContext) -> list[_Found]:
     if stat.S_ISDIR(st.st_mode):
         dest = ctx.base.resolve(dest) if ctx.base is not None and dest else dest
         found = [_Found(Entry(dest, Kind.DIR, mode=spec.mode or 0o755, uid=spec.uid, gid=spec.gid, mtime=ctx.epoch), None)] if dest else []
-        found.extend(_walk(spec, spec.src, dest, ctx.epoch))
+        found.extend(_walk(spec, spec.src, dest, ctx.epoch, ctx.shuffle))
         return found
     if into_dir:
         name = os.path.basename(os.path.normpath(spec.src))
