@@ -22,7 +22,7 @@ from lamina.platforms import for_platform
 from lamina.layers.build import build_layer
 from lamina.layers.imported import import_layer
 from lamina.model import Layer, Platform
-from lamina.sinks.atomic import check_replaceable_dir, check_replaceable_file
+from lamina.sinks.atomic import atomic_file, check_replaceable_dir, check_replaceable_file
 from lamina.sinks.layout import write_layout
 from lamina.sinks.metadata import write_metadata
 from lamina.sinks.tarball import write_tarball
@@ -312,6 +312,26 @@ def _open_cache(note: Progress) -> LayerCache | None:
         return None
 
 
+def _sboms(spec: BuildSpec, images: list[Image], store: BlobStore, epoch: int) -> tuple[list[tuple[Path, bytes]], list[Any]]:
+    """SPDX documents (path beside the output, bytes) and, with --sbom-attach, their artifacts."""
+    if spec.sbom is None:
+        return [], []
+    from lamina import sbom
+
+    target = spec.output or spec.oci_dir
+    files, extras = [], []
+    for image in images:
+        openers = [lambda d=layer.descriptor.digest: open(store.path(d), "rb") for layer in image.layers]
+        name = str(spec.tags[0]) if spec.tags else str(image.digest)
+        doc = sbom.document(image, name, openers, epoch)
+        suffix = "" if len(images) == 1 else "." + str(image.platform).replace("/", "-")
+        if target is not None:
+            files.append((target.with_name(f"{target.name}{suffix}.spdx.json"), doc))
+        if spec.sbom_attach:
+            extras.append(sbom.artifact(image, doc))
+    return files, extras
+
+
 def _read_from(images: Images, text: str, path: str, spool: str) -> bytes | None:
     """A small file of the base (e.g. /etc/passwd), extracted on demand for lint."""
     fs, openers = images.filesystem(text)
@@ -389,16 +409,24 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         built: Built = images[0] if len(images) == 1 else compose_index(images)
         if lint is not None:
             lint(findings)
+        sboms, extras = _sboms(spec, images, run.store, epoch)
         if spec.oci_dir is not None:
-            write_layout(built, run.store, spec.oci_dir, spec.tags)
+            write_layout(built, run.store, spec.oci_dir, spec.tags, extras=extras)
         if spec.output is not None:
             docker_image = _docker_image(images, spec.docker_platform)
-            write_tarball(built, run.store, spec.output, spec.tags, epoch=epoch, docker_image=docker_image)
+            write_tarball(built, run.store, spec.output, spec.tags, epoch=epoch, docker_image=docker_image, extras=extras)
+        for path, data in sboms:
+            with atomic_file(path) as out:
+                out.write(data)
         pushed = None
         if push is not None:
             from lamina.registry.plans import from_build
 
+            from lamina.registry.push import artifact_plan
+
             pushed = push(from_build(built, run.store)).reference
+            for desc, manifest, blobs in extras:  # attached SBOMs: after the image they refer to
+                push(artifact_plan(desc, manifest, blobs), digest=desc.digest)
         if spec.metadata_file is not None:
             write_metadata(built, spec.tags, spec.metadata_file, pushed=pushed)
     return BuildResult(built, tuple(outputs), pushed)

@@ -106,3 +106,43 @@ def _scan(f: object, needles: tuple[bytes, ...]) -> set[bytes]:
             break
         tail = window[-keep:]
     return found
+
+
+def go_modules(path: str) -> list[tuple[str, str]] | None:
+    """(module path, version) for the main module and each dependency of a Go binary, from the
+    build info the Go linker embeds (runtime/debug.BuildInfo; Go >= 1.18 inline format).
+    None when the file is not a Go binary with build info."""
+    magic = b"\xff Go buildinf:"
+    with open(path, "rb") as f:
+        data = f.read()  # only for Go binaries named in an SBOM; their size is the binary's
+    at = data.find(magic)
+    if at < 0 or len(data) < at + 32 or not data[at + 15] & 2:
+        return None
+    pos = at + 32
+
+    def string() -> str:
+        nonlocal pos
+        length, shift = 0, 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        text = data[pos : pos + length]
+        pos += length
+        return text.decode(errors="replace")
+
+    string()  # the Go version
+    info = string()
+    if len(info) >= 32:
+        info = info[16:-16]  # sentinels around the module info
+    modules = []
+    for line in info.splitlines():
+        fields = line.split("\t")
+        if fields[0] in ("mod", "dep") and len(fields) >= 3:
+            modules.append((fields[1], fields[2]))
+        elif fields[0] == "=>" and modules and len(fields) >= 3:
+            modules[-1] = (fields[1], fields[2])  # a replacement stands for the module it replaces
+    return modules

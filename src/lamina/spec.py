@@ -77,6 +77,8 @@ class BuildSpec:
     arch_check: bool = True
     lint: bool = True
     lint_ignore: tuple[str, ...] = ()
+    sbom: str | None = None  # "spdx": an SPDX 2.3 document beside the output
+    sbom_attach: bool = False  # ... and as an OCI artifact referring to the image
     config: ConfigChanges = ConfigChanges()
     essentials: Essentials = Essentials()
     tags: tuple[Reference, ...] = ()
@@ -109,6 +111,12 @@ def parse_add(text: str) -> AddSpec:
         raise UsageError(f"bad --add {text!r}: expected SRC:DST[:MODE], e.g. hello:/hello:0755")
     src = ":".join(parts[:-1])
     return AddSpec(src=src, dst=parts[-1], mode=mode, key=src)
+
+
+def parse_sbom(text: str) -> str:
+    if text != "spdx":
+        raise UsageError(f"bad --sbom {text!r}: lamina writes spdx (SPDX 2.3 JSON)")
+    return text
 
 
 def parse_platforms(text: str) -> tuple[Platform, ...]:
@@ -199,7 +207,7 @@ def parse_tag(text: str) -> Reference:
 
 _TOP_KEYS = {
     "layer", "base", "remove", "hermetic", "platform", "platforms", "docker_platform", "arch_check",
-    "ca_certs", "accounts", "tmp", "tzdata", "lint", "lint_ignore", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
+    "ca_certs", "accounts", "tmp", "tzdata", "lint", "lint_ignore", "sbom", "sbom_attach", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
     "expose", "stop_signal", "tags", "output", "oci_dir", "compression", "source_date_epoch",
     "metadata_file",
 }
@@ -359,6 +367,10 @@ class _Reader:
             fields["arch_check"] = self.typed(data, "arch_check", bool)
         if "lint" in data:
             fields["lint"] = self.typed(data, "lint", bool)
+        if "sbom" in data:
+            fields["sbom"] = self.wrap("sbom", parse_sbom, self.typed(data, "sbom", str))
+        if "sbom_attach" in data:
+            fields["sbom_attach"] = self.typed(data, "sbom_attach", bool)
         if "lint_ignore" in data:
             ids = self.typed(data, "lint_ignore", list)
             if not all(isinstance(i, str) and re.match(r"^L\d{3}$", i) for i in ids):
@@ -433,6 +445,10 @@ def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
         changes["arch_check"] = False
     if flags.get("lint") is False:
         changes["lint"] = False
+    if flags.get("sbom"):
+        changes["sbom"] = flags["sbom"]
+    if flags.get("sbom_attach"):
+        changes["sbom_attach"] = True
     if flags.get("lint_ignore"):
         changes["lint_ignore"] = (*file_spec.lint_ignore, *flags["lint_ignore"])
     if flags.get("remove"):

@@ -226,3 +226,16 @@ def test_push_multi_platform_index_and_docker_pull(registry: Proxy, env, testdat
     assert f"sha256:{__import__('hashlib').sha256(json.dumps(raw, separators=(',', ':'), ensure_ascii=False).encode()).hexdigest()}" == digest
     dockerd.docker("pull", "--platform", "linux/amd64", ref)
     assert dockerd.docker("run", "--rm", "--network", "none", ref).stdout == "hello, scratch!\n"
+
+
+def test_push_with_an_attached_sbom(registry: Proxy, env, testdata_out: Path, tmp_path: Path) -> None:
+    ref = f"{registry.host}/lamina/with-sbom:v1"
+    res = lamina("build", "--add", f"{testdata_out / 'hello-c'}:/hello", "--cmd", '["/hello"]', "--sbom", "spdx",
+                 "--sbom-attach", "--oci-dir", str(tmp_path / "layout"), "--push", ref, env=env)
+    assert res.returncode == 0, res.stderr
+    image_digest = res.stdout.strip().split("@")[1]
+    attached = json.loads((tmp_path / "layout" / "index.json").read_text())["manifests"][1]["digest"]
+    raw = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                                     f"docker://{registry.host}/lamina/with-sbom@{attached}"],
+                                    capture_output=True, text=True, check=True).stdout)
+    assert raw["subject"]["digest"] == image_digest and raw["artifactType"] == "application/spdx+json"

@@ -272,3 +272,11 @@ def _skip(f: BinaryIO, n: int) -> None:
         if not data:
             raise RegistryError("blob shrank while it was being uploaded")
         n -= len(data)
+
+
+def artifact_plan(desc: Descriptor, manifest: bytes, blobs: dict[Digest, bytes]) -> PushPlan:
+    """A plan for one artifact manifest (an attached SBOM) whose blobs are held in memory."""
+    parts = json.loads(manifest)
+    children = tuple(Descriptor.from_json(d) for d in [parts["config"], *parts["layers"]])
+    return PushPlan(children, ((Descriptor(desc.media_type, desc.digest, desc.size), manifest),),
+                    lambda digest: io.BytesIO(blobs[digest]))

@@ -7,10 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lamina.image import Built, images_of, json_blobs, top_descriptor
-from lamina.model import Digest, Reference, canonical, mediatypes
+from lamina.model import Descriptor, Digest, Reference, canonical, mediatypes
 from lamina.sinks.atomic import atomic_dir
 from lamina.sinks.naming import index_for
 from lamina.store import BlobStore
+
+# (manifest descriptor, manifest bytes, every blob it needs including itself)
+Extra = tuple[Descriptor, bytes, dict[Digest, bytes]]
 
 OCI_LAYOUT = canonical.dumps({"imageLayoutVersion": mediatypes.OCI_LAYOUT_VERSION})
 
@@ -29,13 +32,18 @@ def _place(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def write_layout(built: Built, store: BlobStore, path: Path, tags: Sequence[Reference]) -> None:
+def write_layout(built: Built, store: BlobStore, path: Path, tags: Sequence[Reference],
+                 extras: Sequence[Extra] = ()) -> None:
+    """``extras``: more top-level manifests (attached SBOMs) with the blobs they need."""
     for data in json_blobs(built).values():
         store.put_bytes(data)
+    for _, _, blobs in extras:
+        for data in blobs.values():
+            store.put_bytes(data)
     with atomic_dir(path) as tmp:
         blobs = tmp / "blobs" / "sha256"
         blobs.mkdir(parents=True)
-        for digest in blob_digests(built):
+        for digest in sorted({*blob_digests(built), *(d for _, _, b in extras for d in b)}):
             _place(store.path(digest), blobs / digest.hex)
         (tmp / "oci-layout").write_bytes(OCI_LAYOUT)
-        (tmp / "index.json").write_bytes(index_for(top_descriptor(built), tags).to_bytes())
+        (tmp / "index.json").write_bytes(index_for(top_descriptor(built), tags, [d for d, _, _ in extras]).to_bytes())

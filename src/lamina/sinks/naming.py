@@ -8,17 +8,18 @@ from lamina.model import Descriptor, Reference, mediatypes
 from lamina.model.manifest import Index
 
 
-def index_for(top: Descriptor, tags: Sequence[Reference]) -> Index:
-    """index.json: one entry per tag; ref.name is the bare tag, as docker and umoci expect."""
+def index_for(top: Descriptor, tags: Sequence[Reference], extras: Sequence[Descriptor] = ()) -> Index:
+    """index.json: one entry per tag (ref.name is the bare tag, as docker and umoci expect),
+    then any attached artifacts."""
     if not tags:
-        return Index((top,))
-    return Index(tuple(
+        return Index((top, *extras))
+    return Index((*(
         Descriptor(
             top.media_type, top.digest, top.size,
             annotations={mediatypes.CONTAINERD_IMAGE_NAME: str(tag), mediatypes.REF_NAME: tag.tag},
         )
         for tag in tags
-    ))
+    ), *extras))
 
 
 def repo_tag(tag: Reference) -> str:

@@ -17,7 +17,7 @@ from lamina.layers import tarformat
 from lamina.layers.entries import Entry, Kind
 from lamina.model import Reference, canonical
 from lamina.sinks.atomic import atomic_file
-from lamina.sinks.layout import OCI_LAYOUT, blob_digests
+from lamina.sinks.layout import OCI_LAYOUT, Extra, blob_digests
 from lamina.sinks.naming import index_for, repo_tag
 from lamina.store import BlobStore
 
@@ -48,14 +48,16 @@ def _write_bytes(out: BinaryIO, name: str, data: bytes, epoch: int) -> None:
 
 
 def write_tarball(built: Built, store: BlobStore, path: Path, tags: Sequence[Reference], *, epoch: int,
-                  docker_image: Image) -> None:
+                  docker_image: Image, extras: Sequence[Extra] = ()) -> None:
     """``docker_image`` is the one manifest.json describes (it can describe one image per tag)."""
     image = docker_image
     with atomic_file(path) as out:
         for directory in ("blobs", "blobs/sha256"):
             out.write(tarformat.header(Entry(directory, Kind.DIR, mode=0o755, mtime=epoch)))
         blobs = json_blobs(built)
-        for digest in blob_digests(built):
+        for _, _, extra in extras:
+            blobs.update(extra)
+        for digest in sorted({*blob_digests(built), *blobs}):
             name = f"blobs/sha256/{digest.hex}"
             if digest in blobs:
                 _write_bytes(out, name, blobs[digest], epoch)
@@ -64,7 +66,7 @@ def write_tarball(built: Built, store: BlobStore, path: Path, tags: Sequence[Ref
             out.write(tarformat.header(Entry(name, Kind.FILE, mode=0o644, mtime=epoch, size=size)))
             store.copy_into(digest, out)
             out.write(tarformat.padding(size))
-        _write_bytes(out, "index.json", index_for(top_descriptor(built), tags).to_bytes(), epoch)
+        _write_bytes(out, "index.json", index_for(top_descriptor(built), tags, [d for d, _, _ in extras]).to_bytes(), epoch)
         _write_bytes(out, "manifest.json", docker_manifest(image, tags), epoch)
         _write_bytes(out, "oci-layout", OCI_LAYOUT, epoch)
         repos = repositories(image, tags)

@@ -27,6 +27,9 @@ _FOREIGN = ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
             "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd")
 
 
+ARTIFACT_TYPE = "org.opencontainers.image.artifactType"  # marks artifacts lamina attaches in index.json
+
+
 class _Verifying(io.RawIOBase):
     """Passes bytes through and checks their digest and size at end of stream."""
 
@@ -212,6 +215,8 @@ def entries(source: ImageSource) -> list[Entry]:
         out = []
         for raw in _list(index, "manifests", source, "index.json"):
             desc = _descriptor(raw, source, "index.json")
+            if any(k == ARTIFACT_TYPE for k, _ in desc.annotations):
+                continue  # an attached artifact (an SBOM), not an image
             names = tuple(dict.fromkeys(
                 v for k, v in desc.annotations if k in (mediatypes.REF_NAME, mediatypes.CONTAINERD_IMAGE_NAME)
             ))
