@@ -102,3 +102,19 @@ def test_docker_proves_the_dynamic_binary_finding(dockerd, testdata_out: Path, t
     build_ok("--add", f"{testdata_out / 'hello-c'}:/hello", "--cmd", '["/hello"]', "-t", "lamina-e2e/static", "-o", str(static))
     dockerd.docker("load", "-i", str(static))
     assert dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/static").stdout == "hello, scratch!\n"
+
+
+def test_lint_a_spec_file_writes_nothing_and_finds_wrong_architectures(testdata_out: Path, tmp_path: Path) -> None:
+    (tmp_path / "lamina.toml").write_text(
+        f'cmd = ["/hello"]\noutput = "never.tar"\n[[layer]]\nentries = [{{ src = "{testdata_out / "hello-c-dynamic"}", dst = "/hello" }}]\n')
+    res = lamina("lint", "--json", str(tmp_path / "lamina.toml"))
+    assert res.returncode == 1
+    assert [f["id"] for f in json.loads(res.stdout)] == ["L001"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lamina.toml"]
+    out = tmp_path / "arm.tar"
+    build_ok("--platform", "linux/arm64", "--no-arch-check", "--no-lint", "--add", f"{testdata_out / 'hello-c'}:/hello",
+             "--cmd", '["/hello"]', "-o", str(out))
+    res = lamina("lint", str(out))
+    assert res.returncode == 1
+    assert res.stdout.strip() == ("linux/arm64: L009 error: /hello: an ELF x86-64 executable, but the image platform is "
+                                  "linux/arm64 — build it for linux/arm64")

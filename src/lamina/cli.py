@@ -84,6 +84,23 @@ def _lint_ids(values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
+def _lint_spec(path: Path, ignore: tuple[str, ...]) -> list[Any]:
+    import tempfile
+
+    import attrs
+
+    from lamina.build import build as run_build, epoch_from_env
+    from lamina.spec import read_spec
+
+    spec = read_spec(path)
+    epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
+    found: list[Any] = []
+    with tempfile.TemporaryDirectory(prefix="lamina-lint-") as tmp:
+        spec = attrs.evolve(spec, output=None, metadata_file=None, oci_dir=Path(tmp) / "image", sbom=None)
+        run_build(spec, epoch=epoch, lint=found.extend, lint_ignore=ignore + spec.lint_ignore)
+    return found
+
+
 def _report_findings(findings: list[Any]) -> None:
     """Print every finding; errors then stop the build before anything is written."""
     from lamina.errors import LintError
@@ -362,13 +379,17 @@ def diff_command(ctx: click.Context, first: str, second: str, platform: str | No
 @click.option("--ignore", "ignore", multiple=True, metavar="L00N", help="Ignore a finding id (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Findings as JSON.")
 def lint_command(image: Path, ignore: tuple[str, ...], as_json: bool) -> None:
-    """Check a finished image (tarball or layout) for what breaks on a minimal image."""
+    """Check an image for what breaks on a minimal image: a finished image (tarball or
+    layout), or a spec file (built in a temporary directory, nothing written)."""
     import json
 
     from lamina.errors import LintError
     from lamina.lint import lint_stored
 
-    findings = lint_stored(str(image), _lint_ids(ignore))
+    if image.suffix == ".toml":
+        findings = _lint_spec(image, _lint_ids(ignore))
+    else:
+        findings = lint_stored(str(image), _lint_ids(ignore))
     if as_json:
         click.echo(json.dumps([{"platform": str(p), **f.to_json()} for p, f in findings], indent=2))
     else:

@@ -13,6 +13,7 @@ from anywhere).
     L006 warning  files owned by a uid/gid that /etc/passwd and /etc/group do not list
     L007 warning  world-writable file or directory without the sticky bit
     L008 warning  setuid or setgid file
+    L009 error    ELF executable whose machine is not the image's platform
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from lamina.elf import ElfInfo, read_elf
+from lamina.elf import ElfInfo, mismatch, read_elf
 from lamina.errors import InputError
 from lamina.essentials import SYSTEM_BUNDLES
 from lamina.layers.entries import Kind
@@ -166,6 +167,10 @@ def lint(image: LintImage, config: ContainerConfig, platform: Platform, ignore: 
             if info is not None:
                 elves[path] = info
                 findings.extend(_check_elf(image, path, info, platform))
+                with open(host, "rb") as f:
+                    wrong = mismatch(f.read(20), platform)
+                if wrong:
+                    findings.append(Finding("L009", "error", f"/{path}", f"{wrong} — build it for {platform}"))
     findings.extend(_check_command(image, config))
     findings.extend(_check_user(image, config))
     has_bundle = any(image.exists(b) for b in SYSTEM_BUNDLES) or any(e.startswith("SSL_CERT_FILE=") for e in config.env)
