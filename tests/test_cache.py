@@ -71,7 +71,7 @@ def test_tarball_layers_are_cached_by_content(inputs: Path, monkeypatch: pytest.
     build_module.build(spec, epoch=0)
     assert len(calls) == 1
     with open(inputs / "rootfs.tar", "r+b") as f:  # same size, new content
-        f.seek(700)
+        f.seek(2000)  # inside the first file's data
         f.write(b"X")
     build_module.build(spec, epoch=0)
     assert len(calls) == 2

@@ -114,8 +114,11 @@ def _check_arch(items: list, platform: Platform) -> None:
 
     for entry, _ in items:
         if entry.kind is Kind.FILE and entry.source and entry.mode & 0o111 and entry.size >= 20:
-            with open(entry.source, "rb") as f:
-                why = mismatch(f.read(20), platform)
+            try:
+                with open(entry.source, "rb") as f:
+                    why = mismatch(f.read(20), platform)
+            except OSError as exc:
+                raise InputError(f"cannot read {entry.source!r}: {exc.strerror}") from None
             if why:
                 raise InputError(f"/{entry.path} (from {entry.source}) is {why}; --no-arch-check allows it")
 
@@ -213,6 +216,9 @@ def _import_base(images: Images, text: str, spec: BuildSpec, store: BlobStore, n
 
 def _outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
     outputs = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None]
+    resolved = [p.resolve() for p in outputs]
+    if len(set(resolved)) != len(resolved):
+        raise UsageError("the tarball, --oci-dir and --metadata-file must be different paths")
     if spec.output is None and spec.oci_dir is None and not pushing:
         raise UsageError("nothing to write: give -o/--output PATH (a tarball), --oci-dir DIR or --push REF")
     for path in outputs:
@@ -389,8 +395,10 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         if lint is not None:
             from lamina.lint import lint as run_lint
 
+            ignored = (*lint_ignore, *(() if spec.arch_check else ("L009",)))  # --no-arch-check covers L009
+
             def check(lint_image: Any, image: Image, platform: Platform) -> None:
-                for finding in run_lint(lint_image, image.config.config, platform, lint_ignore):
+                for finding in run_lint(lint_image, image.config.config, platform, ignored):
                     findings.append((platform, finding))
 
             run.lint = check

@@ -74,9 +74,14 @@ class LayerCache:
         if row and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
             return row[3]
         h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        except OSError as exc:
+            from lamina.errors import InputError
+
+            raise InputError(f"cannot read {path!r}: {exc.strerror}") from None
         digest = h.hexdigest()
         self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
                         (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest))

@@ -173,7 +173,9 @@ def lint(image: LintImage, config: ContainerConfig, platform: Platform, ignore: 
                     findings.append(Finding("L009", "error", f"/{path}", f"{wrong} — build it for {platform}"))
     findings.extend(_check_command(image, config))
     findings.extend(_check_user(image, config))
-    has_bundle = any(image.exists(b) for b in SYSTEM_BUNDLES) or any(e.startswith("SSL_CERT_FILE=") for e in config.env)
+    cert_dirs = ("etc/ssl/certs/", "etc/pki/tls/certs/")  # Go's certDirectories: any file there counts
+    has_bundle = (any(image.exists(b) for b in SYSTEM_BUNDLES) or any(e.startswith("SSL_CERT_FILE=") for e in config.env)
+                  or any(p.startswith(cert_dirs) and n.entry.kind is Kind.FILE for p, n in image.fs.nodes.items()))
     if not has_bundle:
         for path, info in elves.items():
             if info.tls:

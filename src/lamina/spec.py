@@ -179,6 +179,8 @@ def parse_port(text: str | int) -> str:
 
 
 def parse_epoch(text: str | int, what: str) -> int:
+    if isinstance(text, str) and not re.match(r"^[0-9]+$", text.strip()):
+        raise UsageError(f"bad {what} {text!r}: expected a whole number of seconds")
     try:
         value = int(text)
     except (TypeError, ValueError):
@@ -299,8 +301,8 @@ class _Reader:
         mode = self.wrap(f"{where}.mode", parse_mode, data["mode"]) if "mode" in data else None
         ids = {k: self.typed(data, k, int, where + ".") for k in ("uid", "gid") if k in data}
         for k, v in ids.items():
-            if v < 0:
-                raise self.fail(f"{where}.{k}", "must not be negative")
+            if not 0 <= v <= 2**32 - 1:
+                raise self.fail(f"{where}.{k}", "must be between 0 and 4294967295")
         src = self.typed(data, "src", (str, dict), where + ".")
         dst = self.typed(data, "dst", str, where + ".")
         per_platform: tuple[tuple[str, str], ...] = ()
@@ -327,7 +329,7 @@ class _Reader:
                 data = tomllib.load(f)
         except OSError as exc:
             raise SpecError(str(self.path), "", f"cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise SpecError(str(self.path), "", f"not valid TOML: {exc}") from None
         unknown = set(data) - _TOP_KEYS
         if unknown:
@@ -409,6 +411,8 @@ class _Reader:
         fields["essentials"] = Essentials(**essentials)
         if "tags" in data:
             tags = self.typed(data, "tags", list)
+            if not all(isinstance(t, str) for t in tags):
+                raise self.fail("tags", "expected a list of strings")
             fields["tags"] = tuple(self.wrap(f"tags[{i}]", parse_tag, t) for i, t in enumerate(tags))
         for key in ("output", "oci_dir", "metadata_file"):
             if key in data:

@@ -47,9 +47,12 @@ class BlobStore:
             if not named:
                 raise RuntimeError("blob writer closed without a digest")
             os.replace(name, self.path(named[0]))
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
+            if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError)) and exc.errno in (
+                    errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS):
+                raise OutputError(f"cannot write a blob in {self.root}: {exc.strerror}") from None
             raise
 
     def copy_into(self, digest: Digest, out: BinaryIO) -> int:

@@ -21,12 +21,20 @@ Opener = Callable[[], BinaryIO] | None
 def _copy(entry: Entry, src: BinaryIO, stream: LayerStream) -> None:
     """Copy exactly entry.size bytes: a file that grew or shrank mid-build is an error."""
     remaining = entry.size
-    while remaining:
-        data = src.read(min(CHUNK, remaining))
-        if not data:
-            raise InputError(f"{entry.source or entry.path}: file shrank while it was being read")
-        stream.write(data)
-        remaining -= len(data)
+    name = entry.source or entry.path
+    try:
+        while remaining:
+            data = src.read(min(CHUNK, remaining))
+            if not data:
+                raise InputError(f"{name}: file shrank while it was being read")
+            stream.write(data)
+            remaining -= len(data)
+        if entry.source is not None and src.read(1):
+            raise InputError(f"{name}: file grew while it was being read")
+    except InputError:
+        raise
+    except Exception as exc:  # truncated or corrupt archives (tarfile, zlib, lzma, zstd errors), I/O errors
+        raise InputError(f"{name}: cannot read: {exc}") from None
     stream.write(tarformat.padding(entry.size))
 
 

@@ -51,15 +51,17 @@ class LayerStream:
         self._worker.start()
 
     def _run(self) -> None:
+        ended = False  # the end marker was taken: do not wait for another one
         try:
             while (chunk := self._queue.get()) is not None:
                 if self._error is None:
                     self._emit(self._compressor.compress(chunk))
+            ended = True
             if self._error is None:
                 self._emit(self._compressor.flush())
         except BaseException as exc:  # surfaced to the caller's thread in finish()
             self._error = exc
-            while self._queue.get() is not None:
+            while not ended and self._queue.get() is not None:
                 pass
 
     def _emit(self, data: bytes) -> None:

@@ -23,7 +23,7 @@ def _fits(value: int, width: int) -> bool:
 
 
 def _pax_record(key: str, value: str) -> bytes:
-    body = f" {key}={value}\n".encode()
+    body = f" {key}={value}\n".encode("utf-8", "surrogateescape")
     length = len(body) + 1
     while len(str(length)) + len(body) != length:
         length += 1
@@ -56,8 +56,9 @@ def _header(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
 
 def header(entry: Entry) -> bytes:
     """The header block(s) for one entry: a PAX 'x' header first when ustar cannot say it."""
-    name = entry.tar_name.encode()
-    link = entry.linkname.encode()
+    # Names that are not UTF-8 on the host arrive surrogate-escaped: write their bytes as they were.
+    name = entry.tar_name.encode("utf-8", "surrogateescape")
+    link = entry.linkname.encode("utf-8", "surrogateescape")
     size = entry.size if entry.kind is Kind.FILE else 0
     pax: list[bytes] = []
     # Records in a fixed order (alphabetical by key), so the bytes never depend on dict order.

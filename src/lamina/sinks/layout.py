@@ -30,6 +30,7 @@ def _place(src: Path, dst: Path) -> None:
     """A copy, made by the kernel: the store's blobs may be hardlinks into the layer cache,
     and nothing a user does to an output may reach the cache."""
     shutil.copyfile(src, dst)
+    dst.chmod(0o644)  # fixed modes, whatever the umask
 
 
 def write_layout(built: Built, store: BlobStore, path: Path, tags: Sequence[Reference],
@@ -47,3 +48,7 @@ def write_layout(built: Built, store: BlobStore, path: Path, tags: Sequence[Refe
             _place(store.path(digest), blobs / digest.hex)
         (tmp / "oci-layout").write_bytes(OCI_LAYOUT)
         (tmp / "index.json").write_bytes(index_for(top_descriptor(built), tags, [d for d, _, _ in extras]).to_bytes())
+        for path in (tmp / "oci-layout", tmp / "index.json"):
+            path.chmod(0o644)
+        for directory in (tmp / "blobs", blobs):
+            directory.chmod(0o755)

@@ -90,6 +90,7 @@ class ImageSource:
     name: str
     _dir: Path | None = None
     _tar: tarfile.TarFile | None = None
+    _members: dict[str, tarfile.TarInfo] | None = None  # by name without a leading "./"
 
     @classmethod
     def open(cls, path: Path) -> ImageSource:
@@ -114,20 +115,25 @@ class ImageSource:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _member(self, name: str) -> tarfile.TarInfo:
+        """Archives made with ``tar -C dir .`` name members ``./index.json``: accept both."""
+        assert self._tar is not None
+        if self._members is None:
+            self._members = {m.name.removeprefix("./"): m for m in self._tar.getmembers()}
+        return self._members[name.removeprefix("./")]
+
     def has(self, name: str) -> bool:
         if self._dir is not None:
             return (self._dir / name).is_file()
-        assert self._tar is not None
         try:
-            return self._tar.getmember(name).isfile()
+            return self._member(name).isfile()
         except KeyError:
             return False
 
     def size(self, name: str) -> int:
         if self._dir is not None:
             return (self._dir / name).stat().st_size
-        assert self._tar is not None
-        return self._tar.getmember(name).size
+        return self._member(name).size
 
     def open_file(self, name: str) -> BinaryIO:
         """A fresh reader each time (safe to use from several threads at once)."""
@@ -135,7 +141,7 @@ class ImageSource:
             if self._dir is not None:
                 return open(self._dir / name, "rb")
             assert self._tar is not None
-            member = self._tar.getmember(name)
+            member = self._member(name)
             if not member.isfile() or member.sparse:
                 raise KeyError(name)
             raw = open(self._tar.name, "rb")  # type: ignore[arg-type]

@@ -129,21 +129,30 @@ def _entries(path: str, archive: tarfile.TarFile, prefix: str, epoch: int) -> It
     for parent in ([*parents(prefix), prefix] if prefix else []):
         seen.add(parent)
         yield Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None
+    dirs: set[str] = set()
     try:
+        last = None
         for member in archive:
-            for entry, opener in _member(path, archive, member, prefix, epoch, seen):
+            last = member.name
+            for entry, opener in _member(path, archive, member, prefix, epoch, seen, dirs):
                 # Archives may omit directories; the layer gets them as 0755 root dirs.
                 for parent in parents(entry.path):
                     if parent not in seen:
                         seen.add(parent)
                         yield Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None
                 yield entry, opener
+        # tarfile takes a corrupt header for the end of the archive: after the end, only zero
+        # blocks may follow, and reading on to the end checks a compressed stream's checksum.
+        while chunk := archive.fileobj.read(1 << 16):  # type: ignore[union-attr]
+            if chunk.count(0) != len(chunk):
+                raise InputError(f"tarball {path!r}: corrupt header after member {last!r} (data follows the end of the archive)")
     except _read_errors() as exc:
         raise InputError(f"tarball {path!r}: truncated or corrupt archive ({exc})") from exc
 
 
 def _member(path: str, archive: tarfile.TarFile, member: tarfile.TarInfo, prefix: str,
-            epoch: int, seen: set[str]) -> Iterator[tuple[Entry, Opener]]:
+            epoch: int, seen: set[str], dirs: set[str] | None = None) -> Iterator[tuple[Entry, Opener]]:
+    dirs = dirs if dirs is not None else set()
     kind = _KINDS.get(member.type)
     if kind is None:
         raise InputError(f"tarball {path!r}: entry {member.name!r} has unsupported type {member.type!r}")
@@ -160,6 +169,14 @@ def _member(path: str, archive: tarfile.TarFile, member: tarfile.TarInfo, prefix
                 f"tarball {path!r}: entry {member.name!r} is a hardlink to {member.linkname!r}, "
                 "which is not an earlier member of the archive"
             )
+    for what, value, top in (("uid", member.uid, 2**32 - 1), ("gid", member.gid, 2**32 - 1),
+                             ("device major", member.devmajor, 0o7777777), ("device minor", member.devminor, 0o7777777)):
+        if not 0 <= value <= top:
+            raise InputError(f"tarball {path!r}: entry {member.name!r} has {what} {value}, outside 0..{top}")
+    if kind is Kind.HARDLINK and linkname in dirs:
+        raise InputError(f"tarball {path!r}: entry {member.name!r} is a hardlink to a directory")
+    if kind is Kind.DIR:
+        dirs.add(full)
     entry = Entry(
         path=full,
         kind=kind,
