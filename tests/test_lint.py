@@ -118,3 +118,37 @@ def test_lint_a_spec_file_writes_nothing_and_finds_wrong_architectures(testdata_
     assert res.returncode == 1
     assert res.stdout.strip() == ("linux/arm64: L009 error: /hello: an ELF x86-64 executable, but the image platform is "
                                   "linux/arm64 — build it for linux/arm64")
+
+
+def test_elf_reader_agrees_with_pyelftools(testdata_out: Path) -> None:
+    """Two code paths that must agree: lamina's ELF reader and pyelftools."""
+    import glob
+
+    from elftools.elf.elffile import ELFFile
+
+    from lamina.elf import read_elf
+
+    paths = [str(testdata_out / n) for n in ("hello-c-dynamic", "hello-c", "hello-amd64", "hello-arm64")]
+    paths += sorted(glob.glob("/usr/lib/x86_64-linux-gnu/*.so*"))[:60] + ["/usr/bin/openssl", "/usr/bin/python3"]
+    compared = 0
+    for path in paths:
+        mine = read_elf(path, "usr/lib/x")
+        if mine is None:
+            continue
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            interp, needed, search = None, [], []
+            for segment in elf.iter_segments():
+                if segment["p_type"] == "PT_INTERP":
+                    interp = segment.get_interp_name()
+                elif segment["p_type"] == "PT_DYNAMIC":
+                    for tag in segment.iter_tags():
+                        if tag.entry.d_tag == "DT_NEEDED":
+                            needed.append(tag.needed)
+                        elif tag.entry.d_tag in ("DT_RUNPATH", "DT_RPATH"):
+                            search.extend(p for p in (getattr(tag, "runpath", None) or tag.rpath).split(":") if p)
+            go = elf.get_section_by_name(".go.buildinfo") is not None
+        assert (mine.interpreter, mine.needed, mine.go) == (interp, tuple(needed), go), path
+        assert len(mine.search) == len(search), path
+        compared += 1
+    assert compared >= 20

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from lamina.elf import ElfInfo, mismatch, read_elf
+from lamina.elf import ElfInfo, mismatch, read_elf  # a struct-based reader, checked against pyelftools in tests
 from lamina.errors import InputError
 from lamina.essentials import SYSTEM_BUNDLES
 from lamina.layers.entries import Kind
