@@ -84,3 +84,9 @@ def test_hermetic_flag_refuses_unpinned_flag_inputs(project: Path) -> None:
     res = lamina("build", "--hermetic", "--add", "hello:/hello", "-o", "x.tar", cwd=project)
     assert res.returncode == 1
     assert res.stderr.strip() == "lamina: error: hermetic build refused: 1 input(s) unpinned or changed: hello: not pinned (add sha256 = \"…\" or run 'lamina lock')"
+
+
+def test_lock_does_not_open_fifos(project: Path) -> None:
+    os.mkfifo(project / "conf" / "pipe")
+    res = lamina("lock", cwd=project)
+    assert res.returncode == 0, res.stderr

@@ -47,8 +47,10 @@ def _tree_digest(root: str) -> str:
                 line = f"l {rel} -> {os.readlink(full)}"
             elif stat.S_ISDIR(st.st_mode):
                 line = f"d {rel} {stat.S_IMODE(st.st_mode):04o}"
-            else:
+            elif stat.S_ISREG(st.st_mode):
                 line = f"f {rel} {stat.S_IMODE(st.st_mode):04o} {_file_digest(full)}"
+            else:  # a FIFO or device: its kind and mode, never its (endless) content
+                line = f"o {rel} {st.st_mode:o}"
             h.update(line.encode() + b"\n")
     return h.hexdigest()
 
