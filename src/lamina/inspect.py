@@ -12,6 +12,7 @@ from typing import Any
 from lamina.errors import ImageError
 from lamina.sources.archive import ImageSource, StoredLayer, entries, images, index_children, is_index, open_layer
 from lamina.model import mediatypes
+from lamina.sources.rootfs import hidden, whiteout_of
 from lamina.sources.tarball import PaddedAtEnd, detect, open_decompressed
 
 _MAGIC_TYPES = {"gzip": mediatypes.OCI_LAYER_GZIP, "zstd": mediatypes.OCI_LAYER_ZSTD, "tar": mediatypes.OCI_LAYER}
@@ -92,20 +93,16 @@ def size_report(layers: list[list[dict[str, Any]]], top: int = 5) -> dict[str, A
     for index, layer_entries in enumerate(layers):
         for e in layer_entries:
             path = e["path"].rstrip("/")
-            parent, _, base = path.rpartition("/")
-            if base == ".wh..wh..opq":
-                prefix = parent + "/"
-                drop([p for p, (_, i) in sizes.items() if p.startswith(prefix) and i < index])
-            elif base.startswith(".wh."):
-                gone = f"{parent}/{base[4:]}" if parent else base[4:]
-                drop([p for p, (_, i) in sizes.items() if (p == gone or p.startswith(gone + "/")) and i < index])
-            else:
-                if path in sizes and sizes[path][1] < index:
-                    drop([path])
-                sizes[path] = (e["size"], index)
+            whiteout = whiteout_of(path)
+            if whiteout is not None:
+                drop([p for p, (_, i) in sizes.items() if i < index and hidden(p, *whiteout)])
+                continue
+            if path in sizes and sizes[path][1] < index:
+                drop([path])
+            sizes[path] = (e["size"], index)
     per_layer = []
     for index, layer_entries in enumerate(layers):
-        regular = [e for e in layer_entries if e["type"] == "-" and not e["path"].rpartition("/")[2].startswith(".wh.")]
+        regular = [e for e in layer_entries if e["type"] == "-" and whiteout_of(e["path"].rstrip("/")) is None]
         files = sorted(regular, key=lambda e: (-e["size"], e["path"]))[:top]
         dirs: dict[str, int] = {}
         for e in regular:

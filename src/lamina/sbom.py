@@ -22,6 +22,7 @@ from lamina.image import Image
 from lamina.model import Descriptor, Digest, canonical, mediatypes
 from lamina.model.config import rfc3339
 from lamina.sources.archive import ARTIFACT_TYPE
+from lamina.sources.rootfs import hidden, whiteout_of
 from lamina.sources.tarball import layer_tar
 
 SPDX_MEDIA_TYPE = "application/spdx+json"
@@ -39,32 +40,25 @@ class _File:
 
 def _filesystem(openers: list[Callable[[], BinaryIO]]) -> dict[str, _File]:
     """Regular files of the merged filesystem with their digests (whiteouts applied)."""
-    files: dict[str, _File] = {}
+    files: dict[str, tuple[_File, int]] = {}  # path -> (file, layer index)
     with tempfile.TemporaryDirectory(prefix="lamina-sbom-") as spool:
-        for opener in openers:
+        for index, opener in enumerate(openers):
             with opener() as raw, layer_tar(raw) as archive:
                 for member in archive:
                     path = member.name.strip("/").removeprefix("./")
-                    parent, _, base = path.rpartition("/")
-                    if base == ".wh..wh..opq":
-                        for p in [p for p in files if p.startswith(parent + "/")]:
+                    whiteout = whiteout_of(path)
+                    if whiteout is not None:
+                        for p in [p for p, (_, i) in files.items() if i < index and hidden(p, *whiteout)]:
                             del files[p]
-                        continue
-                    if base.startswith(".wh."):
-                        gone = f"{parent}/{base[4:]}" if parent else base[4:]
-                        for p in [p for p in files if p == gone or p.startswith(gone + "/")]:
-                            del files[p]
-                        continue
-                    if member.islnk():
+                    elif member.islnk():
                         target = member.linkname.strip("/").removeprefix("./")
                         if target in files:
-                            files[path] = files[target]
-                        continue
-                    if not member.isfile():
+                            files[path] = (files[target][0], index)
+                    elif member.isfile():
+                        files[path] = (_hash(archive.extractfile(member), spool), index)  # type: ignore[arg-type]
+                    else:
                         files.pop(path, None)
-                        continue
-                    files[path] = _hash(archive.extractfile(member), spool)  # type: ignore[arg-type]
-    return files
+    return {path: f for path, (f, _) in files.items()}
 
 
 def _hash(data: BinaryIO, spool: str) -> _File:

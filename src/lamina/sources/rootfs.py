@@ -26,6 +26,23 @@ OPAQUE = ".wh..wh..opq"
 _MAX_LINKS = 40  # as Linux's path resolution
 
 
+def whiteout_of(path: str) -> tuple[str, bool] | None:
+    """What a whiteout entry hides: (directory, True) for an opaque marker, (path, False) for
+    ``.wh.NAME``; None for an ordinary entry. The one place whiteout names are read."""
+    parent, base = posixpath.split(path)
+    if base == OPAQUE:
+        return parent, True
+    if base.startswith(WHITEOUT):
+        return posixpath.join(parent, base[len(WHITEOUT):]), False
+    return None
+
+
+def hidden(path: str, target: str, opaque: bool) -> bool:
+    """Whether the whiteout ``(target, opaque)`` hides ``path`` (of a lower layer)."""
+    prefix = target + "/" if target else ""
+    return path.startswith(prefix) or (not opaque and path == target)
+
+
 @attrs.frozen(slots=True)
 class Node:
     entry: Entry
@@ -57,9 +74,7 @@ class MergedFS:
         return other
 
     def _remove_lower(self, path: str, layer: int, *, keep_self: bool = False) -> None:
-        prefix = path + "/" if path else ""
-        doomed = [p for p, n in self.nodes.items() if n.layer < layer and (p.startswith(prefix) or (p == path and not keep_self))]
-        for p in doomed:
+        for p in [p for p, n in self.nodes.items() if n.layer < layer and hidden(p, path, keep_self)]:
             del self.nodes[p]
 
     def _apply(self, index: int, opener: Callable[[], BinaryIO]) -> None:
@@ -95,12 +110,9 @@ class MergedFS:
     def apply(self, index: int, entry: Entry, data: tuple[int, str] | None = None) -> None:
         """Lay one entry of layer ``index`` over the filesystem (whiteouts included)."""
         path = entry.path
-        parent, base = posixpath.split(path)
-        if base == OPAQUE:
-            self._remove_lower(parent, index, keep_self=True)
-            return
-        if base.startswith(WHITEOUT):
-            self._remove_lower(posixpath.join(parent, base[len(WHITEOUT):]), index)
+        whiteout = whiteout_of(path)
+        if whiteout is not None:
+            self._remove_lower(whiteout[0], index, keep_self=whiteout[1])
             return
         if not path:
             return
