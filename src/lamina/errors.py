@@ -2,7 +2,9 @@
 
     LaminaError                 exit 1 unless said otherwise
     ├── UsageError              exit 2: a flag, a spec key or a value is malformed
-    │   └── SpecError           the TOML spec file (names the file and the key)
+    │   ├── SpecError           the TOML spec file (names the file and the key)
+    │   └── ParseError          a model parser (digest, platform, reference, descriptor, config)
+    │                           refused a value; readers re-raise it naming the file
     ├── InputError              an input cannot be read or is not what it claims
     │   ├── UnsafePathError     an entry would land outside the image root
     │   └── DigestMismatch      bytes do not hash to the digest they were named by
@@ -36,6 +38,11 @@ class SpecError(UsageError):
         super().__init__(f"{where}: {message}")
         self.path = path
         self.key = key
+
+
+class ParseError(UsageError):
+    """A model parser refused a value. On the command line that is a usage error; a reader
+    that met it in someone's file re-raises it as an ImageError naming the file."""
 
 
 class InputError(LaminaError):
