@@ -31,7 +31,7 @@ from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
 from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer
 from lamina.sources.rootfs import MergedFS
 from lamina.sources.tarball import read_tarball
-from lamina.spec import BuildSpec, FilesLayer, LayerSpec
+from lamina.spec import BuildSpec, DebsLayer, FilesLayer, LayerSpec
 from lamina.store import BlobStore
 
 Progress = Callable[[str], None]
@@ -93,13 +93,24 @@ def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) 
 
 
 def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerContext, platform: Platform,
-               cache: LayerCache | None, meter: Meter | None = None, record: list[Entry] | None = None) -> Layer:
+               cache: LayerCache | None, meter: Meter | None = None, record: list[Entry] | None = None,
+               note: Progress | None = None, read_base: Callable[[str], bytes | None] = lambda _: None) -> Layer:
     """Build (or take from the cache) one layer; ``record`` receives its entries, for lint."""
     from lamina.layers.compression import describe
 
     created_by = layer.describe()
     settings = f"{spec.compression.value}\0{describe(spec.compression)}"
     key = None
+    if isinstance(layer, DebsLayer):
+        from lamina.sources.packages import package_items
+
+        with contextlib.ExitStack() as stack:
+            items = package_items(layer.debs, layer.packages, spec.apt, platform, ctx.base, read_base,
+                                  ctx.spool, ctx.epoch, stack, note or (lambda _: None), spec.arch_check)
+            if record is not None:
+                record.extend(e for e, _ in items)
+            with _metered(meter, created_by, sum(e.size for e, _ in items)) as on_bytes:
+                return build_layer(items, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
     if isinstance(layer, FilesLayer):
         items = tree_layer(layer.adds, ctx)
         if record is not None:
@@ -234,13 +245,17 @@ class _Run:
             recorded.append([e for e, _ in items])
             layers.append(build_layer(items, compression=spec.compression, store=self.store,
                                       created_by=f"lamina: remove {', '.join(spec.remove)}"))
-        wanted = ([self.essentials] if self.essentials is not None else []) + [for_platform(l, platform) for l in spec.layers]
+        wanted = ([self.essentials] if self.essentials is not None else []) + [
+            l if isinstance(l, DebsLayer) else for_platform(l, platform) for l in spec.layers]
+        read_base = (lambda p: _read_from(images, spec.base.image, p, self.spool)) if base is not None else (lambda p: None)  # type: ignore[union-attr]
         for layer in wanted:
-            key = (layer, base_key)  # same inputs on the same base: built once, shared by platforms
+            # Same inputs on the same base: built once, shared by platforms (packages: per architecture).
+            key = (layer, base_key, platform if isinstance(layer, DebsLayer) else None)
             if key not in self.built:
                 self.say(layer.describe())
                 entries: list[Entry] = []
-                self.built[key] = (_build_one(layer, spec, self.store, ctx, platform, self.cache, self.meter, entries), entries)
+                self.built[key] = (_build_one(layer, spec, self.store, ctx, platform, self.cache, self.meter, entries,
+                                              note=self.note, read_base=read_base), entries)
             layers.append(self.built[key][0])
             recorded.append(self.built[key][1])
         image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base, blobs=self.store)

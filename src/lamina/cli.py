@@ -120,6 +120,17 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
     return tuple(parse_pair(v, flag) for v in values)
 
 
+def _debs_layer(debs: tuple[str, ...], packages: tuple[str, ...]) -> list[Any]:
+    """All --deb and --package flags together: one package layer (none if neither is given)."""
+    from lamina.sources.apt import parse_package
+    from lamina.sources.deb import DebFile
+    from lamina.spec import DebsLayer
+
+    if not debs and not packages:
+        return []
+    return [DebsLayer(tuple(DebFile(d, key=d) for d in debs), tuple(parse_package(p) for p in packages))]
+
+
 @main.command()
 @click.argument("spec_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--add", "adds", multiple=True, metavar="SRC:DST[:MODE]",
@@ -130,6 +141,12 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
               help="Base image: scratch, docker-archive:PATH[:REF|@N], oci-archive:PATH[:REF], oci:DIR[:REF], or a path.")
 @click.option("--copy-from", "copies", multiple=True, metavar="IMAGE:SRC:DST",
               help="Copy SRC out of another image (COPY --from), one layer each.")
+@click.option("--deb", "debs", multiple=True, metavar="FILE.deb",
+              help="Install a Debian package file (no scripts run); all --deb/--package make one layer.")
+@click.option("--package", "packages", multiple=True, metavar="NAME[=VERSION]",
+              help="Install a package and its dependencies from the --apt-source repositories.")
+@click.option("--apt-source", "apt_sources", multiple=True, nargs=3, metavar="URL|DIR SUITE COMPONENT",
+              help="A Debian repository for --package (Release hashes checked).")
 @click.option("--remove", "removes", multiple=True, metavar="PATH", help="Drop PATH of the base image (a whiteout).")
 @click.option("--ca-certs", "ca_certs", multiple=True, is_flag=False, flag_value="@system", metavar="[FILE|DIR]",
               help="A CA bundle at /etc/ssl/certs/ca-certificates.crt (alone: this machine's), SSL_CERT_FILE set.")
@@ -180,6 +197,7 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
     from lamina import spec as specs
     from lamina.build import build as run_build, epoch_from_env
     from lamina.model import Platform
+    from lamina.sources.apt import parse_apt_source
 
     quiet = opts.pop("quiet")
     no_cache = opts.pop("no_cache")
@@ -194,8 +212,10 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         "layers": [
             *(specs.parse_tarball(t) for t in tarballs),
             *(specs.FilesLayer((specs.parse_copy_from(c),)) for c in copies),
+            *_debs_layer(opts.pop("debs"), opts.pop("packages")),
             *(specs.FilesLayer((specs.parse_add(a),)) for a in adds),
         ],
+        "apt": tuple(parse_apt_source(*a) for a in opts.pop("apt_sources")),
         "base": specs.BaseSpec(opts["base"], key=opts["base"]) if opts["base"] else None,
         "remove": removes,
         "hermetic": opts["hermetic"],
@@ -229,7 +249,7 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         ),
         "metadata_file": opts["metadata_file"],
     }
-    if spec_file is None and not (adds or tarballs or copies) and Path(specs.DEFAULT_SPEC).is_file():
+    if spec_file is None and not flags["layers"] and Path(specs.DEFAULT_SPEC).is_file():
         spec_file = Path(specs.DEFAULT_SPEC)
     base = specs.read_spec(spec_file) if spec_file is not None else specs.BuildSpec()
     spec = specs.merge(base, flags)

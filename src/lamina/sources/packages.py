@@ -1,0 +1,83 @@
+"""A package layer: ``--deb`` files and ``--package`` names (resolved from the ``[apt]`` sources
+for the platform's architecture) → one sorted layer's entries, with dpkg's records."""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+from collections.abc import Callable, Iterator
+
+import attrs
+
+from lamina.errors import InputError
+from lamina.layers.build import Opener
+from lamina.layers.entries import Entry, Kind
+from lamina.model import Platform
+from lamina.sources import apt, deb
+from lamina.sources.rootfs import MergedFS
+
+
+@attrs.frozen
+class Resolved:
+    """One package a build installs, as lamina.lock records it."""
+
+    name: str
+    version: str
+    arch: str
+    url: str
+    sha256: str
+
+
+def base_status(base: MergedFS | None, read: Callable[[str], bytes | None]) -> apt.Installed:
+    """The packages the base image's dpkg status (and distroless status.d) lists."""
+    if base is None:
+        return apt.Installed()
+    paths = [p for p in ("var/lib/dpkg/status",) if base.get(p) is not None]
+    paths += sorted(p for p, n in base.nodes.items()
+                    if posixpath.dirname(p) == deb.STATUS_DIR and n.entry.kind is Kind.FILE)
+    texts = []
+    for path in paths:
+        data = read(path)
+        if data is not None:
+            texts.append((f"/{path}", data.decode("utf-8", "replace")))
+    return apt.installed_from(texts)
+
+
+def resolve_packages(packages: tuple[str, ...], sources: tuple[apt.AptSource, ...], arch: str,
+                     installed: apt.Installed, note: Callable[[str], None]) -> list[apt.Candidate]:
+    if not packages:
+        return []
+    if not sources:
+        raise InputError(f"--package {packages[0]}: no apt source to find it in (give --apt-source URL|DIR SUITE COMPONENT)")
+    candidates = [c for source in sources for c in apt.read_index(source, arch, note)]
+    return apt.resolve(packages, apt.Universe(candidates, arch), installed)
+
+
+def package_items(debs: tuple[deb.DebFile, ...], packages: tuple[str, ...], sources: tuple[apt.AptSource, ...],
+                  platform: Platform, base: MergedFS | None, read_base: Callable[[str], bytes | None],
+                  spool: str, epoch: int, stack: contextlib.ExitStack, note: Callable[[str], None],
+                  arch_check: bool = True, lock: dict[str, str] | None = None,
+                  resolved: list[Resolved] | None = None) -> list[tuple[Entry, Opener]]:
+    """Every package's entries as one layer; ``resolved`` receives what was installed."""
+    arch = deb.debian_arch(platform.architecture, platform.variant)
+    files: list[tuple[str, str | None]] = [(d.path, d.sha256 or (lock or {}).get(d.key or d.path)) for d in debs]
+    for candidate in resolve_packages(packages, sources, arch, base_status(base, read_base), note):
+        files.append((apt.fetch(candidate), candidate.sha256))
+    pins = dict(files)
+    unpacked = deb.read_packages([p for p, _ in files], spool, stack, epoch, pins.get)
+    for u in unpacked:
+        if arch_check:
+            deb.check_arch(u.deb, arch)
+        for line in deb.notes(u.deb):
+            note(line)
+    if resolved is not None:
+        resolved.extend(Resolved(u.deb.name, u.deb.version, u.deb.arch, u.deb.path, u.deb.sha256) for u in unpacked)
+    return deb.layer_items(unpacked, base, epoch)
+
+
+def installed_debs(items: list[tuple[Entry, Opener]]) -> Iterator[dict[str, str]]:
+    """The status stanzas a package layer wrote (for lint and the SBOM)."""
+    for entry, opener in items:
+        if posixpath.dirname(entry.path) == deb.STATUS_DIR and opener is not None:
+            with opener() as f:
+                yield from deb.parse_control(f.read().decode("utf-8", "replace"), f"/{entry.path}")

@@ -1,0 +1,131 @@
+"""Real Debian packages for the package tests, and a real repository made from them.
+
+Packages come from the machine's own apt sources with ``apt-get download`` (the closed set
+apt itself computes for an empty system), cached under pytest's cache directory so a
+session downloads them once. The repository is what a Debian mirror serves: ``pool/`` plus
+``dists/SUITE/main/binary-ARCH/Packages{,.gz,.xz}`` from ``dpkg-scanpackages`` and a
+``Release`` with their hashes from ``apt-ftparchive release``. It is read from the
+directory or served over HTTP on 127.0.0.1 by a server that stops with its fixture.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import http.server
+import lzma
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from support.tools import require, unavailable
+
+SUITE = "stable"
+COMPONENT = "main"
+WANTED = ("libc6", "libssl3", "ca-certificates", "tzdata", "busybox-static")
+
+
+def _run(*args: str, cwd: Path | None = None, timeout: float = 600) -> str:
+    res = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if res.returncode != 0:
+        unavailable(f"{' '.join(args[:3])} failed (no network or apt sources?): {res.stderr.strip()[-400:]}")
+    return res.stdout
+
+
+def _private_apt(root: Path, arch: str) -> list[str]:
+    """apt options for another architecture: its own lists, cache and status, never the machine's
+    dpkg configuration (no ``dpkg --add-architecture``)."""
+    for d in ("lists/partial", "cache/archives/partial", "etc/apt.conf.d", "etc/preferences.d"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "status").touch()
+    sources = root / "etc" / "sources.list"
+    if not sources.exists():
+        lines = [line for line in Path("/etc/apt/sources.list").read_text().splitlines()
+                 if line.startswith("deb ")] if Path("/etc/apt/sources.list").exists() else []
+        extra = Path("/etc/apt/sources.list.d")
+        for f in sorted(extra.glob("*.sources")) if extra.is_dir() else []:
+            text = f.read_text()
+            uris, suites, comps = (re.search(rf"^{k}:\s*(.+)$", text, re.M) for k in ("URIs", "Suites", "Components"))
+            if uris and suites and comps:
+                lines += [f"deb {u} {s} {comps[1]}" for u in uris[1].split() for s in suites[1].split()]
+        sources.write_text("\n".join(lines) + "\n")
+    return ["-o", f"APT::Architecture={arch}", "-o", "APT::Architectures::=", "-o", f"APT::Architectures::={arch}",
+            "-o", f"Dir::State::Lists={root / 'lists'}", "-o", f"Dir::State::status={root / 'status'}",
+            "-o", f"Dir::Cache={root / 'cache'}", "-o", f"Dir::Etc::sourcelist={sources}",
+            "-o", "Dir::Etc::sourceparts=-", "-o", f"Dir::Etc::parts={root / 'etc/apt.conf.d'}",
+            "-o", f"Dir::Etc::preferencesparts={root / 'etc/preferences.d'}"]
+
+
+def download(dest: Path, arch: str = "amd64", wanted: tuple[str, ...] = WANTED) -> list[Path]:
+    """The wanted packages and everything they depend on, as .deb files in ``dest`` (cached)."""
+    require("apt-get")
+    done = dest / ".complete"
+    if done.exists():
+        return sorted(dest.glob("*.deb"))
+    dest.mkdir(parents=True, exist_ok=True)
+    private = dest / ".apt"
+    options = _private_apt(private, arch)
+    native = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
+    if arch != native or not list(Path("/var/lib/apt/lists").glob("*Packages*")):
+        _run("apt-get", *options, "update", timeout=900)
+    else:
+        options = ["-o", f"Dir::State::status={private / 'status'}"]
+    plan = _run("apt-get", *options, "-s", "install", "--no-install-recommends", *wanted)
+    pins = [f"{m[1]}:{m[3]}={m[2]}" if m[3] != "all" else f"{m[1]}={m[2]}"
+            for m in re.finditer(r"^Inst (\S+) \((\S+) .*\[(\S+)\]\)", plan, re.M)]
+    if not pins:
+        unavailable(f"apt-get -s install {' '.join(wanted)} planned nothing:\n{plan[-400:]}")
+    _run("apt-get", *options, "download", *pins, cwd=dest)
+    done.touch()
+    return sorted(dest.glob("*.deb"))
+
+
+def make_repo(debs: list[Path], root: Path, arch: str = "amd64") -> Path:
+    """A Debian repository of ``debs`` in ``root`` (Packages in three compressions, Release)."""
+    require("dpkg-scanpackages")
+    require("apt-ftparchive")
+    pool = root / "pool" / COMPONENT
+    pool.mkdir(parents=True, exist_ok=True)
+    for deb in debs:
+        target = pool / deb.name
+        if not target.exists():
+            os.link(deb, target) if deb.stat().st_dev == root.stat().st_dev else shutil.copyfile(deb, target)
+    binary = root / "dists" / SUITE / COMPONENT / f"binary-{arch}"
+    binary.mkdir(parents=True, exist_ok=True)
+    packages = _run("dpkg-scanpackages", "--multiversion", "--arch", arch, "pool", cwd=root).encode()
+    (binary / "Packages").write_bytes(packages)
+    (binary / "Packages.gz").write_bytes(gzip.compress(packages, mtime=0))
+    (binary / "Packages.xz").write_bytes(lzma.compress(packages))
+    release = _run("apt-ftparchive", "-o", f"APT::FTPArchive::Release::Suite={SUITE}",
+                   "-o", f"APT::FTPArchive::Release::Architectures={arch}",
+                   "-o", f"APT::FTPArchive::Release::Components={COMPONENT}",
+                   "release", f"dists/{SUITE}", cwd=root)
+    (root / "dists" / SUITE / "Release").write_text(release)
+    return root
+
+
+@contextmanager
+def serve(root: Path) -> Iterator[str]:
+    """``root`` over HTTP on 127.0.0.1 (an ephemeral port) until the block ends."""
+    handler = functools.partial(_Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    requests: list[str] = []
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        _Quiet.requests.append(self.path)
