@@ -129,3 +129,39 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         _Quiet.requests.append(self.path)
+
+
+def make_deb(out_dir: Path, name: str, version: str = "1.0", arch: str = "amd64", *,
+             files: dict[str, bytes | str] | None = None, links: dict[str, str] | None = None,
+             hardlinks: dict[str, str] | None = None, fields: dict[str, str] | None = None,
+             conffiles: tuple[str, ...] = (), compression: str = "xz") -> Path:
+    """A small real package built by dpkg-deb: ``files`` maps paths to contents, ``links``
+    symlinks to targets, ``hardlinks`` new paths to existing files of ``files``."""
+    require("dpkg-deb")
+    root = out_dir / f".build-{name}-{version}-{arch}"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "DEBIAN").mkdir(parents=True)
+    for path, content in (files or {}).items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content.encode() if isinstance(content, str) else content)
+        target.chmod(0o755 if "bin/" in path else 0o644)
+    for path, target_name in (links or {}).items():
+        link = root / path.lstrip("/")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target_name)
+    for path, existing in (hardlinks or {}).items():
+        link = root / path.lstrip("/")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.link(root / existing.lstrip("/"), link)
+    control = {"Package": name, "Version": version, "Architecture": arch, "Maintainer": "lamina tests <t@example.org>",
+               "Description": "a test package\n built by the lamina tests", **(fields or {})}
+    (root / "DEBIAN" / "control").write_text("".join(f"{k}: {v}\n" for k, v in control.items()))
+    if conffiles:
+        (root / "DEBIAN" / "conffiles").write_text("".join(f"{c}\n" for c in conffiles))
+    out = out_dir / f"{name}_{version}_{arch}.deb"
+    res = subprocess.run(["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", str(root), str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    shutil.rmtree(root)
+    return out
