@@ -1,0 +1,145 @@
+"""Repositories and resolution, against the real tools: dpkg's version order, apt's own
+install plan over a repository made by dpkg-scanpackages and apt-ftparchive."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.aptrepo import COMPONENT, SUITE, download, make_deb, make_repo, serve
+
+from lamina.errors import DigestMismatch, InputError, UsageError
+from lamina.sources import apt
+
+
+@pytest.fixture(scope="session")
+def real_debs(request: pytest.FixtureRequest) -> list[Path]:
+    return download(Path(request.config.cache.mkdir("lamina-debs-amd64")))
+
+
+@pytest.fixture(scope="session")
+def real_repo(real_debs: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_repo(real_debs, tmp_path_factory.mktemp("repo"))
+
+
+def _index(root: Path | str, arch: str = "amd64") -> list[apt.Candidate]:
+    return apt.read_index(apt.AptSource(str(root), SUITE, COMPONENT), arch, lambda _: None)
+
+
+_VERSION = st.from_regex(r"\A([1-9]:)?[0-9][0-9a-z.+~]{0,6}(-[0-9a-z.+~]{1,5})?\Z", fullmatch=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_VERSION, _VERSION)
+def test_version_order_is_dpkgs(a: str, b: str) -> None:
+    def dpkg(op: str) -> bool:
+        return subprocess.run(["dpkg", "--compare-versions", a, op, b], capture_output=True).returncode == 0
+
+    expected = 0 if dpkg("eq") else -1 if dpkg("lt") else 1
+    assert apt.compare_versions(a, b) == expected
+
+
+def test_relations_parse() -> None:
+    parsed = apt.parse_relations("libc6 (>= 2.34), debconf (>= 0.5) | debconf-2.0, foo:any [amd64] <!nocheck>", "t")
+    assert parsed == [[apt.Relation("libc6", ">=", "2.34")],
+                      [apt.Relation("debconf", ">=", "0.5"), apt.Relation("debconf-2.0")], [apt.Relation("foo")]]
+    with pytest.raises(InputError, match="cannot parse the relation"):
+        apt.parse_relations("libc6 (>= 2.34", "t")
+
+
+@pytest.mark.parametrize("parts", [("u", "s"), ("ftp://x", "s", "main"), ("/r", "../x", "main"), ("/r", "s", "")])
+def test_bad_sources_are_usage_errors(parts: tuple[str, ...]) -> None:
+    with pytest.raises(UsageError):
+        apt.parse_apt_source(*parts)
+
+
+def test_resolution_matches_apts_plan(real_repo: Path, real_debs: list[Path], tmp_path: Path) -> None:
+    """apt-get -s install over an empty status is the oracle for the closed set."""
+    wanted = ["ca-certificates", "libc6", "busybox-static", "tzdata"]
+    empty = tmp_path / "status"
+    empty.touch()
+    plan = subprocess.run(["apt-get", "-s", "-o", f"Dir::State::status={empty}", "install", "--no-install-recommends",
+                           *wanted], capture_output=True, text=True, check=True).stdout
+    expected = sorted((m[1], m[2]) for m in re.finditer(r"^Inst (\S+) \((\S+) ", plan, re.M))
+    universe = apt.Universe(_index(real_repo), "amd64")
+    got = apt.resolve(wanted, universe, apt.Installed())
+    assert sorted((c.name, c.version) for c in got) == expected
+    # What the base already has is left out, and so is what only it needed.
+    base = apt.installed_from([("status", "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\n\n"
+                                          "Package: debconf\nVersion: 1.5.82\n")])
+    got = {c.name for c in apt.resolve(wanted, universe, base)}
+    assert "libc6" not in got and "debconf" not in got and "libgcc-s1" not in got and "ca-certificates" in got
+
+
+def test_alternatives_versions_and_provides(tmp_path: Path) -> None:
+    pool = tmp_path / "debs"
+    pool.mkdir()
+    debs = [
+        make_deb(pool, "app", fields={"Depends": "missing-thing | virt (>= 2), lib (>= 1.5)", "Pre-Depends": "early"}),
+        make_deb(pool, "provider-old", fields={"Provides": "virt (= 1)"}),
+        make_deb(pool, "provider-new", fields={"Provides": "virt (= 2)"}),
+        make_deb(pool, "lib", "1.0"), make_deb(pool, "lib", "2.0"), make_deb(pool, "lib", "1.9"),
+        make_deb(pool, "early", arch="all"),
+        make_deb(pool, "other-arch", arch="arm64"),
+    ]
+    repo = make_repo(debs, tmp_path / "repo")
+    universe = apt.Universe(_index(repo), "amd64")
+    got = {(c.name, c.version) for c in apt.resolve(["app"], universe, apt.Installed())}
+    assert got == {("app", "1.0"), ("provider-new", "1.0"), ("lib", "2.0"), ("early", "1.0")}
+    assert {c.name: c.version for c in apt.resolve(["lib=1.9"], universe, apt.Installed())} == {"lib": "1.9"}
+    with pytest.raises(InputError, match=r"cannot resolve lib \(= 3\), needed by requested.*the sources have 2.0, 1.9, 1.0"):
+        apt.resolve(["lib=3"], universe, apt.Installed())
+    with pytest.raises(InputError, match="cannot resolve other-arch"):
+        apt.resolve(["other-arch"], universe, apt.Installed())
+    # A base that already provides virt (= 2) needs no provider.
+    base = apt.installed_from([("status.d/x", "Package: x\nVersion: 1\nProvides: virt (= 2)\n")])
+    assert "provider-new" not in {c.name for c in apt.resolve(["app"], universe, base)}
+
+
+def test_release_hashes_are_checked(tmp_path: Path) -> None:
+    deb = make_deb(tmp_path, "tiny", files={"/usr/share/tiny": "x"})
+    repo = make_repo([deb], tmp_path / "repo")
+    assert [c.name for c in _index(repo)] == ["tiny"]
+    packages = repo / "dists" / SUITE / COMPONENT / "binary-amd64" / "Packages.xz"
+    data = bytearray(packages.read_bytes())
+    data[-20] ^= 1
+    packages.write_bytes(bytes(data))
+    with pytest.raises(DigestMismatch, match="Packages.xz does not match the sha256"):
+        _index(repo)
+    packages.unlink()  # the next listed index (.gz) is used
+    assert [c.name for c in _index(repo)] == ["tiny"]
+    (repo / "dists" / SUITE / "Release").unlink()
+    with pytest.raises(InputError, match="no InRelease or Release"):
+        _index(repo)
+
+
+def test_fetch_verifies_and_a_changed_cached_byte_is_caught(tmp_path: Path) -> None:
+    deb = make_deb(tmp_path, "tiny", files={"/usr/share/tiny": "x" * 1000})
+    repo = make_repo([deb], tmp_path / "repo")
+    cache = tmp_path / "cache"
+    with serve(repo) as url:
+        candidate = _index(url)[0]
+        first = Path(apt.fetch(candidate, cache))
+        assert first.read_bytes() == deb.read_bytes()
+        data = bytearray(first.read_bytes())
+        data[100] ^= 1
+        first.write_bytes(bytes(data))
+        assert Path(apt.fetch(candidate, cache)).read_bytes() == deb.read_bytes()  # refetched
+        pool = repo / "pool" / COMPONENT / deb.name
+        pool.unlink()
+        pool.write_bytes(bytes(data))
+        first.unlink()
+        with pytest.raises(DigestMismatch, match="has sha256 .*, the index says"):
+            apt.fetch(candidate, cache)
+        assert list(cache.iterdir()) == []
+
+
+def test_filenames_cannot_leave_the_repository(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="refusing path"):
+        apt._join(str(tmp_path), "../../etc/passwd")
+    with pytest.raises(InputError, match="refusing path"):
+        apt._join("http://127.0.0.1:1/debian", "pool/../../x")
