@@ -137,7 +137,7 @@ def test_real_package_reads_as_dpkg_deb_says(tmp_path: Path, compression: str) -
     with contextlib.ExitStack() as stack:
         unpacked = read_packages([str(path)], str(tmp_path / "spool"), stack, 0)[0]
         assert sorted(e.path for e, _ in unpacked.items) == expected
-        stanza = status_stanza(deb, unpacked.md5sums).decode()
+        stanza = status_stanza(deb, unpacked.conffiles).decode()
     assert stanza.startswith("Package: tool\nStatus: install ok installed\n")
     md5 = subprocess.run(["md5sum"], input=b"a=1\n", capture_output=True, check=True).stdout.split()[0].decode()
     assert stanza.endswith(f"Conffiles:\n /etc/tool.conf {md5}\n")

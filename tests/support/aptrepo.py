@@ -165,3 +165,28 @@ def make_deb(out_dir: Path, name: str, version: str = "1.0", arch: str = "amd64"
     assert res.returncode == 0, res.stderr
     shutil.rmtree(root)
     return out
+
+
+def minbase(dest: Path, suite: str = "bookworm") -> Path:
+    """A ``debootstrap --variant=minbase`` root filesystem (what debian:SUITE-slim is made
+    from) as a reproducibly packed tarball, cached in ``dest``."""
+    tarball = dest / f"{suite}-minbase.tar.gz"
+    if tarball.exists():
+        return tarball
+    debootstrap = require("debootstrap")
+    mirror = "http://deb.debian.org/debian"
+    root = dest / f".{suite}-root"
+    shutil.rmtree(root, ignore_errors=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    _run(debootstrap, "--variant=minbase", suite, str(root), mirror, timeout=1800)
+    # What debian:*-slim leaves out too: apt's lists and caches, docs are kept (as slim does).
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for item in (root / junk).glob("*"):
+            if item.is_file():
+                item.unlink()
+    tmp = tarball.with_suffix(".part")
+    _run("tar", "--sort=name", "--numeric-owner", "--mtime=@0", "--clamp-mtime", "-czf", str(tmp), "-C", str(root), ".",
+         timeout=600)
+    tmp.rename(tarball)
+    shutil.rmtree(root)
+    return tarball

@@ -309,6 +309,7 @@ class Unpacked:
     deb: Deb
     items: list[tuple[Entry, Opener]]
     md5sums: bytes
+    conffiles: dict[str, str]  # conffile -> md5 of its content (md5sums files leave conffiles out)
 
 
 def unpack(deb: Deb, spool: str, stack: contextlib.ExitStack, epoch: int) -> Unpacked:
@@ -326,29 +327,28 @@ def unpack(deb: Deb, spool: str, stack: contextlib.ExitStack, epoch: int) -> Unp
     except _read_errors() as exc:
         raise InputError(f"{deb.path}: corrupt data archive ({exc})") from None
     md5sums = deb.md5sums if deb.md5sums is not None else _md5sums(items)
-    return Unpacked(deb, items, md5sums)
+    wanted = set(deb.conffiles)
+    conffiles = {"/" + e.path: _md5(o) for e, o in items if "/" + e.path in wanted and e.kind is Kind.FILE and o}
+    return Unpacked(deb, items, md5sums, conffiles)
+
+
+def _md5(opener: Callable[[], BinaryIO]) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with opener() as src:
+        while chunk := src.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _md5sums(items: list[tuple[Entry, Opener]]) -> bytes:
     """What dpkg writes when a package ships no md5sums: one line per regular file."""
-    lines = []
-    for entry, opener in items:
-        if entry.kind is Kind.FILE and opener is not None:
-            h = hashlib.md5(usedforsecurity=False)
-            with opener() as src:
-                while chunk := src.read(1 << 20):
-                    h.update(chunk)
-            lines.append(f"{h.hexdigest()}  {entry.path}\n")
-    return "".join(lines).encode()
+    return "".join(f"{_md5(o)}  {e.path}\n" for e, o in items if e.kind is Kind.FILE and o is not None).encode()
 
 
-def status_stanza(deb: Deb, md5sums: bytes) -> bytes:
+def status_stanza(deb: Deb, conffiles: dict[str, str]) -> bytes:
     """The package's control stanza as dpkg's status file has it: Status after Package, and
-    the conffiles with their md5sums."""
-    sums = {}
-    for line in md5sums.decode("utf-8", "replace").splitlines():
-        digest, _, name = line.partition(" ")
-        sums["/" + name.strip().lstrip("/")] = digest
+    the conffiles with the md5sums of their contents."""
+    sums = conffiles
     lines = []
     for key, value in deb.control.items():
         lines.append(f"{key}: {value}" if not value.startswith("\n") else f"{key}:{value}")
@@ -445,7 +445,7 @@ def layer_items(packages: Iterable[Unpacked], base: MergedFS | None, epoch: int,
             chosen[path] = (moved, opener, pkg)
         info = f"{INFO_DIR}/{unpacked.deb.info_name}"
         generated = [
-            (f"{STATUS_DIR}/{pkg}", status_stanza(unpacked.deb, unpacked.md5sums)),
+            (f"{STATUS_DIR}/{pkg}", status_stanza(unpacked.deb, unpacked.conffiles)),
             (f"{info}.list", file_list(unpacked)),
             (f"{info}.md5sums", unpacked.md5sums),
         ]
@@ -456,6 +456,10 @@ def layer_items(packages: Iterable[Unpacked], base: MergedFS | None, epoch: int,
             if real in chosen:
                 raise InputError(f"package {pkg}: /{real} is a file of package {chosen[real][2]}")
             chosen[real] = (*_generated(real, data, epoch), pkg)
+    # dpkg's database format: 1 names a Multi-Arch: same package's files NAME:ARCH.list.
+    fmt = _through_links(f"{INFO_DIR}/format", base)
+    if fmt not in chosen and ordered:
+        chosen[fmt] = (*_generated(fmt, b"1\n", epoch), "")
     # Parents that neither the packages nor the base have: 0755 root directories.
     for path in list(chosen):
         for parent in parents(path):
