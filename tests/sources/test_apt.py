@@ -104,13 +104,13 @@ def test_release_hashes_are_checked(tmp_path: Path) -> None:
     deb = make_deb(tmp_path, "tiny", files={"/usr/share/tiny": "x"})
     repo = make_repo([deb], tmp_path / "repo")
     assert [c.name for c in _index(repo)] == ["tiny"]
-    packages = repo / "dists" / SUITE / COMPONENT / "binary-amd64" / "Packages.xz"
+    packages = repo / "dists" / SUITE / COMPONENT / "binary-amd64" / "Packages.gz"
     data = bytearray(packages.read_bytes())
     data[-20] ^= 1
     packages.write_bytes(bytes(data))
-    with pytest.raises(DigestMismatch, match="Packages.xz does not match the sha256"):
+    with pytest.raises(DigestMismatch, match="Packages.gz does not match the sha256"):
         _index(repo)
-    packages.unlink()  # the next listed index (.gz) is used
+    packages.unlink()  # the next listed index (.xz) is used
     assert [c.name for c in _index(repo)] == ["tiny"]
     (repo / "dists" / SUITE / "Release").unlink()
     with pytest.raises(InputError, match="no InRelease or Release"):
