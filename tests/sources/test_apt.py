@@ -103,7 +103,6 @@ def test_alternatives_versions_and_provides(tmp_path: Path) -> None:
 def test_release_hashes_are_checked(tmp_path: Path) -> None:
     deb = make_deb(tmp_path, "tiny", files={"/usr/share/tiny": "x"})
     repo = make_repo([deb], tmp_path / "repo")
-    assert [c.name for c in _index(repo)] == ["tiny"]
     packages = repo / "dists" / SUITE / COMPONENT / "binary-amd64" / "Packages.gz"
     data = bytearray(packages.read_bytes())
     data[-20] ^= 1
@@ -111,6 +110,10 @@ def test_release_hashes_are_checked(tmp_path: Path) -> None:
     with pytest.raises(DigestMismatch, match="Packages.gz does not match the sha256"):
         _index(repo)
     packages.unlink()  # the next listed index (.xz) is used
+    assert [c.name for c in _index(repo)] == ["tiny"]
+    # Once verified, an index is kept by its sha256: a later change on the server is not read.
+    xz = packages.with_suffix(".xz")
+    xz.write_bytes(b"changed")
     assert [c.name for c in _index(repo)] == ["tiny"]
     (repo / "dists" / SUITE / "Release").unlink()
     with pytest.raises(InputError, match="no InRelease or Release"):
