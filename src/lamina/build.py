@@ -44,6 +44,7 @@ class BuildResult:
     image: Built  # one Image, or an ImageIndex of several platforms
     outputs: tuple[Path, ...]
     pushed: str | None = None  # name@sha256:… when pushed
+    packages: tuple[Any, ...] = ()  # sources.apt.Locked: every Debian package installed, per platform
 
 
 def epoch_from_env(environ: dict[str, str] | os._Environ[str]) -> int:
@@ -94,7 +95,8 @@ def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) 
 
 def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerContext, platform: Platform,
                cache: LayerCache | None, meter: Meter | None = None, record: list[Entry] | None = None,
-               note: Progress | None = None, read_base: Callable[[str], bytes | None] = lambda _: None) -> Layer:
+               note: Progress | None = None, read_base: Callable[[str], bytes | None] = lambda _: None,
+               packages: list[Any] | None = None) -> Layer:
     """Build (or take from the cache) one layer; ``record`` receives its entries, for lint."""
     from lamina.layers.compression import describe
 
@@ -106,7 +108,8 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
 
         with contextlib.ExitStack() as stack:
             items = package_items(layer.debs, layer.packages, spec.apt, platform, ctx.base, read_base,
-                                  ctx.spool, ctx.epoch, stack, note or (lambda _: None), spec.arch_check)
+                                  ctx.spool, ctx.epoch, stack, note or (lambda _: None), spec.arch_check,
+                                  locked=spec.locked_packages, hermetic=spec.hermetic, resolved=packages)
             if record is not None:
                 record.extend(e for e, _ in items)
             with _metered(meter, created_by, sum(e.size for e, _ in items)) as on_bytes:
@@ -219,6 +222,7 @@ class _Run:
     # Called with (lint image, composed image, platform) when linting; None: no lint.
     lint: Callable[[Any, Image, Platform], None] | None = None
     built: dict[tuple[object, ...], tuple[Layer, list[Entry]]] = attrs.field(factory=dict)
+    packages: list[Any] = attrs.field(factory=list)  # Debian packages installed (sources.apt.Locked)
 
     def image(self, requested: Platform | None) -> Image:
         spec = self.spec
@@ -255,7 +259,7 @@ class _Run:
                 self.say(layer.describe())
                 entries: list[Entry] = []
                 self.built[key] = (_build_one(layer, spec, self.store, ctx, platform, self.cache, self.meter, entries,
-                                              note=self.note, read_base=read_base), entries)
+                                              note=self.note, read_base=read_base, packages=self.packages), entries)
             layers.append(self.built[key][0])
             recorded.append(self.built[key][1])
         image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base, blobs=self.store)
@@ -409,7 +413,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
                 push(artifact_plan(desc, manifest, blobs), digest=desc.digest)
         if spec.metadata_file is not None:
             write_metadata(built, spec.tags, spec.metadata_file, pushed=pushed)
-    return BuildResult(built, tuple(outputs), pushed)
+    return BuildResult(built, tuple(outputs), pushed, tuple(run.packages))
 
 
 def check_reproducible(spec: BuildSpec, *, epoch: int, registry: Any = None) -> list[str]:

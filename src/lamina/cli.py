@@ -194,6 +194,8 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
     Flags override the file. Layers: the base's, then --remove, then the file's, then
     --tarball, --copy-from and --add layers in that order.
     """
+    import attrs
+
     from lamina import spec as specs
     from lamina.build import build as run_build, epoch_from_env
     from lamina.model import Platform
@@ -266,8 +268,9 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         if not quiet:
             click.echo(f"lamina: note: {message}", err=True)
 
-    from lamina.pins import read_lock
+    from lamina.pins import read_lock, read_locked_packages
 
+    spec = attrs.evolve(spec, locked_packages=read_locked_packages(spec_file))
     if check:
         from lamina.build import check_reproducible
         from lamina.errors import LaminaError

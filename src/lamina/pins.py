@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ from lamina.limits import MAX_SPEC, TooLarge, read_limited
 from lamina.errors import InputError, SpecError
 from lamina.sources.base import BaseRef
 from lamina.sources.files import AddSpec, CopyFromSpec
-from lamina.spec import BuildSpec, FilesLayer, TarballLayer
+from lamina.sources.apt import Locked
+from lamina.spec import BuildSpec, DebsLayer, FilesLayer, TarballLayer
 
 LOCK_NAME = "lamina.lock"
 
@@ -81,6 +83,9 @@ def inputs(spec: BuildSpec) -> Iterator[Input]:
     for layer in spec.layers:
         if isinstance(layer, TarballLayer):
             yield Input(layer.key or layer.src, layer.src, layer.sha256)
+        elif isinstance(layer, DebsLayer):
+            for deb in layer.debs:
+                yield Input(deb.key or deb.path, deb.path, deb.sha256)
         elif isinstance(layer, FilesLayer):
             for source in layer.adds:
                 if isinstance(source, AddSpec):
@@ -102,11 +107,24 @@ def _image_input(key: str, image: str, pin: str | None) -> Iterator[Input]:
 
 
 def read_lock(spec_path: Path | None) -> dict[str, str]:
+    return _read_lock_file(spec_path)[0]
+
+
+def read_locked_packages(spec_path: Path | None) -> tuple[Locked, ...]:
+    """The ``[[package]]`` entries of lamina.lock: Debian packages as resolved when it was written."""
+    return _read_lock_file(spec_path)[1]
+
+
+_PACKAGE_KEYS = {"request": str, "platform": str, "name": str, "version": str, "architecture": str, "url": str,
+                 "sha256": str, "size": int}
+
+
+def _read_lock_file(spec_path: Path | None) -> tuple[dict[str, str], tuple[Locked, ...]]:
     if spec_path is None:
-        return {}
+        return {}, ()
     lock = spec_path.parent / LOCK_NAME
     if not lock.is_file():
-        return {}
+        return {}, ()
     try:
         with open(lock, "rb") as f:
             data = tomllib.loads(read_limited(f, MAX_SPEC).decode())
@@ -121,7 +139,22 @@ def read_lock(spec_path: Path | None) -> dict[str, str]:
     pins = data.get("inputs", {})
     if not isinstance(pins, dict) or not all(isinstance(v, str) for v in pins.values()):
         raise SpecError(str(lock), "inputs", "expected a table of \"path\" = \"sha256:…\"")
-    return {k: v.removeprefix("sha256:") for k, v in pins.items()}
+    packages = data.get("package", [])
+    if not isinstance(packages, list):
+        raise SpecError(str(lock), "package", "expected an array of tables ([[package]])")
+    locked = []
+    for i, entry in enumerate(packages):
+        if not isinstance(entry, dict) or set(entry) != set(_PACKAGE_KEYS):
+            raise SpecError(str(lock), f"package[{i}]", f"expected the keys {', '.join(_PACKAGE_KEYS)}")
+        for key, kind in _PACKAGE_KEYS.items():
+            if not isinstance(entry[key], kind) or isinstance(entry[key], bool):
+                raise SpecError(str(lock), f"package[{i}].{key}", f"expected {kind.__name__}")
+        digest = entry["sha256"].removeprefix("sha256:")
+        if not re.match(r"^[0-9a-f]{64}$", digest):
+            raise SpecError(str(lock), f"package[{i}].sha256", f"not a sha256 digest: {entry['sha256']!r}")
+        locked.append(Locked(entry["request"], entry["platform"], entry["name"], entry["version"], entry["architecture"],
+                             entry["url"], digest, entry["size"]))
+    return {k: v.removeprefix("sha256:") for k, v in pins.items()}, tuple(locked)
 
 
 def verify(spec: BuildSpec, lock: dict[str, str]) -> None:
@@ -146,10 +179,32 @@ def write_lock(spec: BuildSpec, spec_path: Path) -> tuple[Path, int]:
     from lamina.sinks.atomic import atomic_file
 
     pins = {item.key: "sha256:" + digest_of(item.path) for item in inputs(spec) if item.path is not None}
+    packages = _resolve_packages(spec)
     lines = ["# lamina.lock: sha256 of every input of lamina.toml, written by `lamina lock`.",
              "# With hermetic = true (or --hermetic), a build refuses inputs that differ.", "", "[inputs]"]
     lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sorted(pins.items())]
+    for p in sorted(packages, key=lambda p: (p.request, p.platform, p.name)):
+        lines += ["", "[[package]]", f"request = {json.dumps(p.request)}", f"platform = {json.dumps(p.platform)}",
+                  f"name = {json.dumps(p.name)}", f"version = {json.dumps(p.version)}",
+                  f"architecture = {json.dumps(p.arch)}", f"url = {json.dumps(p.url)}",
+                  f"sha256 = {json.dumps('sha256:' + p.sha256)}", f"size = {p.size}"]
     path = spec_path.parent / LOCK_NAME
     with atomic_file(path) as out:
         out.write(("\n".join(lines) + "\n").encode())
-    return path, len(pins)
+    return path, len(pins) + len(packages)
+
+
+def _resolve_packages(spec: BuildSpec) -> list[Locked]:
+    """Resolve every --package request as a build would (per platform, on the base), by building
+    the image into a temporary directory: what the lock records is what the build installs."""
+    if not any(isinstance(layer, DebsLayer) and layer.packages for layer in spec.layers):
+        return []
+    import tempfile
+
+    from lamina.build import build
+
+    with tempfile.TemporaryDirectory(prefix="lamina-lock-") as tmp:
+        fresh = attrs.evolve(spec, output=None, metadata_file=None, oci_dir=Path(tmp) / "image", sbom=None,
+                             sbom_attach=False, hermetic=False, locked_packages=(), tags=())
+        result = build(fresh, epoch=0, use_cache=False)
+    return [p for p in result.packages if p.request]

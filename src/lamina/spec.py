@@ -25,7 +25,7 @@ from lamina.essentials import Essentials
 from lamina.image import ConfigChanges
 from lamina.layers.compression import Compression
 from lamina.model import Platform, Reference
-from lamina.sources.apt import AptSource, parse_apt_source, parse_package
+from lamina.sources.apt import AptSource, Locked, parse_apt_source, parse_package
 from lamina.sources.deb import DebFile
 from lamina.sources.files import AddSpec, CopyFromSpec, Source
 
@@ -103,6 +103,7 @@ class BuildSpec:
     source_date_epoch: int | None = None
     metadata_file: Path | None = None
     apt: tuple[AptSource, ...] = ()  # repositories --package names are resolved from
+    locked_packages: tuple[Locked, ...] = ()  # from lamina.lock: packages fetched as pinned, never re-resolved
 
 
 # ---- value parsers shared by flags and the file; each raises UsageError with the bad value

@@ -146,3 +146,65 @@ def test_filenames_cannot_leave_the_repository(tmp_path: Path) -> None:
         apt._join(str(tmp_path), "../../etc/passwd")
     with pytest.raises(InputError, match="refusing path"):
         apt._join("http://127.0.0.1:1/debian", "pool/../../x")
+
+
+def test_lock_round_trip_and_hermetic_packages(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import tomllib
+
+    from support.cli import lamina
+
+    pool = tmp_path / "debs"
+    pool.mkdir()
+    debs = [make_deb(pool, "app", fields={"Depends": "lib (>= 1)"}, files={"/usr/share/app/a": "app"}),
+            make_deb(pool, "lib", "1.5", files={"/usr/lib/lib.so": "lib"}),
+            make_deb(pool, "local", files={"/usr/share/local": "local"})]
+    repo = make_repo(debs[:2], tmp_path / "repo")
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(debs[2], project / "local.deb")
+    spec = project / "lamina.toml"
+    spec.write_text(f'[apt]\nsources = ["{repo} {SUITE} {COMPONENT}"]\n\n[[layer]]\npackages = ["app"]\ndebs = ["local.deb"]\n')
+    cache = tmp_path / "cache"  # a private deb cache, so this test sees its own fetches
+    env = {"XDG_CACHE_HOME": str(cache)}
+    unlocked = lamina("build", str(spec), "-o", str(tmp_path / "unlocked.tar"), env=env)
+    assert unlocked.returncode == 0, unlocked.stderr
+    refused = lamina("build", str(spec), "--hermetic", "-o", str(tmp_path / "x.tar"), env=env)
+    assert refused.returncode == 1 and "local.deb: not pinned" in refused.stderr
+
+    res = lamina("lock", str(spec), env=env)
+    assert res.returncode == 0, res.stderr
+    assert "(3 inputs pinned)" in res.stdout
+    lock = tomllib.loads((project / "lamina.lock").read_text())
+    assert set(lock["inputs"]) == {"local.deb"}
+    assert [(p["name"], p["version"], p["architecture"], p["request"], p["platform"]) for p in lock["package"]] == [
+        ("app", "1.0", "amd64", "app", "linux/amd64"), ("lib", "1.5", "amd64", "app", "linux/amd64")]
+    import hashlib
+
+    assert lock["package"][1]["sha256"] == "sha256:" + hashlib.sha256(debs[1].read_bytes()).hexdigest()
+    assert lock["package"][1]["url"] == str(repo / "pool" / COMPONENT / debs[1].name)
+
+    # Hermetic: no index is read any more (the repository's dists/ is gone), same image.
+    shutil.rmtree(repo / "dists")
+    locked = lamina("build", str(spec), "--hermetic", "-o", str(tmp_path / "locked.tar"), env=env)
+    assert locked.returncode == 0, locked.stderr
+    assert locked.stdout == unlocked.stdout
+    # A changed byte in a cached package is caught: fetched again from the pool...
+    cached = cache / "lamina" / "debs" / (lock["package"][1]["sha256"].split(":")[1] + ".deb")
+    data = bytearray(cached.read_bytes())
+    data[50] ^= 1
+    cached.write_bytes(bytes(data))
+    again = lamina("build", str(spec), "--hermetic", "-o", str(tmp_path / "again.tar"), env=env)
+    assert again.returncode == 0 and again.stdout == unlocked.stdout, again.stderr
+    # ... and refused when the pool's copy changed too.
+    pooled = repo / "pool" / COMPONENT / debs[1].name
+    os.unlink(pooled)
+    pooled.write_bytes(bytes(data))
+    cached.write_bytes(bytes(data))
+    bad = lamina("build", str(spec), "--hermetic", "-o", str(tmp_path / "bad.tar"), env=env)
+    assert bad.returncode == 1 and "lamina.lock says" in bad.stderr
+    # A request the lock does not list is refused in hermetic mode.
+    spec.write_text(spec.read_text().replace('packages = ["app"]', 'packages = ["app", "lib"]'))
+    other = lamina("build", str(spec), "--hermetic", "-o", str(tmp_path / "other.tar"), env=env)
+    assert other.returncode == 1 and "packages app lib for linux/amd64 are not in lamina.lock" in other.stderr

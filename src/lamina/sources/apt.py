@@ -156,6 +156,26 @@ def parse_relations(text: str, where: str) -> list[list[Relation]]:
     return out
 
 
+@attrs.frozen
+class Locked:
+    """One package a build installed, as lamina.lock records it: enough to fetch and verify
+    it again without reading any index. ``request`` is the layer's sorted --package list
+    ("" for a --deb file)."""
+
+    request: str
+    platform: str
+    name: str
+    version: str
+    arch: str
+    url: str
+    sha256: str
+    size: int
+
+
+def request_key(packages: Iterable[str]) -> str:
+    return " ".join(sorted(packages))
+
+
 # ---- repositories
 
 
@@ -462,29 +482,33 @@ def deb_cache() -> Path:
 
 
 def fetch(candidate: Candidate, cache: Path | None = None) -> str:
-    """The package file in the cache, verified by its sha256 (a cached file is checked again)."""
+    """The package file in the cache, verified by the index's sha256 (a cached file is checked again)."""
+    return fetch_url(candidate.name, candidate.url, candidate.sha256, candidate.size, "the index", cache)
+
+
+def fetch_url(name: str, location: str, sha256: str, size: int, authority: str, cache: Path | None = None) -> str:
+    """``location`` into the cache as ``SHA256.deb``, accepted only if it hashes to ``sha256``
+    (``authority`` names who said so, for the error)."""
     root = cache or deb_cache()
     root.mkdir(parents=True, exist_ok=True)
-    target = root / f"{candidate.sha256}.deb"
+    target = root / f"{sha256}.deb"
     if target.is_file():
-        if _file_sha256(target) == candidate.sha256:
+        if _file_sha256(target) == sha256:
             return str(target)
         target.unlink()  # a changed byte in the cache: fetch again
-    location = candidate.url
-    tmp = root / f".{candidate.sha256}.{os.getpid()}.part"
+    tmp = root / f".{sha256}.{os.getpid()}.part"
     h = hashlib.sha256()
     total = 0
     try:
         with open(tmp, "wb") as out:
-            for chunk in _stream(location, f"package {candidate.name}"):
+            for chunk in _stream(location, f"package {name}"):
                 total += len(chunk)
-                if total > min(candidate.size, MAX_DEB):
-                    raise DigestMismatch(f"package {candidate.name}: {location} is larger than its index says ({candidate.size} bytes)")
+                if total > min(size, MAX_DEB):
+                    raise DigestMismatch(f"package {name}: {location} is larger than {authority} says ({size} bytes)")
                 h.update(chunk)
                 out.write(chunk)
-        if h.hexdigest() != candidate.sha256 or total != candidate.size:
-            raise DigestMismatch(f"package {candidate.name}: {location} has sha256 {h.hexdigest()}, "
-                                 f"the index says {candidate.sha256}")
+        if h.hexdigest() != sha256 or total != size:
+            raise DigestMismatch(f"package {name}: {location} has sha256 {h.hexdigest()}, {authority} says {sha256}")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -4,10 +4,9 @@ for the platform's architecture) → one sorted layer's entries, with dpkg's rec
 from __future__ import annotations
 
 import contextlib
+import os
 import posixpath
 from collections.abc import Callable, Iterator
-
-import attrs
 
 from lamina.errors import InputError
 from lamina.layers.build import Opener
@@ -15,17 +14,6 @@ from lamina.layers.entries import Entry, Kind
 from lamina.model import Platform
 from lamina.sources import apt, deb
 from lamina.sources.rootfs import MergedFS
-
-
-@attrs.frozen
-class Resolved:
-    """One package a build installs, as lamina.lock records it."""
-
-    name: str
-    version: str
-    arch: str
-    url: str
-    sha256: str
 
 
 def base_status(base: MergedFS | None, read: Callable[[str], bytes | None]) -> apt.Installed:
@@ -57,12 +45,29 @@ def package_items(debs: tuple[deb.DebFile, ...], packages: tuple[str, ...], sour
                   platform: Platform, base: MergedFS | None, read_base: Callable[[str], bytes | None],
                   spool: str, epoch: int, stack: contextlib.ExitStack, note: Callable[[str], None],
                   arch_check: bool = True, lock: dict[str, str] | None = None,
-                  resolved: list[Resolved] | None = None) -> list[tuple[Entry, Opener]]:
-    """Every package's entries as one layer; ``resolved`` receives what was installed."""
+                  locked: tuple[apt.Locked, ...] = (), hermetic: bool = False,
+                  resolved: list[apt.Locked] | None = None) -> list[tuple[Entry, Opener]]:
+    """Every package's entries as one layer; ``resolved`` receives what was installed.
+    Packages the lock lists for this request and platform are fetched by its URL and sha256,
+    without reading any index; ``hermetic`` refuses a request the lock does not list."""
     arch = deb.debian_arch(platform.architecture, platform.variant)
     files: list[tuple[str, str | None]] = [(d.path, d.sha256 or (lock or {}).get(d.key or d.path)) for d in debs]
-    for candidate in resolve_packages(packages, sources, arch, base_status(base, read_base), note):
-        files.append((apt.fetch(candidate), candidate.sha256))
+    request = apt.request_key(packages)
+    pinned = [p for p in locked if p.request == request and p.platform == str(platform)] if packages else []
+    origin: dict[str, tuple[str, str]] = {}  # fetched file -> (request, url)
+    if pinned:
+        for p in pinned:
+            path = apt.fetch_url(p.name, p.url, p.sha256, p.size, "lamina.lock")
+            files.append((path, p.sha256))
+            origin[path] = (request, p.url)
+    elif packages and hermetic:
+        raise InputError(f"hermetic build refused: packages {request} for {platform} are not in lamina.lock "
+                         "(run 'lamina lock')")
+    else:
+        for candidate in resolve_packages(packages, sources, arch, base_status(base, read_base), note):
+            path = apt.fetch(candidate)
+            files.append((path, candidate.sha256))
+            origin[path] = (request, candidate.url)
     pins = dict(files)
     unpacked = deb.read_packages([p for p, _ in files], spool, stack, epoch, pins.get)
     for u in unpacked:
@@ -71,7 +76,10 @@ def package_items(debs: tuple[deb.DebFile, ...], packages: tuple[str, ...], sour
         for line in deb.notes(u.deb):
             note(line)
     if resolved is not None:
-        resolved.extend(Resolved(u.deb.name, u.deb.version, u.deb.arch, u.deb.path, u.deb.sha256) for u in unpacked)
+        for u in unpacked:
+            req, url = origin.get(u.deb.path, ("", u.deb.path))
+            resolved.append(apt.Locked(req, str(platform), u.deb.name, u.deb.version, u.deb.arch, url, u.deb.sha256,
+                                       os.path.getsize(u.deb.path)))
     return deb.layer_items(unpacked, base, epoch)
 
 
