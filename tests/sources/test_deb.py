@@ -251,3 +251,22 @@ def test_unsafe_member_path_in_data(tmp_path: Path) -> None:
     bad.write_bytes(_ar([("debian-binary", b"2.0\n"), ("control.tar", control), ("data.tar", _tar({"../x": b"1"}))]))
     with contextlib.ExitStack() as stack, pytest.raises(UnsafePathError):
         read_packages([str(bad)], str(tmp_path / "spool"), stack, 0)
+
+
+def test_lint_finds_an_unsatisfied_declared_dependency(tmp_path: Path) -> None:
+    app = make_deb(tmp_path, "app", fields={"Depends": "lib (>= 2) | other-lib, base-thing"}, files={"/usr/share/app": "a"})
+    old = make_deb(tmp_path, "lib", "1.0", files={"/usr/share/lib": "1"})
+    new = make_deb(tmp_path, "lib", "2.0", files={"/usr/share/lib": "2"})
+    provider = make_deb(tmp_path, "thing", fields={"Provides": "base-thing"}, files={"/usr/share/thing": "t"})
+    res = lamina("build", "--deb", str(app), "--deb", str(old), "--deb", str(provider), "-o", str(tmp_path / "a.tar"))
+    assert res.returncode == 1
+    assert ("L010 error: /var/lib/dpkg/status.d/app: package app depends on lib (>= 2) | other-lib, "
+            "which no package in the image provides") in res.stderr
+    assert "base-thing" not in res.stderr  # Provides satisfies it
+    res = lamina("build", "--deb", str(app), "--deb", str(new), "--deb", str(provider), "-o", str(tmp_path / "b.tar"))
+    assert res.returncode == 0, res.stderr
+    # A finished image is checked the same way.
+    res = lamina("build", "--no-lint", "--deb", str(app), "-o", str(tmp_path / "c.tar"))
+    assert res.returncode == 0, res.stderr
+    stored = lamina("lint", str(tmp_path / "c.tar"))
+    assert stored.returncode == 1 and "package app depends on base-thing" in stored.stdout

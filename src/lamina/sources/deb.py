@@ -409,12 +409,22 @@ def _is_link_dir(path: str, base: MergedFS | None) -> bool:
     return target is not None and target.entry.kind is Kind.DIR
 
 
-def _generated(path: str, data: bytes, epoch: int) -> tuple[Entry, Opener]:
-    return Entry(path, Kind.FILE, mode=0o644, mtime=epoch, size=len(data)), lambda: io.BytesIO(data)  # type: ignore[return-value]
+def _generated(path: str, data: bytes, epoch: int, spool: str | None) -> tuple[Entry, Opener]:
+    """A file lamina writes (dpkg's records). Spooled, it is a host file like --add's, so lint
+    can read the status stanzas it checks dependencies with."""
+    if spool is None:
+        return Entry(path, Kind.FILE, mode=0o644, mtime=epoch, size=len(data)), lambda: io.BytesIO(data)  # type: ignore[return-value]
+    os.makedirs(spool, exist_ok=True)
+    source = os.path.join(spool, "dpkg-" + hashlib.sha256(data).hexdigest())
+    if not os.path.exists(source):
+        with open(source + ".part", "wb") as out:
+            out.write(data)
+        os.replace(source + ".part", source)
+    return Entry(path, Kind.FILE, mode=0o644, mtime=epoch, size=len(data), source=source), None
 
 
 def layer_items(packages: Iterable[Unpacked], base: MergedFS | None, epoch: int,
-                allow_overwrite: bool = False) -> list[tuple[Entry, Opener]]:
+                allow_overwrite: bool = False, spool: str | None = None) -> list[tuple[Entry, Opener]]:
     """All packages' entries and dpkg files as one sorted layer: the same set in any order gives
     the same entries. A file shipped by two packages is an error naming both."""
     ordered = sorted(packages, key=lambda u: (u.deb.name, u.deb.arch, u.deb.version))
@@ -455,11 +465,11 @@ def layer_items(packages: Iterable[Unpacked], base: MergedFS | None, epoch: int,
             real = _through_links(path, base)
             if real in chosen:
                 raise InputError(f"package {pkg}: /{real} is a file of package {chosen[real][2]}")
-            chosen[real] = (*_generated(real, data, epoch), pkg)
+            chosen[real] = (*_generated(real, data, epoch, spool), pkg)
     # dpkg's database format: 1 names a Multi-Arch: same package's files NAME:ARCH.list.
     fmt = _through_links(f"{INFO_DIR}/format", base)
     if fmt not in chosen and ordered:
-        chosen[fmt] = (*_generated(fmt, b"1\n", epoch), "")
+        chosen[fmt] = (*_generated(fmt, b"1\n", epoch, spool), "")
     # Parents that neither the packages nor the base have: 0755 root directories.
     for path in list(chosen):
         for parent in parents(path):

@@ -80,7 +80,7 @@ def package_items(debs: tuple[deb.DebFile, ...], packages: tuple[str, ...], sour
             req, url = origin.get(u.deb.path, ("", u.deb.path))
             resolved.append(apt.Locked(req, str(platform), u.deb.name, u.deb.version, u.deb.arch, url, u.deb.sha256,
                                        os.path.getsize(u.deb.path)))
-    return deb.layer_items(unpacked, base, epoch)
+    return deb.layer_items(unpacked, base, epoch, spool=spool)
 
 
 def installed_debs(items: list[tuple[Entry, Opener]]) -> Iterator[dict[str, str]]:
