@@ -294,7 +294,8 @@ def _open_cache(note: Progress) -> LayerCache | None:
         return None
 
 
-def _sboms(spec: BuildSpec, images: list[Image], store: BlobStore, epoch: int) -> tuple[list[tuple[Path, bytes]], list[Any]]:
+def _sboms(spec: BuildSpec, images: list[Image], store: BlobStore, epoch: int,
+           debs: tuple[Any, ...] = ()) -> tuple[list[tuple[Path, bytes]], list[Any]]:
     """SPDX documents (path beside the output, bytes) and, with --sbom-attach, their artifacts."""
     if spec.sbom is None:
         return [], []
@@ -305,7 +306,7 @@ def _sboms(spec: BuildSpec, images: list[Image], store: BlobStore, epoch: int) -
     for image in images:
         openers = [lambda d=layer.descriptor.digest: open(store.path(d), "rb") for layer in image.layers]
         name = str(spec.tags[0]) if spec.tags else str(image.digest)
-        doc = sbom.document(image, name, openers, epoch)
+        doc = sbom.document(image, name, openers, epoch, tuple(d for d in debs if d.platform == str(image.platform)))
         suffix = "" if len(images) == 1 else "." + str(image.platform).replace("/", "-")
         if target is not None:
             files.append((target.with_name(f"{target.name}{suffix}.spdx.json"), doc))
@@ -393,7 +394,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         built: Built = images[0] if len(images) == 1 else compose_index(images)
         if lint is not None:
             lint(findings)
-        sboms, extras = _sboms(spec, images, run.store, epoch)
+        sboms, extras = _sboms(spec, images, run.store, epoch, tuple(run.packages))
         if spec.oci_dir is not None:
             write_layout(built, run.store, spec.oci_dir, spec.tags, extras=extras)
         if spec.output is not None:

@@ -9,6 +9,7 @@ With ``--sbom-attach`` the document also becomes an OCI artifact (image-spec man
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Callable
@@ -38,9 +39,13 @@ class _File:
     go: list[tuple[str, str]] | None
 
 
-def _filesystem(openers: list[Callable[[], BinaryIO]]) -> dict[str, _File]:
-    """Regular files of the merged filesystem with their digests (whiteouts applied)."""
+def _filesystem(openers: list[Callable[[], BinaryIO]], status: dict[str, bytes] | None = None) -> dict[str, _File]:
+    """Regular files of the merged filesystem with their digests (whiteouts applied);
+    ``status`` receives the contents of dpkg's status files (sources.packages.is_status)."""
+    from lamina.sources.packages import STATUS_CAP, is_status
+
     files: dict[str, tuple[_File, int]] = {}  # path -> (file, layer index)
+    texts: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="lamina-sbom-") as spool:
         for index, opener in enumerate(openers):
             with opener() as raw, layer_tar(raw) as archive:
@@ -55,9 +60,15 @@ def _filesystem(openers: list[Callable[[], BinaryIO]]) -> dict[str, _File]:
                         if target in files:
                             files[path] = (files[target][0], index)
                     elif member.isfile():
-                        files[path] = (_hash(archive.extractfile(member), spool), index)  # type: ignore[arg-type]
+                        src = archive.extractfile(member)
+                        if status is not None and is_status(path) and member.size <= STATUS_CAP:
+                            texts[path] = src.read()  # type: ignore[union-attr]
+                            src = io.BytesIO(texts[path])  # type: ignore[assignment]
+                        files[path] = (_hash(src, spool), index)  # type: ignore[arg-type]
                     else:
                         files.pop(path, None)
+    if status is not None:
+        status.update((p, t) for p, t in texts.items() if p in files)
     return {path: f for path, (f, _) in files.items()}
 
 
@@ -90,8 +101,11 @@ def _hash(data: BinaryIO, spool: str) -> _File:
     return _File(sha1.hexdigest(), sha256.hexdigest(), modules)
 
 
-def document(image: Image, name: str, openers: list[Callable[[], BinaryIO]], epoch: int) -> bytes:
-    files = _filesystem(openers)
+def document(image: Image, name: str, openers: list[Callable[[], BinaryIO]], epoch: int,
+             debs: tuple[Any, ...] = ()) -> bytes:
+    """``debs``: the Debian packages the build installed (sources.apt.Locked), for their checksums."""
+    status: dict[str, bytes] = {}
+    files = _filesystem(openers, status)
     packages: list[dict[str, Any]] = [{
         "SPDXID": "SPDXRef-Image",
         "name": name,
@@ -122,6 +136,12 @@ def document(image: Image, name: str, openers: list[Callable[[], BinaryIO]], epo
                                                 "referenceLocator": f"pkg:golang/{module[0]}@{module[1]}"}]
                 packages.append(package)
             relationships.append({"spdxElementId": file_id, "relationshipType": "CONTAINS", "relatedSpdxElement": modules[module]})
+    from lamina.sources.packages import spdx_packages
+
+    for package in spdx_packages(status, debs):
+        packages.append(package)
+        relationships.append({"spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS",
+                              "relatedSpdxElement": package["SPDXID"]})
     doc = {
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",

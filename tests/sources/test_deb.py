@@ -270,3 +270,28 @@ def test_lint_finds_an_unsatisfied_declared_dependency(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     stored = lamina("lint", str(tmp_path / "c.tar"))
     assert stored.returncode == 1 and "package app depends on base-thing" in stored.stdout
+
+
+def test_sbom_lists_packages_with_purls_and_checksums(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from spdx_tools.spdx.parser.parse_anything import parse_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    tool = make_deb(tmp_path, "tool", "2:1.0+b1-3", files={"/usr/bin/tool": "#!/bin/sh\n"})
+    data = make_deb(tmp_path, "data", arch="all", files={"/usr/share/data": "d"})
+    out = tmp_path / "img.tar"
+    res = lamina("build", "--deb", str(tool), "--deb", str(data), "--sbom", "spdx", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    sbom = tmp_path / "img.tar.spdx.json"
+    assert [m.validation_message for m in validate_full_spdx_document(parse_file(str(sbom)))] == []
+    doc = json.loads(sbom.read_text())
+    debs = {p["name"]: p for p in doc["packages"] if p["SPDXID"].startswith("SPDXRef-DebianPackage-")}
+    assert set(debs) == {"tool", "data"}
+    assert debs["tool"]["versionInfo"] == "2:1.0+b1-3"
+    assert debs["tool"]["externalRefs"][0]["referenceLocator"] == "pkg:deb/debian/tool@2%3A1.0%2Bb1-3?arch=amd64"
+    assert debs["data"]["externalRefs"][0]["referenceLocator"] == "pkg:deb/debian/data@1.0?arch=all"
+    assert debs["tool"]["checksums"] == [{"algorithm": "SHA256", "checksumValue": hashlib.sha256(tool.read_bytes()).hexdigest()}]
+    contained = {r["relatedSpdxElement"] for r in doc["relationships"] if r["spdxElementId"] == "SPDXRef-Image"}
+    assert {p["SPDXID"] for p in debs.values()} <= contained
