@@ -169,3 +169,40 @@ def test_scratch_with_packages_is_far_smaller_than_slim(bookworm_base: Path, rep
         return sum(layer["size"] for layer in validate_image(image)["manifests"][0]["layers"])
 
     assert size(lean) * 4 < size(slim), (size(lean), size(slim))
+
+
+@pytest.fixture(scope="module")
+def arm64_debs(request: pytest.FixtureRequest) -> list[Path]:
+    """arm64 packages through a private apt configuration (its own lists; the machine's dpkg
+    architectures are never touched)."""
+    return download(Path(request.config.cache.mkdir("lamina-debs-arm64")), arch="arm64", wanted=("libc6",))
+
+
+def test_multi_platform_builds_resolve_per_architecture(real_debs: list[Path], arm64_debs: list[Path],
+                                                        testdata_out: Path, tmp_path: Path) -> None:
+    repo = make_repo([*real_debs, *arm64_debs], tmp_path / "repo", arches=("amd64", "arm64"))
+    layout = tmp_path / "layout"
+    build_ok(*_apt(repo), "--package", "libc6", "--platform", "linux/amd64,linux/arm64",
+             "--add", f"{testdata_out / 'hello-{arch}'}:/hello:0755", "--oci-dir", str(layout))
+
+    def blob(digest: str) -> bytes:
+        return (layout / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
+
+    index = json.loads(blob(json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]))
+    seen = {}
+    for entry in index["manifests"]:
+        arch = entry["platform"]["architecture"]
+        manifest = json.loads(blob(entry["digest"]))
+        import gzip
+        import io
+
+        layer = manifest["layers"][0]["digest"]
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob(layer)))) as tf:
+            names = set(tf.getnames())
+            stanza = tf.extractfile("var/lib/dpkg/status.d/libc6").read().decode()  # type: ignore[union-attr]
+        seen[arch] = layer
+        assert f"\nArchitecture: {arch}\n" in stanza
+        triple = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[arch]
+        assert f"lib/{triple}/libc.so.6" in names and f"var/lib/dpkg/info/libc6:{arch}.list" in names
+        assert f"\nVersion: {_versions([d for d in (real_debs if arch == 'amd64' else arm64_debs) if d.name.startswith('libc6_')])['libc6']}\n" in stanza
+    assert set(seen) == {"amd64", "arm64"} and seen["amd64"] != seen["arm64"]

@@ -49,10 +49,10 @@ def _private_apt(root: Path, arch: str) -> list[str]:
                  if line.startswith("deb ")] if Path("/etc/apt/sources.list").exists() else []
         extra = Path("/etc/apt/sources.list.d")
         for f in sorted(extra.glob("*.sources")) if extra.is_dir() else []:
-            text = f.read_text()
-            uris, suites, comps = (re.search(rf"^{k}:\s*(.+)$", text, re.M) for k in ("URIs", "Suites", "Components"))
-            if uris and suites and comps:
-                lines += [f"deb {u} {s} {comps[1]}" for u in uris[1].split() for s in suites[1].split()]
+            for text in re.split(r"\n\s*\n", f.read_text()):  # deb822: one stanza per source
+                uris, suites, comps = (re.search(rf"^{k}:\s*(.+)$", text, re.M) for k in ("URIs", "Suites", "Components"))
+                if uris and suites and comps:
+                    lines += [f"deb {u} {s} {comps[1]}" for u in uris[1].split() for s in suites[1].split()]
         sources.write_text("\n".join(lines) + "\n")
     return ["-o", f"APT::Architecture={arch}", "-o", "APT::Architectures::=", "-o", f"APT::Architectures::={arch}",
             "-o", f"Dir::State::Lists={root / 'lists'}", "-o", f"Dir::State::status={root / 'status'}",
@@ -85,8 +85,9 @@ def download(dest: Path, arch: str = "amd64", wanted: tuple[str, ...] = WANTED) 
     return sorted(dest.glob("*.deb"))
 
 
-def make_repo(debs: list[Path], root: Path, arch: str = "amd64") -> Path:
-    """A Debian repository of ``debs`` in ``root`` (Packages in three compressions, Release)."""
+def make_repo(debs: list[Path], root: Path, arches: tuple[str, ...] = ("amd64",)) -> Path:
+    """A Debian repository of ``debs`` in ``root`` (per architecture, Packages in three
+    compressions; one Release over them all)."""
     require("dpkg-scanpackages")
     require("apt-ftparchive")
     pool = root / "pool" / COMPONENT
@@ -95,14 +96,15 @@ def make_repo(debs: list[Path], root: Path, arch: str = "amd64") -> Path:
         target = pool / deb.name
         if not target.exists():
             os.link(deb, target) if deb.stat().st_dev == root.stat().st_dev else shutil.copyfile(deb, target)
-    binary = root / "dists" / SUITE / COMPONENT / f"binary-{arch}"
-    binary.mkdir(parents=True, exist_ok=True)
-    packages = _run("dpkg-scanpackages", "--multiversion", "--arch", arch, "pool", cwd=root).encode()
-    (binary / "Packages").write_bytes(packages)
-    (binary / "Packages.gz").write_bytes(gzip.compress(packages, mtime=0))
-    (binary / "Packages.xz").write_bytes(lzma.compress(packages))
+    for arch in arches:
+        binary = root / "dists" / SUITE / COMPONENT / f"binary-{arch}"
+        binary.mkdir(parents=True, exist_ok=True)
+        packages = _run("dpkg-scanpackages", "--multiversion", "--arch", arch, "pool", cwd=root).encode()
+        (binary / "Packages").write_bytes(packages)
+        (binary / "Packages.gz").write_bytes(gzip.compress(packages, mtime=0))
+        (binary / "Packages.xz").write_bytes(lzma.compress(packages))
     release = _run("apt-ftparchive", "-o", f"APT::FTPArchive::Release::Suite={SUITE}",
-                   "-o", f"APT::FTPArchive::Release::Architectures={arch}",
+                   "-o", f"APT::FTPArchive::Release::Architectures={' '.join(arches)}",
                    "-o", f"APT::FTPArchive::Release::Components={COMPONENT}",
                    "release", f"dists/{SUITE}", cwd=root)
     (root / "dists" / SUITE / "Release").write_text(release)
