@@ -63,7 +63,7 @@ def _filesystem(openers: list[Callable[[], BinaryIO]], status: dict[str, bytes] 
                         src = archive.extractfile(member)
                         if status is not None and is_status(path) and member.size <= STATUS_CAP:
                             texts[path] = src.read()  # type: ignore[union-attr]
-                            src = io.BytesIO(texts[path])  # type: ignore[assignment]
+                            src = io.BytesIO(texts[path])
                         files[path] = (_hash(src, spool), index)  # type: ignore[arg-type]
                     else:
                         files.pop(path, None)
@@ -141,7 +141,7 @@ def document(image: Image, name: str, openers: list[Callable[[], BinaryIO]], epo
     for package in spdx_packages(status, debs):
         packages.append(package)
         relationships.append({"spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS",
-                              "relatedSpdxElement": package["SPDXID"]})
+                              "relatedSpdxElement": str(package["SPDXID"])})
     doc = {
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",

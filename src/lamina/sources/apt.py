@@ -226,7 +226,7 @@ def _read(location: str, cap: int, what: str) -> bytes | None:
         request = urllib.request.Request(location, headers={"User-Agent": "lamina"})
         try:
             with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:  # noqa: S310 (http/https only)
-                data = response.read(cap + 1)
+                data: bytes = response.read(cap + 1)
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return None
@@ -281,7 +281,7 @@ def _decompress(data: bytes, name: str, where: str) -> bytes:
     if not name.endswith((".xz", ".gz")):
         return data
     try:
-        stream = open_decompressed(io.BufferedReader(io.BytesIO(data)))  # type: ignore[arg-type]
+        stream = open_decompressed(io.BufferedReader(io.BytesIO(data)))
         out = stream.read(MAX_PACKAGES + 1)
     except Exception as exc:  # lzma, zlib and EOF errors of a corrupt index
         raise InputError(f"{where}: corrupt {name} ({exc})") from None
@@ -430,7 +430,10 @@ class Universe:
 def _sort_desc(group: list[Candidate]) -> None:
     import functools
 
-    group.sort(key=functools.cmp_to_key(lambda a, b: compare_versions(b.version, a.version)))
+    def newest_first(a: Candidate, b: Candidate) -> int:
+        return compare_versions(b.version, a.version)
+
+    group.sort(key=functools.cmp_to_key(newest_first))
 
 
 def _chosen_satisfies(chosen: dict[str, Candidate], rel: Relation) -> bool:

@@ -145,7 +145,7 @@ class _Slice(io.RawIOBase):
 
 def _member_stream(f: BinaryIO, member: ArMember) -> BinaryIO:
     """A member as a (decompressed) stream; the compression is detected by magic bytes."""
-    return open_decompressed(io.BufferedReader(_Slice(f, member), 1 << 16))  # type: ignore[arg-type]
+    return open_decompressed(io.BufferedReader(_Slice(f, member), 1 << 16))
 
 
 def parse_control(text: str, where: str) -> list[dict[str, str]]:
@@ -413,7 +413,7 @@ def _generated(path: str, data: bytes, epoch: int, spool: str | None) -> tuple[E
     """A file lamina writes (dpkg's records). Spooled, it is a host file like --add's, so lint
     can read the status stanzas it checks dependencies with."""
     if spool is None:
-        return Entry(path, Kind.FILE, mode=0o644, mtime=epoch, size=len(data)), lambda: io.BytesIO(data)  # type: ignore[return-value]
+        return Entry(path, Kind.FILE, mode=0o644, mtime=epoch, size=len(data)), lambda: io.BytesIO(data)
     os.makedirs(spool, exist_ok=True)
     source = os.path.join(spool, "dpkg-" + hashlib.sha256(data).hexdigest())
     if not os.path.exists(source):
