@@ -96,7 +96,7 @@ def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) 
 def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerContext, platform: Platform,
                cache: LayerCache | None, meter: Meter | None = None, record: list[Entry] | None = None,
                note: Progress | None = None, read_base: Callable[[str], bytes | None] = lambda _: None,
-               packages: list[Any] | None = None) -> Layer:
+               packages: Any = None) -> Layer:
     """Build (or take from the cache) one layer; ``record`` receives its entries, for lint."""
     from lamina.layers.compression import describe
 
@@ -109,7 +109,8 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
         with contextlib.ExitStack() as stack:
             items = package_items(layer.debs, layer.packages, spec.apt, platform, ctx.base, read_base,
                                   ctx.spool, ctx.epoch, stack, note or (lambda _: None), spec.arch_check,
-                                  locked=spec.locked_packages, hermetic=spec.hermetic, resolved=packages)
+                                  locked=spec.locked_packages, hermetic=spec.hermetic, installs=packages,
+                                  allow_overwrite=layer.allow_overwrite)
             if record is not None:
                 record.extend(e for e, _ in items)
             with _metered(meter, created_by, sum(e.size for e, _ in items)) as on_bytes:
@@ -222,7 +223,7 @@ class _Run:
     # Called with (lint image, composed image, platform) when linting; None: no lint.
     lint: Callable[[Any, Image, Platform], None] | None = None
     built: dict[tuple[object, ...], tuple[Layer, list[Entry]]] = attrs.field(factory=dict)
-    packages: list[Any] = attrs.field(factory=list)  # Debian packages installed (sources.apt.Locked)
+    packages: Any = None  # sources.packages.Installs: Debian packages installed by the package layers
 
     def image(self, requested: Platform | None) -> Image:
         spec = self.spec
@@ -366,6 +367,9 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         if cache is not None:
             stack.callback(cache.close)
         run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say, registry, cache, meter)
+        from lamina.sources.packages import Installs
+
+        run.packages = Installs()
         run.config = spec.config
         run.shuffle = shuffle
         findings: list[Any] = []
@@ -394,7 +398,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         built: Built = images[0] if len(images) == 1 else compose_index(images)
         if lint is not None:
             lint(findings)
-        sboms, extras = _sboms(spec, images, run.store, epoch, tuple(run.packages))
+        sboms, extras = _sboms(spec, images, run.store, epoch, tuple(run.packages.packages))
         if spec.oci_dir is not None:
             write_layout(built, run.store, spec.oci_dir, spec.tags, extras=extras)
         if spec.output is not None:
@@ -414,7 +418,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
                 push(artifact_plan(desc, manifest, blobs), digest=desc.digest)
         if spec.metadata_file is not None:
             write_metadata(built, spec.tags, spec.metadata_file, pushed=pushed)
-    return BuildResult(built, tuple(outputs), pushed, tuple(run.packages))
+    return BuildResult(built, tuple(outputs), pushed, tuple(run.packages.packages))
 
 
 def check_reproducible(spec: BuildSpec, *, epoch: int, registry: Any = None) -> list[str]:

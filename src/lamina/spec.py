@@ -63,6 +63,7 @@ class DebsLayer:
 
     debs: tuple[DebFile, ...] = ()
     packages: tuple[str, ...] = ()  # NAME or NAME=VERSION
+    allow_overwrite: bool = False  # a package may replace another package's file (otherwise an error)
 
     def describe(self) -> str:
         names = sorted({os.path.basename(d.key or d.path) for d in self.debs} | set(self.packages))
@@ -295,7 +296,7 @@ class _Reader:
 
     def debs_layer(self, where: str, data: Mapping[str, Any]) -> DebsLayer:
         """``debs = ["x.deb", {path = "y.deb", sha256 = "…"}]`` and/or ``packages = ["libc6"]``."""
-        unknown = set(data) - {"debs", "packages", "comment"}
+        unknown = set(data) - {"debs", "packages", "allow_overwrite", "comment"}
         if unknown:
             raise self.fail(f"{where}.{sorted(unknown)[0]}", "unknown key (a package layer has 'debs' and 'packages')")
         debs = []
@@ -313,7 +314,8 @@ class _Reader:
         names = tuple(self.wrap(f"{where}.packages", parse_package, p) for p in packages)
         if not debs and not names:
             raise self.fail(where, "a package layer needs 'debs' or 'packages'")
-        return DebsLayer(tuple(debs), names)
+        allow = self.typed(data, "allow_overwrite", bool, where + ".") if "allow_overwrite" in data else False
+        return DebsLayer(tuple(debs), names, allow)
 
     def apt(self, data: Any) -> tuple[AptSource, ...]:
         """``[apt] sources = ["URL|DIR SUITE COMPONENT", …]``."""

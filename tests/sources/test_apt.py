@@ -208,3 +208,28 @@ def test_lock_round_trip_and_hermetic_packages(tmp_path: Path) -> None:
     spec.write_text(spec.read_text().replace('packages = ["app"]', 'packages = ["app", "lib"]'))
     other = lamina("build", str(spec), "--hermetic", "-o", str(tmp_path / "other.tar"), env=env)
     assert other.returncode == 1 and "packages app lib for linux/amd64 are not in lamina.lock" in other.stderr
+
+
+def test_a_later_layer_does_not_reinstall_what_an_earlier_one_installed(tmp_path: Path) -> None:
+    import json
+    import tarfile
+
+    from support.cli import lamina
+
+    debs = [make_deb(tmp_path, "app", fields={"Depends": "lib"}, files={"/usr/share/app": "a"}),
+            make_deb(tmp_path, "lib", files={"/usr/share/lib": "l"})]
+    repo = make_repo(debs, tmp_path / "repo")
+    spec = tmp_path / "lamina.toml"
+    spec.write_text(f'[apt]\nsources = ["{repo} {SUITE} {COMPONENT}"]\n\n[[layer]]\npackages = ["lib"]\n\n'
+                    '[[layer]]\npackages = ["app"]\n')
+    layout = tmp_path / "layout"
+    res = lamina("build", str(spec), "--oci-dir", str(layout))
+    assert res.returncode == 0, res.stderr
+    blobs = layout / "blobs" / "sha256"
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((blobs / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    names = []
+    for layer in manifest["layers"]:
+        with tarfile.open(blobs / layer["digest"].split(":")[1]) as tf:
+            names.append([n for n in tf.getnames() if n.startswith("var/lib/dpkg/status.d/")])
+    assert names == [["var/lib/dpkg/status.d/lib"], ["var/lib/dpkg/status.d/app"]]

@@ -295,3 +295,16 @@ def test_sbom_lists_packages_with_purls_and_checksums(tmp_path: Path) -> None:
     assert debs["tool"]["checksums"] == [{"algorithm": "SHA256", "checksumValue": hashlib.sha256(tool.read_bytes()).hexdigest()}]
     contained = {r["relatedSpdxElement"] for r in doc["relationships"] if r["spdxElementId"] == "SPDXRef-Image"}
     assert {p["SPDXID"] for p in debs.values()} <= contained
+
+
+def test_a_later_package_layer_cannot_overwrite_an_earlier_ones_files(tmp_path: Path) -> None:
+    a = make_deb(tmp_path, "first", files={"/usr/bin/same": "a"})
+    b = make_deb(tmp_path, "second", files={"/usr/bin/same": "b"})
+    spec = tmp_path / "lamina.toml"
+    spec.write_text(f'[[layer]]\ndebs = ["{a.name}"]\n\n[[layer]]\ndebs = ["{b.name}"]\n')
+    res = lamina("build", str(spec), "-o", str(tmp_path / "img.tar"))
+    assert res.returncode == 1
+    assert "packages first (an earlier layer) and second both install /usr/bin/same" in res.stderr
+    spec.write_text(f'[[layer]]\ndebs = ["{a.name}"]\n\n[[layer]]\ndebs = ["{b.name}"]\nallow_overwrite = true\n')
+    res = lamina("build", str(spec), "-o", str(tmp_path / "img.tar"))
+    assert res.returncode == 0, res.stderr

@@ -424,9 +424,12 @@ def _generated(path: str, data: bytes, epoch: int, spool: str | None) -> tuple[E
 
 
 def layer_items(packages: Iterable[Unpacked], base: MergedFS | None, epoch: int,
-                allow_overwrite: bool = False, spool: str | None = None) -> list[tuple[Entry, Opener]]:
+                allow_overwrite: bool = False, spool: str | None = None,
+                owners: dict[str, str] | None = None) -> list[tuple[Entry, Opener]]:
     """All packages' entries and dpkg files as one sorted layer: the same set in any order gives
-    the same entries. A file shipped by two packages is an error naming both."""
+    the same entries. A file shipped by two packages is an error naming both; ``owners`` maps
+    the paths earlier package layers installed to their package (and receives this layer's)."""
+    owners = owners if owners is not None else {}
     ordered = sorted(packages, key=lambda u: (u.deb.name, u.deb.arch, u.deb.version))
     names = [(u.deb.name, u.deb.arch) for u in ordered]
     if len(set(names)) != len(names):
@@ -443,6 +446,9 @@ def layer_items(packages: Iterable[Unpacked], base: MergedFS | None, epoch: int,
             if entry.kind is Kind.HARDLINK:
                 linkname = _through_links(linkname, base)
             moved = attrs.evolve(entry, path=path, linkname=linkname)
+            if entry.kind is not Kind.DIR and owners.get(path, pkg) != pkg and not allow_overwrite:
+                raise InputError(f"packages {owners[path]} (an earlier layer) and {pkg} both install /{path}; "
+                                 "lamina does not let one package overwrite another's files (allow_overwrite = true does)")
             if path in chosen:
                 other = chosen[path]
                 if entry.kind is Kind.DIR and other[0].kind is Kind.DIR:
@@ -451,7 +457,7 @@ def layer_items(packages: Iterable[Unpacked], base: MergedFS | None, epoch: int,
                     raise InputError(f"package {pkg}: /{path} appears twice (through a merged-usr link?)")
                 if not allow_overwrite:
                     raise InputError(f"packages {other[2]} and {pkg} both install /{path}; "
-                                     "lamina does not let one package overwrite another's files")
+                                     "lamina does not let one package overwrite another's files (allow_overwrite = true does)")
             chosen[path] = (moved, opener, pkg)
         info = f"{INFO_DIR}/{unpacked.deb.info_name}"
         generated = [
@@ -466,6 +472,7 @@ def layer_items(packages: Iterable[Unpacked], base: MergedFS | None, epoch: int,
             if real in chosen:
                 raise InputError(f"package {pkg}: /{real} is a file of package {chosen[real][2]}")
             chosen[real] = (*_generated(real, data, epoch, spool), pkg)
+    owners.update((path, pkg) for path, (entry, _, pkg) in chosen.items() if pkg and entry.kind is not Kind.DIR)
     # dpkg's database format: 1 names a Multi-Arch: same package's files NAME:ARCH.list.
     fmt = _through_links(f"{INFO_DIR}/format", base)
     if fmt not in chosen and ordered:

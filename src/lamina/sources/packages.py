@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+
+import attrs
 
 from lamina.errors import InputError
 from lamina.layers.build import Opener
@@ -16,10 +18,12 @@ from lamina.sources import apt, deb
 from lamina.sources.rootfs import MergedFS
 
 
-def base_status(base: MergedFS | None, read: Callable[[str], bytes | None]) -> apt.Installed:
-    """The packages the base image's dpkg status (and distroless status.d) lists."""
+def base_status(base: MergedFS | None, read: Callable[[str], bytes | None],
+                earlier: list[tuple[str, str]] | None = None) -> apt.Installed:
+    """The packages the base image's dpkg status (and distroless status.d) lists, and those
+    earlier package layers of this build installed."""
     if base is None:
-        return apt.Installed()
+        return apt.installed_from(earlier or [])
     paths = [p for p in ("var/lib/dpkg/status",) if base.get(p) is not None]
     paths += sorted(p for p, n in base.nodes.items()
                     if posixpath.dirname(p) == deb.STATUS_DIR and n.entry.kind is Kind.FILE)
@@ -28,7 +32,7 @@ def base_status(base: MergedFS | None, read: Callable[[str], bytes | None]) -> a
         data = read(path)
         if data is not None:
             texts.append((f"/{path}", data.decode("utf-8", "replace")))
-    return apt.installed_from(texts)
+    return apt.installed_from([*texts, *(earlier or [])])
 
 
 def resolve_packages(packages: tuple[str, ...], sources: tuple[apt.AptSource, ...], arch: str,
@@ -41,16 +45,29 @@ def resolve_packages(packages: tuple[str, ...], sources: tuple[apt.AptSource, ..
     return apt.resolve(packages, apt.Universe(candidates, arch), installed)
 
 
+@attrs.define
+class Installs:
+    """What the package layers of one build installed, per platform: the records lamina.lock
+    and the SBOM use, the status stanzas a later layer's resolution counts as installed, and
+    which package owns each path, so a later layer cannot silently overwrite an earlier one's."""
+
+    packages: list[apt.Locked] = attrs.field(factory=list)
+    status: dict[str, list[tuple[str, str]]] = attrs.field(factory=dict)  # platform -> [(where, stanza)]
+    owners: dict[str, dict[str, str]] = attrs.field(factory=dict)  # platform -> path -> package
+
+
 def package_items(debs: tuple[deb.DebFile, ...], packages: tuple[str, ...], sources: tuple[apt.AptSource, ...],
                   platform: Platform, base: MergedFS | None, read_base: Callable[[str], bytes | None],
                   spool: str, epoch: int, stack: contextlib.ExitStack, note: Callable[[str], None],
                   arch_check: bool = True, lock: dict[str, str] | None = None,
                   locked: tuple[apt.Locked, ...] = (), hermetic: bool = False,
-                  resolved: list[apt.Locked] | None = None) -> list[tuple[Entry, Opener]]:
-    """Every package's entries as one layer; ``resolved`` receives what was installed.
+                  installs: Installs | None = None, allow_overwrite: bool = False) -> list[tuple[Entry, Opener]]:
+    """Every package's entries as one layer; ``installs`` receives what was installed.
     Packages the lock lists for this request and platform are fetched by its URL and sha256,
     without reading any index; ``hermetic`` refuses a request the lock does not list."""
     arch = deb.debian_arch(platform.architecture, platform.variant)
+    installs = installs if installs is not None else Installs()
+    earlier = installs.status.setdefault(str(platform), [])
     files: list[tuple[str, str | None]] = [(d.path, d.sha256 or (lock or {}).get(d.key or d.path)) for d in debs]
     request = apt.request_key(packages)
     pinned = [p for p in locked if p.request == request and p.platform == str(platform)] if packages else []
@@ -64,7 +81,8 @@ def package_items(debs: tuple[deb.DebFile, ...], packages: tuple[str, ...], sour
         raise InputError(f"hermetic build refused: packages {request} for {platform} are not in lamina.lock "
                          "(run 'lamina lock')")
     else:
-        for candidate in resolve_packages(packages, sources, arch, base_status(base, read_base), note):
+        installed = base_status(base, read_base, earlier)
+        for candidate in resolve_packages(packages, sources, arch, installed, note):
             path = apt.fetch(candidate)
             files.append((path, candidate.sha256))
             origin[path] = (request, candidate.url)
@@ -75,20 +93,14 @@ def package_items(debs: tuple[deb.DebFile, ...], packages: tuple[str, ...], sour
             deb.check_arch(u.deb, arch)
         for line in deb.notes(u.deb):
             note(line)
-    if resolved is not None:
-        for u in unpacked:
-            req, url = origin.get(u.deb.path, ("", u.deb.path))
-            resolved.append(apt.Locked(req, str(platform), u.deb.name, u.deb.version, u.deb.arch, url, u.deb.sha256,
-                                       os.path.getsize(u.deb.path)))
-    return deb.layer_items(unpacked, base, epoch, spool=spool)
-
-
-def installed_debs(items: list[tuple[Entry, Opener]]) -> Iterator[dict[str, str]]:
-    """The status stanzas a package layer wrote (for lint and the SBOM)."""
-    for entry, opener in items:
-        if posixpath.dirname(entry.path) == deb.STATUS_DIR and opener is not None:
-            with opener() as f:
-                yield from deb.parse_control(f.read().decode("utf-8", "replace"), f"/{entry.path}")
+    owners = installs.owners.setdefault(str(platform), {})
+    items = deb.layer_items(unpacked, base, epoch, allow_overwrite, spool=spool, owners=owners)
+    for u in unpacked:
+        req, url = origin.get(u.deb.path, ("", u.deb.path))
+        installs.packages.append(apt.Locked(req, str(platform), u.deb.name, u.deb.version, u.deb.arch, url,
+                                            u.deb.sha256, os.path.getsize(u.deb.path)))
+        earlier.append((f"{u.deb.name} (an earlier layer)", deb.status_stanza(u.deb, u.conffiles).decode()))
+    return items
 
 
 STATUS_CAP = 64 << 20  # a whole distribution's dpkg status is a few MiB
