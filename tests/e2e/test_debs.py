@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from support.aptrepo import COMPONENT, SUITE, WANTED, download, make_repo, minbase, serve
+from support.aptrepo import COMPONENT, SUITE, WANTED, cache_dir, download, make_repo, minbase, serve
 from support.cli import build_ok, lamina
 from support.oci import validate_image
 from support.tools import require, run_ok
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def real_debs(request: pytest.FixtureRequest) -> list[Path]:
-    return download(Path(request.config.cache.mkdir("lamina-debs-amd64")))
+    return download(cache_dir(request.config, "lamina-debs-amd64"))
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_deb_files_and_repository_packages_make_the_same_layer(repo: Path, real_
 @pytest.fixture(scope="module")
 def bookworm_base(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """debian:bookworm-slim's origin: a debootstrap minbase, as a lamina image."""
-    tarball = minbase(Path(request.config.cache.mkdir("lamina-minbase")))
+    tarball = minbase(cache_dir(request.config, "lamina-minbase"))
     out = tmp_path_factory.mktemp("minbase") / "bookworm.tar"
     build_ok("--tarball", str(tarball), "--cmd", '["bash"]', "--no-lint", "-o", str(out))
     return out
@@ -175,7 +175,7 @@ def test_scratch_with_packages_is_far_smaller_than_slim(bookworm_base: Path, rep
 def arm64_debs(request: pytest.FixtureRequest) -> list[Path]:
     """arm64 packages through a private apt configuration (its own lists; the machine's dpkg
     architectures are never touched)."""
-    return download(Path(request.config.cache.mkdir("lamina-debs-arm64")), arch="arm64", wanted=("libc6",))
+    return download(cache_dir(request.config, "lamina-debs-arm64"), arch="arm64", wanted=("libc6",))
 
 
 def test_multi_platform_builds_resolve_per_architecture(real_debs: list[Path], arm64_debs: list[Path],

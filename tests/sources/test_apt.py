@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.aptrepo import COMPONENT, SUITE, download, make_deb, make_repo, serve
+from support.aptrepo import COMPONENT, SUITE, cache_dir, download, make_deb, make_repo, serve
 
 from lamina.errors import DigestMismatch, InputError, UsageError
 from lamina.sources import apt
@@ -18,7 +18,7 @@ from lamina.sources import apt
 
 @pytest.fixture(scope="session")
 def real_debs(request: pytest.FixtureRequest) -> list[Path]:
-    return download(Path(request.config.cache.mkdir("lamina-debs-amd64")))
+    return download(cache_dir(request.config, "lamina-debs-amd64"))
 
 
 @pytest.fixture(scope="session")

@@ -192,3 +192,13 @@ def minbase(dest: Path, suite: str = "bookworm") -> Path:
     tmp.rename(tarball)
     shutil.rmtree(root)
     return tarball
+
+
+def cache_dir(config: object, name: str) -> Path:
+    """pytest's cache directory (downloads survive sessions), or a fresh one under -p no:cacheprovider."""
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir(name))
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=f"{name}-"))
