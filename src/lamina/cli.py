@@ -147,6 +147,8 @@ def _debs_layer(debs: tuple[str, ...], packages: tuple[str, ...]) -> list[Any]:
               help="Install a package and its dependencies from the --apt-source repositories.")
 @click.option("--apt-source", "apt_sources", multiple=True, nargs=3, metavar="URL|DIR SUITE COMPONENT",
               help="A Debian repository for --package (Release hashes checked).")
+@click.option("--apt-keyring", type=click.Path(dir_okay=False), metavar="KEYRING",
+              help="Check the apt sources' Release signatures with this OpenPGP keyring (gpgv).")
 @click.option("--remove", "removes", multiple=True, metavar="PATH", help="Drop PATH of the base image (a whiteout).")
 @click.option("--ca-certs", "ca_certs", multiple=True, is_flag=False, flag_value="@system", metavar="[FILE|DIR]",
               help="A CA bundle at /etc/ssl/certs/ca-certificates.crt (alone: this machine's), SSL_CERT_FILE set.")
@@ -218,6 +220,7 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
             *(specs.FilesLayer((specs.parse_add(a),)) for a in adds),
         ],
         "apt": tuple(parse_apt_source(*a) for a in opts.pop("apt_sources")),
+        "apt_keyring": opts.pop("apt_keyring"),
         "base": specs.BaseSpec(opts["base"], key=opts["base"]) if opts["base"] else None,
         "remove": removes,
         "hermetic": opts["hermetic"],

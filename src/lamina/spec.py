@@ -318,9 +318,10 @@ class _Reader:
         return DebsLayer(tuple(debs), names, allow)
 
     def apt(self, data: Any) -> tuple[AptSource, ...]:
-        """``[apt] sources = ["URL|DIR SUITE COMPONENT", …]``."""
-        if not isinstance(data, dict) or set(data) - {"sources"}:
-            raise self.fail("apt", "expected a table with 'sources' (a list of \"URL SUITE COMPONENT\")")
+        """``[apt] sources = ["URL|DIR SUITE COMPONENT", …]``, ``keyring = "…"`` (checks their Release signatures)."""
+        if not isinstance(data, dict) or set(data) - {"sources", "keyring"}:
+            raise self.fail("apt", "expected a table with 'sources' (a list of \"URL SUITE COMPONENT\") and 'keyring'")
+        keyring = self.rel(self.typed(data, "keyring", str, "apt.")) if "keyring" in data else ""
         sources = self.typed(data, "sources", list, "apt.") if "sources" in data else []
         out = []
         for i, text in enumerate(sources):
@@ -329,7 +330,7 @@ class _Reader:
             parts = text.split()
             if len(parts) == 3 and not re.match(r"^[a-z]+://", parts[0]):
                 parts[0] = self.rel(parts[0])
-            out.append(self.wrap(f"apt.sources[{i}]", parse_apt_source, *parts))
+            out.append(attrs.evolve(self.wrap(f"apt.sources[{i}]", parse_apt_source, *parts), keyring=keyring))
         return tuple(out)
 
     def pin(self, data: Mapping[str, Any], where: str) -> str | None:
@@ -527,6 +528,8 @@ def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
         changes["layers"] = (*file_spec.layers, *flags["layers"])
     if flags.get("apt"):
         changes["apt"] = (*file_spec.apt, *flags["apt"])
+    if flags.get("apt_keyring"):
+        changes["apt"] = tuple(attrs.evolve(s, keyring=flags["apt_keyring"]) for s in changes.get("apt", file_spec.apt))
     config = file_spec.config
     config_changes: dict[str, Any] = {}
     for key in ("entrypoint", "cmd", "workdir", "user", "stop_signal"):

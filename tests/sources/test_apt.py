@@ -233,3 +233,53 @@ def test_a_later_layer_does_not_reinstall_what_an_earlier_one_installed(tmp_path
         with tarfile.open(blobs / layer["digest"].split(":")[1]) as tf:
             names.append([n for n in tf.getnames() if n.startswith("var/lib/dpkg/status.d/")])
     assert names == [["var/lib/dpkg/status.d/lib"], ["var/lib/dpkg/status.d/app"]]
+
+
+def test_release_signatures_with_a_keyring(tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    from support.tools import require
+
+    gpg = require("gpg")
+    require("gpgv")
+    deb = make_deb(tmp_path, "tiny", files={"/usr/share/tiny": "x"})
+    repo = make_repo([deb], tmp_path / "repo")
+    dist = repo / "dists" / SUITE
+
+    def keyring(name: str) -> Path:
+        home = tmp_path / f"gnupg-{name}"
+        home.mkdir(mode=0o700)
+        env = {**os.environ, "GNUPGHOME": str(home)}
+        subprocess.run([gpg, "--batch", "--passphrase", "", "--quick-gen-key", f"{name} <{name}@example.org>",
+                        "default", "default", "never"], env=env, check=True, capture_output=True)
+        exported = subprocess.run([gpg, "--export"], env=env, check=True, capture_output=True).stdout
+        (tmp_path / f"{name}.gpg").write_bytes(exported)
+        return home
+
+    signer, stranger = keyring("signer"), keyring("stranger")
+    subprocess.run([gpg, "--batch", "--yes", "--clearsign", "--output", str(dist / "InRelease"), str(dist / "Release")],
+                   env={**os.environ, "GNUPGHOME": str(signer)}, check=True, capture_output=True)
+    notes: list[str] = []
+    good = apt.AptSource(str(repo), SUITE, COMPONENT, keyring=str(tmp_path / "signer.gpg"))
+    assert [c.name for c in apt.read_index(good, "amd64", notes.append)] == ["tiny"]
+    assert notes == []  # checked: nothing to warn about
+    unsigned = apt.AptSource(str(repo), SUITE, COMPONENT)
+    apt.read_index(unsigned, "amd64", notes.append)
+    assert len(notes) == 1 and "signature is not checked" in notes[0]
+    wrong = apt.AptSource(str(repo), SUITE, COMPONENT, keyring=str(tmp_path / "stranger.gpg"))
+    with pytest.raises(InputError, match="the Release signature does not verify"):
+        apt.read_index(wrong, "amd64", notes.append)
+    signed = (dist / "InRelease").read_text()
+    (dist / "InRelease").write_text(signed.replace("Suite: stable", "Suite: stabl3"))
+    with pytest.raises(InputError, match="the Release signature does not verify"):
+        apt.read_index(good, "amd64", notes.append)
+    # Release + detached Release.gpg, as older repositories serve them.
+    (dist / "InRelease").unlink()
+    with pytest.raises(InputError, match="neither InRelease nor Release.gpg"):
+        apt.read_index(good, "amd64", notes.append)
+    subprocess.run([gpg, "--batch", "--yes", "--detach-sign", "--output", str(dist / "Release.gpg"), str(dist / "Release")],
+                   env={**os.environ, "GNUPGHOME": str(signer)}, check=True, capture_output=True)
+    assert [c.name for c in apt.read_index(good, "amd64", notes.append)] == ["tiny"]
+    shutil.rmtree(signer, ignore_errors=True)
+    shutil.rmtree(stranger, ignore_errors=True)

@@ -54,6 +54,15 @@ class Installs:
     packages: list[apt.Locked] = attrs.field(factory=list)
     status: dict[str, list[tuple[str, str]]] = attrs.field(factory=dict)  # platform -> [(where, stanza)]
     owners: dict[str, dict[str, str]] = attrs.field(factory=dict)  # platform -> path -> package
+    said: set[str] = attrs.field(factory=set)  # notes already given (once per build, not per platform)
+
+    def once(self, note: Callable[[str], None]) -> Callable[[str], None]:
+        def say(message: str) -> None:
+            if message not in self.said:
+                self.said.add(message)
+                note(message)
+
+        return say
 
 
 def package_items(debs: tuple[deb.DebFile, ...], packages: tuple[str, ...], sources: tuple[apt.AptSource, ...],
@@ -67,6 +76,7 @@ def package_items(debs: tuple[deb.DebFile, ...], packages: tuple[str, ...], sour
     without reading any index; ``hermetic`` refuses a request the lock does not list."""
     arch = deb.debian_arch(platform.architecture, platform.variant)
     installs = installs if installs is not None else Installs()
+    note = installs.once(note)
     earlier = installs.status.setdefault(str(platform), [])
     files: list[tuple[str, str | None]] = [(d.path, d.sha256 or (lock or {}).get(d.key or d.path)) for d in debs]
     request = apt.request_key(packages)
