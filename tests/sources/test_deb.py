@@ -308,3 +308,34 @@ def test_a_later_package_layer_cannot_overwrite_an_earlier_ones_files(tmp_path: 
     spec.write_text(f'[[layer]]\ndebs = ["{a.name}"]\n\n[[layer]]\ndebs = ["{b.name}"]\nallow_overwrite = true\n')
     res = lamina("build", str(spec), "-o", str(tmp_path / "img.tar"))
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("compression", ["gzip", "xz", "zstd"])
+def test_corrupted_packages_fail_only_with_input_errors(tmp_path: Path, compression: str) -> None:
+    """Every single-byte change or truncation of a real package: read in full, or one InputError."""
+    import random
+
+    good = make_deb(tmp_path, "fuzzed", files={"/usr/bin/fuzzed": b"\x7fELF" + bytes(range(256)) * 20,
+                                               "/etc/fuzzed.conf": "x=1\n"}, conffiles=("/etc/fuzzed.conf",),
+                    compression=compression)
+    data = good.read_bytes()
+    rng = random.Random(compression)
+    target = tmp_path / "mutant.deb"
+    outcomes = set()
+    for i in range(120):
+        mutant = bytearray(data)
+        if i % 4 == 0:
+            mutant = mutant[: rng.randrange(len(data))]
+        else:
+            mutant[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        target.write_bytes(bytes(mutant))
+        try:
+            with contextlib.ExitStack() as stack:
+                for entry, opener in _packages(target, stack=stack, spool=tmp_path / f"spool{i}"):
+                    if opener is not None:
+                        with opener() as f:  # type: ignore[operator]
+                            f.read()
+            outcomes.add("read")
+        except InputError:
+            outcomes.add("refused")
+    assert "refused" in outcomes

@@ -25,6 +25,7 @@ import io
 import os
 import posixpath
 import re
+import sys
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
@@ -59,6 +60,15 @@ SCRIPT_NOTES = {
 _DEB_ARCH = {("amd64", ""): "amd64", ("arm64", ""): "arm64", ("arm64", "v8"): "arm64", ("arm", "v7"): "armhf",
              ("arm", "v6"): "armel", ("arm", "v5"): "armel", ("386", ""): "i386", ("ppc64le", ""): "ppc64el",
              ("s390x", ""): "s390x", ("riscv64", ""): "riscv64", ("mips64le", ""): "mips64el"}
+
+
+def _corrupt() -> tuple[type[BaseException], ...]:
+    """What a corrupt member raises: the tarball reader's list, plus igzip's own error class
+    (isal's IsalError is not an OSError, so tarball._read_errors misses it)."""
+    errors = _read_errors()
+    if "isal.igzip_lib" in sys.modules:
+        errors += (sys.modules["isal.igzip_lib"].IsalError,)
+    return errors
 
 
 def debian_arch(architecture: str, variant: str = "") -> str:
@@ -269,7 +279,7 @@ def _control_files(f: BinaryIO, member: ArMember, path: str) -> tuple[dict[str, 
                     files[name] = src.read(info.size)
     except InputError:
         raise
-    except _read_errors() as exc:
+    except _corrupt() as exc:
         raise InputError(f"{path}: corrupt control archive ({exc})") from None
     return files, tuple(sorted(scripts))
 
@@ -294,7 +304,7 @@ def spool_data(deb: Deb, spool: str) -> str:
         raise
     except OSError as exc:
         raise InputError(f"{deb.path}: cannot read the data archive: {exc.strerror or exc}") from None
-    except _read_errors() as exc:
+    except _corrupt() as exc:
         raise InputError(f"{deb.path}: corrupt data archive ({exc})") from None
     finally:
         with contextlib.suppress(OSError):
@@ -324,7 +334,7 @@ def unpack(deb: Deb, spool: str, stack: contextlib.ExitStack, epoch: int) -> Unp
             items.extend(_member(deb.path, archive, member, "", epoch, seen, dirs))
     except InputError:
         raise
-    except _read_errors() as exc:
+    except _corrupt() as exc:
         raise InputError(f"{deb.path}: corrupt data archive ({exc})") from None
     md5sums = deb.md5sums if deb.md5sums is not None else _md5sums(items)
     wanted = set(deb.conffiles)
