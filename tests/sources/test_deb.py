@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import lzma
 import subprocess
 import tarfile
 from pathlib import Path
@@ -92,6 +93,8 @@ def test_hostile_ar_is_one_clear_error(tmp_path: Path, data: bytes, message: str
     ([("debian-binary", b"2.0\n"), ("control.tar", _tar({"./control": b"Package: ../x\nVersion: 1\nArchitecture: all\n"})),
       ("data.tar", b"")], "bad package name"),
     ([("debian-binary", b"2.0\n"), ("control.tar.gz", b"\x1f\x8b\x08\x00garbage"), ("data.tar", b"")], "corrupt control archive"),
+    ([("debian-binary", b"2.0\n"), ("control.tar.xz", lzma.compress(_tar({"./filler": bytes(65 << 20)}))),
+      ("data.tar", b"")], "the control archive is larger than 64 MiB"),
 ])
 def test_malformed_packages_are_refused(tmp_path: Path, members: list[tuple[str, bytes]], message: str) -> None:
     path = tmp_path / "bad.deb"

@@ -264,9 +264,13 @@ def open_deb(path: str) -> Deb:
 def _control_files(f: BinaryIO, member: ArMember, path: str) -> tuple[dict[str, bytes], tuple[str, ...]]:
     files: dict[str, bytes] = {}
     scripts: list[str] = []
+    total = 0
     try:
         with tarfile.open(fileobj=_member_stream(f, member), mode="r|") as archive:
             for info in archive:
+                total += info.size
+                if total > 4 * MAX_CONTROL_FILE:  # a control archive is metadata: never gigabytes to skip through
+                    raise InputError(f"{path}: the control archive is larger than {4 * MAX_CONTROL_FILE >> 20} MiB")
                 name = normalize(info.name, what=f"{path}: control archive entry")
                 if name in _SCRIPTS and info.isfile():
                     scripts.append(name)
