@@ -206,3 +206,20 @@ def test_multi_platform_builds_resolve_per_architecture(real_debs: list[Path], a
         assert f"lib/{triple}/libc.so.6" in names and f"var/lib/dpkg/info/libc6:{arch}.list" in names
         assert f"\nVersion: {_versions([d for d in (real_debs if arch == 'amd64' else arm64_debs) if d.name.startswith('libc6_')])['libc6']}\n" in stanza
     assert set(seen) == {"amd64", "arm64"} and seen["amd64"] != seen["arm64"]
+
+
+def test_lock_records_each_platforms_packages(real_debs: list[Path], arm64_debs: list[Path], tmp_path: Path) -> None:
+    import tomllib
+
+    repo = make_repo([*real_debs, *arm64_debs], tmp_path / "repo", arches=("amd64", "arm64"))
+    spec = tmp_path / "lamina.toml"
+    spec.write_text(f'platforms = ["linux/amd64", "linux/arm64"]\noci_dir = "out"\n\n[apt]\n'
+                    f'sources = ["{repo} {SUITE} {COMPONENT}"]\n\n[[layer]]\npackages = ["libc6"]\n')
+    res = lamina("lock", str(spec))
+    assert res.returncode == 0, res.stderr
+    locked = tomllib.loads((tmp_path / "lamina.lock").read_text())["package"]
+    expected = {(f"linux/{arch}", name, arch, version) for arch, debs in (("amd64", real_debs), ("arm64", arm64_debs))
+                for name, version in _versions([d for d in debs if re.match(r"(libc6|libgcc-s1|gcc-12-base)_", d.name)]).items()}
+    assert {(p["platform"], p["name"], p["architecture"], p["version"]) for p in locked} == expected
+    built = lamina("build", str(spec), "--hermetic")
+    assert built.returncode == 0, built.stderr
