@@ -29,6 +29,7 @@ from lamina.sinks.tarball import write_tarball
 from lamina.resolve import Resolver
 from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
 from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer
+from lamina.sources.packages import Installs, package_items
 from lamina.sources.rootfs import MergedFS
 from lamina.sources.tarball import read_tarball
 from lamina.spec import BuildSpec, DebsLayer, FilesLayer, LayerSpec
@@ -96,7 +97,7 @@ def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) 
 def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerContext, platform: Platform,
                cache: LayerCache | None, meter: Meter | None = None, record: list[Entry] | None = None,
                note: Progress | None = None, read_base: Callable[[str], bytes | None] = lambda _: None,
-               packages: Any = None) -> Layer:
+               packages: Installs | None = None) -> Layer:
     """Build (or take from the cache) one layer; ``record`` receives its entries, for lint."""
     from lamina.layers.compression import describe
 
@@ -104,8 +105,6 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
     settings = f"{spec.compression.value}\0{describe(spec.compression)}"
     key = None
     if isinstance(layer, DebsLayer):
-        from lamina.sources.packages import package_items
-
         with contextlib.ExitStack() as stack:
             items = package_items(layer.debs, layer.packages, spec.apt, platform, ctx.base, read_base,
                                   ctx.spool, ctx.epoch, stack, note or (lambda _: None), spec.arch_check,
@@ -223,7 +222,7 @@ class _Run:
     # Called with (lint image, composed image, platform) when linting; None: no lint.
     lint: Callable[[Any, Image, Platform], None] | None = None
     built: dict[tuple[object, ...], tuple[Layer, list[Entry]]] = attrs.field(factory=dict)
-    packages: Any = None  # sources.packages.Installs: Debian packages installed by the package layers
+    packages: Installs = attrs.field(factory=Installs)  # what the package layers installed
 
     def image(self, requested: Platform | None) -> Image:
         spec = self.spec
@@ -367,9 +366,6 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         if cache is not None:
             stack.callback(cache.close)
         run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say, registry, cache, meter)
-        from lamina.sources.packages import Installs
-
-        run.packages = Installs()
         run.config = spec.config
         run.shuffle = shuffle
         findings: list[Any] = []
