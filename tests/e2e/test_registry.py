@@ -158,13 +158,26 @@ def test_bearer_auth_from_config_json_and_credential_helper(registry: Proxy, env
     assert "s3cret-pw" not in res.stdout + res.stderr
 
 
+def _manifest_of(tarball: Path) -> dict:
+    import tarfile
+
+    with tarfile.open(tarball) as t:
+        index = json.load(t.extractfile("index.json"))  # type: ignore[arg-type]
+        return json.load(t.extractfile(f"blobs/sha256/{index['manifests'][0]['digest'][7:]}"))  # type: ignore[arg-type]
+
+
 def test_pull_base_by_tag_and_digest_then_offline(registry: Proxy, env, hello_image: Path, tmp_path: Path,
                                                  testdata_out: Path) -> None:
     pushed = lamina("push", str(hello_image), f"{registry.host}/lamina/base:v1", env=env).stdout.strip()
     by_tag = build_ok_env(env, "--from", f"{registry.host}/lamina/base:v1", "--add", f"{testdata_out / 'hello-c'}:/c",
                           "-o", str(tmp_path / "a.tar"))
     by_digest = build_ok_env(env, "--from", pushed, "--add", f"{testdata_out / 'hello-c'}:/c", "-o", str(tmp_path / "b.tar"))
-    assert by_tag == by_digest
+    # The same image; only org.opencontainers.image.base.name says how the base was named.
+    a, b = (_manifest_of(tmp_path / name) for name in ("a.tar", "b.tar"))
+    assert a["annotations"].pop("org.opencontainers.image.base.name") == f"{registry.host}/lamina/base:v1"
+    assert b["annotations"].pop("org.opencontainers.image.base.name") == pushed
+    assert a == b and a["annotations"]["org.opencontainers.image.base.digest"] == pushed.split("@")[1]
+    assert by_tag != by_digest
     res = lamina("build", "--hermetic", "--from", f"{registry.host}/lamina/base:v1", "-o", str(tmp_path / "c.tar"), env=env)
     assert res.returncode == 1 and "must be pinned by digest" in res.stderr
     # The registry goes away: the cached base is used.
