@@ -216,6 +216,9 @@ def test_tls_registry_with_htpasswd_basic_auth(env, hello_image: Path, test_ca, 
         assert res.returncode == 1
         assert f"{host}: authentication required and no credentials found (try 'lamina login {host}')" in res.stderr
         creds = {"LAMINA_REGISTRY_USERNAME": "bob", "LAMINA_REGISTRY_PASSWORD": "wrong-pw"}
+        res = lamina("push", "--ca-file", str(test_ca.ca_pem), str(hello_image), ref, env={**env, **creds})
+        assert res.returncode == 1 and "LAMINA_REGISTRY_HOST is not" in res.stderr  # env credentials name their registry
+        creds["LAMINA_REGISTRY_HOST"] = host
         res = lamina("--debug", "push", "--ca-file", str(test_ca.ca_pem), str(hello_image), ref, env={**env, **creds})
         assert res.returncode == 1 and "authentication failed as 'bob'" in res.stderr and "wrong-pw" not in res.stderr
         creds["LAMINA_REGISTRY_PASSWORD"] = "hunter2-pw"
