@@ -103,7 +103,7 @@ def test_dockerd_reports_server_version(dockerd: DockerDaemon) -> None:
 def test_dockerd_runs_busybox_rootfs(dockerd: DockerDaemon, testdata_out: Path) -> None:
     """The e2e tests need a daemon that can really run containers here."""
     dockerd.docker("import", str(testdata_out / "busybox-rootfs.tar.gz"), "lamina-test/bb:1")
-    r = dockerd.docker("run", "--rm", "--network=none", "lamina-test/bb:1",
+    r = dockerd.docker("run", "--pull", "never", "--rm", "--network=none", "lamina-test/bb:1",
                        "sh", "-c", "echo ok; env | grep -c ^PATH=")
     assert r.stdout == "ok\n1\n"
 
@@ -205,3 +205,12 @@ def test_blobs_are_rehashed_before_any_schema_check(tmp_path: Path, monkeypatch:
     (tmp_path / "index.json").write_text(json.dumps(index))
     with pytest.raises(AssertionError, match="does not match its digest"):
         oci.validate_image(tmp_path)
+
+
+def test_docker_run_must_say_pull_never() -> None:
+    """The guard in DockerDaemon.docker() refuses before any daemon is involved."""
+    daemon = DockerDaemon.__new__(DockerDaemon)
+    with pytest.raises(ValueError, match="--pull never"):
+        daemon.docker("run", "--rm", "img")
+    with pytest.raises(ValueError, match="--pull never"):
+        daemon.docker("run", "--pull", "missing", "img")
