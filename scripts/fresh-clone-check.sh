@@ -60,7 +60,7 @@ mirror_from_apt() {
              }' "$f"
     done
 }
-mirror=$(mirror_from_apt | head -n 1)
+mirror=$(mirror_from_apt | head -n 1 || true)
 if [ -z "$mirror" ]; then
     echo "fresh-clone-check: no bookworm mirror found in /etc/apt/sources.list*" >&2
     exit 2
