@@ -60,7 +60,7 @@ def test_build_push_then_skopeo_and_docker_pull(registry: Proxy, env, testdata_o
     assert inspected["Digest"] == digest
     assert json.loads((tmp_path / "meta.json").read_text())["pushed"] == pushed
     dockerd.docker("pull", pushed)
-    assert dockerd.docker("run", "--rm", "--network", "none", pushed).stdout == "hello, scratch!\n"
+    assert dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", pushed).stdout == "hello, scratch!\n"
 
 
 def test_second_push_uploads_nothing_and_other_repo_mounts(registry: Proxy, env, hello_image: Path) -> None:
@@ -241,7 +241,7 @@ def test_push_multi_platform_index_and_docker_pull(registry: Proxy, env, testdat
     assert [m["platform"]["architecture"] for m in raw["manifests"]] == ["amd64", "arm64"]
     assert f"sha256:{__import__('hashlib').sha256(json.dumps(raw, separators=(',', ':'), ensure_ascii=False).encode()).hexdigest()}" == digest
     dockerd.docker("pull", "--platform", "linux/amd64", ref)
-    assert dockerd.docker("run", "--rm", "--network", "none", ref).stdout == "hello, scratch!\n"
+    assert dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", ref).stdout == "hello, scratch!\n"
 
 
 def test_push_with_an_attached_sbom(registry: Proxy, env, testdata_out: Path, tmp_path: Path) -> None:
