@@ -11,7 +11,7 @@ import pytest
 from support.oci import check_schema
 
 from lamina.image import DEFAULT_PATH, Base, ConfigChanges, Image, compose, compose_index, json_blobs, top_descriptor
-from lamina.model import Descriptor, Digest, Layer, Platform
+from lamina.model import ConfigFile, Descriptor, Digest, Layer, Platform
 
 AMD64 = Platform("linux", "amd64")
 ARM64 = Platform("linux", "arm64")
@@ -45,7 +45,7 @@ BASE_CONFIG: dict[str, Any] = {
 
 
 def base() -> Base:
-    return Base(config=json.loads(json.dumps(BASE_CONFIG)), layers=(layer("base"),))
+    return Base(config=ConfigFile.from_json(json.loads(json.dumps(BASE_CONFIG))), layers=(layer("base"),))
 
 
 def config_of(image: Image) -> dict[str, Any]:
@@ -125,7 +125,7 @@ def test_an_entrypoint_with_a_cmd_sets_both_and_an_empty_cmd_is_kept() -> None:
 def test_a_base_without_path_gets_the_default_one_first() -> None:
     doc = json.loads(json.dumps(BASE_CONFIG))
     doc["config"]["Env"] = ["A=1"]
-    config = config_of(compose([], ConfigChanges(), platform=AMD64, epoch=0, base=Base(doc, ())))["config"]
+    config = config_of(compose([], ConfigChanges(), platform=AMD64, epoch=0, base=Base(ConfigFile.from_json(doc), ())))["config"]
     assert config["Env"] == [DEFAULT_PATH, "A=1"]
 
 

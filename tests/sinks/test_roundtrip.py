@@ -25,7 +25,8 @@ from lamina.model import Layer, Platform, Reference
 from lamina.sbom import artifact
 from lamina.sinks.layout import write_layout
 from lamina.sinks.tarball import write_tarball
-from lamina.sources.archive import ImageSource, StoredImage, entries, images, open_layer
+from lamina.image import Image
+from lamina.sources.archive import ImageSource, entries, images
 from lamina.sources.tarball import layer_tar
 from lamina.store import BlobStore
 
@@ -84,14 +85,15 @@ def _write(kind: str, built: Image | ImageIndex, store: BlobStore, out: Path, ta
     return out
 
 
-def _read_back(path: Path) -> list[tuple[StoredImage, dict[str, tuple[Kind, int, bytes | str]]]]:
+def _read_back(path: Path) -> list[tuple[Image, dict[str, tuple[Kind, int, bytes | str]]]]:
     """Every image with the files of its layers, through lamina's own reader."""
     out = []
     with ImageSource.open(path) as source:
         for stored in images(source):
             files: dict[str, tuple[Kind, int, bytes | str]] = {}
             for layer in stored.layers:
-                with open_layer(source, layer) as raw:
+                assert stored.blobs is not None
+                with stored.blobs.open(layer.descriptor) as raw:
                     blob = raw.read()  # verified against the digest while read
                 with layer_tar(BufferedReader(BytesIO(blob))) as tar:
                     for member in tar:
@@ -118,9 +120,9 @@ def test_one_image_comes_back_as_it_went_in(tmp_path: Path, sink: str, compressi
     assert [m["digest"] for m in checked["index"]["manifests"]] == [str(image.digest)]
     assert checked["configs"] == [json.loads(image.config_bytes)]
     [(stored, files)] = _read_back(path)
-    assert stored.manifest_descriptor is not None and stored.manifest_descriptor.digest == image.digest
-    assert stored.config_bytes == image.config_bytes
-    assert [(l.digest, l.diff_id, l.media_type) for l in stored.layers] == [
+    assert stored.digest == image.digest and stored.manifest_bytes == image.manifest_bytes
+    assert stored.config_bytes == image.config_bytes and stored.config == image.config
+    assert [(l.descriptor.digest, l.diff_id, l.descriptor.media_type) for l in stored.layers] == [
         (l.descriptor.digest, l.diff_id, compression.media_type) for l in image.layers]
     assert files == {**FILES, **SECOND}
 
