@@ -30,7 +30,6 @@ The registry may be an attacker, or answer for one, so:
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import ssl
 import threading

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from typing import Any
 
+from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
+from lamina.home import cache_home
 from lamina.errors import DigestMismatch, ImageError, RegistryError, UsageError
 from lamina.model import Descriptor, Digest, Platform, Reference, mediatypes
 from lamina.registry.client import Registry
@@ -32,8 +34,7 @@ ACCEPT = ", ".join([mediatypes.OCI_INDEX, mediatypes.OCI_MANIFEST, mediatypes.DO
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lamina" / "images"
+    return cache_home() / "images"
 
 
 FILE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -199,11 +200,10 @@ def fetch(text: str, platform: Platform | None, registry_for: object, note: obje
 def _choose(puller: Puller, top: Descriptor, platform: Platform | None, text: str) -> Descriptor:
     if top.media_type not in mediatypes.INDEX_TYPES:
         return top
-    from lamina.sources.base import platform_matches
 
     what = f"{text}: index {top.digest}"
     children = descriptors(document(puller.store.path(top.digest).read_bytes(), what), "manifests", what)
-    want = platform or Platform("linux", "amd64")
+    want = platform or DEFAULT_PLATFORM
     for child in children:
         if child.platform is not None and platform_matches(child.platform, want):
             puller.manifest(str(child.digest), child.digest)

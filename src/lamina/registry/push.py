@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
+from lamina.home import cache_home
 from lamina.errors import DigestMismatch, RegistryError
 from lamina.model import Descriptor, Digest, Reference
 from lamina.registry.client import Registry
@@ -61,8 +61,7 @@ class PushStats:
 
 
 def _locations_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lamina" / "blob-locations.json"
+    return cache_home() / "blob-locations.json"
 
 
 def _load_locations() -> dict[str, list[str]]:
