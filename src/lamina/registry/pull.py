@@ -170,10 +170,9 @@ def fetch(text: str, platform: Platform | None, registry_for: object, note: obje
     puller = Puller(registry, ref.repository, note)
     key = f"{ref.name}:{ref.tag}" if ref.tag else ""
     expected = Digest.parse(ref.digest) if ref.digest else None
+    cached = puller._refs().get(key) if key else None  # what the tag named when last pulled whole
     try:
         top = puller.manifest(ref.digest or ref.tag, expected)
-        if key and not expected:
-            puller._remember(key, top)
         desc = top
         chosen = _choose(puller, top, platform, text)
         what = f"{text}: manifest {chosen.digest}"
@@ -184,8 +183,9 @@ def fetch(text: str, platform: Platform | None, registry_for: object, note: obje
         with ThreadPoolExecutor(4, thread_name_prefix="lamina-pull") as pool:
             for future in [pool.submit(puller.blob, b) for b in blobs]:
                 future.result()
+        if key and not expected:  # only once every blob is in: a tag never names a half-pulled image
+            puller._remember(key, top)
     except RegistryError as exc:
-        cached = puller._refs().get(key) if key else None
         if cached is None:
             raise
         desc = Descriptor.from_json(cached)  # type: ignore[arg-type]
