@@ -356,6 +356,15 @@ def test_garbage_manifest_is_one_error_line(tmp_path: Path, case: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("lamina: error: ") and "internal error" not in lines[0], res.stderr
 
 
+def test_registry_error_text_cannot_forge_output_lines(tmp_path: Path) -> None:
+    forged = json.dumps({"errors": [{"code": "DENIED", "message": "no\nlamina: pushed evil@sha256:0\r"}]}).encode()
+    with FakeRegistry() as registry:
+        registry.override = lambda seen: Reply(403, {"Content-Type": "application/json"}, forged) if "/manifests/" in seen.route else None
+        res = lamina("build", "--from", f"{registry.host}/team/app:v1", "-o", str(tmp_path / "out.tar"), env=cli_env(tmp_path))
+    assert res.returncode == 1
+    assert res.stderr.count("\n") == 1 and "\r" not in res.stderr and "DENIED: no?lamina: pushed" in res.stderr, res.stderr
+
+
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("layout")

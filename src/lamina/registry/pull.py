@@ -24,7 +24,7 @@ from typing import Any
 
 from lamina.errors import DigestMismatch, ImageError, RegistryError, UsageError
 from lamina.model import Descriptor, Digest, Platform, Reference, mediatypes
-from lamina.registry.client import Registry
+from lamina.registry.client import Registry, printable
 from lamina.store import BlobStore
 
 ACCEPT = ", ".join([mediatypes.OCI_INDEX, mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST_LIST,
@@ -108,7 +108,7 @@ class Puller:
             raise DigestMismatch(f"{where}: manifest {reference} has digest {digest}")
         named = response.headers.get("docker-content-digest", "").strip()
         if named.startswith("sha256:") and named != str(digest):
-            raise DigestMismatch(f"{where}: manifest {reference} was announced as {named[:80]} but its bytes are {digest}")
+            raise DigestMismatch(f"{where}: manifest {reference} was announced as {printable(named, 80)} but its bytes are {digest}")
         doc = document(data, f"{where}: manifest {reference}")
         media_type = response.headers.get("content-type", "").split(";")[0].strip() or _media_type(doc)
         self.store.put_bytes(data)
@@ -138,7 +138,7 @@ def document(data: bytes, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ImageError(f"{what} is not JSON ({exc})") from None
+        raise ImageError(f"{what} is not JSON ({printable(str(exc))})") from None
     if not isinstance(doc, dict):
         raise ImageError(f"{what} is not a JSON object")
     return doc

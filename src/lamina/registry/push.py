@@ -26,7 +26,7 @@ import attrs
 
 from lamina.errors import DigestMismatch, RegistryError
 from lamina.model import Descriptor, Digest, Reference
-from lamina.registry.client import Registry
+from lamina.registry.client import Registry, printable
 
 CHUNK_THRESHOLD = 64 << 20  # blobs above this go in chunks
 CHUNK_SIZE = 16 << 20
@@ -250,7 +250,7 @@ class Pusher:
             return 0, new_location
         if not (first.strip() == "0" and last.strip().isdigit() and int(last) < desc.size):
             raise RegistryError(f"{self.registry.host}: resume upload of blob {desc.digest}: "
-                                f"the registry holds an impossible range {got[:40]!r}")
+                                f"the registry holds an impossible range {printable(got, 40)!r}")
         return int(last) + 1, new_location
 
     def push_blob(self, desc: Descriptor) -> None:
