@@ -19,7 +19,6 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
 from typing import Any
 
 from lamina.errors import DigestMismatch, ImageError, RegistryError, UsageError

@@ -205,6 +205,9 @@ class Pusher:
         hasher = hashlib.sha256()  # of the bytes the registry has acknowledged
         from lamina.registry.client import BACKOFF, RETRIES
 
+        if desc.size == 0 and hasher.hexdigest() != desc.digest.hex:  # no chunk will check it
+            raise DigestMismatch(f"blob {desc.digest}: it is empty, which is not what its digest names")
+
         while offset < desc.size:
             end = min(offset + size, desc.size)
             sent: list[Any] = []  # the hash state of the last attempt at this chunk
@@ -245,7 +248,7 @@ class Pusher:
                                          scopes=self._scopes, ok=(204,))
         got = response.headers.get("range", "").strip()
         new_location = self._location(response) if response.headers.get("location") else location
-        first, dash, last = got.partition("-")
+        first, dash, last = got.removeprefix("bytes=").partition("-")
         if not dash:
             return 0, new_location
         if not (first.strip() == "0" and last.strip().isdigit() and int(last) < desc.size):
