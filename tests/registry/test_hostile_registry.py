@@ -195,6 +195,51 @@ def test_plain_http_realm_of_a_loopback_https_registry_is_allowed(env: pytest.Mo
         assert realm.requests and realm.authorizations() == []
 
 
+@pytest.mark.parametrize("realm", ["file:///etc/passwd", "ftp://127.0.0.1/token", "not a url"])
+def test_a_realm_that_is_not_http_is_refused(env: pytest.MonkeyPatch, realm: str) -> None:
+    with FakeRegistry() as registry:
+        registry.add_image()
+        registry.override = lambda seen: Reply(401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="x"'})
+        with pytest.raises(AuthError, match="is not an http"):
+            pull(f"{registry.host}/team/app:v1")
+
+
+def test_redirect_from_https_down_to_plain_http_is_refused(env: pytest.MonkeyPatch, dns: None, test_ca: Any,
+                                                           tmp_path: Path) -> None:
+    cert, key = cert_for(test_ca.ca_pem, "registry.test", tmp_path / "certs")
+    with FakeRegistry() as storage, FakeRegistry(tls=(cert, key)) as registry:
+        registry.add_image()
+        storage.blobs.update(registry.blobs)
+        registry.override = lambda seen: (Reply(302, {"Location": f"http://storage.test:{storage.port}{seen.route}"})
+                                          if "/blobs/" in seen.route else None)
+        with pytest.raises(RegistryError, match=r"redirected from HTTPS to plain HTTP \(storage.test:\d+\); refused"):
+            pull(f"registry.test:{registry.port}/team/app:v1", ca_file=str(test_ca.ca_pem))
+        assert storage.requests == []
+
+
+def test_redirect_loop_ends(env: pytest.MonkeyPatch) -> None:
+    with FakeRegistry() as registry:
+        registry.override = lambda seen: Reply(307, {"Location": seen.path}) if "/manifests/" in seen.route else None
+        with pytest.raises(RegistryError, match="more than 5 redirects"):
+            pull(f"{registry.host}/team/app:v1")
+        assert registry.count("GET", "/manifests/") == 6
+
+
+def test_upload_location_that_is_not_http_is_refused(env: pytest.MonkeyPatch) -> None:
+    with FakeRegistry(upload_base="ftp://127.0.0.1:1") as registry:
+        with pytest.raises(RegistryError, match="the upload Location is not an http"):
+            push(registry.host, plan())
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "inf"])
+def test_bad_timeouts_are_usage_errors(env: pytest.MonkeyPatch, value: str) -> None:
+    from lamina.errors import UsageError
+
+    env.setenv("LAMINA_REGISTRY_DEADLINE", value)
+    with pytest.raises(UsageError, match="LAMINA_REGISTRY_DEADLINE"):
+        Registry("registry.test")
+
+
 # ---- 3. environment credentials are for LAMINA_REGISTRY_HOST only
 
 
