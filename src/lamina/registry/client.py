@@ -51,7 +51,7 @@ _REDIRECT_CODES = (301, 302, 303, 307, 308)
 __all__ = ["AuthError", "MAX_DOCUMENT", "Registry", "RegistryError", "describe_failure", "origin"]
 
 
-def _number(name: str, default: float) -> float:
+def _number(name: str, default: float, *, positive: bool = False) -> float:
     text = os.environ.get(name)
     if text is None or not text.strip():
         return default
@@ -59,9 +59,14 @@ def _number(name: str, default: float) -> float:
         value = float(text)
     except ValueError:
         raise UsageError(f"{name}={text!r}: expected a number") from None
-    if value < 0 or value != value:
-        raise UsageError(f"{name}={text!r}: must not be negative")
+    if value != value or value < 0 or (positive and value == 0) or value == float("inf"):
+        raise UsageError(f"{name}={text!r}: must be a {'positive' if positive else 'non-negative'} number")
     return value
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """Text a registry chose, made safe for one line of an error message (no control characters)."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
 RETRIES = int(_number("LAMINA_REGISTRY_RETRIES", 5))
@@ -105,7 +110,7 @@ def describe_failure(response: Any) -> str:
     if not isinstance(errors, list):
         errors = []
     codes = [f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors if isinstance(e, dict)]
-    return (f"{text} ({'; '.join(codes)})" if codes else text)[:500]
+    return printable(f"{text} ({'; '.join(codes)})" if codes else text, 500)
 
 
 # ---- the total deadline: a per-thread end time that every socket operation respects
@@ -152,6 +157,8 @@ def _transport(context: ssl.SSLContext, max_connections: int) -> Any:
             return self._inner.read(max_bytes, budget(timeout))
 
         def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            if len(buffer) <= _WRITE:
+                return self._inner.write(buffer, budget(timeout))
             view = memoryview(buffer)
             for start in range(0, len(view), _WRITE):
                 self._inner.write(bytes(view[start:start + _WRITE]), budget(timeout))
@@ -197,8 +204,8 @@ class Registry:
     insecure: bool = False
     ca_file: str | None = None
     debug: Callable[[str], None] | None = None
-    timeout: float = attrs.field(factory=lambda: _number("LAMINA_REGISTRY_TIMEOUT", 60))
-    deadline: float = attrs.field(factory=lambda: _number("LAMINA_REGISTRY_DEADLINE", 300))
+    timeout: float = attrs.field(factory=lambda: _number("LAMINA_REGISTRY_TIMEOUT", 60, positive=True))
+    deadline: float = attrs.field(factory=lambda: _number("LAMINA_REGISTRY_DEADLINE", 300, positive=True))
     _client: Any = None
     _tokens: TokenCache = attrs.field(factory=TokenCache)
     _creds: Credentials | None = None
@@ -283,7 +290,7 @@ class Registry:
                 raise AuthError(f"{who}: authentication required and no credentials found (try 'lamina login {who}')")
             return creds.basic()
         if scheme != "bearer" or not params.get("realm"):
-            raise AuthError(f"{who}: unsupported authentication challenge {scheme!r}")
+            raise AuthError(f"{who}: unsupported authentication challenge {printable(scheme, 40)!r}")
         realm = self._check_realm(params["realm"], org)
         scope = " ".join(scopes) if scopes else params.get("scope", "")
         key = (org, realm, params.get("service", ""), scope)
@@ -302,9 +309,9 @@ class Registry:
         except httpx.InvalidURL:
             url = None
         if url is None or url.scheme not in ("http", "https") or not url.host:
-            raise AuthError(f"{who}: the token service {realm[:200]!r} is not an http(s) URL")
+            raise AuthError(f"{who}: the token service {printable(realm)!r} is not an http(s) URL")
         if url.scheme == "http" and org.startswith("https:") and not self._plain_ok(org):
-            raise AuthError(f"{who}: refusing the plain-HTTP token service {realm[:200]} of an HTTPS registry "
+            raise AuthError(f"{who}: refusing the plain-HTTP token service {printable(realm)} of an HTTPS registry "
                             f"(it would see credentials and tokens in clear text; --insecure-registry {who} allows it)")
         return realm
 
@@ -372,13 +379,13 @@ class Registry:
                 if _deadline_passed():
                     raise RegistryError(f"{self.host}: {what}: no complete answer within {budget:.0f} s "
                                         "(LAMINA_REGISTRY_DEADLINE)") from None
-                failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                failure = f"{type(exc).__name__}: {printable(str(exc))}" if str(exc) else type(exc).__name__
                 if "CERTIFICATE_VERIFY_FAILED" in failure:  # not transient: say so at once
                     raise RegistryError(f"{self.host}: {what}: TLS certificate not trusted ({exc}); "
                                         "use --ca-file or SSL_CERT_FILE") from None
                 response = None
             except httpx.HTTPError as exc:  # a URL or body httpx refuses: not transient
-                raise RegistryError(f"{self.host}: {what}: {type(exc).__name__}: {exc}") from None
+                raise RegistryError(f"{self.host}: {what}: {type(exc).__name__}: {printable(str(exc))}") from None
             else:
                 if response.status_code in ok:
                     return response
@@ -483,7 +490,7 @@ class Registry:
         except httpx.HTTPError as exc:
             if _deadline_passed():
                 raise RegistryError(f"{self.host}: {what}: not complete within the deadline (LAMINA_REGISTRY_DEADLINE)") from None
-            raise RegistryError(f"{self.host}: {what}: {type(exc).__name__}: {exc}") from None
+            raise RegistryError(f"{self.host}: {what}: {type(exc).__name__}: {printable(str(exc))}") from None
         finally:
             response.close()
 

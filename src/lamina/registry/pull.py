@@ -19,14 +19,13 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
 from typing import Any
 
 from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
 from lamina.home import cache_home
 from lamina.errors import DigestMismatch, ImageError, RegistryError, UsageError
 from lamina.model import Descriptor, Digest, Platform, Reference, mediatypes
-from lamina.registry.client import Registry
+from lamina.registry.client import Registry, printable
 from lamina.store import BlobStore
 
 ACCEPT = ", ".join([mediatypes.OCI_INDEX, mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST_LIST,
@@ -109,7 +108,7 @@ class Puller:
             raise DigestMismatch(f"{where}: manifest {reference} has digest {digest}")
         named = response.headers.get("docker-content-digest", "").strip()
         if named.startswith("sha256:") and named != str(digest):
-            raise DigestMismatch(f"{where}: manifest {reference} was announced as {named[:80]} but its bytes are {digest}")
+            raise DigestMismatch(f"{where}: manifest {reference} was announced as {printable(named, 80)} but its bytes are {digest}")
         doc = document(data, f"{where}: manifest {reference}")
         media_type = response.headers.get("content-type", "").split(";")[0].strip() or _media_type(doc)
         self.store.put_bytes(data)
@@ -139,7 +138,7 @@ def document(data: bytes, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ImageError(f"{what} is not JSON ({exc})") from None
+        raise ImageError(f"{what} is not JSON ({printable(str(exc))})") from None
     if not isinstance(doc, dict):
         raise ImageError(f"{what} is not a JSON object")
     return doc
@@ -171,10 +170,9 @@ def fetch(text: str, platform: Platform | None, registry_for: object, note: obje
     puller = Puller(registry, ref.repository, note)
     key = f"{ref.name}:{ref.tag}" if ref.tag else ""
     expected = Digest.parse(ref.digest) if ref.digest else None
+    cached = puller._refs().get(key) if key else None  # what the tag named when last pulled whole
     try:
         top = puller.manifest(ref.digest or ref.tag, expected)
-        if key and not expected:
-            puller._remember(key, top)
         desc = top
         chosen = _choose(puller, top, platform, text)
         what = f"{text}: manifest {chosen.digest}"
@@ -185,8 +183,9 @@ def fetch(text: str, platform: Platform | None, registry_for: object, note: obje
         with ThreadPoolExecutor(4, thread_name_prefix="lamina-pull") as pool:
             for future in [pool.submit(puller.blob, b) for b in blobs]:
                 future.result()
+        if key and not expected:  # only once every blob is in: a tag never names a half-pulled image
+            puller._remember(key, top)
     except RegistryError as exc:
-        cached = puller._refs().get(key) if key else None
         if cached is None:
             raise
         desc = Descriptor.from_json(cached)  # type: ignore[arg-type]

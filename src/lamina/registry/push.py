@@ -26,7 +26,7 @@ import attrs
 from lamina.home import cache_home
 from lamina.errors import DigestMismatch, RegistryError
 from lamina.model import Descriptor, Digest, Reference
-from lamina.registry.client import Registry
+from lamina.registry.client import Registry, printable
 
 CHUNK_THRESHOLD = 64 << 20  # blobs above this go in chunks
 CHUNK_SIZE = 16 << 20
@@ -204,6 +204,9 @@ class Pusher:
         hasher = hashlib.sha256()  # of the bytes the registry has acknowledged
         from lamina.registry.client import BACKOFF, RETRIES
 
+        if desc.size == 0 and hasher.hexdigest() != desc.digest.hex:  # no chunk will check it
+            raise DigestMismatch(f"blob {desc.digest}: it is empty, which is not what its digest names")
+
         while offset < desc.size:
             end = min(offset + size, desc.size)
             sent: list[Any] = []  # the hash state of the last attempt at this chunk
@@ -244,12 +247,12 @@ class Pusher:
                                          scopes=self._scopes, ok=(204,))
         got = response.headers.get("range", "").strip()
         new_location = self._location(response) if response.headers.get("location") else location
-        first, dash, last = got.partition("-")
+        first, dash, last = got.removeprefix("bytes=").partition("-")
         if not dash:
             return 0, new_location
         if not (first.strip() == "0" and last.strip().isdigit() and int(last) < desc.size):
             raise RegistryError(f"{self.registry.host}: resume upload of blob {desc.digest}: "
-                                f"the registry holds an impossible range {got[:40]!r}")
+                                f"the registry holds an impossible range {printable(got, 40)!r}")
         return int(last) + 1, new_location
 
     def push_blob(self, desc: Descriptor) -> None:
