@@ -41,7 +41,7 @@ FILES: dict[str, tuple[Kind, int, bytes | str]] = {
     "etc": (Kind.DIR, 0o755, b""),
     "etc/conf": (Kind.FILE, 0o644, b"key = value\n"),
 }
-SECOND = {"etc/second": (Kind.FILE, 0o644, b"from the second layer\n")}
+SECOND: dict[str, tuple[Kind, int, bytes | str]] = {"etc/second": (Kind.FILE, 0o644, b"from the second layer\n")}
 
 
 def _items(files: dict[str, tuple[Kind, int, bytes | str]], host: Path) -> Iterator[tuple[Entry, Any]]:
