@@ -167,6 +167,8 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @click.option("--check-reproducible", is_flag=True,
               help="Build twice (cold cache, shuffled walk) first; fail with the diff if the digests differ.")
 @click.option("--push", "push_to", metavar="REF", help="Push the image to a registry (prints REF@sha256:…).")
+@click.option("--sign-gpg-key", metavar="FINGERPRINT", help="Sign the pushed image with this OpenPGP key ($GNUPGHOME).")
+@click.option("--lookaside", metavar="DIR", help="Where --sign-gpg-key writes the signature (registries.d lookaside).")
 @_registry_options
 @click.option("-q", "--quiet", is_flag=True, help="Print only the manifest digest.")
 @click.pass_context
@@ -190,6 +192,9 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         from lamina.model import Reference
 
         Reference.parse(push_to)  # a bad reference is a usage error before anything is built
+    sign_key, lookaside = opts.pop("sign_gpg_key"), opts.pop("lookaside")
+    if sign_key:
+        _check_sign_flags(sign_key, lookaside, push_to)
     flags: dict[str, Any] = {
         "layers": [
             *(specs.parse_tarball(t) for t in tarballs),
@@ -269,10 +274,30 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
     result = run_build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_file), push=pusher,
                        registry=registry_options, use_cache=not no_cache, meter=_meter(chatty),
                        lint=_report_findings if spec.lint else None, lint_ignore=spec.lint_ignore)
+    if sign_key and result.pushed:
+        from lamina.model import Digest, Reference
+        from lamina.sign import simple
+        from lamina.sign.target import Target
+
+        signed = Target(Reference.parse(push_to), Digest.parse(result.pushed.split("@", 1)[1]))
+        path = simple.sign(signed, sign_key, simple.lookaside_dir(lookaside))
+        if not quiet:
+            click.echo(f"lamina: wrote {path}", err=True)
     if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)
     click.echo(result.pushed or str(result.image.digest))
+
+
+def _check_sign_flags(key: str, lookaside: str | None, push_to: str | None) -> None:
+    from lamina.errors import UsageError
+    from lamina.sign.gpg import parse_fingerprint
+
+    parse_fingerprint(key)
+    if not push_to:
+        raise UsageError("--sign-gpg-key signs what is pushed: give --push REF too")
+    if not lookaside:
+        raise UsageError("--sign-gpg-key needs --lookaside DIR (where the signature goes)")
 
 
 @main.command()
@@ -303,6 +328,36 @@ def push(ctx: click.Context, image: Path, reference: str, metadata_file: Path | 
         s = pushed.stats
         click.echo(f"lamina: {s.uploaded} blobs uploaded ({s.bytes} bytes), {s.mounted} mounted, {s.skipped} already there", err=True)
     click.echo(pushed.reference)
+
+
+@main.command()
+@click.argument("reference")
+@click.option("--gpg-key", metavar="FINGERPRINT", required=True, help="Sign with this OpenPGP key from $GNUPGHOME.")
+@click.option("--lookaside", metavar="DIR", required=True, help="The lookaside directory registries.d points at.")
+@_registry_options
+@click.pass_context
+def sign(ctx: click.Context, reference: str, gpg_key: str, lookaside: str, **opts: Any) -> None:
+    """Sign the image REFERENCE names in its registry (containers/image simple signing)."""
+    from lamina.sign import gpg, simple, target
+
+    gpg.parse_fingerprint(gpg_key)  # a malformed flag is a usage error before the registry is asked
+    where = simple.lookaside_dir(lookaside)
+    click.echo(f"wrote {simple.sign(target.resolve(reference, _registry(ctx, opts)), gpg_key, where)}")
+
+
+@main.command()
+@click.argument("reference")
+@click.option("--gpg-pubkey", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Accept signatures by the OpenPGP public key(s) in this file.")
+@click.option("--lookaside", metavar="DIR", required=True, help="The lookaside directory the signatures are in.")
+@_registry_options
+@click.pass_context
+def verify(ctx: click.Context, reference: str, gpg_pubkey: Path, lookaside: str, **opts: Any) -> None:
+    """Check that a signature by a given key covers what REFERENCE names now (exit 0 or 1)."""
+    from lamina.sign import simple, target
+
+    where = simple.lookaside_dir(lookaside)
+    click.echo(simple.verify(target.resolve(reference, _registry(ctx, opts, quiet=True)), gpg_pubkey, where))
 
 
 @main.command()

@@ -1,0 +1,218 @@
+"""lamina's OpenPGP signatures, checked by skopeo (containers/image, gpgme) under a signedBy
+policy, and skopeo's own signatures checked by ``lamina verify``; all against a real
+distribution registry on 127.0.0.1 and throwaway GnuPG homes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.cli import build_ok, lamina
+from support.registry import DistributionRegistry
+from support.tools import require
+
+pytestmark = pytest.mark.e2e
+
+PASSPHRASE = "correct horse battery staple"
+
+
+class GnupgHome:
+    """A throwaway GNUPGHOME with one ed25519 signing key (optionally passphrase-protected)."""
+
+    def __init__(self, path: Path, uid: str, passphrase: str = "") -> None:
+        self.path = path
+        path.mkdir(mode=0o700)
+        self.run("--pinentry-mode", "loopback", "--passphrase", passphrase, "--quick-gen-key", uid, "ed25519", "sign", "never")
+        colons = self.run("--list-secret-keys", "--with-colons")
+        self.fingerprint = next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr:"))
+        self.pubkey = path.parent / f"{path.name}.pub.asc"
+        self.pubkey.write_text(self.run("--armor", "--export", self.fingerprint))
+        self.forget_passphrase()
+
+    def run(self, *args: str) -> str:
+        res = subprocess.run(["gpg", "--homedir", str(self.path), "--batch", *args], capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    def forget_passphrase(self) -> None:
+        """Stop the agent, so a protected key needs its passphrase again."""
+        subprocess.run(["gpgconf", "--homedir", str(self.path), "--kill", "all"], capture_output=True, check=False)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"GNUPGHOME": str(self.path)}
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, GnupgHome]]:
+    require("gpg")
+    require("gpgconf")
+    root = tmp_path_factory.mktemp("gpg")
+    homes = {"signer": GnupgHome(root / "signer", "Lamina Signer <signer@lamina.invalid>"),
+             "other": GnupgHome(root / "other", "Someone Else <other@lamina.invalid>"),
+             "locked": GnupgHome(root / "locked", "Locked <locked@lamina.invalid>", PASSPHRASE)}
+    yield homes
+    for home in homes.values():
+        home.forget_passphrase()
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[DistributionRegistry]:
+    server = DistributionRegistry(require("docker-registry"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def images(testdata_out: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("img")
+    first, second = out / "one.tar", out / "two.tar"
+    build_ok("--add", f"{testdata_out / 'hello-amd64'}:/hello", "--cmd", '["/hello"]', "--no-lint", "-o", str(first))
+    build_ok("--add", f"{testdata_out / 'hello-amd64'}:/hello", "--cmd", '["/hello", "two"]', "--no-lint", "-o", str(second))
+    return first, second
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"DOCKER_CONFIG": str(tmp_path / "docker"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+
+def push(image: Path, ref: str, env: dict[str, str]) -> str:
+    res = lamina("push", str(image), ref, env=env)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip().split("@")[1]
+
+
+def skopeo_pull(ref: str, pubkey: Path, lookaside: Path, work: Path) -> subprocess.CompletedProcess[str]:
+    """skopeo copy as CI uses it: only images signed by ``pubkey`` may be read from the registry."""
+    host, repository = ref.split("/", 1)
+    registries_d = work / "registries.d"
+    registries_d.mkdir(exist_ok=True)
+    (registries_d / "lamina.yaml").write_text(f"docker:\n  {host}:\n    lookaside: file://{lookaside}\n")
+    policy = work / "policy.json"
+    policy.write_text(json.dumps({
+        "default": [{"type": "reject"}],
+        "transports": {"docker": {ref.rsplit(":", 1)[0]: [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": str(pubkey)}]}},
+    }))
+    out = work / "pulled"
+    return subprocess.run([require("skopeo"), "copy", "--registries.d", str(registries_d), "--policy", str(policy),
+                           "--remove-signatures", "--src-tls-verify=false", f"docker://{ref}", f"oci:{out}:x"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+
+
+def test_skopeo_accepts_lamina_signature_only_for_that_key_and_image(registry, keys, images, env, tmp_path: Path) -> None:
+    signer, other = keys["signer"], keys["other"]
+    ref = f"{registry.host}/lamina/signed:v1"
+    digest = push(images[0], ref, env)
+    lookaside = tmp_path / "lookaside"
+    res = lamina("sign", ref, "--gpg-key", signer.fingerprint, "--lookaside", str(lookaside), env={**env, **signer.env})
+    assert res.returncode == 0, res.stderr
+    written = lookaside / f"lamina/signed@sha256={digest.split(':')[1]}" / "signature-1"
+    assert res.stdout.strip() == f"wrote {written}" and written.is_file()
+
+    accepted = skopeo_pull(ref, signer.pubkey, lookaside, tmp_path)
+    assert accepted.returncode == 0, accepted.stderr
+    refused = skopeo_pull(ref, other.pubkey, lookaside, tmp_path)
+    assert refused.returncode != 0 and "rejected" in refused.stderr
+
+    ok = lamina("verify", ref, "--gpg-pubkey", str(signer.pubkey), "--lookaside", str(lookaside), env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == f"verified {ref} ({digest}): signature-1 signed by {signer.fingerprint}"
+    wrong = lamina("verify", ref, "--gpg-pubkey", str(other.pubkey), "--lookaside", str(lookaside), env=env)
+    assert wrong.returncode == 1 and wrong.stdout == ""
+    assert wrong.stderr.count("\n") == 1 and "not validly signed" in wrong.stderr
+
+    push(images[1], ref, env)  # the tag now names another image: the old signature must not cover it
+    moved = skopeo_pull(ref, signer.pubkey, lookaside, tmp_path)
+    assert moved.returncode != 0 and "rejected" in moved.stderr
+    stale = lamina("verify", ref, "--gpg-pubkey", str(signer.pubkey), "--lookaside", str(lookaside), env=env)
+    assert stale.returncode == 1 and stale.stderr.startswith("lamina: error: ") and "no signature in" in stale.stderr
+
+
+def test_lamina_verifies_skopeo_signature_and_refuses_tampering(registry, keys, images, env, tmp_path: Path) -> None:
+    signer = keys["signer"]
+    source, ref = f"{registry.host}/lamina/unsigned:v1", f"{registry.host}/lamina/by-skopeo:v1"
+    push(images[0], source, env)
+    lookaside = tmp_path / "lookaside"
+    registries_d = tmp_path / "registries.d"
+    registries_d.mkdir()
+    (registries_d / "l.yaml").write_text(f"docker:\n  {registry.host}:\n    lookaside-staging: file://{lookaside}\n")
+    policy = tmp_path / "accept.json"
+    policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
+    copied = subprocess.run(
+        [require("skopeo"), "copy", "--registries.d", str(registries_d), "--policy", str(policy), "--sign-by",
+         signer.fingerprint, "--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{source}", f"docker://{ref}"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300, env={**os.environ, **signer.env})
+    assert copied.returncode == 0, copied.stderr
+    [signature] = lookaside.glob("lamina/by-skopeo@sha256=*/signature-1")
+
+    ok = lamina("verify", ref, "--gpg-pubkey", str(signer.pubkey), "--lookaside", f"file://{lookaside}", env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith(f"verified {ref} (sha256:") and signer.fingerprint in ok.stdout
+    # The same signature does not vouch for another tag of the repository (the identity is checked).
+    other_tag = f"{registry.host}/lamina/by-skopeo:v2"
+    push(images[0], other_tag, env)
+    renamed = lamina("verify", other_tag, "--gpg-pubkey", str(signer.pubkey), "--lookaside", str(lookaside), env=env)
+    assert renamed.returncode == 1 and "not " + other_tag in renamed.stderr
+
+    data = bytearray(signature.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    signature.write_bytes(bytes(data))
+    tampered = lamina("verify", ref, "--gpg-pubkey", str(signer.pubkey), "--lookaside", str(lookaside), env=env)
+    assert tampered.returncode == 1, tampered.stderr
+    assert tampered.stderr.count("\n") == 1 and "no valid signature" in tampered.stderr
+
+
+def test_build_push_and_sign_in_one_step(registry, keys, testdata_out: Path, env, tmp_path: Path) -> None:
+    signer = keys["signer"]
+    ref = f"{registry.host}/lamina/built:v1"
+    lookaside = tmp_path / "lookaside"
+    res = lamina("build", "--add", f"{testdata_out / 'hello-amd64'}:/hello", "--no-lint", "--push", ref,
+                 "--sign-gpg-key", signer.fingerprint, "--lookaside", str(lookaside), env={**env, **signer.env})
+    assert res.returncode == 0, res.stderr
+    assert skopeo_pull(ref, signer.pubkey, lookaside, tmp_path).returncode == 0
+    without_push = lamina("build", "--add", f"{testdata_out / 'hello-amd64'}:/hello", "--sign-gpg-key", signer.fingerprint,
+                          "--lookaside", str(lookaside), "-o", str(tmp_path / "x.tar"), env=env)
+    assert without_push.returncode == 2 and "--push" in without_push.stderr
+    assert not (tmp_path / "x.tar").exists()
+
+
+def test_passphrase_and_missing_key_errors_are_one_line_without_secrets(registry, keys, images, env, tmp_path: Path) -> None:
+    locked = keys["locked"]
+    ref = f"{registry.host}/lamina/locked:v1"
+    push(images[0], ref, env)
+    lookaside = tmp_path / "lookaside"
+    args = ("--debug", "sign", ref, "--gpg-key", locked.fingerprint, "--lookaside", str(lookaside))
+
+    locked.forget_passphrase()
+    missing = lamina(*args, env={**env, **locked.env})
+    assert missing.returncode == 1
+    assert missing.stderr.splitlines()[-1] == (f"lamina: error: cannot sign with {locked.fingerprint}: "
+                                              "the key needs a passphrase (set LAMINA_GPG_PASSPHRASE)")
+    wrong_secret = "not-the-passphrase-xyzzy"
+    wrong = lamina(*args, env={**env, **locked.env, "LAMINA_GPG_PASSPHRASE": wrong_secret})
+    assert wrong.returncode == 1
+    assert wrong.stderr.splitlines()[-1].endswith("wrong passphrase in LAMINA_GPG_PASSPHRASE")
+    assert wrong_secret not in wrong.stderr + wrong.stdout
+    assert not list(lookaside.rglob("signature-*"))
+
+    right = lamina(*args, env={**env, **locked.env, "LAMINA_GPG_PASSPHRASE": PASSPHRASE})
+    assert right.returncode == 0, right.stderr
+    assert PASSPHRASE not in right.stderr + right.stdout
+    assert skopeo_pull(ref, locked.pubkey, lookaside, tmp_path).returncode == 0
+
+    unknown = lamina("sign", ref, "--gpg-key", keys["other"].fingerprint, "--lookaside", str(lookaside),
+                     env={**env, **locked.env})
+    assert unknown.returncode == 1
+    assert unknown.stderr == f"lamina: error: no secret key {keys['other'].fingerprint} in GNUPGHOME={locked.path}\n"
+    no_pubkey = lamina("verify", ref, "--gpg-pubkey", str(tmp_path / "absent.asc"), "--lookaside", str(lookaside), env=env)
+    assert no_pubkey.returncode != 0 and no_pubkey.stderr.count("\n") == 1
+    not_a_key = tmp_path / "not-a-key.asc"
+    not_a_key.write_text("hello\n")
+    bogus = lamina("verify", ref, "--gpg-pubkey", str(not_a_key), "--lookaside", str(lookaside), env=env)
+    assert bogus.returncode == 1 and bogus.stderr == f"lamina: error: {not_a_key}: no OpenPGP public key in it\n"
