@@ -139,6 +139,8 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
               help="Zoneinfo at /usr/share/zoneinfo (alone: this machine's).")
 @click.option("--sbom", metavar="spdx", help="Write an SPDX 2.3 SBOM (every file, Go modules) beside the output.")
 @click.option("--sbom-attach", is_flag=True, default=None, help="Also attach the SBOM as an OCI artifact (subject: the image).")
+@click.option("--provenance", is_flag=True, default=None,
+              help="Attach SLSA provenance (in-toto) naming every input by digest (subject: the image).")
 @click.option("--no-lint", "lint", flag_value=False, default=None, help="Do not lint the image (lint errors stop a build).")
 @click.option("--ignore", "lint_ignore", multiple=True, metavar="L00N", help="Ignore a lint finding id (repeatable).")
 @click.option("--hermetic", is_flag=True, default=None, help="Refuse inputs not pinned by sha256 (spec or lamina.lock).")
@@ -207,6 +209,7 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         "lint": opts["lint"],
         "sbom": specs.parse_sbom(opts["sbom"]) if opts["sbom"] else None,
         "sbom_attach": opts["sbom_attach"],
+        "provenance": opts["provenance"],
         "lint_ignore": _lint_ids(opts["lint_ignore"]),
         "ca_certs": opts["ca_certs"],
         "accounts": opts["accounts"],
@@ -271,9 +274,13 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         def pusher(plan: Any, digest: Any = None) -> Any:
             target = push_to if digest is None else f"{Reference.parse(push_to).name}@{digest}"
             return api.push(plan, target, registry_options)
+    from lamina.provenance import Invocation
+
+    given = {k: v for k, v in ctx.params.items() if v not in (None, False, ()) and k != "spec_file"}
     result = run_build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_file), push=pusher,
                        registry=registry_options, use_cache=not no_cache, meter=_meter(chatty),
-                       lint=_report_findings if spec.lint else None, lint_ignore=spec.lint_ignore)
+                       lint=_report_findings if spec.lint else None, lint_ignore=spec.lint_ignore,
+                       invocation=Invocation(spec_file, given))
     if sign_key and result.pushed:
         from lamina.model import Digest, Reference
         from lamina.sign import simple
