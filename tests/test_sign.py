@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lamina.errors import InputError, UsageError
+from lamina.errors import InputError, OutputError, UsageError
 from lamina.model import Digest, Reference
 from lamina.sign import gpg, simple
 from lamina.sign.target import Target, parse_reference
@@ -156,3 +156,85 @@ def test_missing_secret_key(home, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(gpg.SigningError, match=f"no secret key {'1' * 40} in GNUPGHOME="):
         simple.sign(TARGET, "1" * 40, tmp_path)
     assert not tmp_path.joinpath("team").exists()
+
+
+# ---- cosign-format keys
+
+
+def decrypt_by_hand(pem: bytes, password: bytes) -> bytes:
+    """The sigstore encrypted key format, read without lamina: PEM → JSON → scrypt → secretbox."""
+    import base64
+    import hashlib
+
+    import nacl.secret
+
+    lines = pem.decode().strip().splitlines()
+    assert lines[0] == "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----" and lines[-1].startswith("-----END ")
+    doc = json.loads(base64.b64decode("".join(lines[1:-1])))
+    assert doc["kdf"]["name"] == "scrypt" and doc["cipher"]["name"] == "nacl/secretbox"
+    params = doc["kdf"]["params"]
+    assert (params["N"], params["r"], params["p"]) == (32768, 8, 1)  # cosign's own parameters
+    key = hashlib.scrypt(password, salt=base64.b64decode(doc["kdf"]["salt"]), n=params["N"], r=params["r"],
+                         p=params["p"], maxmem=64 << 20, dklen=32)
+    return nacl.secret.SecretBox(key).decrypt(base64.b64decode(doc["ciphertext"]), base64.b64decode(doc["cipher"]["nonce"]))
+
+
+def test_keygen_round_trip_checked_independently(tmp_path: Path) -> None:
+    pytest.importorskip("nacl")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from lamina.sign import cosign
+
+    private, public = cosign.keygen(tmp_path / "k", b"pw")
+    assert (private.stat().st_mode & 0o777, public.stat().st_mode & 0o777) == (0o600, 0o644)
+    der = decrypt_by_hand(private.read_bytes(), b"pw")
+    key = serialization.load_der_private_key(der, None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+    pub = serialization.load_pem_public_key(public.read_bytes())
+    assert pub.public_numbers() == key.public_key().public_numbers()
+    loaded = cosign.load_private(private, b"pw")
+    signature = loaded.sign(b"payload", ec.ECDSA(hashes.SHA256()))
+    pub.verify(signature, b"payload", ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr]
+    with pytest.raises(OutputError, match="never overwrites"):
+        cosign.keygen(tmp_path / "k", b"pw")
+
+
+def test_key_errors_are_one_line_and_never_show_the_key(tmp_path: Path) -> None:
+    pytest.importorskip("nacl")
+    from lamina.sign import cosign
+
+    private, public = cosign.keygen(tmp_path / "k", b"right")
+    with pytest.raises(cosign.KeyFileError) as wrong:
+        cosign.load_private(private, b"wrong")
+    assert str(wrong.value) == f"{private}: wrong password (or the key file is damaged)"
+    body = private.read_text().splitlines()
+    assert not any(line in str(wrong.value) for line in body[1:-1])
+    with pytest.raises(cosign.KeyFileError, match="not a ENCRYPTED SIGSTORE PRIVATE KEY"):
+        cosign.load_private(public, b"right")
+    with pytest.raises(InputError, match="cannot read the private key"):
+        cosign.load_private(tmp_path / "absent.key", b"right")
+    with pytest.raises(cosign.KeyFileError, match="not a PEM public key"):
+        cosign.load_public(tmp_path / "k.key")
+
+
+def test_hostile_scrypt_parameters_are_refused_not_computed(tmp_path: Path) -> None:
+    pytest.importorskip("nacl")
+    from lamina.sign import cosign
+
+    doc = {"kdf": {"name": "scrypt", "params": {"N": 1 << 30, "r": 8, "p": 1}, "salt": "AAAA"},
+           "cipher": {"name": "nacl/secretbox", "nonce": "AAAA"}, "ciphertext": "AAAA"}
+    path = tmp_path / "hostile.key"
+    path.write_bytes(cosign._pem(cosign.PEM_PRIVATE, json.dumps(doc).encode()))
+    with pytest.raises(cosign.KeyFileError, match="out of range"):
+        cosign.load_private(path, b"")
+
+
+def test_cosign_payload() -> None:
+    from lamina.sign import cosign
+
+    doc = json.loads(cosign.payload(TARGET))
+    assert doc == {"critical": {"identity": {"docker-reference": "registry.example:5000/team/app"},
+                                "image": {"docker-manifest-digest": str(DIGEST)},
+                                "type": "cosign container image signature"}, "optional": None}
+    assert cosign.signature_tag(DIGEST) == f"sha256-{'ab' * 32}.sig"

@@ -339,32 +339,83 @@ def push(ctx: click.Context, image: Path, reference: str, metadata_file: Path | 
 
 @main.command()
 @click.argument("reference")
-@click.option("--gpg-key", metavar="FINGERPRINT", required=True, help="Sign with this OpenPGP key from $GNUPGHOME.")
-@click.option("--lookaside", metavar="DIR", required=True, help="The lookaside directory registries.d points at.")
+@click.option("--gpg-key", metavar="FINGERPRINT", help="Sign with this OpenPGP key from $GNUPGHOME (needs --lookaside).")
+@click.option("--lookaside", metavar="DIR", help="The lookaside directory registries.d points at.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Sign with this cosign-format private key (password: $LAMINA_KEY_PASSWORD or a prompt).")
 @_registry_options
 @click.pass_context
-def sign(ctx: click.Context, reference: str, gpg_key: str, lookaside: str, **opts: Any) -> None:
-    """Sign the image REFERENCE names in its registry (containers/image simple signing)."""
+def sign(ctx: click.Context, reference: str, gpg_key: str | None, lookaside: str | None, key: Path | None,
+         **opts: Any) -> None:
+    """Sign the image REFERENCE names in its registry: containers/image simple signing (--gpg-key)
+    into a lookaside directory, or a cosign signature pushed beside it (--key)."""
+    from lamina.errors import UsageError
     from lamina.sign import gpg, simple, target
 
-    gpg.parse_fingerprint(gpg_key)  # a malformed flag is a usage error before the registry is asked
+    if (gpg_key is None) == (key is None):
+        raise UsageError("give one of --gpg-key FINGERPRINT (with --lookaside DIR) or --key KEY")
+    options = _registry(ctx, opts)
+    if key is not None:
+        from lamina.sign import cosign
+
+        private = cosign.load_private(key, _password(confirm=False))  # a wrong password fails before the registry
+        click.echo(f"pushed {cosign.sign(target.resolve(reference, options), private, options)}")
+        return
+    gpg.parse_fingerprint(gpg_key)  # type: ignore[arg-type]  # a malformed flag fails before the registry is asked
+    if not lookaside:
+        raise UsageError("--gpg-key needs --lookaside DIR (where the signature goes)")
     where = simple.lookaside_dir(lookaside)
-    click.echo(f"wrote {simple.sign(target.resolve(reference, _registry(ctx, opts)), gpg_key, where)}")
+    click.echo(f"wrote {simple.sign(target.resolve(reference, options), gpg_key, where)}")  # type: ignore[arg-type]
+
+
+def _password(confirm: bool) -> bytes:
+    """$LAMINA_KEY_PASSWORD, else asked on the terminal (never echoed, never on the command line)."""
+    from lamina.errors import UsageError
+
+    if "LAMINA_KEY_PASSWORD" in os.environ:
+        return os.environ["LAMINA_KEY_PASSWORD"].encode()
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to ask the key password on: set LAMINA_KEY_PASSWORD")
+    return str(click.prompt("Key password", hide_input=True, confirmation_prompt=confirm, err=True,
+                            default="", show_default=False)).encode()
+
+
+@main.command()
+@click.option("--out", "prefix", required=True, type=click.Path(path_type=Path), metavar="PREFIX",
+              help="Write PREFIX.key (encrypted) and PREFIX.pub.")
+def keygen(prefix: Path) -> None:
+    """Make an ECDSA P-256 key pair in cosign's format, for lamina sign --key."""
+    from lamina.sign import cosign
+
+    private, public = cosign.keygen(prefix, _password(confirm=True))
+    click.echo(f"wrote {private} (private, encrypted) and {public}")
 
 
 @main.command()
 @click.argument("reference")
-@click.option("--gpg-pubkey", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Accept signatures by the OpenPGP public key(s) in this file.")
-@click.option("--lookaside", metavar="DIR", required=True, help="The lookaside directory the signatures are in.")
+@click.option("--gpg-pubkey", type=click.Path(dir_okay=False, path_type=Path),
+              help="Accept OpenPGP signatures by the public key(s) in this file (needs --lookaside).")
+@click.option("--lookaside", metavar="DIR", help="The lookaside directory the signatures are in.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Accept cosign signatures by this public key.")
 @_registry_options
 @click.pass_context
-def verify(ctx: click.Context, reference: str, gpg_pubkey: Path, lookaside: str, **opts: Any) -> None:
+def verify(ctx: click.Context, reference: str, gpg_pubkey: Path | None, lookaside: str | None, key: Path | None,
+           **opts: Any) -> None:
     """Check that a signature by a given key covers what REFERENCE names now (exit 0 or 1)."""
+    from lamina.errors import UsageError
     from lamina.sign import simple, target
 
-    where = simple.lookaside_dir(lookaside)
-    click.echo(simple.verify(target.resolve(reference, _registry(ctx, opts, quiet=True)), gpg_pubkey, where))
+    if (gpg_pubkey is None) == (key is None) or (gpg_pubkey is not None and not lookaside):
+        raise UsageError("give --gpg-pubkey FILE --lookaside DIR, or --key PUBLIC_KEY")
+    options = _registry(ctx, opts, quiet=True)
+    if key is not None:
+        from lamina.sign import cosign
+
+        cosign.load_public(key)  # a bad key file fails before the registry is asked
+        click.echo(cosign.verify(target.resolve(reference, options), key, options))
+        return
+    where = simple.lookaside_dir(lookaside)  # type: ignore[arg-type]
+    click.echo(simple.verify(target.resolve(reference, options), gpg_pubkey, where))  # type: ignore[arg-type]
 
 
 @main.command()

@@ -216,3 +216,66 @@ def test_passphrase_and_missing_key_errors_are_one_line_without_secrets(registry
     not_a_key.write_text("hello\n")
     bogus = lamina("verify", ref, "--gpg-pubkey", str(not_a_key), "--lookaside", str(lookaside), env=env)
     assert bogus.returncode == 1 and bogus.stderr == f"lamina: error: {not_a_key}: no OpenPGP public key in it\n"
+
+
+def registry_get(host: str, path: str, accept: str = "") -> bytes:
+    """Read the registry directly (no lamina code), as a verifier would."""
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{host}{path}", headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.read()
+
+
+def test_cosign_signature_verified_with_cryptography_alone(registry, images, env, tmp_path: Path) -> None:
+    pytest.importorskip("nacl")
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ref = f"{registry.host}/lamina/cosigned:v1"
+    digest = push(images[0], ref, env)
+    keys = {**env, "LAMINA_KEY_PASSWORD": "s3cret-pw"}
+    made = lamina("keygen", "--out", str(tmp_path / "cosign"), env=keys)
+    assert made.returncode == 0, made.stderr
+    assert "s3cret-pw" not in made.stdout + made.stderr
+    signed = lamina("--debug", "sign", ref, "--key", str(tmp_path / "cosign.key"), env=keys)
+    assert signed.returncode == 0, signed.stderr
+    tag = f"sha256-{digest[7:]}.sig"
+    assert signed.stdout.strip() == f"pushed {registry.host}/lamina/cosigned:{tag}"
+    assert "s3cret-pw" not in signed.stdout + signed.stderr
+
+    manifest = json.loads(registry_get(registry.host, f"/v2/lamina/cosigned/manifests/{tag}",
+                                       "application/vnd.oci.image.manifest.v1+json"))
+    [layer] = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.dev.cosign.simplesigning.v1+json"
+    payload = registry_get(registry.host, f"/v2/lamina/cosigned/blobs/{layer['digest']}")
+    assert hashlib.sha256(payload).hexdigest() == layer["digest"][7:]
+    public = serialization.load_pem_public_key((tmp_path / "cosign.pub").read_bytes())
+    signature = base64.b64decode(layer["annotations"]["dev.cosignproject.cosign/signature"])
+    public.verify(signature, payload, ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr]
+    critical = json.loads(payload)["critical"]
+    assert critical == {"identity": {"docker-reference": f"{registry.host}/lamina/cosigned"},
+                        "image": {"docker-manifest-digest": digest}, "type": "cosign container image signature"}
+
+    ok = lamina("verify", ref, "--key", str(tmp_path / "cosign.pub"), env=env)
+    assert ok.returncode == 0 and ok.stdout.startswith(f"verified {ref} ({digest}): cosign signature 1"), ok.stderr
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    (tmp_path / "other.pub").write_bytes(other.public_bytes(serialization.Encoding.PEM,
+                                                            serialization.PublicFormat.SubjectPublicKeyInfo))
+    wrong = lamina("verify", ref, "--key", str(tmp_path / "other.pub"), env=env)
+    assert wrong.returncode == 1 and wrong.stderr.count("\n") == 1 and "not signed by" in wrong.stderr
+
+    push(images[1], ref, env)  # the tag moved: the signature is for the old digest
+    moved = lamina("verify", ref, "--key", str(tmp_path / "cosign.pub"), env=env)
+    assert moved.returncode == 1 and "no cosign signature" in moved.stderr
+
+    bad = lamina("--debug", "sign", ref, "--key", str(tmp_path / "cosign.key"), env={**env, "LAMINA_KEY_PASSWORD": "nope"})
+    assert bad.returncode == 1
+    assert bad.stderr.splitlines()[-1] == f"lamina: error: {tmp_path / 'cosign.key'}: wrong password (or the key file is damaged)"
+    key_body = (tmp_path / "cosign.key").read_text().splitlines()[1]
+    assert key_body not in bad.stderr and "nope" not in bad.stderr
+    no_password = lamina("sign", ref, "--key", str(tmp_path / "cosign.key"), env=env)
+    assert no_password.returncode == 2 and "LAMINA_KEY_PASSWORD" in no_password.stderr
