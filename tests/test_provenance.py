@@ -205,3 +205,36 @@ def test_index_subjects_and_flag(tmp_path: Path) -> None:
     assert doc["predicate"]["buildDefinition"]["externalParameters"]["platforms"] == ["linux/amd64", "linux/arm64"]
     run_ok("build", "--add", "f.txt:/f.txt", "--no-lint", "--oci-dir", "plain", cwd=tmp_path)
     assert len(json.loads((tmp_path / "plain/index.json").read_text())["manifests"]) == 1  # nothing unasked
+
+
+def test_signed_provenance_is_a_dsse_envelope_beside_the_output(project: Path) -> None:
+    pytest.importorskip("nacl")
+    import base64
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    env = {"SOURCE_DATE_EPOCH": EPOCH, "LAMINA_KEY_PASSWORD": "pw"}
+    assert lamina("keygen", "--out", "k", cwd=project, env=env).returncode == 0
+    plain = run_ok("build", "lamina.toml", "-o", "plain.tar", cwd=project)
+    res = lamina("build", "lamina.toml", "-o", "signed.tar", "--provenance-key", "k.key", cwd=project, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == plain  # the same image
+    envelope = json.loads((project / "signed.tar.provenance.dsse.json").read_bytes())
+    assert envelope["payloadType"] == "application/vnd.in-toto+json"
+    body = base64.b64decode(envelope["payload"])
+    _, inside, _ = attached(from_tarball(project / "signed.tar", project / "unpacked"))
+    assert body == inside  # the envelope signs exactly the statement the tarball carries
+    pae = b"DSSEv1 %d application/vnd.in-toto+json %d " % (len(b"application/vnd.in-toto+json"), len(body)) + body
+    public = serialization.load_pem_public_key((project / "k.pub").read_bytes())
+    [signature] = envelope["signatures"]
+    public.verify(base64.b64decode(signature["sig"]), pae, ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr]
+    with pytest.raises(Exception):
+        public.verify(base64.b64decode(signature["sig"]), body, ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr]
+    # the signature lives outside: nothing of the envelope is in the tarball
+    assert signature["sig"].encode() not in (project / "signed.tar").read_bytes()
+    assert b"DSSEv1" not in (project / "signed.tar").read_bytes()
+    wrong = lamina("build", "lamina.toml", "-o", "other.tar", "--provenance-key", "k.key", cwd=project,
+                   env={**env, "LAMINA_KEY_PASSWORD": "not-it"})
+    assert wrong.returncode == 1 and wrong.stderr == "lamina: error: k.key: wrong password (or the key file is damaged)\n"
+    assert not (project / "other.tar").exists()

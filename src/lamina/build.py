@@ -44,6 +44,7 @@ class BuildResult:
     image: Built  # one Image, or an ImageIndex of several platforms
     outputs: tuple[Path, ...]
     pushed: str | None = None  # name@sha256:… when pushed
+    provenance: bytes | None = None  # the in-toto statement attached, for signing beside the output
 
 
 def epoch_from_env(environ: dict[str, str] | os._Environ[str]) -> int:
@@ -297,15 +298,15 @@ def _sboms(spec: BuildSpec, images: list[Image], store: BlobStore, epoch: int) -
     return files, extras
 
 
-def _provenance(spec: BuildSpec, built: Built, run: _Run, invocation: Any) -> Any:
-    """The SLSA provenance statement as an artifact attached to the image (lamina.provenance)."""
+def _provenance(spec: BuildSpec, built: Built, run: _Run, invocation: Any) -> bytes:
+    """The SLSA provenance statement about the image (lamina.provenance)."""
     from lamina import provenance
 
     keys = {spec.base.image: spec.base.key} if spec.base is not None else {}
     keys.update({a.image: a.key for layer in spec.layers if isinstance(layer, FilesLayer)
                  for a in layer.adds if isinstance(a, CopyFromSpec)})
     used = [provenance.UsedImage(keys.get(text) or text, image) for text, image in run.used]
-    return provenance.artifact(built, provenance.statement(built, spec, run.epoch, invocation or provenance.Invocation(), used))
+    return provenance.statement(built, spec, run.epoch, invocation or provenance.Invocation(), used)
 
 
 def _read_from(images: Resolver, text: str, path: str, spool: str) -> bytes | None:
@@ -388,8 +389,11 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         if lint is not None:
             lint(findings)
         sboms, extras = _sboms(spec, images, run.store, epoch)
-        if spec.provenance:
-            extras.append(_provenance(spec, built, run, invocation))
+        statement = _provenance(spec, built, run, invocation) if spec.provenance else None
+        if statement is not None:
+            from lamina.provenance import artifact
+
+            extras.append(artifact(built, statement))
         if spec.oci_dir is not None:
             write_layout(built, run.store, spec.oci_dir, spec.tags, extras=extras)
         if spec.output is not None:
@@ -409,7 +413,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
                 push(artifact_plan(desc, manifest, blobs), digest=desc.digest)
         if spec.metadata_file is not None:
             write_metadata(built, spec.tags, spec.metadata_file, pushed=pushed)
-    return BuildResult(built, tuple(outputs), pushed)
+    return BuildResult(built, tuple(outputs), pushed, statement)
 
 
 def check_reproducible(spec: BuildSpec, *, epoch: int, registry: Any = None) -> list[str]:

@@ -141,6 +141,8 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @click.option("--sbom-attach", is_flag=True, default=None, help="Also attach the SBOM as an OCI artifact (subject: the image).")
 @click.option("--provenance", is_flag=True, default=None,
               help="Attach SLSA provenance (in-toto) naming every input by digest (subject: the image).")
+@click.option("--provenance-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY",
+              help="Also sign it (DSSE, cosign-format KEY): written beside the output, pushed as sha256-<hex>.att.")
 @click.option("--no-lint", "lint", flag_value=False, default=None, help="Do not lint the image (lint errors stop a build).")
 @click.option("--ignore", "lint_ignore", multiple=True, metavar="L00N", help="Ignore a lint finding id (repeatable).")
 @click.option("--hermetic", is_flag=True, default=None, help="Refuse inputs not pinned by sha256 (spec or lamina.lock).")
@@ -197,6 +199,12 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
     sign_key, lookaside = opts.pop("sign_gpg_key"), opts.pop("lookaside")
     if sign_key:
         _check_sign_flags(sign_key, lookaside, push_to)
+    attest_key = None
+    if opts["provenance_key"] is not None:
+        from lamina.sign import cosign
+
+        attest_key = cosign.load_private(opts["provenance_key"], _password(confirm=False))  # before building
+        opts["provenance"] = True
     flags: dict[str, Any] = {
         "layers": [
             *(specs.parse_tarball(t) for t in tarballs),
@@ -281,6 +289,8 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
                        registry=registry_options, use_cache=not no_cache, meter=_meter(chatty),
                        lint=_report_findings if spec.lint else None, lint_ignore=spec.lint_ignore,
                        invocation=Invocation(spec_file, given))
+    if attest_key is not None and result.provenance is not None:
+        _attest(result, attest_key, spec, push_to, registry_options, quiet)
     if sign_key and result.pushed:
         from lamina.model import Digest, Reference
         from lamina.sign import simple
@@ -294,6 +304,27 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)
     click.echo(result.pushed or str(result.image.digest))
+
+
+def _attest(result: Any, key: Any, spec: Any, push_to: str | None, options: Any, quiet: bool) -> None:
+    """The provenance in a DSSE envelope signed by ``key``: beside the output, and pushed."""
+    from lamina.model import Digest, Reference
+    from lamina.sign import dsse
+    from lamina.sign.target import Target
+    from lamina.sinks.atomic import atomic_file
+
+    envelope = dsse.envelope(result.provenance, key)
+    written = []
+    for output in (spec.output, spec.oci_dir):
+        if output is not None:
+            with atomic_file(dsse.beside(output)) as out:
+                out.write(envelope)
+            written.append(str(dsse.beside(output)))
+    if push_to and result.pushed:
+        target = Target(Reference.parse(push_to), Digest.parse(result.pushed.split("@", 1)[1]))
+        written.append(dsse.push(target, envelope, options))
+    if not quiet:
+        click.echo(f"lamina: signed provenance: {', '.join(written)}", err=True)
 
 
 def _check_sign_flags(key: str, lookaside: str | None, push_to: str | None) -> None:

@@ -279,3 +279,21 @@ def test_cosign_signature_verified_with_cryptography_alone(registry, images, env
     assert key_body not in bad.stderr and "nope" not in bad.stderr
     no_password = lamina("sign", ref, "--key", str(tmp_path / "cosign.key"), env=env)
     assert no_password.returncode == 2 and "LAMINA_KEY_PASSWORD" in no_password.stderr
+
+
+def test_signed_provenance_pushed_as_cosign_attestation(registry, testdata_out: Path, env, tmp_path: Path) -> None:
+    pytest.importorskip("nacl")
+    keys = {**env, "LAMINA_KEY_PASSWORD": "pw"}
+    assert lamina("keygen", "--out", str(tmp_path / "k"), env=keys).returncode == 0
+    ref = f"{registry.host}/lamina/attested:v1"
+    res = lamina("build", "--add", f"{testdata_out / 'hello-amd64'}:/hello", "--no-lint", "--push", ref,
+                 "-o", str(tmp_path / "img.tar"), "--provenance-key", str(tmp_path / "k.key"), env=keys)
+    assert res.returncode == 0, res.stderr
+    digest = res.stdout.strip().split("@")[1]
+    manifest = json.loads(registry_get(registry.host, f"/v2/lamina/attested/manifests/sha256-{digest[7:]}.att",
+                                       "application/vnd.oci.image.manifest.v1+json"))
+    [layer] = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.dsse.envelope.v1+json"
+    assert layer["annotations"]["predicateType"] == "https://slsa.dev/provenance/v1"
+    pushed = registry_get(registry.host, f"/v2/lamina/attested/blobs/{layer['digest']}")
+    assert pushed == (tmp_path / "img.tar.provenance.dsse.json").read_bytes()

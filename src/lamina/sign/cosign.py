@@ -218,13 +218,15 @@ def _get(options: Options, target: Target, path: str, what: str, accept: str | N
         registry.close()
 
 
-def _existing(options: Options, target: Target) -> list[dict[str, Any]]:
-    data = _get(options, target, f"manifests/{signature_tag(target.digest)}", "get signatures",
-                mediatypes.OCI_MANIFEST, MAX_MANIFEST)
+def _existing(options: Options, target: Target, tag: str, media_type: str = LAYER_MEDIA_TYPE) -> list[dict[str, Any]]:
+    data = _get(options, target, f"manifests/{tag}", f"get {tag}", mediatypes.OCI_MANIFEST, MAX_MANIFEST)
     if data is None:
         return []
-    layers = json.loads(data).get("layers") or []
-    return [layer for layer in layers if isinstance(layer, dict) and layer.get("mediaType") == LAYER_MEDIA_TYPE]
+    try:
+        layers = json.loads(data).get("layers") or []
+    except (ValueError, AttributeError):
+        raise VerificationError(f"{target.reference.name}:{tag} is not a JSON manifest") from None
+    return [layer for layer in layers if isinstance(layer, dict) and layer.get("mediaType") == media_type]
 
 
 def sign(target: Target, key: Any, options: Options) -> str:
@@ -232,13 +234,19 @@ def sign(target: Target, key: Any, options: Options) -> str:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from lamina.registry import api
-    from lamina.registry.push import artifact_plan
-
     body = payload(target)
     signature = base64.b64encode(key.sign(body, ec.ECDSA(hashes.SHA256()))).decode()
     layer = Descriptor(LAYER_MEDIA_TYPE, Digest.of_bytes(body), len(body), annotations={ANNOTATION: signature})
-    layers = [*_existing(options, target), layer.to_json()]
+    return push_layer(target, signature_tag(target.digest), layer, body, options)
+
+
+def push_layer(target: Target, tag: str, layer: Descriptor, body: bytes, options: Options) -> str:
+    """Add one layer to the manifest cosign keeps under ``tag`` (``.sig``, ``.att``) in the
+    image's repository, keeping the layers already there; returns the reference pushed."""
+    from lamina.registry import api
+    from lamina.registry.push import artifact_plan
+
+    layers = [*_existing(options, target, tag, layer.media_type), layer.to_json()]
     blobs: dict[Digest, bytes] = {layer.digest: body}
     config = canonical.dumps({
         "architecture": "", "created": "0001-01-01T00:00:00Z", "history": [{"created": "0001-01-01T00:00:00Z"}],
@@ -249,10 +257,10 @@ def sign(target: Target, key: Any, options: Options) -> str:
                                 "config": config_desc.to_json(), "layers": layers})
     desc = Descriptor(mediatypes.OCI_MANIFEST, Digest.of_bytes(manifest), len(manifest))
     blobs[desc.digest] = manifest
-    existing_blobs = {Digest.parse(entry["digest"]) for entry in layers[:-1]}
+    existing_blobs = {Digest.parse(entry["digest"]) for entry in layers[:-1]} - {layer.digest}
     plan = artifact_plan(desc, manifest, blobs)
     plan = attrs.evolve(plan, blobs=tuple(d for d in plan.blobs if d.digest not in existing_blobs))  # already there
-    where = f"{target.reference.name}:{signature_tag(target.digest)}"
+    where = f"{target.reference.name}:{tag}"
     api.push(plan, where, options)
     return where
 
@@ -264,7 +272,7 @@ def verify(target: Target, pub_path: Path, options: Options) -> str:
 
     key = load_public(pub_path)
     what = f"{target.reference} ({target.digest})"
-    layers = _existing(options, target)
+    layers = _existing(options, target, signature_tag(target.digest))
     if not layers:
         raise VerificationError(f"{what}: no cosign signature ({signature_tag(target.digest)} not found)")
     reasons = []
