@@ -297,3 +297,32 @@ def test_signed_provenance_pushed_as_cosign_attestation(registry, testdata_out: 
     assert layer["annotations"]["predicateType"] == "https://slsa.dev/provenance/v1"
     pushed = registry_get(registry.host, f"/v2/lamina/attested/blobs/{layer['digest']}")
     assert pushed == (tmp_path / "img.tar.provenance.dsse.json").read_bytes()
+
+
+def test_attached_artifacts_indexed_by_the_referrers_tag_schema_on_distribution_2_8(
+        registry, testdata_out: Path, env, tmp_path: Path) -> None:
+    import urllib.error
+
+    ref = f"{registry.host}/lamina/referred:v1"
+    args = ("build", "--add", f"{testdata_out / 'hello-amd64'}:/hello", "--no-lint", "--sbom", "spdx", "--sbom-attach",
+            "--provenance", "--oci-dir", str(tmp_path / "layout"), "--push", ref)
+    res = lamina(*args, env=env)
+    assert res.returncode == 0, res.stderr
+    digest = res.stdout.strip().split("@")[1]
+    with pytest.raises(urllib.error.HTTPError) as no_api:  # this registry has no referrers API...
+        registry_get(registry.host, f"/v2/lamina/referred/referrers/{digest}")
+    assert no_api.value.code == 404
+    index_type = "application/vnd.oci.image.index.v1+json"
+    index = json.loads(registry_get(registry.host, f"/v2/lamina/referred/manifests/sha256-{digest[7:]}", index_type))
+    assert index["mediaType"] == index_type  # ...so the fallback tag lists every artifact of the image
+    layout = json.loads((tmp_path / "layout/index.json").read_text())["manifests"][1:]
+    assert sorted((m["digest"], m["artifactType"]) for m in index["manifests"]) == \
+        sorted((m["digest"], m["annotations"]["org.opencontainers.image.artifactType"]) for m in layout)
+    assert {m["artifactType"] for m in index["manifests"]} == {"application/spdx+json", "application/vnd.in-toto+json"}
+    for entry in index["manifests"]:
+        manifest = json.loads(registry_get(registry.host, f"/v2/lamina/referred/manifests/{entry['digest']}", entry["mediaType"]))
+        assert manifest["subject"]["digest"] == digest
+    again = lamina(*args, env=env)  # the same artifacts again: listed once, not twice
+    assert again.returncode == 0, again.stderr
+    index = json.loads(registry_get(registry.host, f"/v2/lamina/referred/manifests/sha256-{digest[7:]}", index_type))
+    assert len(index["manifests"]) == 2
