@@ -428,22 +428,27 @@ def keygen(prefix: Path) -> None:
               help="Accept OpenPGP signatures by the public key(s) in this file (needs --lookaside).")
 @click.option("--lookaside", metavar="DIR", help="The lookaside directory the signatures are in.")
 @click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Accept cosign signatures by this public key.")
+@click.option("--provenance", is_flag=True, help="With --key: also require SLSA provenance signed by it (sha256-<hex>.att).")
 @_registry_options
 @click.pass_context
 def verify(ctx: click.Context, reference: str, gpg_pubkey: Path | None, lookaside: str | None, key: Path | None,
-           **opts: Any) -> None:
+           provenance: bool, **opts: Any) -> None:
     """Check that a signature by a given key covers what REFERENCE names now (exit 0 or 1)."""
     from lamina.errors import UsageError
     from lamina.sign import simple, target
 
     if (gpg_pubkey is None) == (key is None) or (gpg_pubkey is not None and not lookaside):
         raise UsageError("give --gpg-pubkey FILE --lookaside DIR, or --key PUBLIC_KEY")
+    if provenance and key is None:
+        raise UsageError("--provenance checks a DSSE attestation: give the cosign-format public key with --key")
     options = _registry(ctx, opts, quiet=True)
     if key is not None:
-        from lamina.sign import cosign
+        from lamina.sign import cosign, dsse
 
         cosign.load_public(key)  # a bad key file fails before the registry is asked
-        click.echo(cosign.verify(target.resolve(reference, options), key, options))
+        signed = target.resolve(reference, options)
+        line = cosign.verify(signed, key, options)
+        click.echo(f"{line}; {dsse.verify(signed, key, options)}" if provenance else line)
         return
     where = simple.lookaside_dir(lookaside)  # type: ignore[arg-type]
     click.echo(simple.verify(target.resolve(reference, options), gpg_pubkey, where))  # type: ignore[arg-type]

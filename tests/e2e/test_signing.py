@@ -326,3 +326,26 @@ def test_attached_artifacts_indexed_by_the_referrers_tag_schema_on_distribution_
     assert again.returncode == 0, again.stderr
     index = json.loads(registry_get(registry.host, f"/v2/lamina/referred/manifests/sha256-{digest[7:]}", index_type))
     assert len(index["manifests"]) == 2
+
+
+def test_verify_with_provenance(registry, testdata_out: Path, env, tmp_path: Path) -> None:
+    pytest.importorskip("nacl")
+    keys = {**env, "LAMINA_KEY_PASSWORD": "pw"}
+    for name in ("k", "other"):
+        assert lamina("keygen", "--out", str(tmp_path / name), env=keys).returncode == 0
+    ref = f"{registry.host}/lamina/verified-provenance:v1"
+    res = lamina("build", "--add", f"{testdata_out / 'hello-amd64'}:/hello", "--no-lint", "--push", ref,
+                 "--provenance-key", str(tmp_path / "k.key"), env=keys)
+    assert res.returncode == 0, res.stderr
+    digest = res.stdout.strip().split("@")[1]
+    unsigned = lamina("verify", ref, "--key", str(tmp_path / "k.pub"), "--provenance", env=env)
+    assert unsigned.returncode == 1 and "no cosign signature" in unsigned.stderr  # attested, but not signed yet
+    assert lamina("sign", ref, "--key", str(tmp_path / "k.key"), env=keys).returncode == 0
+    ok = lamina("verify", ref, "--key", str(tmp_path / "k.pub"), "--provenance", env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == (f"verified {ref} ({digest}): cosign signature 1 by {tmp_path / 'k.pub'}; "
+                         f"SLSA provenance (attestation 1) signed by {tmp_path / 'k.pub'}\n")
+    assert lamina("sign", ref, "--key", str(tmp_path / "other.key"), env=keys).returncode == 0
+    mixed = lamina("verify", ref, "--key", str(tmp_path / "other.pub"), "--provenance", env=env)
+    assert mixed.returncode == 1 and mixed.stderr.count("\n") == 1
+    assert "no valid provenance (attestation 1: not signed by" in mixed.stderr
