@@ -36,7 +36,7 @@ class SigningError(LaminaError):
 def _gpg(home: str | None) -> Any:
     if shutil.which("gpg") is None:
         raise SigningError("the gpg binary is not installed (Debian: apt-get install gnupg)")
-    import gnupg
+    import gnupg  # type: ignore[import-untyped]  # python-gnupg ships no type hints
 
     try:
         return gnupg.GPG(gpgbinary="gpg", gnupghome=home)
