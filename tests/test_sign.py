@@ -238,3 +238,14 @@ def test_cosign_payload() -> None:
                                 "image": {"docker-manifest-digest": str(DIGEST)},
                                 "type": "cosign container image signature"}, "optional": None}
     assert cosign.signature_tag(DIGEST) == f"sha256-{'ab' * 32}.sig"
+
+
+def test_a_private_key_file_is_refused_as_a_public_key(home, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path, fpr, _ = home
+    secret = tmp_path / "secret.asc"
+    secret.write_bytes(subprocess.run(["gpg", "--homedir", str(path), "--batch", "--pinentry-mode", "loopback",
+                                       "--passphrase", "", "--armor", "--export-secret-keys", fpr],
+                                      check=True, capture_output=True).stdout)
+    with pytest.raises(InputError) as refused:
+        simple.verify(TARGET, secret, tmp_path)
+    assert str(refused.value) == f"{secret}: holds a private key; give the public key only (gpg --export)"

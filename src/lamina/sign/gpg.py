@@ -110,7 +110,9 @@ def keyring(pubkey: Path) -> Iterator[Keyring]:
     try:
         gpg = _gpg(home)
         imported = gpg.import_keys(data)
-        if not any(r.get("fingerprint") for r in imported.results) or gpg.list_keys(secret=True):
+        if gpg.list_keys(secret=True):
+            raise InputError(f"{pubkey}: holds a private key; give the public key only (gpg --export)")
+        if not any(r.get("fingerprint") for r in imported.results):
             raise InputError(f"{pubkey}: no OpenPGP public key in it")
         primaries = {str(k["fingerprint"]).upper(): {str(k["fingerprint"]).upper()}
                      | {str(s[2]).upper() for s in k.get("subkeys", []) if len(s) > 2}

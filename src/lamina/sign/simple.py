@@ -153,13 +153,13 @@ def identity_matches(claimed: Reference, wanted: Reference) -> bool:
 
 def verify(target: Target, pubkey: Path, lookaside: Path) -> str:
     """One line saying which key signed what; VerificationError (one line) when none does."""
-    found = signatures(lookaside, target)
     what = f"{target.reference} ({target.digest})"
-    if not found:
-        where = signature_dir(lookaside, target.reference, target.digest)
-        raise VerificationError(f"{what}: no signature in {where}")
     reasons: list[str] = []
-    with gpg.keyring(pubkey) as keys:
+    with gpg.keyring(pubkey) as keys:  # a bad key file is said first, whatever the lookaside holds
+        found = signatures(lookaside, target)
+        if not found:
+            where = signature_dir(lookaside, target.reference, target.digest)
+            raise VerificationError(f"{what}: no signature in {where}")
         for path, message in found:
             verified = keys.verify(message)
             if verified is None:
