@@ -22,10 +22,8 @@ from lamina.platforms import for_platform
 from lamina.layers.build import build_layer
 from lamina.layers.imported import import_layer
 from lamina.model import Layer, Platform
-from lamina.sinks.atomic import atomic_file, check_replaceable_dir, check_replaceable_file
-from lamina.sinks.layout import write_layout
-from lamina.sinks.metadata import write_metadata
-from lamina.sinks.tarball import write_tarball
+from lamina.sinks.atomic import check_replaceable_dir, check_replaceable_file
+from lamina.sinks.outputs import STDOUT, WorkDir, emit
 from lamina.sources.archive import ImageSource, StoredImage, open_layer
 from lamina.sources.base import BaseRef, open_image, platform_matches
 from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer
@@ -215,7 +213,8 @@ def _import_base(images: Images, text: str, spec: BuildSpec, store: BlobStore, n
 
 
 def _outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
-    outputs = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None]
+    """The paths a build will write (``-o -`` is standard output, not a path), checked up front."""
+    outputs = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None and p != STDOUT]
     resolved = [p.resolve() for p in outputs]
     if len(set(resolved)) != len(resolved):
         raise UsageError("the tarball, --oci-dir and --metadata-file must be different paths")
@@ -224,7 +223,7 @@ def _outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
     for path in outputs:
         _check_writable(path)
     for path in (spec.output, spec.metadata_file):
-        if path is not None:
+        if path is not None and path != STDOUT:
             check_replaceable_file(path)
     if spec.oci_dir is not None:
         check_replaceable_dir(spec.oci_dir)
@@ -375,13 +374,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         from lamina.pins import verify
 
         verify(spec, lock or {})
-    # The blob store sits beside the first output so the layout sink can hardlink blobs.
-    first = spec.oci_dir or spec.output
-    work_parent = first.parent if first is not None else Path(tempfile.gettempdir())
-    try:
-        workdir = tempfile.TemporaryDirectory(dir=work_parent, prefix=".lamina-build-")
-    except OSError as exc:
-        raise OutputError(f"cannot create a work directory in {str(work_parent)!r}: {exc.strerror}") from exc
+    workdir = WorkDir(spec)  # beside the first output; clears what killed builds left there
     with workdir as tmp, contextlib.ExitStack() as stack:
         spool = Path(tmp) / "spool"
         spool.mkdir()
@@ -417,26 +410,9 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         built: Built = images[0] if len(images) == 1 else compose_index(images)
         if lint is not None:
             lint(findings)
-        sboms, extras = _sboms(spec, images, run.store, epoch)
-        if spec.oci_dir is not None:
-            write_layout(built, run.store, spec.oci_dir, spec.tags, extras=extras)
-        if spec.output is not None:
-            docker_image = _docker_image(images, spec.docker_platform)
-            write_tarball(built, run.store, spec.output, spec.tags, epoch=epoch, docker_image=docker_image, extras=extras)
-        for path, data in sboms:
-            with atomic_file(path) as out:
-                out.write(data)
-        pushed = None
-        if push is not None:
-            from lamina.registry.plans import from_build
-
-            from lamina.registry.push import artifact_plan
-
-            pushed = push(from_build(built, run.store)).reference
-            for desc, manifest, blobs in extras:  # attached SBOMs: after the image they refer to
-                push(artifact_plan(desc, manifest, blobs), digest=desc.digest)
-        if spec.metadata_file is not None:
-            write_metadata(built, spec.tags, spec.metadata_file, pushed=pushed)
+        sboms, extras = _sboms(attrs.evolve(spec, output=None) if spec.output == STDOUT else spec, images, run.store, epoch)
+        docker_image = _docker_image(images, spec.docker_platform) if spec.output is not None else None
+        pushed = emit(spec, built, run.store, epoch=epoch, docker_image=docker_image, sboms=sboms, extras=extras, push=push)
     return BuildResult(built, tuple(outputs), pushed)
 
 

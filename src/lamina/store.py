@@ -55,6 +55,24 @@ class BlobStore:
                 raise OutputError(f"cannot write a blob in {self.root}: {exc.strerror}") from None
             raise
 
+    def add_file(self, src: Path, digest: Digest) -> bool:
+        """Put ``src`` (known to hash to ``digest``) in the store: a hardlink where it can be
+        (then True), else a copy; never a partial blob under its name."""
+        target = self.path(digest)
+        if target.exists():
+            return False
+        try:
+            os.link(src, target)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:
+            pass
+        with open(src, "rb") as f, self.writer() as (out, named):
+            copy_range(f, out, os.fstat(f.fileno()).st_size)
+            named.append(digest)
+        return False
+
     def copy_into(self, digest: Digest, out: BinaryIO) -> int:
         """Append a blob to an open file, copied by the kernel (copy_file_range) where it can."""
         out.flush()
@@ -83,6 +101,7 @@ def copy_range(src: BinaryIO, out: BinaryIO, size: int) -> None:
             remaining -= n
         return
     except OSError as exc:
-        if remaining != size or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        if remaining != size or exc.errno not in (
+            errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.ESPIPE):
             raise
     shutil.copyfileobj(src, out, 1 << 20)
