@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable
@@ -126,12 +125,9 @@ def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) 
     if hit is None:
         return None
     layer, blob = hit
-    target = store.path(layer.descriptor.digest)
-    if not target.exists():
-        try:
-            os.link(blob, target)  # the store is private; sinks copy out of it
-        except OSError:
-            shutil.copyfile(blob, target)
+    digest = layer.descriptor.digest
+    if store.add_file(blob, digest):  # a hardlink: the store is private; sinks copy out of it
+        cache.linked(store.path(digest), digest)
     return attrs.evolve(layer, created_by=created_by)
 
 
@@ -189,10 +185,11 @@ def _metered(meter: Meter | None, description: str, total: int | None) -> Any:
 
 @contextlib.contextmanager
 def _cache_errors_ignored() -> Any:
-    """The cache only saves time: a locked or broken cache database means building, not failing."""
+    """The cache only saves time: a locked or broken cache database, or a cache blob that cannot
+    be read or linked (a full disk), means building, not failing."""
     try:
         yield
-    except sqlite3.Error:
+    except (sqlite3.Error, OSError):
         pass
 
 
@@ -311,7 +308,7 @@ class _Run:
 def _open_cache(note: Progress) -> LayerCache | None:
     """The cache is an optimisation: if it cannot be opened, build without it and say so."""
     try:
-        return LayerCache()
+        return LayerCache(note=note)
     except (OSError, sqlite3.Error) as exc:
         note(f"layer cache unavailable ({exc}); building without it")
         return None

@@ -7,9 +7,16 @@ its settings, and lamina's layer format version. File content digests are rememb
 a stat per file, not a read. Blobs live under ``$XDG_CACHE_HOME/lamina/layers`` (renamed
 into place whole, so two builds at once are safe; the index is SQLite, which locks), with a
 size cap (``LAMINA_CACHE_MAX``, default 5 GiB) enforced least-recently-used first.
-A cached layer's bytes are exactly what building it would write (tested). Blobs move
-between the cache and a build's private store by hardlink; outputs get copies (the kernel's
-copy_file_range), so nothing a user does to an output can reach the cache.
+A cached layer's bytes are exactly what building it would write (tested).
+
+A cached blob is hashed before it is trusted, once: its (device, inode, size, mtime, ctime)
+is then remembered as verified, and a blob whose stat no longer matches is hashed again (any
+write changes ctime, which no one can set back). One that fails is removed, with a note, and
+the layer is built again. Blobs move between the cache and a build's private store by
+hardlink; a link changes the inode's ctime, so a build re-remembers the blobs it linked when it
+lets go of them (:meth:`LayerCache.close`). Outputs get copies, so nothing a user does to an
+output can reach the cache. The cache is optional: a full disk or a broken index costs the
+saving, never the build, and leaves no temporary file behind.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from lamina.layers.build import Opener
@@ -44,20 +51,59 @@ def _max_bytes() -> int:
     return DEFAULT_MAX
 
 
+def _fingerprint(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class LayerCache:
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, note: Callable[[str], None] | None = None) -> None:
         self.root = root or cache_root()
+        self._note = note or (lambda _: None)
         self._files: dict[tuple[int, int], tuple[int, int, int, str]] | None = None
+        self._linked: list[tuple[Path, str]] = []  # (hardlink outside the cache, blob hex): see close()
         self.blobs = self.root / "blobs" / "sha256"
         self.blobs.mkdir(parents=True, exist_ok=True)
         (self.root / "tmp").mkdir(exist_ok=True)
+        self._clean_tmp()
         self.db = sqlite3.connect(self.root / "index.sqlite", timeout=60, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS layers (key TEXT PRIMARY KEY, record TEXT, digest TEXT, size INTEGER, used INTEGER)")
         self.db.execute("CREATE TABLE IF NOT EXISTS files (dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER, sha256 TEXT, PRIMARY KEY (dev, ino))")
+        self.db.execute("CREATE TABLE IF NOT EXISTS verified (digest TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER)")
+
+    def _clean_tmp(self) -> None:
+        """Temporary blobs of builds killed mid-put (``<hex>.<pid>[.<n>]``)."""
+        from lamina.sinks.atomic import owner_gone
+
+        for entry in (self.root / "tmp").iterdir():
+            parts = entry.name.split(".")
+            if len(parts) >= 2 and parts[1].isdigit() and owner_gone(int(parts[1])):
+                entry.unlink(missing_ok=True)
 
     def close(self) -> None:
-        self.db.close()
+        """Drop the build's hardlinks to cached blobs, then remember those blobs as verified
+        again (unlinking changed their ctime; their content did not change: same mtime)."""
+        try:
+            for link, hexdigest in self._linked:
+                link.unlink(missing_ok=True)
+                self._relinked(hexdigest)
+        except (OSError, sqlite3.Error):
+            pass  # the next build hashes those blobs once more
+        finally:
+            self._linked.clear()
+            self.db.close()
+
+    def linked(self, link: Path, digest: Digest) -> None:
+        """``link`` is a new hardlink to the cached blob ``digest``, removed when the cache closes."""
+        self._linked.append((link, digest.hex))
+        self._relinked(digest.hex)
+
+    def _relinked(self, hexdigest: str) -> None:
+        """A link count changed ctime; the same inode, size and mtime mean the same bytes."""
+        row = self.db.execute("SELECT dev, ino, size, mtime FROM verified WHERE digest=?", (hexdigest,)).fetchone()
+        st = os.stat(self.blobs / hexdigest)
+        if row is not None and tuple(row) == _fingerprint(st)[:4]:
+            self._remember(hexdigest, st)
 
     # ---- keys
 
@@ -113,24 +159,61 @@ class LayerCache:
         record = json.loads(row[0])
         layer = Layer(Descriptor.from_json(record["descriptor"]), Digest.parse(record["diff_id"]),
                       record["uncompressed_size"], record["entry_count"], record["created_by"])
-        blob = self.blobs / layer.descriptor.digest.hex
-        if not blob.is_file() or blob.stat().st_size != layer.descriptor.size:
+        digest = layer.descriptor.digest
+        blob = self.blobs / digest.hex
+        try:
+            st = os.stat(blob)
+        except FileNotFoundError:
             self.db.execute("DELETE FROM layers WHERE key=?", (key,))
             return None
+        if st.st_size != layer.descriptor.size:
+            self._evict(digest, f"{st.st_size} bytes, not {layer.descriptor.size}")
+            return None
+        if not self._verified(digest.hex, st):
+            if _sha256(blob) != digest.hex:
+                self._evict(digest, "its bytes do not match its digest")
+                return None
+            self._remember(digest.hex, st)
         self.db.execute("UPDATE layers SET used=(SELECT COALESCE(MAX(used), 0) + 1 FROM layers) WHERE key=?", (key,))
         return layer, blob
 
+    def _verified(self, hexdigest: str, st: os.stat_result) -> bool:
+        row = self.db.execute("SELECT dev, ino, size, mtime, ctime FROM verified WHERE digest=?", (hexdigest,)).fetchone()
+        return row is not None and tuple(row) == _fingerprint(st)
+
+    def _remember(self, hexdigest: str, st: os.stat_result) -> None:
+        self.db.execute("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?)", (hexdigest, *_fingerprint(st)))
+
+    def _evict(self, digest: Digest, why: str) -> None:
+        (self.blobs / digest.hex).unlink(missing_ok=True)
+        self.db.execute("DELETE FROM layers WHERE digest=?", (digest.hex,))
+        self.db.execute("DELETE FROM verified WHERE digest=?", (digest.hex,))
+        self._note(f"cached layer {digest} was corrupt ({why}); removed it, building the layer again")
+
     def put(self, key: str, layer: Layer, blob: Path) -> None:
-        target = self.blobs / layer.descriptor.digest.hex
-        if not target.exists():
-            # A hardlink when the build's store is on the same filesystem: store blobs reach
-            # outputs only by copy (sinks), so nothing a user does to an output reaches here.
-            tmp = self.root / "tmp" / f"{layer.descriptor.digest.hex}.{os.getpid()}"
-            try:
-                os.link(blob, tmp)
-            except OSError:
-                shutil.copyfile(blob, tmp)
-            os.replace(tmp, target)
+        """Keep a layer just built. A filesystem error (a full disk) is noted, never raised: the
+        cache is optional, and the temporary blob is removed."""
+        hexdigest = layer.descriptor.digest.hex
+        target = self.blobs / hexdigest
+        tmp = self.root / "tmp" / f"{hexdigest}.{os.getpid()}"
+        try:
+            if not target.exists():
+                # A hardlink when the build's store is on the same filesystem: store blobs reach
+                # outputs only by copy (sinks), so nothing a user does to an output reaches here.
+                try:
+                    os.link(blob, tmp)
+                    linked = True
+                except OSError:
+                    shutil.copyfile(blob, tmp)
+                    linked = False
+                os.replace(tmp, target)
+                self._remember(hexdigest, os.stat(target))  # our own bytes, hashed as they were written
+                if linked:
+                    self._linked.append((blob, hexdigest))
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            self._note(f"layer cache: cannot keep a layer ({exc.strerror or exc}); building without caching it")
+            return
         record = {"descriptor": layer.descriptor.to_json(), "diff_id": str(layer.diff_id),
                   "uncompressed_size": layer.uncompressed_size, "entry_count": layer.entry_count,
                   "created_by": layer.created_by}
@@ -156,6 +239,7 @@ class LayerCache:
             if blob.name not in keep:
                 freed += blob.stat().st_size
                 blob.unlink(missing_ok=True)
+        self.db.execute("DELETE FROM verified WHERE digest NOT IN (SELECT digest FROM layers)")
         return removed, freed
 
     def stats(self) -> tuple[int, int]:
@@ -163,3 +247,11 @@ class LayerCache:
         size = sum(b.stat().st_size for b in self.blobs.iterdir())
         return count, size
 
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
