@@ -159,6 +159,22 @@ def test_an_untagged_build_replaces_the_untagged_image_only(app: Path) -> None:
     assert [m["digest"] for m in manifests] == [tagged.stdout.strip(), last.stdout.strip()]
 
 
+def test_a_replaced_tag_takes_its_attached_sbom_along(app: Path) -> None:
+    layout = app / "out" / "layout"
+    for tag, env in (("x:other", "A=0"), ("x:1", "A=1"), ("x:1", "A=2")):
+        res = lamina("build", "-q", "--add", "hello:/hello", "--env", env, "--sbom", "spdx", "--sbom-attach",
+                     "-t", tag, "--oci-dir", str(layout), cwd=app)
+        assert res.returncode == 0, res.stderr
+    manifests = json.loads((layout / "index.json").read_text())["manifests"]
+    subjects = []
+    for m in manifests:
+        if "org.opencontainers.image.artifactType" in m.get("annotations", {}):
+            blob = layout / "blobs" / "sha256" / m["digest"].split(":")[1]
+            subjects.append(json.loads(blob.read_text())["subject"]["digest"])
+    tags = _tags(layout)
+    assert sorted(subjects) == sorted(tags.values()) and len(manifests) == 4  # two images, one SBOM each
+
+
 def test_a_malformed_index_is_not_replaced(app: Path) -> None:
     layout = app / "out" / "layout"
     layout.mkdir()

@@ -68,9 +68,35 @@ def merge_manifests(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> lis
             return name in names
         if desc in new:
             return True
-        artifact = "artifactType" in desc or ARTIFACT_TYPE in annotations
-        return not names and not artifact
+        return not names and not _is_artifact(desc)
     return [d for d in old if not replaced(d)] + new
+
+
+def _is_artifact(desc: dict[str, Any]) -> bool:
+    return "artifactType" in desc or ARTIFACT_TYPE in (desc.get("annotations") or {})
+
+
+def _subject(layout: Path, desc: dict[str, Any]) -> str | None:
+    """The digest an artifact manifest in the layout refers to (its subject), if readable."""
+    digest = str(desc.get("digest", ""))
+    algorithm, _, hexdigest = digest.partition(":")
+    if algorithm != "sha256" or len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
+        return None
+    try:
+        with open(layout / "blobs" / "sha256" / hexdigest, "rb") as f:
+            manifest = json.loads(f.read(1 << 20))
+        return str(manifest["subject"]["digest"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _drop_orphans(layout: Path, old: list[dict[str, Any]], merged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Artifacts (attached SBOMs) of images this build replaced go with them from index.json;
+    their blobs stay, as every blob does."""
+    gone = {d.get("digest") for d in old} - {d.get("digest") for d in merged}
+    if not gone:
+        return merged
+    return [d for d in merged if not (_is_artifact(d) and _subject(layout, d) in gone)]
 
 
 @contextlib.contextmanager
@@ -156,9 +182,9 @@ class StagedLayout:
             _check_layout(self.path)
             index = _read_index(self.path)
             ours = json.loads(self.index)
-            index = {**ours, **{k: v for k, v in index.items() if k != "manifests"},
-                     "manifests": merge_manifests(index.get("manifests", []), ours["manifests"])}
-            data = canonical.dumps(index)
+            old = index.get("manifests", [])
+            merged = _drop_orphans(self.path, old, merge_manifests(old, ours["manifests"]))
+            data = canonical.dumps({**ours, **{k: v for k, v in index.items() if k != "manifests"}, "manifests": merged})
             tmp = _write_temp(self.path, Path("index.json"), lambda p: p.write_bytes(data))
             try:
                 os.replace(tmp, self.path / "index.json")
