@@ -291,3 +291,12 @@ def test_a_metadata_file_on_a_full_tmpfs_replaces_no_output(app: Path) -> None:
     assert {k: v for k, v in after.items() if not k.startswith("layout/blobs/")} == \
         {k: v for k, v in before.items() if not k.startswith("layout/blobs/")}
     assert _litter(app / "out") == []
+
+
+def test_litter_cleaning_never_opens_a_fifo(app: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    os.mkfifo(app / "out" / f".img.tar.lamina-tmp-{dead.pid}-abc")  # opening it to read would block
+    res = lamina("build", "--add", "hello:/hello", "-o", "out/img.tar", cwd=app, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert _litter(app / "out") == [f".img.tar.lamina-tmp-{dead.pid}-abc"]

@@ -219,9 +219,9 @@ def _outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
         raise UsageError("nothing to write: give -o/--output PATH (a tarball), --oci-dir DIR or --push REF")
     for path in outputs:
         _check_writable(path)
-    for path in (spec.output, spec.metadata_file):
-        if path is not None and path != STDOUT:
-            check_replaceable_file(path)
+    for file in (spec.output, spec.metadata_file):
+        if file is not None and file != STDOUT:
+            check_replaceable_file(file)
     if spec.oci_dir is not None:
         check_replaceable_dir(spec.oci_dir)
     return outputs

@@ -55,9 +55,14 @@ def owner_gone(pid: int, path: str | Path | None = None) -> bool:
     if path is None:
         return True
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            return True  # a symlink with our name: unlinked, never followed
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            return False  # never ours, never opened (a FIFO would block, a device could act)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
-        return os.path.islink(path)  # a symlink with our name: ours to unlink, never to follow
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True

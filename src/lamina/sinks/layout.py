@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,7 @@ def _read_index(layout: Path) -> dict[str, Any]:
     return index
 
 
-def _write_temp(directory: Path, name: Path, fill: Any) -> Path:
+def _write_temp(directory: Path, name: Path, fill: Callable[[Path], object]) -> Path:
     """A file in ``directory`` named for ``name`` and our pid, filled by ``fill(path)``; mode 0644."""
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=temp_prefix(name))
     try:
@@ -160,9 +160,10 @@ class StagedLayout:
 
     def commit(self) -> None:
         try:
-            if self.staged is not None:
+            staged = self.staged
+            if staged is not None:
                 try:
-                    os.rename(self.staged, self.path)  # replaces an empty directory too
+                    os.rename(staged, self.path)  # replaces an empty directory too
                     self.staged = None
                     return
                 except OSError as exc:
@@ -170,7 +171,7 @@ class StagedLayout:
                         raise
                 # Another build made it a layout since: add to it instead.
                 _check_layout(self.path)
-                _add_blobs(self.staged / "blobs" / "sha256", self.path)
+                _add_blobs(staged / "blobs" / "sha256", self.path)
             self._merge_index()
         except OSError as exc:
             raise _fail(self.path, exc) from exc
@@ -238,8 +239,8 @@ def stage_layout(built: Built, store: BlobStore, path: Path, tags: Sequence[Refe
         path = path.resolve()  # write into the directory it names, never over the link
     for data in json_blobs(built).values():
         store.put_bytes(data)
-    for _, _, blobs in extras:
-        for data in blobs.values():
+    for _, _, extra_blobs in extras:
+        for data in extra_blobs.values():
             store.put_bytes(data)
     digests = sorted({*blob_digests(built), *(d for _, _, b in extras for d in b)})
     index = index_for(top_descriptor(built), tags, [d for d, _, _ in extras]).to_bytes()
