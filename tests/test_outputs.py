@@ -300,3 +300,12 @@ def test_litter_cleaning_never_opens_a_fifo(app: Path) -> None:
     res = lamina("build", "--add", "hello:/hello", "-o", "out/img.tar", cwd=app, timeout=120)
     assert res.returncode == 0, res.stderr
     assert _litter(app / "out") == [f".img.tar.lamina-tmp-{dead.pid}-abc"]
+
+
+def test_dash_refuses_a_closed_stdout(app: Path) -> None:
+    """With fd 1 closed, the next file lamina opens would get its number: never write there."""
+    res = subprocess.run([sys.executable, "-m", "lamina", "build", "--add", "hello:/hello", "-o", "-"], cwd=app,
+                         env={**os.environ, "PYTHONPATH": str(SRC)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, preexec_fn=lambda: os.close(1))
+    assert (res.returncode, res.stderr) == (2, "lamina: error: -o - writes the tarball to stdout, which is closed; "
+                                               "redirect it or give -o PATH\n")

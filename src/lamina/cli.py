@@ -184,10 +184,12 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
 
     quiet = opts.pop("quiet")
     streaming = opts["output"] == Path("-")
-    if streaming and sys.stdout.isatty():
+    if streaming and (sys.stdout is None or sys.stdout.isatty()):
         from lamina.errors import UsageError
 
-        raise UsageError("-o - writes the tarball to stdout, which is a terminal; redirect it or give -o PATH")
+        # None: fd 1 was closed at startup, and whatever lamina opens next could take its number.
+        where = "closed" if sys.stdout is None else "a terminal"
+        raise UsageError(f"-o - writes the tarball to stdout, which is {where}; redirect it or give -o PATH")
     no_cache = opts.pop("no_cache")
     check = opts.pop("check_reproducible")
     push_to = opts.pop("push_to")
