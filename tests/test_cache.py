@@ -130,20 +130,48 @@ def test_a_cached_blob_corrupted_in_place_is_evicted_and_rebuilt(inputs: Path) -
 
 
 def test_cached_blobs_are_hashed_once_not_on_every_hit(inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
     import lamina.cache as cache_module
 
     hashed: list[Path] = []
     real = cache_module._sha256
     monkeypatch.setattr(cache_module, "_sha256", lambda path: hashed.append(path) or real(path))
-    build_module.build(_spec(inputs, "cold.tar"), epoch=0)
-    for name in ("warm1.tar", "warm2.tar"):
+    blobs = inputs / "cache" / "lamina" / "layers" / "blobs" / "sha256"
+
+    def build(name: str) -> list[str]:
+        del hashed[:]
         build_module.build(_spec(inputs, name), epoch=0)
-    assert hashed == []  # blobs the cache wrote itself, and their hardlinks' comings and goings, are known
-    blob = next((inputs / "cache" / "lamina" / "layers" / "blobs" / "sha256").iterdir())
-    os.utime(blob)  # a changed stat: hashed again, once
-    build_module.build(_spec(inputs, "warm3.tar"), epoch=0)
-    build_module.build(_spec(inputs, "warm4.tar"), epoch=0)
-    assert hashed == [blob]
+        return sorted(p.name for p in hashed)
+
+    assert build("cold.tar") == []
+    time.sleep(1.1)  # a stat younger than a second is not remembered (racy: a write could hide in its tick)
+    assert build("warm1.tar") == sorted(p.name for p in blobs.iterdir())  # the first use hashes
+    assert build("warm2.tar") == []  # later uses cost a stat
+    assert build("warm3.tar") == []
+    blob = _cache_blob_of(inputs)
+    os.utime(blob)  # a changed stat: hashed again, then remembered again
+    time.sleep(1.1)
+    assert build("warm4.tar") == [blob.name]
+    assert build("warm5.tar") == []
+
+
+def test_prune_leaves_the_blobs_a_build_is_using(inputs: Path) -> None:
+    from lamina.cache import LayerCache
+
+    build_module.build(_spec(inputs, "cold.tar"), epoch=0)
+    using, pruning = LayerCache(), LayerCache()
+    try:
+        key = using.db.execute("SELECT key FROM layers ORDER BY size DESC").fetchone()[0]
+        hit = using.get(key)
+        assert hit is not None
+        assert pruning.prune(0)[0] == 2  # both records go; the blob in use stays, for now
+        assert hit[1].is_file() and len(list(hit[1].parent.iterdir())) == 1
+        using.close()
+        pruning.prune(0)
+        assert list(hit[1].parent.iterdir()) == []
+    finally:
+        pruning.close()
 
 
 def test_a_full_disk_under_the_cache_never_fails_the_build(inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,3 +238,36 @@ def test_a_full_tmpfs_under_the_cache_never_fails_the_build(inputs: Path) -> Non
     listed = res.stdout.split("rc=0", 1)[1].split()
     assert [x for x in listed if not x.endswith(":")] == [], res.stdout  # no tmp/<hex>.<pid>, no partial blob
     validate_image(inputs / "out.tar")
+
+
+def test_a_blob_corrupted_while_a_build_holds_it_is_caught_next_time(inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob remembered as verified, then written to (its mtime put back) while a build uses it."""
+    import time
+
+    build_module.build(_spec(inputs, "cold.tar"), epoch=0)
+    time.sleep(1.1)  # so that the next build remembers the blobs as verified
+    real = build_module.emit
+    blob = _cache_blob_of(inputs)
+
+    def corrupting(*args, **kw):  # type: ignore[no-untyped-def]
+        st = blob.stat()
+        with open(blob, "r+b") as f:
+            f.seek(100)
+            f.write(b"\xff" * 16)
+        os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(build_module, "emit", corrupting)
+    build_module.build(_spec(inputs, "during.tar"), epoch=0)
+    monkeypatch.setattr(build_module, "emit", real)
+    notes: list[str] = []
+    build_module.build(_spec(inputs, "after.tar"), epoch=0, note=notes.append)
+    assert len(notes) == 1 and "was corrupt (its bytes do not match its digest)" in notes[0], notes
+    validate_image(inputs / "after.tar")
+    assert (inputs / "after.tar").read_bytes() == (inputs / "cold.tar").read_bytes()
+
+
+def _cache_blob_of(root: Path) -> Path:
+    """The cached blob of the /tree layer (the larger of the two)."""
+    blobs = (root / "cache" / "lamina" / "layers" / "blobs" / "sha256").iterdir()
+    return max(blobs, key=lambda p: p.stat().st_size)

@@ -125,9 +125,7 @@ def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) 
     if hit is None:
         return None
     layer, blob = hit
-    digest = layer.descriptor.digest
-    if store.add_file(blob, digest):  # a hardlink: the store is private; sinks copy out of it
-        cache.linked(store.path(digest), digest)
+    store.refer(layer.descriptor.digest, blob)  # sinks copy out of the store, never write to it
     return attrs.evolve(layer, created_by=created_by)
 
 

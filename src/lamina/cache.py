@@ -11,21 +11,25 @@ A cached layer's bytes are exactly what building it would write (tested).
 
 A cached blob is hashed before it is trusted, once: its (device, inode, size, mtime, ctime)
 is then remembered as verified, and a blob whose stat no longer matches is hashed again (any
-write changes ctime, which no one can set back). One that fails is removed, with a note, and
-the layer is built again. Blobs move between the cache and a build's private store by
-hardlink; a link changes the inode's ctime, so a build re-remembers the blobs it linked when it
-lets go of them (:meth:`LayerCache.close`). Outputs get copies, so nothing a user does to an
-output can reach the cache. The cache is optional: a full disk or a broken index costs the
-saving, never the build, and leaves no temporary file behind.
+write changes ctime, which no one can set back). As in git's "racy clean" rule, a stat is
+remembered only once its ctime is older than a second, so a write within the same clock tick
+cannot go unseen. A blob that fails is removed, with a note, and the layer built again.
+A build's private store refers to cached blobs by symlink, so builds never change a cached
+inode (a hardlink would change its ctime), and holds a shared flock on each while it lives,
+so pruning leaves them alone. Outputs get copies, so nothing a user does to an output can
+reach the cache. The cache is optional: a full disk or a broken index costs the saving,
+never the build, and leaves no temporary file behind.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -35,6 +39,7 @@ from lamina.model import Descriptor, Digest, Layer
 
 FORMAT = 1  # bump when the tar writer's output changes for the same entries
 DEFAULT_MAX = 5 << 30
+RACY_NS = 1_000_000_000  # a stat whose ctime is younger than this is not remembered as verified
 
 
 def cache_root() -> Path:
@@ -60,7 +65,7 @@ class LayerCache:
         self.root = root or cache_root()
         self._note = note or (lambda _: None)
         self._files: dict[tuple[int, int], tuple[int, int, int, str]] | None = None
-        self._linked: list[tuple[Path, str]] = []  # (hardlink outside the cache, blob hex): see close()
+        self._held: list[int] = []  # fds of blobs in use by this build, flocked shared (see prune)
         self.blobs = self.root / "blobs" / "sha256"
         self.blobs.mkdir(parents=True, exist_ok=True)
         (self.root / "tmp").mkdir(exist_ok=True)
@@ -81,29 +86,10 @@ class LayerCache:
                 entry.unlink(missing_ok=True)
 
     def close(self) -> None:
-        """Drop the build's hardlinks to cached blobs, then remember those blobs as verified
-        again (unlinking changed their ctime; their content did not change: same mtime)."""
-        try:
-            for link, hexdigest in self._linked:
-                link.unlink(missing_ok=True)
-                self._relinked(hexdigest)
-        except (OSError, sqlite3.Error):
-            pass  # the next build hashes those blobs once more
-        finally:
-            self._linked.clear()
-            self.db.close()
-
-    def linked(self, link: Path, digest: Digest) -> None:
-        """``link`` is a new hardlink to the cached blob ``digest``, removed when the cache closes."""
-        self._linked.append((link, digest.hex))
-        self._relinked(digest.hex)
-
-    def _relinked(self, hexdigest: str) -> None:
-        """A link count changed ctime; the same inode, size and mtime mean the same bytes."""
-        row = self.db.execute("SELECT dev, ino, size, mtime FROM verified WHERE digest=?", (hexdigest,)).fetchone()
-        st = os.stat(self.blobs / hexdigest)
-        if row is not None and tuple(row) == _fingerprint(st)[:4]:
-            self._remember(hexdigest, st)
+        for fd in self._held:
+            os.close(fd)
+        self._held.clear()
+        self.db.close()
 
     # ---- keys
 
@@ -173,13 +159,21 @@ class LayerCache:
             if _sha256(blob) != digest.hex:
                 self._evict(digest, "its bytes do not match its digest")
                 return None
-            self._remember(digest.hex, st)
+            if time.time_ns() - st.st_ctime_ns > RACY_NS:
+                self._remember(digest.hex, st)
+        self._hold(blob)
         self.db.execute("UPDATE layers SET used=(SELECT COALESCE(MAX(used), 0) + 1 FROM layers) WHERE key=?", (key,))
         return layer, blob
 
     def _verified(self, hexdigest: str, st: os.stat_result) -> bool:
         row = self.db.execute("SELECT dev, ino, size, mtime, ctime FROM verified WHERE digest=?", (hexdigest,)).fetchone()
         return row is not None and tuple(row) == _fingerprint(st)
+
+    def _hold(self, blob: Path) -> None:
+        """A shared flock on a blob this build uses: prune skips it (opening changes no ctime)."""
+        fd = os.open(blob, os.O_RDONLY)
+        self._held.append(fd)
+        fcntl.flock(fd, fcntl.LOCK_SH)
 
     def _remember(self, hexdigest: str, st: os.stat_result) -> None:
         self.db.execute("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?)", (hexdigest, *_fingerprint(st)))
@@ -202,14 +196,9 @@ class LayerCache:
                 # outputs only by copy (sinks), so nothing a user does to an output reaches here.
                 try:
                     os.link(blob, tmp)
-                    linked = True
                 except OSError:
                     shutil.copyfile(blob, tmp)
-                    linked = False
                 os.replace(tmp, target)
-                self._remember(hexdigest, os.stat(target))  # our own bytes, hashed as they were written
-                if linked:
-                    self._linked.append((blob, hexdigest))
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             self._note(f"layer cache: cannot keep a layer ({exc.strerror or exc}); building without caching it")
@@ -236,7 +225,7 @@ class LayerCache:
             self.db.execute("DELETE FROM layers WHERE key=?", (key,))
             removed += 1
         for blob in self.blobs.iterdir():
-            if blob.name not in keep:
+            if blob.name not in keep and not _in_use(blob):
                 freed += blob.stat().st_size
                 blob.unlink(missing_ok=True)
         self.db.execute("DELETE FROM verified WHERE digest NOT IN (SELECT digest FROM layers)")
@@ -255,3 +244,18 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _in_use(blob: Path) -> bool:
+    """Whether a build holds ``blob`` (its store refers to it): then prune leaves it for later."""
+    try:
+        fd = os.open(blob, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)

@@ -55,23 +55,12 @@ class BlobStore:
                 raise OutputError(f"cannot write a blob in {self.root}: {exc.strerror}") from None
             raise
 
-    def add_file(self, src: Path, digest: Digest) -> bool:
-        """Put ``src`` (known to hash to ``digest``) in the store: a hardlink where it can be
-        (then True), else a copy; never a partial blob under its name."""
-        target = self.path(digest)
-        if target.exists():
-            return False
-        try:
-            os.link(src, target)
-            return True
-        except FileExistsError:
-            return False
-        except OSError:
-            pass
-        with open(src, "rb") as f, self.writer() as (out, named):
-            copy_range(f, out, os.fstat(f.fileno()).st_size)
-            named.append(digest)
-        return False
+    def refer(self, digest: Digest, blob: Path) -> None:
+        """Make ``digest`` in the store a symlink to ``blob``, a verified blob outside it (the
+        layer cache): nothing reads it but by path, and nothing writes through the store."""
+        if not self.has(digest):
+            with contextlib.suppress(FileExistsError):
+                os.symlink(os.path.abspath(blob), self.path(digest))
 
     def copy_into(self, digest: Digest, out: BinaryIO) -> int:
         """Append a blob to an open file, copied by the kernel (copy_file_range) where it can."""
