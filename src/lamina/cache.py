@@ -161,7 +161,8 @@ class LayerCache:
                 return None
             if time.time_ns() - st.st_ctime_ns > RACY_NS:
                 self._remember(digest.hex, st)
-        self._hold(blob)
+        if not self._hold(blob, st):
+            return None  # pruned meanwhile
         self.db.execute("UPDATE layers SET used=(SELECT COALESCE(MAX(used), 0) + 1 FROM layers) WHERE key=?", (key,))
         return layer, blob
 
@@ -169,11 +170,19 @@ class LayerCache:
         row = self.db.execute("SELECT dev, ino, size, mtime, ctime FROM verified WHERE digest=?", (hexdigest,)).fetchone()
         return row is not None and tuple(row) == _fingerprint(st)
 
-    def _hold(self, blob: Path) -> None:
-        """A shared flock on a blob this build uses: prune skips it (opening changes no ctime)."""
-        fd = os.open(blob, os.O_RDONLY)
+    def _hold(self, blob: Path, st: os.stat_result) -> bool:
+        """A shared flock on a blob this build uses, so prune leaves it (opening changes no
+        ctime); False if it is no longer the blob that was checked."""
+        try:
+            fd = os.open(blob, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
         self._held.append(fd)
         fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            return os.stat(blob).st_ino == os.fstat(fd).st_ino == st.st_ino
+        except FileNotFoundError:
+            return False
 
     def _remember(self, hexdigest: str, st: os.stat_result) -> None:
         self.db.execute("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?)", (hexdigest, *_fingerprint(st)))
@@ -225,9 +234,8 @@ class LayerCache:
             self.db.execute("DELETE FROM layers WHERE key=?", (key,))
             removed += 1
         for blob in self.blobs.iterdir():
-            if blob.name not in keep and not _in_use(blob):
-                freed += blob.stat().st_size
-                blob.unlink(missing_ok=True)
+            if blob.name not in keep:
+                freed += _remove_unless_held(blob)
         self.db.execute("DELETE FROM verified WHERE digest NOT IN (SELECT digest FROM layers)")
         return removed, freed
 
@@ -235,7 +243,6 @@ class LayerCache:
         count = self.db.execute("SELECT COUNT(*) FROM layers").fetchone()[0]
         size = sum(b.stat().st_size for b in self.blobs.iterdir())
         return count, size
-
 
 
 def _sha256(path: Path) -> str:
@@ -246,16 +253,19 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _in_use(blob: Path) -> bool:
-    """Whether a build holds ``blob`` (its store refers to it): then prune leaves it for later."""
+def _remove_unless_held(blob: Path) -> int:
+    """Remove ``blob`` unless a build holds it (its store refers to it; a later prune will);
+    the bytes freed. Removed under an exclusive flock, so no build can take it meanwhile."""
     try:
         fd = os.open(blob, os.O_RDONLY)
-    except OSError:
-        return False
+    except FileNotFoundError:
+        return 0
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
+        size = os.fstat(fd).st_size
+        blob.unlink(missing_ok=True)
+        return size
+    except BlockingIOError:
+        return 0
     finally:
         os.close(fd)
