@@ -272,6 +272,23 @@ def test_a_failing_push_replaces_no_output(app: Path) -> None:
     assert _snapshot(app / "out") == before and _litter(app / "out") == []
 
 
+def test_a_failure_after_the_push_says_what_was_pushed(app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lamina.sinks.metadata as metadata
+    import lamina.sinks.outputs as outputs
+
+    outputs_ = {"output": app / "out" / "img.tar", "metadata_file": app / "out" / "meta.json"}
+    monkeypatch.setattr(outputs, "_push", lambda *a: "example.com/x@sha256:" + "0" * 64)
+
+    def full(*args: object, **kw: object) -> object:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(metadata, "metadata", full)
+    with pytest.raises(OutputError, match=r"No space left on device \(the image was pushed as example.com/x@sha256:0+; "
+                                          r"no local output was replaced\)"):
+        build_module.build(_spec(app, "new", **outputs_), epoch=0, use_cache=False, push=lambda plan: None)
+    assert list((app / "out").iterdir()) == []
+
+
 @pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare(1) to mount a small tmpfs")
 def test_a_metadata_file_on_a_full_tmpfs_replaces_no_output(app: Path) -> None:
     """The real thing: --metadata-file on a full tmpfs, the tarball and layout on a roomy disk."""

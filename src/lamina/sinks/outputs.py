@@ -166,8 +166,13 @@ def emit(spec: BuildSpec, built: Built, store: BlobStore, *, epoch: int, docker_
         if spec.output == STDOUT:
             _stream(tarball)
         pushed = _push(push, built, store, extras) if push is not None else None
-        if spec.metadata_file is not None:
-            with staging.file(spec.metadata_file) as out:
-                out.write(metadata_bytes(built, spec.tags, pushed=pushed))
-        staging.commit()
+        try:
+            if spec.metadata_file is not None:
+                with staging.file(spec.metadata_file) as out:
+                    out.write(metadata_bytes(built, spec.tags, pushed=pushed))
+            staging.commit()
+        except OutputError as exc:
+            if pushed is None:
+                raise
+            raise OutputError(f"{exc} (the image was pushed as {pushed}; no local output was replaced)") from exc
     return pushed
