@@ -38,9 +38,9 @@ def _fail(path: Path, exc: OSError) -> OutputError:
 
 
 class WorkDir:
-    """The build's private directory (blob store, spool), beside the first output so blobs can
-    be hardlinked into a layout. Creating it first clears the litter of builds killed mid-way
-    beside every output."""
+    """The build's private directory (blob store, spool), beside the first output: on the
+    filesystem the user chose for the image's bytes. Creating it first clears the litter of
+    builds killed mid-way beside every output."""
 
     def __init__(self, spec: BuildSpec) -> None:
         files = [p for p in (spec.output, spec.metadata_file) if p is not None and p != STDOUT]
