@@ -9,7 +9,7 @@ import sqlite3
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import attrs
 
@@ -33,6 +33,9 @@ from lamina.sources.rootfs import MergedFS
 from lamina.sources.tarball import read_tarball
 from lamina.spec import BuildSpec, FilesLayer, LayerSpec
 from lamina.store import BlobStore
+
+if TYPE_CHECKING:
+    from lamina.lint import LintImage
 
 Progress = Callable[[str], None]
 # A progress bar for one layer: (description, total bytes or None) -> context giving an update(n) function.
@@ -300,7 +303,7 @@ class _Run:
         return image
 
     def _lint_image(self, ctx: LayerContext, images: Images, spec: BuildSpec, layers: list[Layer],
-                    recorded: list[list[Entry]]) -> Any:
+                    recorded: list[list[Entry]]) -> LintImage:
         """The image so far in lint's model (lint.LintImage, as ``lamina lint`` reads a finished
         image): the base's filesystem, then the entries just written to each layer; the bytes of
         files added from the host are read there, the rest extracted from the layers on demand."""
@@ -310,7 +313,7 @@ class _Run:
         openers = images.openers(spec.base.image) if ctx.base is not None and spec.base is not None else []
         host: dict[tuple[int, str], str] = {}
         for index, (layer, entries) in enumerate(zip(layers, recorded), start=len(openers)):
-            openers.append(lambda digest=layer.descriptor.digest: open(self.store.path(digest), "rb"))
+            openers.append(self._blob(layer))
             for entry in entries:
                 data = (index, entry.tar_name) if entry.kind is Kind.FILE else None
                 if entry.kind is Kind.HARDLINK:  # as MergedFS reads a hardlink member: the target's file
@@ -322,6 +325,10 @@ class _Run:
                 fs.apply(index, entry, data)
             fs.layers = index + 1
         return LintImage(fs, openers, self.spool, host)
+
+    def _blob(self, layer: Layer) -> Callable[[], BinaryIO]:
+        path = self.store.path(layer.descriptor.digest)
+        return lambda: open(path, "rb")
 
 
 def _open_cache(note: Progress) -> LayerCache | None:
