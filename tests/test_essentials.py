@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from support.cli import build_ok, lamina
-from support.rootfs import BUSYBOX_PASSWD, Member, busybox_with_accounts, write_rootfs
+from support.rootfs import BUSYBOX_PASSWD, Member, busybox_with_accounts, host_debian, write_rootfs
 
 from lamina.errors import InputError, UsageError
 from lamina.essentials import BUNDLE, Essentials, ca_bundle, configure, materialize
@@ -229,3 +229,20 @@ def test_docker_runs_nonroot_over_a_rootfs_with_its_own_passwd(dockerd: Any, tes
     dockerd.docker("load", "-i", str(out))
     res = dockerd.docker("run", "--rm", "--pull", "never", "--network", "none", "lamina-e2e/accounts-rootfs")
     assert res.stdout.split() == ["65532", "nonroot", str(len(BUSYBOX_PASSWD.splitlines()) + 1), "drwxrwxrwt"]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_docker_runs_nonroot_over_a_real_debian_rootfs(dockerd: Any, tmp_path: Path) -> None:
+    rootfs = host_debian(tmp_path / "debian.tar.gz")
+    if rootfs is None:
+        pytest.skip("needs a Debian machine (dpkg) to make a real Debian rootfs")
+    out = tmp_path / "d.tar"
+    build_ok("--tarball", str(rootfs), "--accounts", "--tmp", "--user", "nonroot",
+             "--cmd", '["/bin/sh","-c","id -u; id -un; grep ^root: /etc/passwd; grep -c . /etc/group"]',
+             "-t", "lamina-e2e/accounts-debian", "-o", str(out))
+    dockerd.docker("load", "-i", str(out))
+    res = dockerd.docker("run", "--rm", "--pull", "never", "--network", "none", "lamina-e2e/accounts-debian")
+    root = next(line for line in Path("/etc/passwd").read_text().splitlines() if line.startswith("root:"))
+    groups = Path("/etc/group").read_text().splitlines()  # the rootfs's, every line kept, plus nonroot's
+    assert res.stdout.split("\n")[:4] == ["65532", "nonroot", root, str(len(groups) + (f"nonroot:x:65532:" not in groups))]

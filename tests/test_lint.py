@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import build_ok, lamina
-from support.rootfs import Member, busybox_with_accounts, debian_like, write_rootfs
+from support.rootfs import Member, busybox_with_accounts, debian_like, host_debian, write_rootfs
 
 from lamina.lint import Finding, LintImage, lint, summarise
 from lamina.model import ContainerConfig, Platform
@@ -269,3 +269,17 @@ def test_build_time_lint_and_lint_image_agree(testdata_out: Path, tmp_path: Path
     assert {f["id"] for f in found} == {"L001", "L005", "L006", "L007", "L008"}
     assert {f["path"] for f in found if f["id"] == "L001"} == {"/opt/bin/dyn", "/opt/bin/dyn-link"}
     assert {f["path"] for f in found if f["id"] == "L008"} == {"/opt/suid", "/opt/suid-link", "/srv/setgid"}
+
+
+@pytest.mark.slow
+def test_a_real_debian_rootfs_build_prints_a_few_lines(tmp_path: Path) -> None:
+    """As above with real files: this machine's Debian packages (required ones and their dependencies)."""
+    rootfs = host_debian(tmp_path / "debian.tar.gz")
+    if rootfs is None:
+        pytest.skip("needs a Debian machine (dpkg) to make a real Debian rootfs")
+    res = lamina("build", "--tarball", str(rootfs), "--accounts", "--user", "nonroot", "-o", str(tmp_path / "d.tar"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) <= 40, lines[:50]
+    assert not [line for line in lines if "L006" in line or "L001" in line], lines
+    assert json.loads(lamina("lint", "--json", str(tmp_path / "d.tar")).stdout) != []  # the setuid programs, at least

@@ -116,3 +116,43 @@ def debian_like(out: Path, files: int = 3000) -> Path:
     members += [Member(d, "dir", mode=0o755) for d in docs]
     members += [Member(f"{docs[i // 10]}/copyright{i % 10}", data=b"GPL\n") for i in range(per)]
     return write_rootfs(out, members)
+
+
+def host_debian(out: Path) -> Path | None:
+    """A real Debian rootfs made cheaply: the files of this machine's packages of priority
+    "required" and everything they depend on, as dpkg lists them (owners and modes as
+    installed), with its /etc/passwd and /etc/group. None when this machine has no dpkg."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("dpkg-query") is None or not os.path.isfile("/etc/debian_version"):
+        return None
+
+    def query(fmt: str, *packages: str) -> str:
+        return subprocess.run(["dpkg-query", "-W", "-f", fmt, *packages], capture_output=True, text=True).stdout
+
+    todo = [line.split("\t")[0].split(":")[0] for line in query("${Package}\t${Priority}\t${db:Status-Abbrev}\n").splitlines()
+            if line.split("\t")[1:] and line.split("\t")[1] == "required" and line.split("\t")[2].startswith("ii")]
+    seen: set[str] = set()
+    while todo:
+        package = todo.pop()
+        if package in seen or not query("${Package}", package):
+            continue
+        seen.add(package)
+        for alternatives in query("${Depends}, ${Pre-Depends}", package).split(","):
+            name = alternatives.split("|")[0].strip().split(" ")[0].split(":")[0]
+            if name:
+                todo.append(name)
+    paths = {"bin", "sbin", "lib", "lib64", "etc/passwd", "etc/group", "tmp", "var/tmp", "root"}
+    listed = subprocess.run(["dpkg", "-L", *sorted(seen)], capture_output=True, text=True).stdout.splitlines()
+    for path in listed:
+        if path.startswith("/") and path != "/." and not path.startswith(("/usr/share/doc", "/usr/share/man", "/usr/share/locale")):
+            real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))  # /bin/sh -> usr/bin/sh
+            if os.path.lexists(real):
+                paths.add(real.lstrip("/"))
+    with tarfile.open(out, "w:gz", format=tarfile.GNU_FORMAT) as tar:
+        for path in sorted(paths):
+            if os.path.lexists("/" + path):
+                tar.add("/" + path, arcname=path, recursive=False)
+    return out
