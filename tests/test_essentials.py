@@ -245,4 +245,4 @@ def test_docker_runs_nonroot_over_a_real_debian_rootfs(dockerd: Any, tmp_path: P
     res = dockerd.docker("run", "--rm", "--pull", "never", "--network", "none", "lamina-e2e/accounts-debian")
     root = next(line for line in Path("/etc/passwd").read_text().splitlines() if line.startswith("root:"))
     groups = Path("/etc/group").read_text().splitlines()  # the rootfs's, every line kept, plus nonroot's
-    assert res.stdout.split("\n")[:4] == ["65532", "nonroot", root, str(len(groups) + (f"nonroot:x:65532:" not in groups))]
+    assert res.stdout.split("\n")[:4] == ["65532", "nonroot", root, str(len(groups) + ("nonroot:x:65532:" not in groups))]
