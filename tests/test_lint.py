@@ -253,12 +253,16 @@ def test_build_time_lint_and_lint_image_agree(testdata_out: Path, tmp_path: Path
     os.chmod(tree / "sub" / "open", 0o646)
     (tree / "setgid").write_text("x")
     os.chmod(tree / "setgid", 0o2755)
+    other = tmp_path / "other.tar"  # --copy-from sources: two layers, whose extractions share the build's spool
+    build_ok("--no-lint", "--add", f"{testdata_out / 'hello-c-dynamic'}:/dyn", "--add", f"{tree / 'setgid'}:/text", "-o", str(other))
     spec = tmp_path / "lamina.toml"
     spec.write_text(
         f'base = "{base}"\naccounts = true\ntmp = true\nuser = "nonroot"\ncmd = ["/opt/bin/dyn"]\n'
         f'[[layer]]\ntarball = "{odd}"\n'
         f'[[layer]]\nentries = [{{ src = "{tree}", dst = "/srv", uid = 77, gid = 0 }}, '
-        f'{{ src = "{testdata_out / "hello-amd64"}", dst = "/usr/local/bin/hello" }}]\n')
+        f'{{ src = "{testdata_out / "hello-amd64"}", dst = "/usr/local/bin/hello" }}]\n'
+        f'[[layer]]\nentries = [{{ src = "/dyn", dst = "/copied/dyn", from = "{other}" }}]\n'
+        f'[[layer]]\nentries = [{{ src = "/text", dst = "/copied/text", from = "{other}" }}]\n')
     at_build = lamina("lint", "--json", str(spec))
     assert at_build.returncode == 1, at_build.stderr
     build_ok("--no-lint", str(spec), "-o", str(tmp_path / "image.tar"))
@@ -267,8 +271,8 @@ def test_build_time_lint_and_lint_image_agree(testdata_out: Path, tmp_path: Path
     found = json.loads(at_build.stdout)
     assert found == json.loads(afterwards.stdout)
     assert {f["id"] for f in found} == {"L001", "L005", "L006", "L007", "L008"}
-    assert {f["path"] for f in found if f["id"] == "L001"} == {"/opt/bin/dyn", "/opt/bin/dyn-link"}
-    assert {f["path"] for f in found if f["id"] == "L008"} == {"/opt/suid", "/opt/suid-link", "/srv/setgid"}
+    assert {f["path"] for f in found if f["id"] == "L001"} == {"/opt/bin/dyn", "/opt/bin/dyn-link", "/copied/dyn"}
+    assert {f["path"] for f in found if f["id"] == "L008"} == {"/opt/suid", "/opt/suid-link", "/srv/setgid", "/copied/text"}
 
 
 @pytest.mark.slow

@@ -320,8 +320,8 @@ class _Run:
                     target = fs.get(normalize(entry.linkname))
                     if target is not None and target.data is not None:
                         entry, data = attrs.evolve(entry, kind=Kind.FILE, size=target.entry.size, linkname=""), target.data
-                elif data is not None and entry.source:
-                    host[data] = entry.source
+                elif data is not None and entry.source and not entry.source.startswith(self.spool + os.sep):
+                    host[data] = entry.source  # not --copy-from's spool files: a later extraction may reuse their names
                 fs.apply(index, entry, data)
             fs.layers = index + 1
         return LintImage(fs, openers, self.spool, host)
