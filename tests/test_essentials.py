@@ -77,6 +77,10 @@ def test_accounts_and_user(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="give a new user as NAME:UID"):
         materialize(Essentials(accounts=True), ConfigChanges(user="app"), scratch, tmp_path / "h")
     assert configure(Essentials(accounts=True), ConfigChanges(user="nonroot")).user == "nonroot"
+    assert materialize(Essentials(accounts=True), ConfigChanges(user="nonroot:65532"), scratch, tmp_path / "i") == \
+        materialize(Essentials(accounts=True), ConfigChanges(user="nonroot"), scratch, tmp_path / "i")
+    with pytest.raises(UsageError, match="--user nonroot:1000: with --accounts, nonroot is uid 65532"):
+        configure(Essentials(accounts=True), ConfigChanges(user="nonroot:1000"))
 
 
 def test_accounts_amend_the_image_below(tmp_path: Path) -> None:
@@ -246,3 +250,14 @@ def test_docker_runs_nonroot_over_a_real_debian_rootfs(dockerd: Any, tmp_path: P
     root = next(line for line in Path("/etc/passwd").read_text().splitlines() if line.startswith("root:"))
     groups = Path("/etc/group").read_text().splitlines()  # the rootfs's, every line kept, plus nonroot's
     assert res.stdout.split("\n")[:4] == ["65532", "nonroot", root, str(len(groups) + ("nonroot:x:65532:" not in groups))]
+
+
+def test_a_clash_is_one_error_line_and_nothing_written(testdata_out: Path, tmp_path: Path) -> None:
+    rootfs = busybox_with_accounts(testdata_out, tmp_path / "bb.tar.gz", [Member("etc/group", data=b"root:x:0:\nstaff:x:65532:\n")])
+    out = tmp_path / "a.tar"
+    res = lamina("build", "--tarball", str(rootfs), "--accounts", "-o", str(out))
+    assert res.returncode == 1
+    assert res.stderr == ("lamina: error: --accounts: the image's /etc/group has 'staff:x:65532:', which clashes with "
+                          "'nonroot:x:65532:' that --accounts adds (the same id) — use the image's accounts (drop --accounts) "
+                          "or another --user NAME:UID\n")
+    assert not out.exists()

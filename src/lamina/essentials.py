@@ -122,11 +122,16 @@ _ACCOUNT_FILES = ("/etc/passwd", "/etc/group")
 def _user(user: str | None) -> tuple[str, int | None] | None:
     """``--user`` as (NAME, UID or None) when --accounts may have to add it; root, nonroot and
     numeric users need nothing."""
-    if not user or user in ("root", "nonroot", "0", str(NONROOT_UID)) or user.split(":")[0].isdigit():
+    if not user or user.split(":")[0].isdigit():
         return None
     name, sep, uid = user.partition(":")
     if sep and not uid.isdigit():
         raise UsageError(f"--user {user}: with --accounts, give a new user as NAME:UID (e.g. app:1000)")
+    builtin = {"root": "0", "nonroot": str(NONROOT_UID)}
+    if name in builtin:
+        if sep and uid != builtin[name]:
+            raise UsageError(f"--user {user}: with --accounts, {name} is uid {builtin[name]}")
+        return None
     if not re.match(r"^[a-z_][a-z0-9_-]*$", name):
         raise UsageError(f"--user {user}: {name!r} is not a valid user name")
     return name, int(uid) if sep else None

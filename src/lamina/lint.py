@@ -112,7 +112,7 @@ class LintImage:
         if host is None:
             return None
         with open(host, "rb") as f:
-            return f.read(_MAX_READ + 1)[:_MAX_READ]
+            return f.read(_MAX_READ)
 
 
 def _ids(image: LintImage, path: str, field: int) -> dict[str, int]:
