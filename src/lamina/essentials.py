@@ -187,7 +187,8 @@ def materialize(essentials: Essentials, config: ConfigChanges, below: Below, roo
     """Write the generated files under ``root`` and return the entries that add them on top of
     ``below``. Equal outputs get equal paths (a directory named by their digest), so the layer
     they make is the same wherever the image below holds the same amended files."""
-    below.fetch_paths((*_ACCOUNT_FILES, *SYSTEM_BUNDLES))  # one pass over the layers that hold them
+    reads = (_ACCOUNT_FILES if essentials.accounts else ()) + (SYSTEM_BUNDLES if essentials.ca_certs is not None else ())
+    below.fetch_paths(reads)  # one pass over the layers that hold them
     files: list[tuple[str, bytes, str]] = []  # (name under root, bytes, destination)
     dirs: list[tuple[str, str, int, int]] = []  # (name under root, destination, mode, uid)
     if essentials.ca_certs is not None:
