@@ -10,7 +10,9 @@
     │   └── DigestMismatch      bytes do not hash to the digest they were named by
     ├── ImageError              an image given to lamina is not one it can read
     ├── OutputError             an output cannot be written
-    └── LintError               lint found errors in the image being built
+    ├── LintError               lint found errors in the image being built
+    ├── RegistryError           a registry refused, failed, misbehaved or could not be reached
+    └── AuthError               registry credentials are missing, wrong, or may not be sent
 
 Only ``cli.py`` maps these to ``lamina: error: ...`` and an exit status.
 """
@@ -67,3 +69,11 @@ class OutputError(LaminaError):
 
 class LintError(LaminaError):
     """The image would break at run time (lint errors); the findings were printed first."""
+
+
+class RegistryError(LaminaError):
+    """The registry refused, failed, answered something malformed, or could not be reached."""
+
+
+class AuthError(LaminaError):
+    """Credentials are missing or wrong, a helper failed, or sending them would leak them."""

@@ -82,7 +82,7 @@ class Image:
 
 def merge_env(base: Sequence[str], updates: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     """Docker's ENV semantics: a key set again replaces its value in place; new keys append."""
-    env = dict(item.split("=", 1) if "=" in item else (item, "") for item in base)
+    env = dict(item.partition("=")[::2] for item in base)
     if "PATH" not in env:
         env = {"PATH": DEFAULT_PATH.split("=", 1)[1], **env}
     for key, value in updates:

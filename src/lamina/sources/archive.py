@@ -16,6 +16,7 @@ This module is a security boundary: archives come from strangers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -103,7 +104,7 @@ def verifying(raw: BinaryIO, digest: Digest, size: int | None, name: str, *, wha
     """``raw`` read through a digest (and size) check; see _Verifying. ``what`` names the
     stream in errors (default: the blob in archive ``name``)."""
     what = what or f"blob {digest} in {name}"
-    return io.BufferedReader(_Verifying(raw, digest, size, what), 1 << 20)  # type: ignore[return-value]
+    return io.BufferedReader(_Verifying(raw, digest, size, what), 1 << 20)
 
 
 class _Slice(io.RawIOBase):
@@ -238,9 +239,10 @@ class ImageSource:
             member = self._member(name)
             if not member.isfile() or member.sparse:
                 raise ImageError(f"{self.name}: {name!r} is not a regular file")
-            raw = open(self._tar.name, "rb")  # type: ignore[arg-type]
+            assert self._tar.name is not None
+            raw = open(self._tar.name, "rb")
             raw.seek(member.offset_data)
-            return io.BufferedReader(_Slice(raw, member.size), 1 << 20)  # type: ignore[return-value]
+            return io.BufferedReader(_Slice(raw, member.size), 1 << 20)
         except (KeyError, FileNotFoundError, NotADirectoryError):
             raise ImageError(f"{self.name}: missing {name!r}") from None
         except IsADirectoryError:
@@ -298,12 +300,12 @@ def open_uncompressed(image: Image, layer: Layer) -> BinaryIO:
         raise
     both = io.BufferedReader(_Decompressed(plain, stored), 1 << 20)
     what = f"{image.describe()}: layer {layer.descriptor.digest}: uncompressed content (diff_id {layer.diff_id})"
-    return verifying(both, layer.diff_id, None, "", what=what)  # type: ignore[arg-type]
+    return verifying(both, layer.diff_id, None, "", what=what)
 
 
 def layer_openers(image: Image) -> list[Callable[[], BinaryIO]]:
     """One opener per layer giving its verified uncompressed tar stream (for MergedFS and co)."""
-    return [lambda layer=layer: open_uncompressed(image, layer) for layer in image.layers]
+    return [functools.partial(open_uncompressed, image, layer) for layer in image.layers]
 
 
 @attrs.frozen

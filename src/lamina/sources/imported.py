@@ -87,7 +87,7 @@ def _pass_through(stored: BinaryIO, kind: str, media_type: str | None, digest: D
                   annotations: tuple[tuple[str, str], ...], store: BlobStore, created_by: str) -> Layer:
     with store.writer() as (out, named):
         tee = _Tee(stored, out)
-        plain = open_decompressed(io.BufferedReader(tee, CHUNK))  # type: ignore[arg-type]
+        plain = open_decompressed(io.BufferedReader(tee, CHUNK))
         content = hashlib.sha256()
         uncompressed = 0
         try:
