@@ -248,7 +248,7 @@ class _Run:
             recorded.append([e for e, _ in items])
             layers.append(build_layer(items, compression=spec.compression, store=self.store,
                                       created_by=f"lamina: remove {', '.join(spec.remove)}"))
-        read_base = (lambda p: _read_from(images, spec.base.image, p, self.spool)) if base is not None else (lambda p: None)  # type: ignore[union-attr]
+        read_base = self._base_reader(ctx, images, spec)
 
         def add(layer: LayerSpec, key: tuple[object, ...], ctx: LayerContext) -> None:
             if key not in self.built:  # same inputs on the same image below: built once, shared by platforms
@@ -297,6 +297,25 @@ class _Run:
                 fs.apply(index, entry, data)
             fs.layers = index + 1
         return LintImage(fs, openers, self.spool, host)
+
+    def _base_reader(self, ctx: LayerContext, images: Resolver, spec: BuildSpec) -> Callable[[str], bytes | None]:
+        """Small files of the base (its dpkg status), read through lint's model of the base image:
+        the first read extracts every status file in one pass over the base's layers."""
+        if ctx.base is None or spec.base is None:
+            return lambda _: None
+        from lamina.lint import LintImage
+        from lamina.sources.packages import is_status
+
+        image = LintImage(ctx.base, images.openers(spec.base.image), self.spool)
+        pending = [p for p in ctx.base.nodes if is_status(p)]
+
+        def read(path: str) -> bytes | None:
+            if pending:
+                image.fetch_paths(pending)
+                pending.clear()
+            return image.read(path)
+
+        return read
 
     def _blob(self, layer: Layer) -> Callable[[], BinaryIO]:
         path = self.store.path(layer.descriptor.digest)
@@ -413,6 +432,19 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         docker_image = _docker_image(images, spec.docker_platform) if spec.output is not None else None
         pushed = emit(spec, built, run.store, epoch=epoch, docker_image=docker_image, sboms=sboms, extras=extras, push=push)
     return BuildResult(built, tuple(outputs), pushed, statement, tuple(run.packages.packages))
+
+
+def resolve_packages(spec: BuildSpec, registry: Any = None) -> list[Any]:
+    """What every --package request resolves to (sources.apt.Locked, per platform, on the base),
+    found by building the image into a temporary directory: what lamina.lock records is what
+    the build installs."""
+    if not any(isinstance(layer, DebsLayer) and layer.packages for layer in spec.layers):
+        return []
+    with tempfile.TemporaryDirectory(prefix="lamina-lock-") as tmp:
+        fresh = attrs.evolve(spec, output=None, metadata_file=None, oci_dir=Path(tmp) / "image", sbom=None,
+                             sbom_attach=False, hermetic=False, locked_packages=(), tags=())
+        result = build(fresh, epoch=0, use_cache=False, registry=registry)
+    return [p for p in result.packages if p.request]
 
 
 def check_reproducible(spec: BuildSpec, *, epoch: int, registry: Any = None) -> list[str]:

@@ -510,11 +510,14 @@ def login(ctx: click.Context, registry: str, username: str, password_stdin: bool
 @main.command()
 @click.argument("spec_file", required=False, default="lamina.toml", type=click.Path(dir_okay=False, path_type=Path))
 def lock(spec_file: Path) -> None:
-    """Pin every input of SPEC_FILE by sha256 in a lamina.lock beside it."""
+    """Pin every input of SPEC_FILE by sha256 in a lamina.lock beside it (and every Debian
+    package its --package requests resolve to)."""
+    from lamina.build import resolve_packages
     from lamina.pins import write_lock
     from lamina.spec import read_spec
 
-    path, count = write_lock(read_spec(spec_file), spec_file)
+    spec = read_spec(spec_file)
+    path, count = write_lock(spec, spec_file, resolve_packages(spec))
     click.echo(f"wrote {path} ({count} inputs pinned)")
 
 

@@ -15,7 +15,7 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -175,11 +175,11 @@ def verify(spec: BuildSpec, lock: dict[str, str]) -> None:
         raise InputError(f"hermetic build refused: {len(problems)} input(s) unpinned or changed: " + "; ".join(problems))
 
 
-def write_lock(spec: BuildSpec, spec_path: Path) -> tuple[Path, int]:
+def write_lock(spec: BuildSpec, spec_path: Path, packages: Sequence[Locked] = ()) -> tuple[Path, int]:
+    """``packages``: the Debian packages the build resolves (build.resolve_packages), recorded too."""
     from lamina.sinks.atomic import atomic_file
 
     pins = {item.key: "sha256:" + digest_of(item.path) for item in inputs(spec) if item.path is not None}
-    packages = _resolve_packages(spec)
     lines = ["# lamina.lock: sha256 of every input of lamina.toml, written by `lamina lock`.",
              "# With hermetic = true (or --hermetic), a build refuses inputs that differ.", "", "[inputs]"]
     lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sorted(pins.items())]
@@ -193,18 +193,3 @@ def write_lock(spec: BuildSpec, spec_path: Path) -> tuple[Path, int]:
         out.write(("\n".join(lines) + "\n").encode())
     return path, len(pins) + len(packages)
 
-
-def _resolve_packages(spec: BuildSpec) -> list[Locked]:
-    """Resolve every --package request as a build would (per platform, on the base), by building
-    the image into a temporary directory: what the lock records is what the build installs."""
-    if not any(isinstance(layer, DebsLayer) and layer.packages for layer in spec.layers):
-        return []
-    import tempfile
-
-    from lamina.build import build
-
-    with tempfile.TemporaryDirectory(prefix="lamina-lock-") as tmp:
-        fresh = attrs.evolve(spec, output=None, metadata_file=None, oci_dir=Path(tmp) / "image", sbom=None,
-                             sbom_attach=False, hermetic=False, locked_packages=(), tags=())
-        result = build(fresh, epoch=0, use_cache=False)
-    return [p for p in result.packages if p.request]
