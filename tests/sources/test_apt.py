@@ -57,6 +57,7 @@ def test_bad_sources_are_usage_errors(parts: tuple[str, ...]) -> None:
         apt.parse_apt_source(*parts)
 
 
+@pytest.mark.slow  # downloads real packages with apt-get (cached across sessions)
 def test_resolution_matches_apts_plan(real_repo: Path, real_debs: list[Path], tmp_path: Path) -> None:
     """apt-get -s install over an empty status is the oracle for the closed set."""
     wanted = ["ca-certificates", "libc6", "busybox-static", "tzdata"]
