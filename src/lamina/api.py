@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 
 from lamina.build import BuildResult, build, check_reproducible, epoch_from_env
-from lamina.errors import LaminaError
+from lamina.errors import LaminaError, UsageError
 from lamina.image import Image
 from lamina.model import Digest, Platform, Reference
 from lamina.spec import BuildSpec
@@ -55,6 +55,8 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
 
     if push is not None:
         Reference.parse(push)  # a bad reference is a usage error before anything is built
+    if sign_gpg_key and (not push or not lookaside):
+        raise UsageError("--sign-gpg-key signs what is pushed: it needs --push REF and --lookaside DIR")
     if epoch is None:
         epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
     if reproducible_check:
@@ -80,7 +82,7 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
                    lint_ignore=spec.lint_ignore, invocation=invocation)
     if attest_key is not None and result.provenance is not None:
         _attest(result, attest_key, spec, push, registry, note)
-    if sign_gpg_key and push and result.pushed:
+    if sign_gpg_key and push and lookaside and result.pushed:
         from lamina.sign import simple
         from lamina.sign.target import Target
 

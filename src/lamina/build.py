@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -18,7 +19,7 @@ from lamina.layers.entries import Entry, Kind, normalize
 from lamina.essentials import Essentials, configure, materialize
 from lamina.image import Base, Built, ConfigChanges, Image, compose, compose_index
 from lamina.platforms import for_platform
-from lamina.layers.build import build_layer
+from lamina.layers.build import Opener, build_layer
 from lamina.sources.imported import import_layer
 from lamina.model import Layer, Platform
 from lamina.sinks.atomic import check_replaceable_dir, check_replaceable_file
@@ -63,7 +64,7 @@ def _check_writable(path: Path) -> None:
         raise OutputError(f"cannot write {str(path)!r}: Permission denied")
 
 
-def _check_arch(items: list, platform: Platform) -> None:
+def _check_arch(items: Sequence[tuple[Entry, Opener]], platform: Platform) -> None:
     """Every ELF executable added must be for the image's platform (not a mislabelled artifact)."""
     from lamina.elf import mismatch
     from lamina.layers.entries import Kind
@@ -119,16 +120,24 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
                 hit = _from_cache(cache, key, store, created_by)
                 if hit is not None:
                     if record is not None:  # lint needs the members: read the headers again
-                        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items:
-                            record.extend(e for e, _ in items)
+                        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members:
+                            record.extend(e for e, _ in members)
                     return hit
-        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items, _metered(meter, created_by, None) as on_bytes:
-            recorded = ((record.append(e), (e, o))[1] for e, o in items) if record is not None else items
-            built = build_layer(recorded, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
+        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members, _metered(meter, created_by, None) as on_bytes:
+            built = build_layer(_recorded(members, record), compression=spec.compression, store=store,
+                                created_by=created_by, on_bytes=on_bytes)
     if cache is not None and key is not None:
         with _cache_errors_ignored():
             cache.put(key, built, store.path(built.descriptor.digest))
     return built
+
+
+def _recorded(items: Iterator[tuple[Entry, Opener]], record: list[Entry] | None) -> Iterator[tuple[Entry, Opener]]:
+    """The entries as they stream by, each also appended to ``record`` (for lint)."""
+    for entry, opener in items:
+        if record is not None:
+            record.append(entry)
+        yield entry, opener
 
 
 @contextlib.contextmanager
@@ -158,7 +167,7 @@ def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore,
     assert blobs is not None
     layers = tuple(
         import_layer(
-            lambda layer=layer: blobs.open(layer.descriptor),
+            functools.partial(blobs.open, layer.descriptor),
             media_type=layer.descriptor.media_type, digest=layer.descriptor.digest, diff_id=layer.diff_id,
             annotations=layer.descriptor.annotations, compression=spec.compression, store=store,
             created_by=layer.created_by, name=text, note=note,

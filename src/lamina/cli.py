@@ -19,7 +19,7 @@ from lamina.version import __version__
 @click.version_option(__version__, prog_name="lamina")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, /, debug: bool) -> None:
     """Build lean, reproducible OCI images from files, without a daemon or a Dockerfile."""
     ctx.obj = {"debug": debug}
 
@@ -35,7 +35,7 @@ def _registry_options(func: Any) -> Any:
     return func
 
 
-def _registry(ctx: click.Context, opts: dict[str, Any], quiet: bool = False) -> Any:
+def _registry(ctx: click.Context, /, opts: dict[str, Any], quiet: bool = False) -> Any:
     from lamina.registry.options import Options
 
     def stderr_debug(message: str) -> None:
@@ -147,7 +147,7 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @_registry_options
 @click.option("-q", "--quiet", is_flag=True, help="Print only the manifest digest.")
 @click.pass_context
-def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ...], copies: tuple[str, ...],
+def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ...], copies: tuple[str, ...],
           removes: tuple[str, ...], **opts: Any) -> None:
     """Build an image from files, flags and/or a lamina.toml spec file.
 
@@ -269,7 +269,7 @@ def _check_sign_flags(key: str, lookaside: str | None, push_to: str | None) -> N
 @click.option("--metadata-file", type=click.Path(path_type=Path), help="Write the pushed reference as JSON here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the pushed reference.")
 @click.pass_context
-def push(ctx: click.Context, image: Path, reference: str, metadata_file: Path | None, quiet: bool, **opts: Any) -> None:
+def push(ctx: click.Context, /, image: Path, reference: str, metadata_file: Path | None, quiet: bool, **opts: Any) -> None:
     """Push IMAGE (a lamina tarball or OCI layout, every platform) to REFERENCE."""
     from lamina.api import push_image
 
@@ -288,7 +288,7 @@ def push(ctx: click.Context, image: Path, reference: str, metadata_file: Path | 
               help="Sign with this cosign-format private key (password: $LAMINA_KEY_PASSWORD or a prompt).")
 @_registry_options
 @click.pass_context
-def sign(ctx: click.Context, reference: str, gpg_key: str | None, lookaside: str | None, key: Path | None,
+def sign(ctx: click.Context, /, reference: str, gpg_key: str | None, lookaside: str | None, key: Path | None,
          **opts: Any) -> None:
     """Sign the image REFERENCE names in its registry: containers/image simple signing (--gpg-key)
     into a lookaside directory, or a cosign signature pushed beside it (--key)."""
@@ -343,7 +343,7 @@ def keygen(prefix: Path) -> None:
 @click.option("--provenance", is_flag=True, help="With --key: also require SLSA provenance signed by it (sha256-<hex>.att).")
 @_registry_options
 @click.pass_context
-def verify(ctx: click.Context, reference: str, gpg_pubkey: Path | None, lookaside: str | None, key: Path | None,
+def verify(ctx: click.Context, /, reference: str, gpg_pubkey: Path | None, lookaside: str | None, key: Path | None,
            provenance: bool, **opts: Any) -> None:
     """Check that a signature by a given key covers what REFERENCE names now (exit 0 or 1)."""
     from lamina.errors import UsageError
@@ -372,7 +372,7 @@ def verify(ctx: click.Context, reference: str, gpg_pubkey: Path | None, lookasid
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin (the only way: never on the command line).")
 @_registry_options
 @click.pass_context
-def login(ctx: click.Context, registry: str, username: str, password_stdin: bool, **opts: Any) -> None:
+def login(ctx: click.Context, /, registry: str, username: str, password_stdin: bool, **opts: Any) -> None:
     """Check credentials against REGISTRY and store them in $DOCKER_CONFIG/config.json."""
     from lamina.errors import UsageError
     from lamina.registry import api
@@ -423,7 +423,7 @@ def inspect(image: Path, files: bool, sizes: bool, as_json: bool) -> None:
 @click.option("--platform", metavar="OS/ARCH", help="Which platform of multi-platform images (default linux/amd64).")
 @_registry_options
 @click.pass_context
-def diff_command(ctx: click.Context, first: str, second: str, platform: str | None, **opts: Any) -> None:
+def diff_command(ctx: click.Context, /, first: str, second: str, platform: str | None, **opts: Any) -> None:
     """Explain why two images differ: config, then layer by layer, entry by entry."""
     from lamina.diff import diff_refs
     from lamina.model import Platform
