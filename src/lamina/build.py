@@ -266,7 +266,7 @@ class _Run:
             platform = requested or stored.platform
             images.platform = platform  # --copy-from images follow the base's platform
             base_key = str(stored.config_digest)
-            if spec.layers or spec.remove:
+            if spec.layers or spec.remove or self.essentials is not None:
                 ctx.base = images.filesystem(spec.base.image)[0]
         if self.lint is not None and base is not None and ctx.base is None:
             ctx.base = images.filesystem(spec.base.image)[0]  # type: ignore[union-attr]
@@ -287,18 +287,22 @@ class _Run:
             layers.append(self.built[key][0])
             recorded.append(self.built[key][1])
         image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base)
+        lint_image = self._merged(ctx, images, spec, recorded, layers[-len(recorded):] if recorded else [])
         if self.lint is not None:
-            self.lint(self._lint_image(ctx, images, spec, recorded), image, platform)
+            self.lint(lint_image, image, platform)
         return image
 
-    def _lint_image(self, ctx: LayerContext, images: Images, spec: BuildSpec, recorded: list[list[Entry]]) -> Any:
+    def _merged(self, ctx: LayerContext, images: Images, spec: BuildSpec, recorded: list[list[Entry]],
+                new: list[Layer]) -> Any:
+        """The image's merged filesystem: every new layer's entries checked against the tree below
+        them (rootfs.MergedFS.lay refuses what consumers would extract differently); lint reads it."""
         from lamina.lint import LintImage
 
         fs = ctx.base.copy("image") if ctx.base is not None else MergedFS("image")
         host: dict[str, str] = {}
-        for index, entries in enumerate(recorded, start=fs.layers):
+        for index, (entries, layer) in enumerate(zip(recorded, new), start=fs.layers):
             for entry in entries:
-                fs.apply(index, entry)
+                fs.lay(index, entry, layer.created_by)
                 if entry.kind is Kind.FILE and entry.source:
                     host[entry.path] = entry.source
                 elif entry.kind is Kind.HARDLINK and entry.linkname in host:
