@@ -117,7 +117,7 @@ class MergedFS:
         # "" the root) -> the paths directly in it. Lookups walk this, never all nodes.
         self._children: dict[str, set[str]] = {"": set()}
         self.unpacked: list[int] = []  # per layer read: its uncompressed tar size
-        self.wasted: list[int] = []  # per layer: bytes later entries delete or overwrite
+        self._wasted: list[int] = []
         # Per stored file's bytes: (layer, size) and how many nodes show them.
         self._bytes: dict[Origin, tuple[int, int]] = {}
         self._refs: dict[Origin, int] = {}
@@ -146,7 +146,7 @@ class MergedFS:
         other._children = {p: set(c) for p, c in self._children.items()}
         other.layers = self.layers
         other.unpacked = list(self.unpacked)
-        other.wasted = list(self.wasted)
+        other._wasted = list(self._wasted)
         other._bytes = dict(self._bytes)
         other._refs = dict(self._refs)
         return other
@@ -158,13 +158,18 @@ class MergedFS:
         """Bytes of file data a container sees (hardlinked bytes counted once)."""
         return sum(self._bytes[o][1] for o, n in self._refs.items() if n)
 
+    @property
+    def wasted(self) -> list[int]:
+        """Per layer: the bytes of its files that later entries delete or overwrite."""
+        return [self.wasted_in(i) for i in range(self.layers)]
+
     def wasted_in(self, layer: int) -> int:
-        return self.wasted[layer] if layer < len(self.wasted) else 0
+        return self._wasted[layer] if layer < len(self._wasted) else 0
 
     def _waste(self, layer: int, size: int) -> None:
-        if layer >= len(self.wasted):
-            self.wasted.extend([0] * (layer + 1 - len(self.wasted)))
-        self.wasted[layer] += size
+        if layer >= len(self._wasted):
+            self._wasted.extend([0] * (layer + 1 - len(self._wasted)))
+        self._wasted[layer] += size
 
     # ---- building
 
@@ -279,7 +284,8 @@ class MergedFS:
         raw = path.encode("utf-8", "surrogateescape")
         if len(raw) + 1 > PATH_MAX:
             raise InputError(f"{where}/{path[:60]}...: the path is {len(raw) + 1} bytes; Linux allows {PATH_MAX}")
-        for part in raw.split(b"/"):
+        parts = raw.split(b"/")
+        for part in parts if max(map(len, parts)) > NAME_MAX else ():
             if len(part) > NAME_MAX:
                 raise InputError(f"{where}/{path}: the name {part[:40].decode(errors='replace')}... is {len(part)} bytes; "
                                  f"Linux allows {NAME_MAX}")
