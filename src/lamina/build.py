@@ -302,7 +302,7 @@ class _Run:
         host: dict[str, str] = {}
         for index, (entries, layer) in enumerate(zip(recorded, new), start=fs.layers):
             for entry in entries:
-                fs.lay(index, entry, layer.created_by)
+                fs.lay(index, entry, layer.created_by.removeprefix("lamina: "))
                 if entry.kind is Kind.FILE and entry.source:
                     host[entry.path] = entry.source
                 elif entry.kind is Kind.HARDLINK and entry.linkname in host:

@@ -218,3 +218,36 @@ def test_lint_on_a_tree_2000_levels_deep_costs_at_most_the_build_itself(tmp_path
             break
     assert with_lint <= 2 * without, (with_lint, without)
     assert findings == []
+
+
+@pytest.mark.parametrize("members, message", [
+    ([("x", "l", "/somewhere"), ("x/file", "f", "evil")],
+     "/x/file would be written through the symlink /x -> /somewhere"),
+    ([("etc", "l", "/etc"), ("etc/cron.d/evil", "f", "* * * * * root sh")],
+     "/etc/cron.d would be written through the symlink /etc -> /etc"),
+    ([("x", "f", "a file"), ("x/child", "f", "c")], "/x/child is under /x, which is not a directory"),
+    ([("d/" + "n" * 256, "f", "")], f"/d/{'n' * 256}: the name {'n' * 40}... is 256 bytes; Linux allows 255"),
+    ([("/".join(["p" * 250] * 17), "f", "")], f"/{'p' * 60}...: the path is {1 + 250 * 17 + 16} bytes; Linux allows 4095"),
+])
+def test_build_refuses_such_a_layer_with_one_line_and_writes_nothing(tmp_path, members, message) -> None:  # type: ignore[no-untyped-def]
+    from support.cli import lamina
+
+    (tmp_path / "t.tar").write_bytes(_layer(*members))
+    res = lamina("build", "--no-lint", "--tarball", str(tmp_path / "t.tar"), "-o", str(tmp_path / "out.tar"))
+    assert res.returncode == 1
+    assert res.stderr.startswith(f"lamina: error: add tarball t.tar -> /: {message}"), res.stderr
+    assert res.stderr.count("\n") == 1
+    assert not (tmp_path / "out.tar").exists()
+
+
+def test_a_later_layer_with_its_own_directory_replaces_a_symlink(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Not refused: every consumer replaces a symlink by a directory entry, then writes in the directory."""
+    from support.cli import lamina
+
+    (tmp_path / "a.tar").write_bytes(_layer(("etc", "l", "/etc")))
+    (tmp_path / "b.tar").write_bytes(_layer(("etc/cron.d/", "d", ""), ("etc/cron.d/evil", "f", "x")))
+    with tarfile.open(tmp_path / "b.tar") as tf:
+        assert [m.name for m in tf] == ["etc/cron.d", "etc/cron.d/evil"]
+    res = lamina("build", "--no-lint", "--tarball", str(tmp_path / "a.tar"), "--tarball", f"{tmp_path / 'b.tar'}:/",
+                 "-o", str(tmp_path / "out.tar"))
+    assert res.returncode == 0, res.stderr  # the second tarball brings its own /etc directory: it replaces the link
