@@ -121,6 +121,8 @@ def describe(name: str, config: dict[str, Any], openers: list[Opener],
     manifest says of each layer (digest, media_type, diff_id) over what the bytes show."""
     fs, layers = read_layers(name, openers)
     history = [h for h in config.get("history") or [] if isinstance(h, dict) and not h.get("empty_layer")]
+    # A base without history (hand-made, or squashed) leaves the newest entries for the newest layers.
+    history = [{}] * (len(layers) - len(history)) + history
     report = size_report(fs, layers)
     for i, (layer, sizes) in enumerate(zip(layers, report.pop("layers"))):
         layer.update({k: v for k, v in (stored[i] if stored else {}).items() if v is not None})
