@@ -64,7 +64,8 @@ def read_layers(name: str, openers: list[Opener]) -> tuple[MergedFS, list[dict[s
     def counting(opener: Opener) -> Opener:
         def open_counted() -> BinaryIO:
             counted.append(_Counting(opener()))
-            return io.BufferedReader(counted[-1], 1 << 20)  # type: ignore[return-value]
+            reader: Any = io.BufferedReader(counted[-1], 1 << 20)
+            return reader  # type: ignore[no-any-return]
         return open_counted
 
     def visit(index: int, path: str, member: tarfile.TarInfo, _archive: tarfile.TarFile) -> None:
@@ -120,9 +121,9 @@ def describe(name: str, config: dict[str, Any], openers: list[Opener],
     """One image's record from its config and layer openers; ``stored`` overrides what the
     manifest says of each layer (digest, media_type, diff_id) over what the bytes show."""
     fs, layers = read_layers(name, openers)
-    history = [h for h in config.get("history") or [] if isinstance(h, dict) and not h.get("empty_layer")]
+    history: list[dict[str, Any]] = [h for h in config.get("history") or [] if isinstance(h, dict) and not h.get("empty_layer")]
     # A base without history (hand-made, or squashed) leaves the newest entries for the newest layers.
-    history = [{}] * (len(layers) - len(history)) + history
+    history = [{} for _ in range(len(layers) - len(history))] + history
     report = size_report(fs, layers)
     for i, (layer, sizes) in enumerate(zip(layers, report.pop("layers"))):
         layer.update({k: v for k, v in (stored[i] if stored else {}).items() if v is not None})

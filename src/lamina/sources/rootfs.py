@@ -80,10 +80,11 @@ def walk_layer(opener: Callable[[], BinaryIO], what: str,
     every member, in order. The stream is read to its end, so a verifying opener checks the
     blob's digest. Returns the layer's uncompressed size."""
     with opener() as raw:
-        readable = raw if hasattr(raw, "peek") else io.BufferedReader(raw, 1 << 20)  # type: ignore[arg-type]
+        readable: Any = raw if hasattr(raw, "peek") else io.BufferedReader(raw, 1 << 20)  # type: ignore[type-var]
         try:
-            plain = _Counted(open_decompressed(readable))  # type: ignore[arg-type]
-            with tarfile.open(fileobj=io.BufferedReader(PaddedAtEnd(plain), 1 << 20), mode="r|") as archive:  # type: ignore[arg-type]
+            plain = _Counted(open_decompressed(readable))
+            stream: Any = io.BufferedReader(PaddedAtEnd(plain), 1 << 20)  # type: ignore[arg-type]
+            with tarfile.open(fileobj=stream, mode="r|") as archive:
                 for member in archive:
                     visit(normalize(member.name, what=f"{what} entry"), member, archive)
                 while plain.read(1 << 20):  # to the end: what follows the archive, and the digest
@@ -205,11 +206,11 @@ class MergedFS:
         hardlink = entry.kind is Kind.HARDLINK
         origin = data
         if hardlink:
-            target = self.nodes.get(entry.linkname)
-            if target is None or target.entry.kind is not Kind.FILE:
+            linked = self.nodes.get(entry.linkname)
+            if linked is None or linked.entry.kind is not Kind.FILE:
                 raise ImageError(f"{self.name}: layer {index}: hardlink {path!r} to missing {entry.linkname!r}")
-            data, origin = target.data, target.origin
-            entry = attrs.evolve(entry, kind=Kind.FILE, size=target.entry.size, linkname="", source=target.entry.source)
+            data, origin = linked.data, linked.origin
+            entry = attrs.evolve(entry, kind=Kind.FILE, size=linked.entry.size, linkname="", source=linked.entry.source)
         elif entry.kind is Kind.FILE and data is None:
             origin = (index, "\0" + path)  # a host file's bytes: no tar member name can equal this
         old = self.nodes.get(path)
