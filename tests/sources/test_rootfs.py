@@ -251,3 +251,12 @@ def test_a_later_layer_with_its_own_directory_replaces_a_symlink(tmp_path) -> No
     res = lamina("build", "--no-lint", "--tarball", str(tmp_path / "a.tar"), "--tarball", f"{tmp_path / 'b.tar'}:/",
                  "-o", str(tmp_path / "out.tar"))
     assert res.returncode == 0, res.stderr  # the second tarball brings its own /etc directory: it replaces the link
+
+
+def test_a_corrupt_header_is_not_taken_for_the_end_of_a_layer() -> None:
+    good = _layer(("a", "f", "1"), ("b", "f", "2"))
+    corrupt = bytearray(good)
+    corrupt[1024 + 148] ^= 0x7  # the second member's header checksum: tarfile would stop there silently
+    with pytest.raises(ImageError, match=r"test-image: layer 0: corrupt tar header after member 'a'"):
+        _fs(bytes(corrupt))
+    assert sorted(_fs(good + b"\0" * 10240)[0].nodes) == ["a", "b"]  # zero padding is fine

@@ -77,18 +77,22 @@ class _Counted(io.RawIOBase):
 def walk_layer(opener: Callable[[], BinaryIO], what: str,
                visit: Callable[[str, tarfile.TarInfo, tarfile.TarFile], None]) -> int:
     """Stream one stored layer (any compression): ``visit(normalised path, member, archive)`` for
-    every member, in order. The stream is read to its end, so a verifying opener checks the
-    blob's digest. Returns the layer's uncompressed size."""
+    every member, in order. Returns the layer's uncompressed size."""
     with opener() as raw:
         readable: Any = raw if hasattr(raw, "peek") else io.BufferedReader(raw, 1 << 20)  # type: ignore[type-var]
         try:
             plain = _Counted(open_decompressed(readable))
             stream: Any = io.BufferedReader(PaddedAtEnd(plain), 1 << 20)  # type: ignore[arg-type]
             with tarfile.open(fileobj=stream, mode="r|") as archive:
+                last = None
                 for member in archive:
+                    last = member.name
                     visit(normalize(member.name, what=f"{what} entry"), member, archive)
-                while plain.read(1 << 20):  # to the end: what follows the archive, and the digest
-                    pass
+                # Read to the end, so a verifying opener checks the digest. tarfile takes a corrupt
+                # header for the end of the archive: after the end only zero blocks may follow.
+                while chunk := archive.fileobj.read(1 << 20):  # type: ignore[union-attr]
+                    if chunk.count(0) != len(chunk):
+                        raise ImageError(f"{what}: corrupt tar header after member {last!r} (data follows the end of the archive)")
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise ImageError(f"{what} is not a readable tar ({exc})") from None
     return plain.count
