@@ -143,12 +143,12 @@ def diff_refs(first: str, second: str, platform: Any = None, registry: Any = Non
     """Diff two images named as --from names them (archives, layouts, registry references)."""
     import contextlib
 
-    from lamina.build import Images
+    from lamina.resolve import Resolver
 
     with contextlib.ExitStack() as stack:
-        images = Images(stack, platform, registry)
+        images = Resolver(stack, platform, registry)
         sides = []
         for text in (first, second):
-            image = images.get(text)[1]
-            sides.append(Side(image.config, images.openers(text), [str(l.digest) if l.digest else "" for l in image.layers]))
+            image = images.image(text)
+            sides.append(Side(image.config.to_json(), images.openers(text), [str(l.descriptor.digest) for l in image.layers]))
         return diff_images(*sides)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from lamina.model import mediatypes
-from lamina.sources.archive import ImageSource, entries, images, index_children, is_index, open_layer
+from lamina.sources.archive import ImageSource, entries, images, is_index, layer_openers, manifests
 from lamina.sources.rootfs import MergedFS, whiteout_of
 from lamina.sources.tarball import detect
 
@@ -118,16 +118,14 @@ def size_report(fs: MergedFS, layers: list[dict[str, Any]], top: int = 5) -> dic
 
 def describe(name: str, config: dict[str, Any], openers: list[Opener],
              stored: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """One image's record from its config and layer openers; ``stored`` overrides what the
-    manifest says of each layer (digest, media_type, diff_id) over what the bytes show."""
+    """One image's record from its config and layer openers. Each layer's digest, size and
+    media type are first those of the bytes its opener gives; ``stored`` (per layer: digest,
+    media_type, size, diff_id, created_by) puts what the manifest and reader say instead."""
     fs, layers = read_layers(name, openers)
-    history: list[dict[str, Any]] = [h for h in config.get("history") or [] if isinstance(h, dict) and not h.get("empty_layer")]
-    # A base without history (hand-made, or squashed) leaves the newest entries for the newest layers.
-    history = [{} for _ in range(len(layers) - len(history))] + history
     report = size_report(fs, layers)
     for i, (layer, sizes) in enumerate(zip(layers, report.pop("layers"))):
+        layer["created_by"] = ""
         layer.update({k: v for k, v in (stored[i] if stored else {}).items() if v is not None})
-        layer["created_by"] = history[i].get("created_by", "") if i < len(history) else ""
         layer["sizes"] = sizes
     return {"filesystem": report, "created": config.get("created"), "config": config.get("config") or {},
             "layers": layers}
@@ -138,7 +136,7 @@ def _indexes(source: ImageSource) -> dict[str, list[str]]:
     found = {}
     for entry in entries(source):
         if entry.descriptor is not None and is_index(entry.descriptor):
-            children = index_children(source, entry.descriptor)
+            children = manifests(source, entry.descriptor)
             found[str(entry.descriptor.digest)] = [str(c.platform) if c.platform else "?" for c in children]
     return found
 
@@ -149,17 +147,19 @@ def inspect_image(path: Path) -> list[dict[str, Any]]:
         indexes = _indexes(source)
         out = []
         for image in images(source):
-            openers = [lambda layer=layer: open_layer(source, layer) for layer in image.layers]
-            stored = [{"digest": str(layer.digest) if layer.digest else None, "media_type": layer.media_type,
-                       "diff_id": str(layer.diff_id) if layer.diff_id else None} for layer in image.layers]
-            record = describe(source.name, image.config, openers, stored)  # type: ignore[arg-type]
+            stored = [{"digest": str(layer.descriptor.digest), "media_type": layer.descriptor.media_type,
+                       "size": layer.descriptor.size, "diff_id": str(layer.diff_id), "created_by": layer.created_by}
+                      for layer in image.layers]
+            record = describe(image.describe(), image.config.to_json(), layer_openers(image), stored)
             out.append({
                 "index": next(iter(indexes), None),
                 "names": list(image.names),
-                "manifest_digest": str(image.manifest_descriptor.digest) if image.manifest_descriptor else None,
-                "config_digest": str(image.config_digest),
+                "manifest_digest": None if image.derived_manifest else str(image.digest),
+                "config_digest": str(image.config_descriptor.digest),
                 "platform": str(image.platform),
                 **record,
+                "created": image.config.created or None,
+                "config": image.config.config.to_json(),
             })
         return out
 

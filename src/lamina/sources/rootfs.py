@@ -78,7 +78,8 @@ def walk_layer(opener: Callable[[], BinaryIO], what: str,
                visit: Callable[[str, tarfile.TarInfo, tarfile.TarFile], None]) -> int:
     """Stream one stored layer (any compression): ``visit(normalised path, member, archive)`` for
     every member, in order. Returns the layer's uncompressed size."""
-    with opener() as raw:
+    raw = opener()
+    try:
         readable: Any = raw if hasattr(raw, "peek") else io.BufferedReader(raw, 1 << 20)  # type: ignore[type-var]
         try:
             plain = _Counted(open_decompressed(readable))
@@ -95,6 +96,13 @@ def walk_layer(opener: Callable[[], BinaryIO], what: str,
                         raise ImageError(f"{what}: corrupt tar header after member {last!r} (data follows the end of the archive)")
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise ImageError(f"{what} is not a readable tar ({exc})") from None
+    except BaseException:
+        try:
+            raw.close()  # a verifying stream's complaint on close must not hide the first error
+        except Exception:
+            pass
+        raise
+    raw.close()
     return plain.count
 
 
