@@ -44,6 +44,7 @@ class BuildResult:
     image: Built  # one Image, or an ImageIndex of several platforms
     outputs: tuple[Path, ...]
     pushed: str | None = None  # name@sha256:… when pushed
+    provenance: bytes | None = None  # the in-toto statement attached, for signing beside the output
 
 
 def epoch_from_env(environ: dict[str, str] | os._Environ[str]) -> int:
@@ -208,6 +209,7 @@ class _Run:
     # Called with (lint image, composed image, platform) when linting; None: no lint.
     lint: Callable[[Any, Image, Platform], None] | None = None
     built: dict[tuple[object, ...], tuple[Layer, list[Entry]]] = attrs.field(factory=dict)
+    used: list[tuple[str, Image]] = attrs.field(factory=list)  # (name, image) of every image read
 
     def image(self, requested: Platform | None) -> Image:
         spec = self.spec
@@ -244,6 +246,7 @@ class _Run:
             layers.append(self.built[key][0])
             recorded.append(self.built[key][1])
         image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base, blobs=self.store)
+        self.used.extend(images.opened().items())
         lint_image = self._merged(ctx, images, spec, recorded, layers[-len(recorded):] if recorded else [])
         if self.lint is not None:
             self.lint(lint_image, image, platform)
@@ -299,6 +302,17 @@ def _sboms(spec: BuildSpec, images: list[Image], store: BlobStore, epoch: int) -
     return files, extras
 
 
+def _provenance(spec: BuildSpec, built: Built, run: _Run, invocation: Any) -> bytes:
+    """The SLSA provenance statement about the image (lamina.provenance)."""
+    from lamina import provenance
+
+    keys = {spec.base.image: spec.base.key} if spec.base is not None else {}
+    keys.update({a.image: a.key for layer in spec.layers if isinstance(layer, FilesLayer)
+                 for a in layer.adds if isinstance(a, CopyFromSpec)})
+    used = [provenance.UsedImage(keys.get(text) or text, image) for text, image in run.used]
+    return provenance.statement(built, spec, run.epoch, invocation or provenance.Invocation(), used)
+
+
 def _read_from(images: Resolver, text: str, path: str, spool: str) -> bytes | None:
     """A small file of the base (e.g. /etc/passwd), extracted on demand for lint."""
     fs, openers = images.filesystem(text)
@@ -327,7 +341,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
           lock: dict[str, str] | None = None, push: Callable[[Any], Any] | None = None,
           registry: Any = None, use_cache: bool = True, meter: Meter | None = None,
           lint: Callable[[list[Any]], None] | None = None, lint_ignore: tuple[str, ...] = (),
-          shuffle: bool = False) -> BuildResult:
+          shuffle: bool = False, invocation: Any = None) -> BuildResult:
     """``lint`` receives every finding (before outputs are written) and may raise to stop the build."""
     """``push`` takes a PushPlan and returns what registry.api.push returns."""
     say = progress or (lambda _: None)
@@ -379,6 +393,11 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         if lint is not None:
             lint(findings)
         sboms, extras = _sboms(spec, images, run.store, epoch)
+        statement = _provenance(spec, built, run, invocation) if spec.provenance else None
+        if statement is not None:
+            from lamina.provenance import artifact
+
+            extras.append(artifact(built, statement))
         if spec.oci_dir is not None:
             write_layout(built, run.store, spec.oci_dir, spec.tags, extras=extras)
         if spec.output is not None:
@@ -398,7 +417,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
                 push(artifact_plan(desc, manifest, blobs), digest=desc.digest)
         if spec.metadata_file is not None:
             write_metadata(built, spec.tags, spec.metadata_file, pushed=pushed)
-    return BuildResult(built, tuple(outputs), pushed)
+    return BuildResult(built, tuple(outputs), pushed, statement)
 
 
 def check_reproducible(spec: BuildSpec, *, epoch: int, registry: Any = None) -> list[str]:

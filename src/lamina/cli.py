@@ -139,6 +139,10 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
               help="Zoneinfo at /usr/share/zoneinfo (alone: this machine's).")
 @click.option("--sbom", metavar="spdx", help="Write an SPDX 2.3 SBOM (every file, Go modules) beside the output.")
 @click.option("--sbom-attach", is_flag=True, default=None, help="Also attach the SBOM as an OCI artifact (subject: the image).")
+@click.option("--provenance", is_flag=True, default=None,
+              help="Attach SLSA provenance (in-toto) naming every input by digest (subject: the image).")
+@click.option("--provenance-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY",
+              help="Also sign it (DSSE, cosign-format KEY): written beside the output, pushed as sha256-<hex>.att.")
 @click.option("--no-lint", "lint", flag_value=False, default=None, help="Do not lint the image (lint errors stop a build).")
 @click.option("--ignore", "lint_ignore", multiple=True, metavar="L00N", help="Ignore a lint finding id (repeatable).")
 @click.option("--hermetic", is_flag=True, default=None, help="Refuse inputs not pinned by sha256 (spec or lamina.lock).")
@@ -167,6 +171,8 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @click.option("--check-reproducible", is_flag=True,
               help="Build twice (cold cache, shuffled walk) first; fail with the diff if the digests differ.")
 @click.option("--push", "push_to", metavar="REF", help="Push the image to a registry (prints REF@sha256:…).")
+@click.option("--sign-gpg-key", metavar="FINGERPRINT", help="Sign the pushed image with this OpenPGP key ($GNUPGHOME).")
+@click.option("--lookaside", metavar="DIR", help="Where --sign-gpg-key writes the signature (registries.d lookaside).")
 @_registry_options
 @click.option("-q", "--quiet", is_flag=True, help="Print only the manifest digest.")
 @click.pass_context
@@ -190,6 +196,15 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         from lamina.model import Reference
 
         Reference.parse(push_to)  # a bad reference is a usage error before anything is built
+    sign_key, lookaside = opts.pop("sign_gpg_key"), opts.pop("lookaside")
+    if sign_key:
+        _check_sign_flags(sign_key, lookaside, push_to)
+    attest_key = None
+    if opts["provenance_key"] is not None:
+        from lamina.sign import cosign
+
+        attest_key = cosign.load_private(opts["provenance_key"], _password(confirm=False))  # before building
+        opts["provenance"] = True
     flags: dict[str, Any] = {
         "layers": [
             *(specs.parse_tarball(t) for t in tarballs),
@@ -202,6 +217,7 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         "lint": opts["lint"],
         "sbom": specs.parse_sbom(opts["sbom"]) if opts["sbom"] else None,
         "sbom_attach": opts["sbom_attach"],
+        "provenance": opts["provenance"],
         "lint_ignore": _lint_ids(opts["lint_ignore"]),
         "ca_certs": opts["ca_certs"],
         "accounts": opts["accounts"],
@@ -266,13 +282,60 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         def pusher(plan: Any, digest: Any = None) -> Any:
             target = push_to if digest is None else f"{Reference.parse(push_to).name}@{digest}"
             return api.push(plan, target, registry_options)
+    from lamina.provenance import Invocation
+
+    given = {k: v for k, v in ctx.params.items() if v not in (None, False, ()) and k != "spec_file"}
     result = run_build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_file), push=pusher,
                        registry=registry_options, use_cache=not no_cache, meter=_meter(chatty),
-                       lint=_report_findings if spec.lint else None, lint_ignore=spec.lint_ignore)
+                       lint=_report_findings if spec.lint else None, lint_ignore=spec.lint_ignore,
+                       invocation=Invocation(spec_file, given))
+    if attest_key is not None and result.provenance is not None:
+        _attest(result, attest_key, spec, push_to, registry_options, quiet)
+    if sign_key and result.pushed:
+        from lamina.model import Digest, Reference
+        from lamina.sign import simple
+        from lamina.sign.target import Target
+
+        signed = Target(Reference.parse(push_to), Digest.parse(result.pushed.split("@", 1)[1]))
+        path = simple.sign(signed, sign_key, simple.lookaside_dir(lookaside))
+        if not quiet:
+            click.echo(f"lamina: wrote {path}", err=True)
     if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)
     click.echo(result.pushed or str(result.image.digest))
+
+
+def _attest(result: Any, key: Any, spec: Any, push_to: str | None, options: Any, quiet: bool) -> None:
+    """The provenance in a DSSE envelope signed by ``key``: beside the output, and pushed."""
+    from lamina.model import Digest, Reference
+    from lamina.sign import dsse
+    from lamina.sign.target import Target
+    from lamina.sinks.atomic import atomic_file
+
+    envelope = dsse.envelope(result.provenance, key)
+    written = []
+    for output in (spec.output, spec.oci_dir):
+        if output is not None:
+            with atomic_file(dsse.beside(output)) as out:
+                out.write(envelope)
+            written.append(str(dsse.beside(output)))
+    if push_to and result.pushed:
+        target = Target(Reference.parse(push_to), Digest.parse(result.pushed.split("@", 1)[1]))
+        written.append(dsse.push(target, envelope, options))
+    if not quiet:
+        click.echo(f"lamina: signed provenance: {', '.join(written)}", err=True)
+
+
+def _check_sign_flags(key: str, lookaside: str | None, push_to: str | None) -> None:
+    from lamina.errors import UsageError
+    from lamina.sign.gpg import parse_fingerprint
+
+    parse_fingerprint(key)
+    if not push_to:
+        raise UsageError("--sign-gpg-key signs what is pushed: give --push REF too")
+    if not lookaside:
+        raise UsageError("--sign-gpg-key needs --lookaside DIR (where the signature goes)")
 
 
 @main.command()
@@ -303,6 +366,92 @@ def push(ctx: click.Context, image: Path, reference: str, metadata_file: Path | 
         s = pushed.stats
         click.echo(f"lamina: {s.uploaded} blobs uploaded ({s.bytes} bytes), {s.mounted} mounted, {s.skipped} already there", err=True)
     click.echo(pushed.reference)
+
+
+@main.command()
+@click.argument("reference")
+@click.option("--gpg-key", metavar="FINGERPRINT", help="Sign with this OpenPGP key from $GNUPGHOME (needs --lookaside).")
+@click.option("--lookaside", metavar="DIR", help="The lookaside directory registries.d points at.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Sign with this cosign-format private key (password: $LAMINA_KEY_PASSWORD or a prompt).")
+@_registry_options
+@click.pass_context
+def sign(ctx: click.Context, reference: str, gpg_key: str | None, lookaside: str | None, key: Path | None,
+         **opts: Any) -> None:
+    """Sign the image REFERENCE names in its registry: containers/image simple signing (--gpg-key)
+    into a lookaside directory, or a cosign signature pushed beside it (--key)."""
+    from lamina.errors import UsageError
+    from lamina.sign import gpg, simple, target
+
+    if (gpg_key is None) == (key is None):
+        raise UsageError("give one of --gpg-key FINGERPRINT (with --lookaside DIR) or --key KEY")
+    options = _registry(ctx, opts)
+    if key is not None:
+        from lamina.sign import cosign
+
+        private = cosign.load_private(key, _password(confirm=False))  # a wrong password fails before the registry
+        click.echo(f"pushed {cosign.sign(target.resolve(reference, options), private, options)}")
+        return
+    gpg.parse_fingerprint(gpg_key)  # type: ignore[arg-type]  # a malformed flag fails before the registry is asked
+    if not lookaside:
+        raise UsageError("--gpg-key needs --lookaside DIR (where the signature goes)")
+    where = simple.lookaside_dir(lookaside)
+    click.echo(f"wrote {simple.sign(target.resolve(reference, options), gpg_key, where)}")  # type: ignore[arg-type]
+
+
+def _password(confirm: bool) -> bytes:
+    """$LAMINA_KEY_PASSWORD, else asked on the terminal (never echoed, never on the command line)."""
+    from lamina.errors import UsageError
+
+    if "LAMINA_KEY_PASSWORD" in os.environ:
+        return os.environ["LAMINA_KEY_PASSWORD"].encode()
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to ask the key password on: set LAMINA_KEY_PASSWORD")
+    return str(click.prompt("Key password", hide_input=True, confirmation_prompt=confirm, err=True,
+                            default="", show_default=False)).encode()
+
+
+@main.command()
+@click.option("--out", "prefix", required=True, type=click.Path(path_type=Path), metavar="PREFIX",
+              help="Write PREFIX.key (encrypted) and PREFIX.pub.")
+def keygen(prefix: Path) -> None:
+    """Make an ECDSA P-256 key pair in cosign's format, for lamina sign --key."""
+    from lamina.sign import cosign
+
+    private, public = cosign.keygen(prefix, _password(confirm=True))
+    click.echo(f"wrote {private} (private, encrypted) and {public}")
+
+
+@main.command()
+@click.argument("reference")
+@click.option("--gpg-pubkey", type=click.Path(dir_okay=False, path_type=Path),
+              help="Accept OpenPGP signatures by the public key(s) in this file (needs --lookaside).")
+@click.option("--lookaside", metavar="DIR", help="The lookaside directory the signatures are in.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Accept cosign signatures by this public key.")
+@click.option("--provenance", is_flag=True, help="With --key: also require SLSA provenance signed by it (sha256-<hex>.att).")
+@_registry_options
+@click.pass_context
+def verify(ctx: click.Context, reference: str, gpg_pubkey: Path | None, lookaside: str | None, key: Path | None,
+           provenance: bool, **opts: Any) -> None:
+    """Check that a signature by a given key covers what REFERENCE names now (exit 0 or 1)."""
+    from lamina.errors import UsageError
+    from lamina.sign import simple, target
+
+    if (gpg_pubkey is None) == (key is None) or (gpg_pubkey is not None and not lookaside):
+        raise UsageError("give --gpg-pubkey FILE --lookaside DIR, or --key PUBLIC_KEY")
+    if provenance and key is None:
+        raise UsageError("--provenance checks a DSSE attestation: give the cosign-format public key with --key")
+    options = _registry(ctx, opts, quiet=True)
+    if key is not None:
+        from lamina.sign import cosign, dsse
+
+        cosign.load_public(key)  # a bad key file fails before the registry is asked
+        signed = target.resolve(reference, options)
+        line = cosign.verify(signed, key, options)
+        click.echo(f"{line}; {dsse.verify(signed, key, options)}" if provenance else line)
+        return
+    where = simple.lookaside_dir(lookaside)  # type: ignore[arg-type]
+    click.echo(simple.verify(target.resolve(reference, options), gpg_pubkey, where))  # type: ignore[arg-type]
 
 
 @main.command()
