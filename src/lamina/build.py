@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable
@@ -22,10 +21,8 @@ from lamina.platforms import for_platform
 from lamina.layers.build import build_layer
 from lamina.sources.imported import import_layer
 from lamina.model import Layer, Platform
-from lamina.sinks.atomic import atomic_file, check_replaceable_dir, check_replaceable_file
-from lamina.sinks.layout import write_layout
-from lamina.sinks.metadata import write_metadata
-from lamina.sinks.tarball import write_tarball
+from lamina.sinks.atomic import check_replaceable_dir, check_replaceable_file
+from lamina.sinks.outputs import STDOUT, WorkDir, emit
 from lamina.resolve import Resolver
 from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
 from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer
@@ -84,12 +81,7 @@ def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) 
     if hit is None:
         return None
     layer, blob = hit
-    target = store.path(layer.descriptor.digest)
-    if not target.exists():
-        try:
-            os.link(blob, target)  # the store is private; sinks copy out of it
-        except OSError:
-            shutil.copyfile(blob, target)
+    store.refer(layer.descriptor.digest, blob)  # sinks copy out of the store, never write to it
     return attrs.evolve(layer, created_by=created_by)
 
 
@@ -147,10 +139,11 @@ def _metered(meter: Meter | None, description: str, total: int | None) -> Any:
 
 @contextlib.contextmanager
 def _cache_errors_ignored() -> Any:
-    """The cache only saves time: a locked or broken cache database means building, not failing."""
+    """The cache only saves time: a locked or broken cache database, or a cache blob that cannot
+    be read or linked (a full disk), means building, not failing."""
     try:
         yield
-    except sqlite3.Error:
+    except (sqlite3.Error, OSError):
         pass
 
 
@@ -173,7 +166,8 @@ def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore,
 
 
 def _outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
-    outputs = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None]
+    """The paths a build will write (``-o -`` is standard output, not a path), checked up front."""
+    outputs = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None and p != STDOUT]
     resolved = [p.resolve() for p in outputs]
     if len(set(resolved)) != len(resolved):
         raise UsageError("the tarball, --oci-dir and --metadata-file must be different paths")
@@ -181,9 +175,9 @@ def _outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
         raise UsageError("nothing to write: give -o/--output PATH (a tarball), --oci-dir DIR or --push REF")
     for path in outputs:
         _check_writable(path)
-    for path in (spec.output, spec.metadata_file):
-        if path is not None:
-            check_replaceable_file(path)
+    for file in (spec.output, spec.metadata_file):
+        if file is not None and file != STDOUT:
+            check_replaceable_file(file)
     if spec.oci_dir is not None:
         check_replaceable_dir(spec.oci_dir)
     return outputs
@@ -276,7 +270,7 @@ class _Run:
 def _open_cache(note: Progress) -> LayerCache | None:
     """The cache is an optimisation: if it cannot be opened, build without it and say so."""
     try:
-        return LayerCache()
+        return LayerCache(note=note)
     except (OSError, sqlite3.Error) as exc:
         note(f"layer cache unavailable ({exc}); building without it")
         return None
@@ -350,13 +344,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         from lamina.pins import verify
 
         verify(spec, lock or {})
-    # The blob store sits beside the first output so the layout sink can hardlink blobs.
-    first = spec.oci_dir or spec.output
-    work_parent = first.parent if first is not None else Path(tempfile.gettempdir())
-    try:
-        workdir = tempfile.TemporaryDirectory(dir=work_parent, prefix=".lamina-build-")
-    except OSError as exc:
-        raise OutputError(f"cannot create a work directory in {str(work_parent)!r}: {exc.strerror}") from exc
+    workdir = WorkDir(spec)  # beside the first output; clears what killed builds left there
     with workdir as tmp, contextlib.ExitStack() as stack:
         spool = Path(tmp) / "spool"
         spool.mkdir()
@@ -392,31 +380,14 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         built: Built = images[0] if len(images) == 1 else compose_index(images)
         if lint is not None:
             lint(findings)
-        sboms, extras = _sboms(spec, images, run.store, epoch)
+        sboms, extras = _sboms(attrs.evolve(spec, output=None) if spec.output == STDOUT else spec, images, run.store, epoch)
         statement = _provenance(spec, built, run, invocation) if spec.provenance else None
         if statement is not None:
             from lamina.provenance import artifact
 
             extras.append(artifact(built, statement))
-        if spec.oci_dir is not None:
-            write_layout(built, run.store, spec.oci_dir, spec.tags, extras=extras)
-        if spec.output is not None:
-            docker_image = _docker_image(images, spec.docker_platform)
-            write_tarball(built, run.store, spec.output, spec.tags, epoch=epoch, docker_image=docker_image, extras=extras)
-        for path, data in sboms:
-            with atomic_file(path) as out:
-                out.write(data)
-        pushed = None
-        if push is not None:
-            from lamina.registry.plans import from_build
-
-            from lamina.registry.push import artifact_plan
-
-            pushed = push(from_build(built, run.store)).reference
-            for desc, manifest, blobs in extras:  # attached SBOMs: after the image they refer to
-                push(artifact_plan(desc, manifest, blobs), digest=desc.digest)
-        if spec.metadata_file is not None:
-            write_metadata(built, spec.tags, spec.metadata_file, pushed=pushed)
+        docker_image = _docker_image(images, spec.docker_platform) if spec.output is not None else None
+        pushed = emit(spec, built, run.store, epoch=epoch, docker_image=docker_image, sboms=sboms, extras=extras, push=push)
     return BuildResult(built, tuple(outputs), pushed, statement)
 
 

@@ -162,7 +162,8 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @click.option("--no-arch-check", "arch_check", flag_value=False, default=None,
               help="Allow executables whose ELF machine does not match the platform.")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="Image name (repeatable).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the image tarball here.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, allow_dash=True),
+              help="Write the image tarball here ('-': to stdout, as docker save; the digest then goes to stderr).")
 @click.option("--oci-dir", type=click.Path(path_type=Path), help="Write an OCI image layout directory here.")
 @click.option("--compression", metavar="gzip|zstd|none", help="Layer compression (default gzip).")
 @click.option("--source-date-epoch", metavar="N", help="Timestamp for config and files (default $SOURCE_DATE_EPOCH, else 0).")
@@ -188,6 +189,13 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
     from lamina.model import Platform
 
     quiet = opts.pop("quiet")
+    streaming = opts["output"] == Path("-")
+    if streaming and (sys.stdout is None or sys.stdout.isatty()):
+        from lamina.errors import UsageError
+
+        # None: fd 1 was closed at startup, and whatever lamina opens next could take its number.
+        where = "closed" if sys.stdout is None else "a terminal"
+        raise UsageError(f"-o - writes the tarball to stdout, which is {where}; redirect it or give -o PATH")
     no_cache = opts.pop("no_cache")
     check = opts.pop("check_reproducible")
     push_to = opts.pop("push_to")
@@ -303,7 +311,7 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
     if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)
-    click.echo(result.pushed or str(result.image.digest))
+    click.echo(result.pushed or str(result.image.digest), err=streaming)  # stdout carries the tarball
 
 
 def _attest(result: Any, key: Any, spec: Any, push_to: str | None, options: Any, quiet: bool) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 
 import attrs
 
-from lamina import __version__
+from lamina.version import __version__
 from lamina.errors import InputError
 from lamina.image import Built, Image, images_of, top_descriptor
 from lamina.limits import MAX_SPEC, read_limited

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import attrs
 
-from lamina import __version__
+from lamina.version import __version__
 from lamina.errors import LaminaError, OutputError, UsageError
 from lamina.model import Digest, Reference
 from lamina.sign import gpg

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 
 from lamina.image import Built, Image, ImageIndex
 from lamina.model import Reference
-from lamina.sinks.atomic import atomic_file
 
 
 def metadata(built: Built, tags: Sequence[Reference]) -> dict[str, object]:
@@ -45,9 +43,9 @@ def _image(image: Image, tags: Sequence[Reference]) -> dict[str, object]:
     }
 
 
-def write_metadata(image: Built, tags: Sequence[Reference], path: Path, *, pushed: str | None = None) -> None:
+def metadata_bytes(image: Built, tags: Sequence[Reference], *, pushed: str | None = None) -> bytes:
+    """The --metadata-file's contents (the caller stages and commits it with the other outputs)."""
     record = metadata(image, tags)
     if pushed:
         record["pushed"] = pushed
-    with atomic_file(path) as out:
-        out.write(json.dumps(record, indent=2).encode() + b"\n")
+    return json.dumps(record, indent=2).encode() + b"\n"
