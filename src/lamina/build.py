@@ -8,14 +8,14 @@ import sqlite3
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import attrs
 
 from lamina.cache import LayerCache
 from lamina.errors import InputError, OutputError, UsageError
 from lamina.layers.entries import Entry, Kind, normalize
-from lamina.essentials import materialize
+from lamina.essentials import Essentials, configure, materialize
 from lamina.image import Base, Built, ConfigChanges, Image, compose, compose_index
 from lamina.platforms import for_platform
 from lamina.layers.build import build_layer
@@ -30,6 +30,9 @@ from lamina.sources.rootfs import MergedFS
 from lamina.sources.tarball import read_tarball
 from lamina.spec import BuildSpec, FilesLayer, LayerSpec
 from lamina.store import BlobStore
+
+if TYPE_CHECKING:
+    from lamina.lint import LintImage
 
 Progress = Callable[[str], None]
 # A progress bar for one layer: (description, total bytes or None) -> context giving an update(n) function.
@@ -197,7 +200,7 @@ class _Run:
     registry: Any = None
     cache: LayerCache | None = None
     meter: Meter | None = None
-    essentials: FilesLayer | None = None  # the generated layer of --ca-certs/--accounts/--tmp/--tzdata
+    essentials: Essentials | None = None  # --ca-certs/--accounts/--tmp/--tzdata: the generated last layer
     config: ConfigChanges = ConfigChanges()
     shuffle: bool = False
     # Called with (lint image, composed image, platform) when linting; None: no lint.
@@ -219,9 +222,9 @@ class _Run:
             platform = requested or stored.platform
             images.platform = platform  # --copy-from images follow the base's platform
             base_key = str(stored.config_descriptor.digest)
-            if spec.layers or spec.remove or self.essentials is not None:
+            if spec.layers or spec.remove:
                 ctx.base = images.filesystem(spec.base.image)[0]
-        if self.lint is not None and base is not None and ctx.base is None:
+        if (self.lint is not None or self.essentials is not None) and base is not None and ctx.base is None:
             ctx.base = images.filesystem(spec.base.image)[0]  # type: ignore[union-attr]
         layers: list[Layer] = []
         recorded: list[list[Entry]] = []
@@ -230,41 +233,60 @@ class _Run:
             recorded.append([e for e, _ in items])
             layers.append(build_layer(items, compression=spec.compression, store=self.store,
                                       created_by=f"lamina: remove {', '.join(spec.remove)}"))
-        wanted = ([self.essentials] if self.essentials is not None else []) + [for_platform(l, platform) for l in spec.layers]
-        for layer in wanted:
-            key = (layer, base_key)  # same inputs on the same base: built once, shared by platforms
-            if key not in self.built:
+
+        def add(layer: LayerSpec, key: tuple[object, ...], ctx: LayerContext) -> None:
+            if key not in self.built:  # same inputs on the same image below: built once, shared by platforms
                 self.say(layer.describe())
                 entries: list[Entry] = []
                 self.built[key] = (_build_one(layer, spec, self.store, ctx, platform, self.cache, self.meter, entries), entries)
             layers.append(self.built[key][0])
             recorded.append(self.built[key][1])
+
+        for layer in (for_platform(l, platform) for l in spec.layers):
+            add(layer, (layer, base_key), ctx)
+        if self.essentials is not None:  # last: it amends what the image below has (/etc/passwd, the CA bundle, /tmp)
+            below = self._lint_image(ctx, images, spec, layers, recorded)
+            adds = materialize(self.essentials, spec.config, below, Path(self.spool).parent / "essentials")
+            if adds:
+                essentials = FilesLayer(tuple(adds), label="essentials")
+                add(essentials, (essentials, base_key, *(l.diff_id for l in layers)), attrs.evolve(ctx, base=below.fs))
         image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base, blobs=self.store)
         self.used.extend(images.opened().items())
-        lint_image = self._merged(ctx, images, spec, recorded, layers[-len(recorded):] if recorded else [])
+        merged = self._lint_image(ctx, images, spec, layers, recorded)  # checks every new layer, lint or not
         if self.lint is not None:
-            self.lint(lint_image, image, platform)
+            self.lint(merged, image, platform)
         return image
 
-    def _merged(self, ctx: LayerContext, images: Resolver, spec: BuildSpec, recorded: list[list[Entry]],
-                new: list[Layer]) -> Any:
-        """The image's merged filesystem: every new layer's entries checked against the tree below
-        them (rootfs.MergedFS.lay refuses what consumers would extract differently); lint reads it."""
+    def _lint_image(self, ctx: LayerContext, images: Resolver, spec: BuildSpec, layers: list[Layer],
+                    recorded: list[list[Entry]]) -> LintImage:
+        """The image so far in lint's model (lint.LintImage, as ``lamina lint`` reads a finished
+        image): the base's filesystem, then the entries just written to each layer; the bytes of
+        files added from the host are read there, the rest extracted from the layers on demand.
+        Each entry first passes rootfs.MergedFS.check against the tree below it: what consumers
+        would extract differently (through a symlink, under a file, too long) is refused."""
         from lamina.lint import LintImage
 
         fs = ctx.base.copy("image") if ctx.base is not None else MergedFS("image")
-        host: dict[str, str] = {}
-        for index, (entries, layer) in enumerate(zip(recorded, new), start=fs.layers):
+        openers = images.openers(spec.base.image) if ctx.base is not None and spec.base is not None else []
+        host: dict[tuple[int, str], str] = {}
+        for index, (layer, entries) in enumerate(zip(layers, recorded), start=len(openers)):
+            openers.append(self._blob(layer))
             for entry in entries:
-                fs.lay(index, entry, layer.created_by.removeprefix("lamina: "))
-                if entry.kind is Kind.FILE and entry.source:
-                    host[entry.path] = entry.source
-                elif entry.kind is Kind.HARDLINK and entry.linkname in host:
-                    host[entry.path] = host[entry.linkname]
-                else:
-                    host.pop(entry.path, None)
-        read_other = (lambda p: _read_from(images, spec.base.image, p, self.spool)) if ctx.base is not None else (lambda p: None)
-        return LintImage(fs, host, read_other)
+                fs.check(entry, layer.created_by.removeprefix("lamina: "))
+                data = (index, entry.tar_name) if entry.kind is Kind.FILE else None
+                if entry.kind is Kind.HARDLINK:  # as MergedFS reads a hardlink member: the target's file
+                    target = fs.get(normalize(entry.linkname))
+                    if target is not None and target.data is not None:
+                        entry, data = attrs.evolve(entry, kind=Kind.FILE, size=target.entry.size, linkname=""), target.data
+                elif data is not None and entry.source and not entry.source.startswith(self.spool + os.sep):
+                    host[data] = entry.source  # not --copy-from's spool files: a later extraction may reuse their names
+                fs.apply(index, entry, data)
+            fs.layers = index + 1
+        return LintImage(fs, openers, self.spool, host)
+
+    def _blob(self, layer: Layer) -> Callable[[], BinaryIO]:
+        path = self.store.path(layer.descriptor.digest)
+        return lambda: open(path, "rb")
 
 
 def _open_cache(note: Progress) -> LayerCache | None:
@@ -305,20 +327,6 @@ def _provenance(spec: BuildSpec, built: Built, run: _Run, invocation: Any) -> by
                  for a in layer.adds if isinstance(a, CopyFromSpec)})
     used = [provenance.UsedImage(keys.get(text) or text, image) for text, image in run.used]
     return provenance.statement(built, spec, run.epoch, invocation or provenance.Invocation(), used)
-
-
-def _read_from(images: Resolver, text: str, path: str, spool: str) -> bytes | None:
-    """A small file of the base (e.g. /etc/passwd), extracted on demand for lint."""
-    fs, openers = images.filesystem(text)
-    try:
-        node = fs.get(fs.resolve(path))
-    except InputError:
-        return None
-    if node is None or node.data is None or node.entry.size > (1 << 20):
-        return None
-    written = fs.extract([node], openers, spool)  # type: ignore[arg-type]
-    with open(written[node.data], "rb") as f:
-        return f.read()
 
 
 def _docker_image(images: list[Image], wanted: Platform | None) -> Image:
@@ -366,8 +374,8 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
 
             run.lint = check
         if spec.essentials.wanted:
-            adds, run.config = materialize(spec.essentials, spec.config, Path(tmp) / "essentials")
-            run.essentials = FilesLayer(tuple(adds), label="essentials")
+            run.config = configure(spec.essentials, spec.config)
+            run.essentials = spec.essentials
         requested: tuple[Platform | None, ...] = spec.platforms or (None,)
         images = []
         for platform in requested:

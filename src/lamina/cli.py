@@ -102,13 +102,14 @@ def _lint_spec(path: Path, ignore: tuple[str, ...]) -> list[Any]:
 
 
 def _report_findings(findings: list[Any]) -> None:
-    """Print every finding; errors then stop the build before anything is written."""
+    """Print the findings as lint summarises them; errors then stop the build before anything is written."""
     from lamina.errors import LintError
+    from lamina.lint import summarise
 
     several = len({platform for platform, _ in findings}) > 1
-    for platform, finding in findings:
+    for platform, line in summarise(findings):
         where = f"{platform}: " if several else ""
-        click.echo(f"lamina: {where}{finding.line()}", err=True)
+        click.echo(f"lamina: {where}{line}", err=True)
     errors = sum(1 for _, f in findings if f.severity == "error")
     if errors:
         raise LintError(f"lint found {errors} error(s) that would break the image; fix them, --ignore the id, or use --no-lint")
@@ -541,7 +542,7 @@ def lint_command(image: Path, ignore: tuple[str, ...], as_json: bool) -> None:
     import json
 
     from lamina.errors import LintError
-    from lamina.lint import lint_stored
+    from lamina.lint import lint_stored, summarise
 
     if image.suffix == ".toml":
         findings = _lint_spec(image, _lint_ids(ignore))
@@ -550,8 +551,8 @@ def lint_command(image: Path, ignore: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([{"platform": str(p), **f.to_json()} for p, f in findings], indent=2))
     else:
-        for platform, finding in findings:
-            click.echo(f"{platform}: {finding.line()}")
+        for platform, line in summarise(findings):
+            click.echo(f"{platform}: {line}")
     errors = sum(1 for _, f in findings if f.severity == "error")
     if errors:
         raise LintError(f"{errors} lint error(s) in {image}")

@@ -231,8 +231,8 @@ class MergedFS:
         if old is not None:
             self._unref(old)
         if origin is not None:
-            if not hardlink:  # a member's own bytes (a same-named member before it: wasted above)
-                self._bytes[origin] = (index, entry.size)
+            if not hardlink and origin[0] == index or origin not in self._bytes:
+                self._bytes[origin] = (origin[0], entry.size)  # a same-named member before it: wasted above
             self._refs[origin] = self._refs.get(origin, 0) + 1
         self.nodes[path] = Node(entry, index, data, origin)
         self._link(path)
