@@ -143,11 +143,11 @@ def test_generated_files_are_named_by_content(tmp_path: Path) -> None:
 
 def _merged(image: Path) -> dict[str, Any]:
     """The finished image's merged filesystem (one platform), path -> node."""
-    from lamina.sources.archive import ImageSource, images, open_layer
+    from lamina.sources.archive import ImageSource, images, layer_openers
 
     with ImageSource.open(image) as source:
         (stored,) = list(images(source))
-        fs = MergedFS.read(str(image), [lambda layer=layer: open_layer(source, layer) for layer in stored.layers])  # type: ignore[misc]
+        fs = MergedFS.read(str(image), layer_openers(stored))
         return dict(fs.nodes)
 
 
