@@ -261,15 +261,18 @@ class _Run:
                 add(essentials, (essentials, base_key, *(l.diff_id for l in layers)), attrs.evolve(ctx, base=below.fs))
         image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base, blobs=self.store)
         self.used.extend(images.opened().items())
+        merged = self._lint_image(ctx, images, spec, layers, recorded)  # checks every new layer, lint or not
         if self.lint is not None:
-            self.lint(self._lint_image(ctx, images, spec, layers, recorded), image, platform)
+            self.lint(merged, image, platform)
         return image
 
     def _lint_image(self, ctx: LayerContext, images: Resolver, spec: BuildSpec, layers: list[Layer],
                     recorded: list[list[Entry]]) -> LintImage:
         """The image so far in lint's model (lint.LintImage, as ``lamina lint`` reads a finished
         image): the base's filesystem, then the entries just written to each layer; the bytes of
-        files added from the host are read there, the rest extracted from the layers on demand."""
+        files added from the host are read there, the rest extracted from the layers on demand.
+        Each entry first passes rootfs.MergedFS.check against the tree below it: what consumers
+        would extract differently (through a symlink, under a file, too long) is refused."""
         from lamina.lint import LintImage
 
         fs = ctx.base.copy("image") if ctx.base is not None else MergedFS("image")
@@ -278,6 +281,7 @@ class _Run:
         for index, (layer, entries) in enumerate(zip(layers, recorded), start=len(openers)):
             openers.append(self._blob(layer))
             for entry in entries:
+                fs.check(entry, layer.created_by.removeprefix("lamina: "))
                 data = (index, entry.tar_name) if entry.kind is Kind.FILE else None
                 if entry.kind is Kind.HARDLINK:  # as MergedFS reads a hardlink member: the target's file
                     target = fs.get(normalize(entry.linkname))

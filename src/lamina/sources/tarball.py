@@ -135,11 +135,15 @@ def _entries(path: str, archive: tarfile.TarFile, prefix: str, epoch: int) -> It
         for member in archive:
             last = member.name
             for entry, opener in _member(path, archive, member, prefix, epoch, seen, dirs):
-                # Archives may omit directories; the layer gets them as 0755 root dirs.
-                for parent in parents(entry.path):
-                    if parent not in seen:
-                        seen.add(parent)
-                        yield Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None
+                # Archives may omit directories; the layer gets them as 0755 root dirs. Climb only
+                # to the first one seen (its own parents were seen before it): linear in depth.
+                missing, parent = [], entry.path.rpartition("/")[0]
+                while parent and parent not in seen:
+                    missing.append(parent)
+                    parent = parent.rpartition("/")[0]
+                for parent in reversed(missing):
+                    seen.add(parent)
+                    yield Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None
                 yield entry, opener
         # tarfile takes a corrupt header for the end of the archive: after the end, only zero
         # blocks may follow, and reading on to the end checks a compressed stream's checksum.
