@@ -25,6 +25,7 @@ from lamina.model import Layer, Platform
 from lamina.sinks.atomic import check_replaceable_dir, check_replaceable_file
 from lamina.sinks.outputs import STDOUT, WorkDir, emit
 from lamina.resolve import Resolver
+from lamina.sources.archive import layer_openers
 from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
 from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer
 from lamina.sources.rootfs import MergedFS
@@ -316,9 +317,8 @@ def _sboms(spec: BuildSpec, images: list[Image], store: BlobStore, epoch: int) -
     target = spec.output or spec.oci_dir
     files, extras = [], []
     for image in images:
-        openers = [lambda d=layer.descriptor.digest: open(store.path(d), "rb") for layer in image.layers]
         name = str(spec.tags[0]) if spec.tags else str(image.digest)
-        doc = sbom.document(image, name, openers, epoch)
+        doc = sbom.document(image, name, layer_openers(image), epoch)
         suffix = "" if len(images) == 1 else "." + str(image.platform).replace("/", "-")
         if target is not None:
             files.append((target.with_name(f"{target.name}{suffix}.spdx.json"), doc))
