@@ -404,7 +404,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
 
             extras.append(artifact(built, statement))
         docker_image = _docker_image(images, spec.docker_platform) if spec.output is not None else None
-        pushed = emit(spec, built, run.store, epoch=epoch, docker_image=docker_image, sboms=sboms, extras=extras, push=push)
+        pushed = emit(spec, built, epoch=epoch, docker_image=docker_image, sboms=sboms, extras=extras, push=push)
     return BuildResult(built, tuple(outputs), pushed, statement)
 
 
