@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -18,12 +19,13 @@ from lamina.layers.entries import Entry, Kind, normalize
 from lamina.essentials import Essentials, configure, materialize
 from lamina.image import Base, Built, ConfigChanges, Image, compose, compose_index
 from lamina.platforms import for_platform
-from lamina.layers.build import build_layer
+from lamina.layers.build import Opener, build_layer
 from lamina.sources.imported import import_layer
 from lamina.model import Layer, Platform
 from lamina.sinks.atomic import check_replaceable_dir, check_replaceable_file
 from lamina.sinks.outputs import STDOUT, WorkDir, emit
 from lamina.resolve import Resolver
+from lamina.sources.archive import layer_openers
 from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
 from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer
 from lamina.sources.packages import Installs, package_items
@@ -65,7 +67,7 @@ def _check_writable(path: Path) -> None:
         raise OutputError(f"cannot write {str(path)!r}: Permission denied")
 
 
-def _check_arch(items: list, platform: Platform) -> None:
+def _check_arch(items: Sequence[tuple[Entry, Opener]], platform: Platform) -> None:
     """Every ELF executable added must be for the image's platform (not a mislabelled artifact)."""
     from lamina.elf import mismatch
     from lamina.layers.entries import Kind
@@ -133,16 +135,24 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
                 hit = _from_cache(cache, key, store, created_by)
                 if hit is not None:
                     if record is not None:  # lint needs the members: read the headers again
-                        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items:
-                            record.extend(e for e, _ in items)
+                        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members:
+                            record.extend(e for e, _ in members)
                     return hit
-        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items, _metered(meter, created_by, None) as on_bytes:
-            recorded = ((record.append(e), (e, o))[1] for e, o in items) if record is not None else items
-            built = build_layer(recorded, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
+        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members, _metered(meter, created_by, None) as on_bytes:
+            built = build_layer(_recorded(members, record), compression=spec.compression, store=store,
+                                created_by=created_by, on_bytes=on_bytes)
     if cache is not None and key is not None:
         with _cache_errors_ignored():
             cache.put(key, built, store.path(built.descriptor.digest))
     return built
+
+
+def _recorded(items: Iterator[tuple[Entry, Opener]], record: list[Entry] | None) -> Iterator[tuple[Entry, Opener]]:
+    """The entries as they stream by, each also appended to ``record`` (for lint)."""
+    for entry, opener in items:
+        if record is not None:
+            record.append(entry)
+        yield entry, opener
 
 
 @contextlib.contextmanager
@@ -172,7 +182,7 @@ def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore,
     assert blobs is not None
     layers = tuple(
         import_layer(
-            lambda layer=layer: blobs.open(layer.descriptor),
+            functools.partial(blobs.open, layer.descriptor),
             media_type=layer.descriptor.media_type, digest=layer.descriptor.digest, diff_id=layer.diff_id,
             annotations=layer.descriptor.annotations, compression=spec.compression, store=store,
             created_by=layer.created_by, name=text, note=note,
@@ -259,7 +269,7 @@ class _Run:
             layers.append(self.built[key][0])
             recorded.append(self.built[key][1])
 
-        for layer in (l if isinstance(l, DebsLayer) else for_platform(l, platform) for l in spec.layers):
+        for layer in (for_platform(l, platform) for l in spec.layers):
             # Packages resolve per architecture: their layer is never shared between platforms.
             add(layer, (layer, base_key, platform if isinstance(layer, DebsLayer) else None), ctx)
         if self.essentials is not None:  # last: it amends what the image below has (/etc/passwd, the CA bundle, /tmp)
@@ -270,15 +280,18 @@ class _Run:
                 add(essentials, (essentials, base_key, *(l.diff_id for l in layers)), attrs.evolve(ctx, base=below.fs))
         image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base, blobs=self.store)
         self.used.extend(images.opened().items())
+        merged = self._lint_image(ctx, images, spec, layers, recorded)  # checks every new layer, lint or not
         if self.lint is not None:
-            self.lint(self._lint_image(ctx, images, spec, layers, recorded), image, platform)
+            self.lint(merged, image, platform)
         return image
 
     def _lint_image(self, ctx: LayerContext, images: Resolver, spec: BuildSpec, layers: list[Layer],
                     recorded: list[list[Entry]]) -> LintImage:
         """The image so far in lint's model (lint.LintImage, as ``lamina lint`` reads a finished
         image): the base's filesystem, then the entries just written to each layer; the bytes of
-        files added from the host are read there, the rest extracted from the layers on demand."""
+        files added from the host are read there, the rest extracted from the layers on demand.
+        Each entry first passes rootfs.MergedFS.check against the tree below it: what consumers
+        would extract differently (through a symlink, under a file, too long) is refused."""
         from lamina.lint import LintImage
 
         fs = ctx.base.copy("image") if ctx.base is not None else MergedFS("image")
@@ -287,6 +300,7 @@ class _Run:
         for index, (layer, entries) in enumerate(zip(layers, recorded), start=len(openers)):
             openers.append(self._blob(layer))
             for entry in entries:
+                fs.check(entry, layer.created_by.removeprefix("lamina: "))
                 data = (index, entry.tar_name) if entry.kind is Kind.FILE else None
                 if entry.kind is Kind.HARDLINK:  # as MergedFS reads a hardlink member: the target's file
                     target = fs.get(normalize(entry.linkname))
@@ -341,9 +355,8 @@ def _sboms(spec: BuildSpec, images: list[Image], store: BlobStore, epoch: int,
     target = spec.output or spec.oci_dir
     files, extras = [], []
     for image in images:
-        openers = [lambda d=layer.descriptor.digest: open(store.path(d), "rb") for layer in image.layers]
         name = str(spec.tags[0]) if spec.tags else str(image.digest)
-        doc = sbom.document(image, name, openers, epoch, tuple(d for d in debs if d.platform == str(image.platform)))
+        doc = sbom.document(image, name, layer_openers(image), epoch, tuple(d for d in debs if d.platform == str(image.platform)))
         suffix = "" if len(images) == 1 else "." + str(image.platform).replace("/", "-")
         if target is not None:
             files.append((target.with_name(f"{target.name}{suffix}.spdx.json"), doc))
@@ -430,7 +443,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
 
             extras.append(artifact(built, statement))
         docker_image = _docker_image(images, spec.docker_platform) if spec.output is not None else None
-        pushed = emit(spec, built, run.store, epoch=epoch, docker_image=docker_image, sboms=sboms, extras=extras, push=push)
+        pushed = emit(spec, built, epoch=epoch, docker_image=docker_image, sboms=sboms, extras=extras, push=push)
     return BuildResult(built, tuple(outputs), pushed, statement, tuple(run.packages.packages))
 
 

@@ -19,7 +19,7 @@ from lamina.version import __version__
 @click.version_option(__version__, prog_name="lamina")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, /, debug: bool) -> None:
     """Build lean, reproducible OCI images from files, without a daemon or a Dockerfile."""
     ctx.obj = {"debug": debug}
 
@@ -35,7 +35,7 @@ def _registry_options(func: Any) -> Any:
     return func
 
 
-def _registry(ctx: click.Context, opts: dict[str, Any], quiet: bool = False) -> Any:
+def _registry(ctx: click.Context, /, opts: dict[str, Any], quiet: bool = False) -> Any:
     from lamina.registry.options import Options
 
     def stderr_debug(message: str) -> None:
@@ -82,37 +82,6 @@ def _lint_ids(values: tuple[str, ...]) -> tuple[str, ...]:
         if not re.match(r"^L\d{3}$", value):
             raise UsageError(f"bad --ignore {value!r}: expected a finding id like L006")
     return values
-
-
-def _lint_spec(path: Path, ignore: tuple[str, ...]) -> list[Any]:
-    import tempfile
-
-    import attrs
-
-    from lamina.build import build as run_build, epoch_from_env
-    from lamina.spec import read_spec
-
-    spec = read_spec(path)
-    epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
-    found: list[Any] = []
-    with tempfile.TemporaryDirectory(prefix="lamina-lint-") as tmp:
-        spec = attrs.evolve(spec, output=None, metadata_file=None, oci_dir=Path(tmp) / "image", sbom=None)
-        run_build(spec, epoch=epoch, lint=found.extend, lint_ignore=ignore + spec.lint_ignore)
-    return found
-
-
-def _report_findings(findings: list[Any]) -> None:
-    """Print the findings as lint summarises them; errors then stop the build before anything is written."""
-    from lamina.errors import LintError
-    from lamina.lint import summarise
-
-    several = len({platform for platform, _ in findings}) > 1
-    for platform, line in summarise(findings):
-        where = f"{platform}: " if several else ""
-        click.echo(f"lamina: {where}{line}", err=True)
-    errors = sum(1 for _, f in findings if f.severity == "error")
-    if errors:
-        raise LintError(f"lint found {errors} error(s) that would break the image; fix them, --ignore the id, or use --no-lint")
 
 
 def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
@@ -197,17 +166,14 @@ def _debs_layer(debs: tuple[str, ...], packages: tuple[str, ...]) -> list[Any]:
 @_registry_options
 @click.option("-q", "--quiet", is_flag=True, help="Print only the manifest digest.")
 @click.pass_context
-def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ...], copies: tuple[str, ...],
+def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ...], copies: tuple[str, ...],
           removes: tuple[str, ...], **opts: Any) -> None:
     """Build an image from files, flags and/or a lamina.toml spec file.
 
     Flags override the file. Layers: the base's, then --remove, then the file's, then
     --tarball, --copy-from and --add layers in that order.
     """
-    import attrs
-
     from lamina import spec as specs
-    from lamina.build import build as run_build, epoch_from_env
     from lamina.model import Platform
     from lamina.sources.apt import parse_apt_source
 
@@ -223,10 +189,6 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
     check = opts.pop("check_reproducible")
     push_to = opts.pop("push_to")
     registry_options = _registry(ctx, opts, quiet)
-    if push_to:
-        from lamina.model import Reference
-
-        Reference.parse(push_to)  # a bad reference is a usage error before anything is built
     sign_key, lookaside = opts.pop("sign_gpg_key"), opts.pop("lookaside")
     if sign_key:
         _check_sign_flags(sign_key, lookaside, push_to)
@@ -283,7 +245,6 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         spec_file = Path(specs.DEFAULT_SPEC)
     base = specs.read_spec(spec_file) if spec_file is not None else specs.BuildSpec()
     spec = specs.merge(base, flags)
-    epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
 
     # Progress is for people at a terminal; CI logs and --quiet get the digest alone.
     chatty = not quiet and sys.stderr.isatty()
@@ -296,70 +257,21 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         if not quiet:
             click.echo(f"lamina: note: {message}", err=True)
 
-    from lamina.pins import read_lock, read_locked_packages
+    def report(line: str) -> None:  # lint findings, summarised; the diff of --check-reproducible
+        click.echo(f"lamina: {line}", err=True)
 
-    spec = attrs.evolve(spec, locked_packages=read_locked_packages(spec_file))
-    if check:
-        from lamina.build import check_reproducible
-        from lamina.errors import LaminaError
-
-        differences = check_reproducible(spec, epoch=epoch, registry=registry_options)
-        if differences:
-            for line in differences:
-                click.echo(f"lamina: {line}", err=True)
-            raise LaminaError("not reproducible: two builds of the same inputs differ (above)")
-    pusher = None
-    if push_to:
-        from lamina.registry import api
-
-        from lamina.model import Reference
-
-        def pusher(plan: Any, digest: Any = None) -> Any:
-            target = push_to if digest is None else f"{Reference.parse(push_to).name}@{digest}"
-            return api.push(plan, target, registry_options)
+    from lamina.api import build_image
     from lamina.provenance import Invocation
 
     given = {k: v for k, v in ctx.params.items() if v not in (None, False, ()) and k != "spec_file"}
-    result = run_build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_file), push=pusher,
-                       registry=registry_options, use_cache=not no_cache, meter=_meter(chatty),
-                       lint=_report_findings if spec.lint else None, lint_ignore=spec.lint_ignore,
-                       invocation=Invocation(spec_file, given))
-    if attest_key is not None and result.provenance is not None:
-        _attest(result, attest_key, spec, push_to, registry_options, quiet)
-    if sign_key and result.pushed:
-        from lamina.model import Digest, Reference
-        from lamina.sign import simple
-        from lamina.sign.target import Target
-
-        signed = Target(Reference.parse(push_to), Digest.parse(result.pushed.split("@", 1)[1]))
-        path = simple.sign(signed, sign_key, simple.lookaside_dir(lookaside))
-        if not quiet:
-            click.echo(f"lamina: wrote {path}", err=True)
+    result = build_image(spec, spec_path=spec_file, push=push_to, registry=registry_options, use_cache=not no_cache,
+                         reproducible_check=check, progress=progress, note=note, report=report, meter=_meter(chatty),
+                         invocation=Invocation(spec_file, given), sign_gpg_key=sign_key, lookaside=lookaside,
+                         attest_key=attest_key)
     if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)
     click.echo(result.pushed or str(result.image.digest), err=streaming)  # stdout carries the tarball
-
-
-def _attest(result: Any, key: Any, spec: Any, push_to: str | None, options: Any, quiet: bool) -> None:
-    """The provenance in a DSSE envelope signed by ``key``: beside the output, and pushed."""
-    from lamina.model import Digest, Reference
-    from lamina.sign import dsse
-    from lamina.sign.target import Target
-    from lamina.sinks.atomic import atomic_file
-
-    envelope = dsse.envelope(result.provenance, key)
-    written = []
-    for output in (spec.output, spec.oci_dir):
-        if output is not None:
-            with atomic_file(dsse.beside(output)) as out:
-                out.write(envelope)
-            written.append(str(dsse.beside(output)))
-    if push_to and result.pushed:
-        target = Target(Reference.parse(push_to), Digest.parse(result.pushed.split("@", 1)[1]))
-        written.append(dsse.push(target, envelope, options))
-    if not quiet:
-        click.echo(f"lamina: signed provenance: {', '.join(written)}", err=True)
 
 
 def _check_sign_flags(key: str, lookaside: str | None, push_to: str | None) -> None:
@@ -380,23 +292,11 @@ def _check_sign_flags(key: str, lookaside: str | None, push_to: str | None) -> N
 @click.option("--metadata-file", type=click.Path(path_type=Path), help="Write the pushed reference as JSON here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the pushed reference.")
 @click.pass_context
-def push(ctx: click.Context, image: Path, reference: str, metadata_file: Path | None, quiet: bool, **opts: Any) -> None:
+def push(ctx: click.Context, /, image: Path, reference: str, metadata_file: Path | None, quiet: bool, **opts: Any) -> None:
     """Push IMAGE (a lamina tarball or OCI layout, every platform) to REFERENCE."""
-    import json
+    from lamina.api import push_image
 
-    from lamina.model import Reference
-    from lamina.registry import api
-    from lamina.registry.plans import from_archive
-    from lamina.sinks.atomic import atomic_file
-    from lamina.sources.archive import ImageSource
-
-    Reference.parse(reference)
-    options = _registry(ctx, opts, quiet)
-    with ImageSource.open(image) as source:
-        pushed = api.push(from_archive(source), reference, options)
-    if metadata_file is not None:
-        with atomic_file(metadata_file) as out:
-            out.write(json.dumps({"pushed": pushed.reference, "digest": pushed.reference.split("@")[1]}, indent=2).encode() + b"\n")
+    pushed = push_image(image, reference, _registry(ctx, opts, quiet), metadata_file)
     if not quiet and sys.stderr.isatty():
         s = pushed.stats
         click.echo(f"lamina: {s.uploaded} blobs uploaded ({s.bytes} bytes), {s.mounted} mounted, {s.skipped} already there", err=True)
@@ -411,7 +311,7 @@ def push(ctx: click.Context, image: Path, reference: str, metadata_file: Path | 
               help="Sign with this cosign-format private key (password: $LAMINA_KEY_PASSWORD or a prompt).")
 @_registry_options
 @click.pass_context
-def sign(ctx: click.Context, reference: str, gpg_key: str | None, lookaside: str | None, key: Path | None,
+def sign(ctx: click.Context, /, reference: str, gpg_key: str | None, lookaside: str | None, key: Path | None,
          **opts: Any) -> None:
     """Sign the image REFERENCE names in its registry: containers/image simple signing (--gpg-key)
     into a lookaside directory, or a cosign signature pushed beside it (--key)."""
@@ -466,7 +366,7 @@ def keygen(prefix: Path) -> None:
 @click.option("--provenance", is_flag=True, help="With --key: also require SLSA provenance signed by it (sha256-<hex>.att).")
 @_registry_options
 @click.pass_context
-def verify(ctx: click.Context, reference: str, gpg_pubkey: Path | None, lookaside: str | None, key: Path | None,
+def verify(ctx: click.Context, /, reference: str, gpg_pubkey: Path | None, lookaside: str | None, key: Path | None,
            provenance: bool, **opts: Any) -> None:
     """Check that a signature by a given key covers what REFERENCE names now (exit 0 or 1)."""
     from lamina.errors import UsageError
@@ -495,7 +395,7 @@ def verify(ctx: click.Context, reference: str, gpg_pubkey: Path | None, lookasid
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin (the only way: never on the command line).")
 @_registry_options
 @click.pass_context
-def login(ctx: click.Context, registry: str, username: str, password_stdin: bool, **opts: Any) -> None:
+def login(ctx: click.Context, /, registry: str, username: str, password_stdin: bool, **opts: Any) -> None:
     """Check credentials against REGISTRY and store them in $DOCKER_CONFIG/config.json."""
     from lamina.errors import UsageError
     from lamina.registry import api
@@ -549,7 +449,7 @@ def inspect(image: Path, files: bool, sizes: bool, as_json: bool) -> None:
 @click.option("--platform", metavar="OS/ARCH", help="Which platform of multi-platform images (default linux/amd64).")
 @_registry_options
 @click.pass_context
-def diff_command(ctx: click.Context, first: str, second: str, platform: str | None, **opts: Any) -> None:
+def diff_command(ctx: click.Context, /, first: str, second: str, platform: str | None, **opts: Any) -> None:
     """Explain why two images differ: config, then layer by layer, entry by entry."""
     from lamina.diff import diff_refs
     from lamina.model import Platform
@@ -574,7 +474,9 @@ def lint_command(image: Path, ignore: tuple[str, ...], as_json: bool) -> None:
     from lamina.lint import lint_stored, summarise
 
     if image.suffix == ".toml":
-        findings = _lint_spec(image, _lint_ids(ignore))
+        from lamina.api import lint_spec
+
+        findings = lint_spec(image, _lint_ids(ignore))
     else:
         findings = lint_stored(str(image), _lint_ids(ignore))
     if as_json:

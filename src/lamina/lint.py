@@ -29,7 +29,7 @@ from typing import BinaryIO
 import attrs
 
 from lamina.elf import ElfInfo, mismatch, read_elf  # a struct-based reader, checked against pyelftools in tests
-from lamina.errors import InputError
+from lamina.errors import InputError, LintError
 from lamina.essentials import SYSTEM_BUNDLES
 from lamina.layers.entries import Kind
 from lamina.model import ContainerConfig, Platform
@@ -336,6 +336,17 @@ def summarise(findings: Sequence[tuple[Platform, Finding]]) -> list[tuple[Platfo
         lines.append((platform, f"{item} {group[0].severity}: {len(group)} {PER_FILE[item]}, e.g. {examples}{more} "
                                 "(lamina lint --json IMAGE lists each)"))
     return lines
+
+
+def check_findings(findings: Sequence[tuple[Platform, Finding]], report: Callable[[str], None]) -> None:
+    """The build's lint policy: every finding reported (summarised); errors stop the build
+    before anything is written."""
+    several = len({platform for platform, _ in findings}) > 1
+    for platform, line in summarise(findings):
+        report(f"{platform}: {line}" if several else line)
+    errors = sum(1 for _, f in findings if f.severity == "error")
+    if errors:
+        raise LintError(f"lint found {errors} error(s) that would break the image; fix them, --ignore the id, or use --no-lint")
 
 
 def lint_stored(path: str, ignore: Iterable[str] = ()) -> list[tuple[Platform, Finding]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tarfile
 import tempfile
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -23,8 +24,7 @@ from lamina.image import Image
 from lamina.model import Descriptor, Digest, canonical, mediatypes
 from lamina.model.config import rfc3339
 from lamina.sources.archive import ARTIFACT_TYPE
-from lamina.sources.rootfs import hidden, whiteout_of
-from lamina.sources.tarball import layer_tar
+from lamina.sources.rootfs import MergedFS, Origin
 
 SPDX_MEDIA_TYPE = "application/spdx+json"
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
@@ -40,36 +40,28 @@ class _File:
 
 
 def _filesystem(openers: list[Callable[[], BinaryIO]], status: dict[str, bytes] | None = None) -> dict[str, _File]:
-    """Regular files of the merged filesystem with their digests (whiteouts applied);
-    ``status`` receives the contents of dpkg's status files (sources.packages.is_status)."""
+    """Every regular file of the merged filesystem (rootfs.MergedFS: whiteouts applied,
+    hardlinks included) with its digests, in one pass over the layers; ``status`` receives
+    the contents of dpkg's status files (sources.packages.is_status)."""
     from lamina.sources.packages import STATUS_CAP, is_status
 
-    files: dict[str, tuple[_File, int]] = {}  # path -> (file, layer index)
-    texts: dict[str, bytes] = {}
+    hashed: dict[Origin, _File] = {}
+    texts: dict[Origin, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="lamina-sbom-") as spool:
-        for index, opener in enumerate(openers):
-            with opener() as raw, layer_tar(raw) as archive:
-                for member in archive:
-                    path = member.name.strip("/").removeprefix("./")
-                    whiteout = whiteout_of(path)
-                    if whiteout is not None:
-                        for p in [p for p, (_, i) in files.items() if i < index and hidden(p, *whiteout)]:
-                            del files[p]
-                    elif member.islnk():
-                        target = member.linkname.strip("/").removeprefix("./")
-                        if target in files:
-                            files[path] = (files[target][0], index)
-                    elif member.isfile():
-                        src = archive.extractfile(member)
-                        if status is not None and is_status(path) and member.size <= STATUS_CAP:
-                            texts[path] = src.read()  # type: ignore[union-attr]
-                            src = io.BytesIO(texts[path])
-                        files[path] = (_hash(src, spool), index)  # type: ignore[arg-type]
-                    else:
-                        files.pop(path, None)
+
+        def visit(index: int, path: str, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+            if member.isfile():  # a later member of the same name replaces it, as in the filesystem
+                src = archive.extractfile(member)
+                if status is not None and src is not None and is_status(path) and member.size <= STATUS_CAP:
+                    texts[(index, member.name)] = src.read()
+                    src = io.BytesIO(texts[(index, member.name)])
+                hashed[(index, member.name)] = _hash(src, spool)  # type: ignore[arg-type]
+
+        fs = MergedFS.read("image", openers, visit)
+    files = fs.files()
     if status is not None:
-        status.update((p, t) for p, t in texts.items() if p in files)
-    return {path: f for path, (f, _) in files.items()}
+        status.update((path, texts[node.data]) for path, node in files.items() if node.data in texts)
+    return {path: hashed[node.data] for path, node in files.items() if node.data is not None}
 
 
 def _hash(data: BinaryIO, spool: str) -> _File:

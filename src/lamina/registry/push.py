@@ -146,7 +146,8 @@ class Pusher:
     def exists(self, desc: Descriptor) -> bool:
         response = self.registry.request("HEAD", self._blob_url(desc.digest), what=f"check blob {desc.digest}",
                                          scopes=self._scopes, ok=(200, 404))
-        return response.status_code == 200
+        found: bool = response.status_code == 200
+        return found
 
     def _mount(self, desc: Descriptor) -> str | None:
         """Try a cross-repository mount; returns an upload URL if the registry fell back to one."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from lamina.image import Built, Image, ImageIndex
 from lamina.model import Reference
@@ -49,3 +50,12 @@ def metadata_bytes(image: Built, tags: Sequence[Reference], *, pushed: str | Non
     if pushed:
         record["pushed"] = pushed
     return json.dumps(record, indent=2).encode() + b"\n"
+
+
+def write_pushed(path: Path, reference: str) -> None:
+    """``lamina push --metadata-file``: the pushed reference and its digest."""
+    from lamina.sinks.atomic import atomic_file
+
+    record = {"pushed": reference, "digest": reference.split("@")[1]}
+    with atomic_file(path) as out:
+        out.write(json.dumps(record, indent=2).encode() + b"\n")
