@@ -178,7 +178,7 @@ def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore,
     return images.base(text, layers)
 
 
-def _outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
+def check_outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
     """The paths a build will write (``-o -`` is standard output, not a path), checked up front."""
     outputs = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None and p != STDOUT]
     resolved = [p.resolve() for p in outputs]
@@ -338,7 +338,7 @@ def _provenance(spec: BuildSpec, built: Built, run: _Run, invocation: Any) -> by
     return provenance.statement(built, spec, run.epoch, invocation or provenance.Invocation(), used)
 
 
-def _docker_image(images: list[Image], wanted: Platform | None) -> Image:
+def docker_image_of(images: list[Image], wanted: Platform | None) -> Image:
     if wanted is None:
         return images[0]
     for image in images:
@@ -356,7 +356,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
     """``lint`` receives every finding (before outputs are written) and may raise to stop the build."""
     """``push`` takes a PushPlan and returns what registry.api.push returns."""
     say = progress or (lambda _: None)
-    outputs = _outputs(spec, pushing=push is not None)
+    outputs = check_outputs(spec, pushing=push is not None)
     if spec.hermetic:
         from lamina.pins import verify
 
@@ -403,7 +403,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
             from lamina.provenance import artifact
 
             extras.append(artifact(built, statement))
-        docker_image = _docker_image(images, spec.docker_platform) if spec.output is not None else None
+        docker_image = docker_image_of(images, spec.docker_platform) if spec.output is not None else None
         pushed = emit(spec, built, epoch=epoch, docker_image=docker_image, sboms=sboms, extras=extras, push=push)
     return BuildResult(built, tuple(outputs), pushed, statement)
 
