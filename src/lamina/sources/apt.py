@@ -25,6 +25,7 @@ from pathlib import Path
 import attrs
 
 from lamina.errors import DigestMismatch, InputError, UsageError
+from lamina.hashing import sha256_file
 
 MAX_RELEASE = 16 << 20
 MAX_PACKAGES = 1 << 30  # a decompressed Packages index (Debian main/amd64 is ~50 MiB)
@@ -535,9 +536,12 @@ def fetch_url(name: str, location: str, sha256: str, size: int, authority: str, 
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"{sha256}.deb"
     if target.is_file():
-        if _file_sha256(target) == sha256:
-            return str(target)
-        target.unlink()  # a changed byte in the cache: fetch again
+        try:
+            if sha256_file(str(target)) == sha256:
+                return str(target)
+            target.unlink()  # a changed byte in the cache: fetch again
+        except OSError as exc:
+            raise InputError(f"package {name}: cannot read the cached {str(target)!r}: {exc.strerror}") from None
     tmp = root / f".{sha256}.{os.getpid()}.part"
     h = hashlib.sha256()
     total = 0
@@ -575,14 +579,6 @@ def _stream(location: str, what: str) -> Iterable[bytes]:
                 yield chunk
     except OSError as exc:
         raise InputError(f"{what}: cannot read {location!r}: {exc.strerror}") from None
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 __all__ = ["AptSource", "Candidate", "Installed", "Universe", "compare_versions", "fetch", "installed_from",

@@ -33,6 +33,7 @@ from typing import BinaryIO
 import attrs
 
 from lamina.errors import InputError
+from lamina.hashing import sha256_stream
 from lamina.layers.build import Opener
 from lamina.layers.entries import Entry, Kind, normalize, parents
 from lamina.sources.rootfs import MergedFS
@@ -226,9 +227,7 @@ def open_deb(path: str) -> Deb:
     except OSError as exc:
         raise InputError(f"cannot read {path!r}: {exc.strerror}") from None
     with f:
-        digest = hashlib.sha256()
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
+        sha256 = sha256_stream(f)[0]
         members = read_ar(f, path)
         names = [m.name for m in members]
         if len(members) < 3 or names[0] != "debian-binary":
@@ -258,7 +257,7 @@ def open_deb(path: str) -> Deb:
         raise InputError(f"{path}: bad version or architecture in the control file")
     conffiles = tuple(line.split()[-1] for line in files.get("conffiles", b"").decode("utf-8", "replace").splitlines()
                       if line.strip())
-    return Deb(path, digest.hexdigest(), fields, conffiles, files.get("md5sums"), scripts, data)
+    return Deb(path, sha256, fields, conffiles, files.get("md5sums"), scripts, data)
 
 
 def _control_files(f: BinaryIO, member: ArMember, path: str) -> tuple[dict[str, bytes], tuple[str, ...]]:
