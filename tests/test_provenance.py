@@ -74,8 +74,15 @@ def attached(layout: Path) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
 
 
 def from_tarball(path: Path, dest: Path) -> Path:
-    with tarfile.open(path) as tar:
-        tar.extractall(dest, filter="data")
+    with tarfile.open(path) as tar:  # lamina's own tarball: blobs/, index.json, ... (no links)
+        for member in tar:
+            assert member.isdir() or member.isfile(), member.name
+            target = dest / member.name
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
     return dest
 
 

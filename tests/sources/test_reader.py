@@ -203,3 +203,30 @@ def test_base_annotations_name_the_base_never_a_host_path(tmp_path: Path) -> Non
     again = build_ok("--from", f"oci:{tmp_path / 'moved'}", "--add", f"{tmp_path / 'f'}:/g", "--oci-dir", str(tmp_path / "c"))
     first = json.loads((tmp_path / "a" / "index.json").read_text())["manifests"][0]["digest"]
     assert again == first
+
+
+@pytest.mark.parametrize("command", ["build", "inspect", "lint", "diff"])
+def test_a_corrupt_gzip_stream_under_a_matching_digest_is_one_line(tmp_path: Path, command: str) -> None:
+    """The attacker rewrote the manifest so the digest matches: the deflate stream is still bad."""
+    (tmp_path / "f").write_bytes(os.urandom(4096))
+    build_ok("--add", f"{tmp_path / 'f'}:/f", "--oci-dir", str(tmp_path / "base"))
+    index = json.loads((tmp_path / "base" / "index.json").read_text())
+    blobs = tmp_path / "base" / "blobs" / "sha256"
+    manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_bytes())
+    layer = bytearray((blobs / manifest["layers"][0]["digest"][7:]).read_bytes())
+    layer[30] ^= 0xFF
+    (blobs / _sha(bytes(layer))[7:]).write_bytes(bytes(layer))
+    manifest["layers"][0].update(digest=_sha(bytes(layer)), size=len(layer))
+    data = json.dumps(manifest).encode()
+    (blobs / _sha(data)[7:]).write_bytes(data)
+    index["manifests"][0].update(digest=_sha(data), size=len(data))
+    (tmp_path / "base" / "index.json").write_text(json.dumps(index))
+    ref = f"oci:{tmp_path / 'base'}"
+    (tmp_path / "g").write_bytes(b"other")
+    build_ok("--add", f"{tmp_path / 'g'}:/f", "--oci-dir", str(tmp_path / "good"))
+    args = {"build": ["build", "--from", ref, "-o", str(tmp_path / "out.tar")], "inspect": ["inspect", str(tmp_path / "base")],
+            "lint": ["lint", str(tmp_path / "base")], "diff": ["diff", f"oci:{tmp_path / 'good'}", ref]}[command]
+    res = lamina(*args)
+    assert res.returncode == 1, res.stderr
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("lamina: error: ") and "internal error" not in err, err

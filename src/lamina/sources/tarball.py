@@ -43,7 +43,7 @@ def _read_errors() -> tuple[type[BaseException], ...]:
     """What a corrupt archive raises; evaluated when an error is being handled, so the
     decompressors stay unimported until an archive needs them."""
     errors: list[type[BaseException]] = [tarfile.TarError, OSError, EOFError, ValueError]
-    for module, name in (("lzma", "LZMAError"), ("zstandard", "ZstdError")):
+    for module, name in (("lzma", "LZMAError"), ("zstandard", "ZstdError"), ("isal.igzip_lib", "IsalError")):
         if module in sys.modules:
             errors.append(getattr(sys.modules[module], name))
     return tuple(errors)
@@ -57,25 +57,55 @@ def detect(head: bytes) -> str:
 
 
 def open_decompressed(raw: BinaryIO) -> BinaryIO:
-    """Wrap a (possibly compressed) stream so it reads as plain tar."""
+    """Wrap a (possibly compressed) stream so it reads as plain tar. A corrupt compressed
+    stream raises OSError, as Python's gzip does, whichever decompressor found it, so every
+    reader's ``except OSError`` names the file it was reading."""
     kind = detect(raw.peek(8)[:8] if hasattr(raw, "peek") else b"")
+    inner: Any
     if kind == "gzip":
         from isal import igzip
 
-        return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call,return-value]
-    if kind == "xz":
+        inner = igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call]
+    elif kind == "xz":
         import lzma
 
-        return lzma.LZMAFile(raw)  # type: ignore[return-value]
-    if kind == "bzip2":
+        inner = lzma.LZMAFile(raw)
+    elif kind == "bzip2":
         import bz2
 
-        return bz2.BZ2File(raw)  # type: ignore[return-value]
-    if kind == "zstd":
+        inner = bz2.BZ2File(raw)
+    elif kind == "zstd":
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-    return raw
+        inner = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    else:
+        return raw
+    return io.BufferedReader(_Corrupt(inner, kind), 1 << 20)
+
+
+class _Corrupt(io.RawIOBase):
+    """A decompressor's own exceptions (IsalError, LZMAError, ZstdError, EOFError) as OSError."""
+
+    def __init__(self, inner: Any, kind: str) -> None:
+        self._inner, self._kind = inner, kind
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._inner.read(len(buffer))
+        except OSError:
+            raise
+        except Exception as exc:  # whatever the decompressor raises on bad input
+            raise OSError(f"corrupt {self._kind} data: {exc or type(exc).__name__}") from None
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()
 
 
 class PaddedAtEnd(io.RawIOBase):
