@@ -236,3 +236,24 @@ def test_a_broken_cache_record_costs_the_saving_never_the_build(tmp_path: Path, 
     assert again.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]
 
 
+
+
+# ---- amplification
+
+
+def test_one_layer_listed_ten_thousand_times_does_not_cost_ten_thousand_reads(tmp_path: Path) -> None:
+    """A docker-archive of 8 MiB on disk whose manifest.json lists its one layer 10,000 times
+    (config and manifest stay far under their caps) makes every reader hash and stream 80 GB:
+    hours of CPU from a file a stranger sends. Refuse an image past a sane layer count (docker
+    refuses past ~125), or read a repeated layer once; either way, end in seconds."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    layer = _layer_tar({"blob": os.urandom(8 << 20)})
+    (archive / "l.tar").write_bytes(layer)
+    count = 10_000
+    (archive / "config.json").write_bytes(_config([_sha(layer)] * count))
+    (archive / "manifest.json").write_text(json.dumps(
+        [{"Config": "config.json", "RepoTags": ["x:latest"], "Layers": ["l.tar"] * count}]))
+    for args in (["inspect", str(archive)], ["build", "--from", str(archive), "-o", str(tmp_path / "o.tar")]):
+        res = lamina(*args, timeout=30)
+        assert res.returncode in (0, 1) and "internal error" not in res.stderr, res.stderr
