@@ -14,6 +14,7 @@ import io
 import json
 import os
 import sqlite3
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -257,3 +258,58 @@ def test_one_layer_listed_ten_thousand_times_does_not_cost_ten_thousand_reads(tm
     for args in (["inspect", str(archive)], ["build", "--from", str(archive), "-o", str(tmp_path / "o.tar")]):
         res = lamina(*args, timeout=30)
         assert res.returncode in (0, 1) and "internal error" not in res.stderr, res.stderr
+
+
+# ---- layer members lamina's merged view used to skip
+
+
+def _gnu_sparse_layer(tmp_path: Path) -> bytes:
+    """A layer holding one old-GNU sparse member ('S'), as GNU tar --sparse --format=gnu writes."""
+    src = tmp_path / "sparse-src"
+    src.mkdir()
+    with open(src / "hidden", "wb") as f:
+        f.seek(4 << 20)
+        f.write(b"payload")
+    out = tmp_path / "sparse.tar"
+    subprocess.run(["tar", "--sparse", "--format=gnu", "-cf", str(out), "-C", str(src), "hidden"], check=True,
+                   stdin=subprocess.DEVNULL, timeout=60)
+    data = out.read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert tar.getmembers()[0].type == tarfile.GNUTYPE_SPARSE
+    return data
+
+
+def test_gnu_sparse_member_of_a_base_layer_is_seen_by_the_sbom_and_copy_from(tmp_path: Path) -> None:
+    """Docker extracts an old-GNU sparse member as a regular file; lamina's merged view skipped
+    it, so a file every container has was missing from the SBOM, lint and diff, and --copy-from
+    said it did not exist: a place to hide a binary from the review lamina offers."""
+    plain = _gnu_sparse_layer(tmp_path)
+    layout = _oci_layout(tmp_path / "layout", plain, gzip.compress(plain, mtime=0))
+    out = tmp_path / "out.tar"
+    res = lamina("build", "--from", str(layout), "--sbom", "spdx", "-o", str(out), timeout=120)
+    assert res.returncode == 0, res.stderr
+    sbom = json.loads((tmp_path / "out.tar.spdx.json").read_text())
+    assert any(f.get("fileName", "").endswith("hidden") for f in sbom.get("files", [])), "the SBOM misses /hidden"
+    copied = tmp_path / "copied.tar"
+    res = lamina("build", "--copy-from", f"{layout}:/hidden:/hidden", "--compression", "none", "-o", str(copied), timeout=120)
+    assert res.returncode == 0, res.stderr
+    with tarfile.open(copied) as image:
+        index = json.load(image.extractfile("index.json"))  # type: ignore[arg-type]
+        manifest = json.load(image.extractfile("blobs/sha256/" + index["manifests"][0]["digest"][7:]))  # type: ignore[arg-type]
+        layer = image.extractfile("blobs/sha256/" + manifest["layers"][-1]["digest"][7:]).read()  # type: ignore[union-attr]
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
+        data = tar.extractfile("hidden").read()  # type: ignore[union-attr]
+    assert len(data) == (4 << 20) + 7 and data.endswith(b"payload")
+
+
+def test_a_layer_member_of_a_type_docker_cannot_extract_is_one_error_line(tmp_path: Path) -> None:
+    """A member of an unknown type (here 'Z') was skipped in silence; docker refuses the layer
+    ("unhandled tar header type"), so lint must say so rather than pass the image."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        odd = tarfile.TarInfo("odd")
+        odd.type = b"Z"
+        tar.addfile(odd)
+    plain = buf.getvalue()
+    layout = _oci_layout(tmp_path / "layout", plain, gzip.compress(plain, mtime=0))
+    _one_error_line(lamina("lint", str(layout), timeout=120))
