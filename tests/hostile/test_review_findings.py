@@ -313,3 +313,13 @@ def test_a_layer_member_of_a_type_docker_cannot_extract_is_one_error_line(tmp_pa
     plain = buf.getvalue()
     layout = _oci_layout(tmp_path / "layout", plain, gzip.compress(plain, mtime=0))
     _one_error_line(lamina("lint", str(layout), timeout=120))
+
+
+def test_oci_dir_whose_index_json_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Rewriting index.json of an existing layout opened it blocking: a FIFO there hung the build."""
+    layout = tmp_path / "layout"
+    assert _build_layout(tmp_path, layout, "a:1").returncode == 0
+    (layout / "index.json").unlink()
+    os.mkfifo(layout / "index.json")
+    res = lamina("build", "--add", f"{tmp_path / 'h.txt'}:/h", "--oci-dir", str(layout), "-t", "a:2", timeout=30)
+    _one_error_line(res)

@@ -111,7 +111,13 @@ def _locked(layout: Path) -> Iterator[None]:
 def _read_index(layout: Path) -> dict[str, Any]:
     path = layout / "index.json"
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK and a regular-file check: an index.json that is a FIFO (or a link to a
+        # device) must be refused, not waited on forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OutputError(f"cannot write {str(layout)!r}: its index.json is not a regular file; refusing to replace it")
+            os.set_blocking(fd, True)
             raw = f.read(MAX_INDEX + 1)
     except FileNotFoundError:
         return {"schemaVersion": 2, "manifests": []}
