@@ -323,3 +323,12 @@ def test_oci_dir_whose_index_json_is_a_fifo_is_refused_not_waited_on(tmp_path: P
     os.mkfifo(layout / "index.json")
     res = lamina("build", "--add", f"{tmp_path / 'h.txt'}:/h", "--oci-dir", str(layout), "-t", "a:2", timeout=30)
     _one_error_line(res)
+
+
+@pytest.mark.parametrize("value", ["[" * 100_000, "[" + "9" * 5000 + "]"])
+def test_entrypoint_json_too_deep_or_with_a_huge_int_is_a_usage_error(tmp_path: Path, value: str) -> None:
+    """--entrypoint/--cmd JSON: RecursionError and the int digit limit's ValueError escaped as
+    internal errors (exit 70)."""
+    res = lamina("build", "--entrypoint", value, "-o", str(tmp_path / "o.tar"), timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("lamina: error: bad --entrypoint") and "internal error" not in res.stderr, res.stderr
