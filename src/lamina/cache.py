@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from lamina.errors import LaminaError
 from lamina.hashing import sha256_file
 from lamina.home import cache_home
 from lamina.layers.build import Opener
@@ -139,9 +140,15 @@ class LayerCache:
         row = self.db.execute("SELECT record FROM layers WHERE key=?", (key,)).fetchone()
         if row is None:
             return None
-        record = json.loads(row[0])
-        layer = Layer(Descriptor.from_json(record["descriptor"]), Digest.parse(record["diff_id"]),
-                      record["uncompressed_size"], record["entry_count"], record["created_by"])
+        try:
+            record = json.loads(row[0])
+            layer = Layer(Descriptor.from_json(record["descriptor"]), Digest.parse(record["diff_id"]),
+                          record["uncompressed_size"], record["entry_count"], record["created_by"])
+        except (ValueError, KeyError, TypeError, LaminaError) as exc:
+            # Another lamina version's record, or a damaged one: it costs the saving, never the build.
+            self.db.execute("DELETE FROM layers WHERE key=?", (key,))
+            self._note(f"layer cache: dropped an unreadable record ({type(exc).__name__}); building the layer again")
+            return None
         digest = layer.descriptor.digest
         blob = self.blobs / digest.hex
         try:

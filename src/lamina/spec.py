@@ -171,8 +171,8 @@ def parse_command(text: str, flag: str) -> tuple[str, ...]:
     if text.lstrip().startswith("["):
         try:
             value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"bad {flag} {text!r}: not a JSON array ({exc.msg})") from exc
+        except (ValueError, RecursionError) as exc:  # also ints past 4300 digits, deep nesting
+            raise UsageError(f"bad {flag} {text[:80]!r}: not a JSON array ({getattr(exc, 'msg', exc)})") from None
         return _string_list(value, f"{flag} {text!r}")
     return (text,)
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -108,7 +110,13 @@ def _locked(layout: Path) -> Iterator[None]:
 def _read_index(layout: Path) -> dict[str, Any]:
     path = layout / "index.json"
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK and a regular-file check: an index.json that is a FIFO (or a link to a
+        # device) must be refused, not waited on forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OutputError(f"cannot write {str(layout)!r}: its index.json is not a regular file; refusing to replace it")
+            os.set_blocking(fd, True)
             raw = f.read(MAX_INDEX + 1)
     except FileNotFoundError:
         return {"schemaVersion": 2, "manifests": []}
@@ -197,6 +205,32 @@ class StagedLayout:
 def _check_layout(path: Path) -> None:
     if not (path / "oci-layout").is_file():
         raise OutputError(f"cannot write {str(path)!r}: it is a non-empty directory and not an OCI layout; refusing to replace it")
+    _check_blob_dirs(path)
+
+
+def _check_blob_dirs(path: Path) -> None:
+    """An existing layout may have come from a stranger (an unpacked oci-archive): a symlinked
+    blobs/ or blobs/sha256 would have blobs renamed through it, outside the named output."""
+    for directory in (path / "blobs", path / "blobs" / "sha256"):
+        if directory.is_symlink():
+            raise OutputError(f"cannot write {str(path)!r}: {str(directory)!r} is a symbolic link; refusing to write through it")
+
+
+def _holds(target: Path, digest: Digest, size: int) -> bool:
+    """Whether the layout already has this blob: a regular file (not a link) of its size whose
+    bytes hash to its name. A same-size file with other bytes (bit rot, a planted file) is
+    replaced, never handed out under the new tag."""
+    try:
+        st = os.lstat(target)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            return False
+        h = hashlib.sha256()
+        with open(target, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except OSError:
+        return False
+    return h.hexdigest() == digest.hex
 
 
 def _add_blobs(source: Path, layout: Path) -> None:
@@ -205,7 +239,7 @@ def _add_blobs(source: Path, layout: Path) -> None:
     blobs.mkdir(parents=True, exist_ok=True)
     for blob in sorted(source.iterdir()):
         target = blobs / blob.name
-        if not target.is_file() or target.stat().st_size != blob.stat().st_size:
+        if not _holds(target, Digest(blob.name), blob.stat().st_size):
             os.replace(blob, target)
 
 
@@ -213,8 +247,8 @@ def _blob_into(blob: bytes | tuple[Descriptor, Blobs], digest: Digest, layout: P
     """One blob into an existing layout: written beside, renamed into blobs/sha256 whole."""
     target = layout / "blobs" / "sha256" / digest.hex
     size = len(blob) if isinstance(blob, bytes) else blob[0].size
-    if target.is_file() and target.stat().st_size == size:
-        return  # same name, same size: the same content (content addressing)
+    if _holds(target, digest, size):
+        return
     tmp = _write_temp(layout, Path(digest.hex), lambda p: _place(blob, p))
     try:
         os.replace(tmp, target)
@@ -232,6 +266,7 @@ def stage_layout(built: Built, path: Path, tags: Sequence[Reference], extras: Se
     digests = sorted(sources)
     index = index_for(top_descriptor(built), tags, [d for d, _, _ in extras]).to_bytes()
     if (path / "oci-layout").is_file():
+        _check_blob_dirs(path)
         try:
             (path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
             for digest in digests:

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from lamina.errors import DigestMismatch, ImageError, ParseError, UnsafePathError
+from lamina.errors import DigestMismatch, ImageError, LaminaError, ParseError, UnsafePathError
 from lamina.hashing import sha256_stream
 from lamina.image import Image
 from lamina.layers.entries import normalize
@@ -129,16 +129,23 @@ class _Slice(io.RawIOBase):
 
 
 class _Decompressed(io.RawIOBase):
-    """A decompressing reader that also closes (and so verifies) the stream under it."""
+    """A decompressing reader that also closes (and so verifies) the stream under it, and
+    turns whatever a decompressor raises on corrupt input (zstd, lzma, zlib errors) into one
+    ImageError naming the layer."""
 
-    def __init__(self, inner: BinaryIO, under: BinaryIO) -> None:
-        self._inner, self._under = inner, under
+    def __init__(self, inner: BinaryIO, under: BinaryIO, what: str = "layer") -> None:
+        self._inner, self._under, self._what = inner, under, what
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._inner.read(len(buffer))
+        try:
+            data = self._inner.read(len(buffer))
+        except LaminaError:
+            raise
+        except Exception as exc:  # each decompressor has its own error type
+            raise ImageError(f"{self._what}: cannot be decompressed ({exc})") from None
         buffer[: len(data)] = data
         return len(data)
 
@@ -231,11 +238,14 @@ class ImageSource:
         name = _inside(name, self.name)
         try:
             if self._dir is not None:
-                f = open(self._path(name), "rb")
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    f.close()
+                # O_NONBLOCK: opening a FIFO the archive names must not wait for a writer
+                # forever; fstat then refuses anything but a regular file.
+                fd = os.open(self._path(name), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.close(fd)
                     raise ImageError(f"{self.name}: {name!r} is not a regular file")
-                return f
+                os.set_blocking(fd, True)
+                return open(fd, "rb")
             assert self._tar is not None
             member = self._member(name)
             if not member.isfile() or member.sparse:
@@ -260,7 +270,7 @@ class ImageSource:
             raise ImageError(f"{self.name}: {name} is larger than {cap >> 20} MiB")
         try:
             return json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, an int past 4300 digits
             raise ImageError(f"{self.name}: {name} is not valid JSON ({exc})") from None
 
     def read_blob(self, descriptor: Descriptor, *, cap: int = MAX_MANIFEST) -> bytes:
@@ -299,7 +309,7 @@ def open_uncompressed(image: Image, layer: Layer) -> BinaryIO:
     except BaseException:
         stored.close()
         raise
-    both = io.BufferedReader(_Decompressed(plain, stored), 1 << 20)
+    both = io.BufferedReader(_Decompressed(plain, stored, f"{image.describe()}: layer {layer.descriptor.digest}"), 1 << 20)
     what = f"{image.describe()}: layer {layer.descriptor.digest}: uncompressed content (diff_id {layer.diff_id})"
     return verifying(both, layer.diff_id, None, "", what=what)
 

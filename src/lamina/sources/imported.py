@@ -16,7 +16,7 @@ import io
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from lamina.errors import DigestMismatch
+from lamina.errors import DigestMismatch, ImageError, LaminaError
 from lamina.layers.compression import Compression, describe
 from lamina.layers.pipeline import CHUNK, LayerStream
 from lamina.model import Descriptor, Digest, Layer, mediatypes
@@ -27,14 +27,16 @@ _GZIP_TYPES = (mediatypes.OCI_LAYER_GZIP, mediatypes.DOCKER_LAYER_GZIP)
 _PLAIN_TYPES = (mediatypes.OCI_LAYER, "application/vnd.docker.image.rootfs.diff.tar")
 
 
-def _stored_kind(media_type: str | None, head: bytes) -> str:
-    if media_type in _GZIP_TYPES:
-        return "gzip"
-    if media_type == mediatypes.OCI_LAYER_ZSTD:
-        return "zstd"
-    if media_type in _PLAIN_TYPES:
-        return "tar"
-    return detect(head)
+def _stored_kind(media_type: str | None, head: bytes, name: str = "layer") -> str:
+    """The stored compression. A layer passed through keeps its media type, so bytes in
+    another compression than the one it names (zstd labelled gzip, which Docker 20.10 cannot
+    read) are refused; an uncompressed tar labelled gzip stays accepted, as docker reads it."""
+    magic = detect(head)
+    labelled = ("gzip" if media_type in _GZIP_TYPES else "zstd" if media_type == mediatypes.OCI_LAYER_ZSTD
+                else "tar" if media_type in _PLAIN_TYPES else magic)
+    if magic != "tar" and magic != labelled:
+        raise ImageError(f"{name}: layer labelled {media_type} holds {magic} data")
+    return labelled
 
 
 def import_layer(
@@ -51,7 +53,7 @@ def import_layer(
     note: Callable[[str], None],
 ) -> Layer:
     with open_stored() as stored:
-        kind = _stored_kind(media_type, stored.peek(8)[:8])  # type: ignore[attr-defined]
+        kind = _stored_kind(media_type, stored.peek(8)[:8], name)  # type: ignore[attr-defined]
         convert = (kind == "tar" and compression is not Compression.NONE) or (
             kind == "zstd" and compression is Compression.GZIP
         )
@@ -118,7 +120,15 @@ def _recompress(stored: BinaryIO, kind: str, diff_id: Digest, compression: Compr
     with store.writer() as (out, named):
         stream = LayerStream(out, compression)
         try:
-            while data := plain.read(CHUNK):
+            while True:
+                try:
+                    data = plain.read(CHUNK)
+                except LaminaError:
+                    raise
+                except Exception as exc:  # a corrupt stream: whatever the decompressor raises
+                    raise DigestMismatch(f"{name}: layer cannot be decompressed ({exc})") from None
+                if not data:
+                    break
                 stream.write(data)
             result = stream.finish()
         except BaseException:

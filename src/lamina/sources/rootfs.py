@@ -187,9 +187,11 @@ class MergedFS:
     # ---- building
 
     def _member(self, index: int, path: str, member: tarfile.TarInfo) -> None:
-        kind = _KINDS.get(member.type)
+        # GNU sparse ('S') is a regular file to docker and to tarfile: skipping it hid the file
+        # from lint, the SBOM, diff and --copy-from. Any other type docker cannot extract.
+        kind = Kind.FILE if member.isreg() else _KINDS.get(member.type)
         if kind is None:
-            return
+            raise ImageError(f"{self.name}: layer {index}: entry {member.name!r} has unsupported type {member.type!r}")
         linkname = ""
         if kind is Kind.SYMLINK:
             linkname = member.linkname
