@@ -12,6 +12,10 @@ from typing import BinaryIO
 MAX_MANIFEST = 4 << 20  # manifests, indexes, index.json, manifest.json: containerd's limit
 MAX_CONFIG = 16 << 20  # image configs: a long history is legitimate
 MAX_SPEC = 4 << 20  # lamina.toml and lamina.lock
+# Layers in one image someone else made. Docker refuses to run an image past ~125 (overlay's
+# lower-directory limit); without a cap, a small archive listing one layer 10,000 times makes
+# every reader stream it 10,000 times.
+MAX_LAYERS = 256
 
 
 class TooLarge(Exception):

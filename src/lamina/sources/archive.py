@@ -33,7 +33,7 @@ from lamina.errors import DigestMismatch, ImageError, LaminaError, ParseError, U
 from lamina.hashing import sha256_stream
 from lamina.image import Image
 from lamina.layers.entries import normalize
-from lamina.limits import MAX_CONFIG, MAX_MANIFEST
+from lamina.limits import MAX_CONFIG, MAX_LAYERS, MAX_MANIFEST
 from lamina.model import ConfigFile, Descriptor, Digest, Layer, Manifest, mediatypes
 from lamina.sources.tarball import detect, open_decompressed
 
@@ -406,6 +406,12 @@ def manifests(source: ImageSource, top: Descriptor) -> list[Descriptor]:
     return out
 
 
+def _count_layers(source: ImageSource, what: str, layers: int) -> None:
+    if layers > MAX_LAYERS:
+        raise ImageError(f"{source.name}: {what} has {layers} layers; lamina reads at most {MAX_LAYERS} "
+                         "(docker runs at most ~125)")
+
+
 def _parse_config(source: ImageSource, data: bytes, what: str, layers: int) -> ConfigFile:
     try:
         config = ConfigFile.from_json(source.read_json(what, cap=MAX_CONFIG, data=data))
@@ -425,6 +431,7 @@ def load_manifest(source: ImageSource, desc: Descriptor, names: tuple[str, ...] 
     manifest = source.read_json(f"manifest {desc.digest}", data=manifest_bytes)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("layers", []), list):
         raise ImageError(f"{source.name}: manifest {desc.digest} is not a JSON object with a layers list")
+    _count_layers(source, f"manifest {desc.digest}", len(manifest.get("layers") or []))
     config_desc = _descriptor(manifest.get("config"), source, f"manifest {desc.digest} config")
     layer_descs = [_descriptor(d, source, f"manifest {desc.digest} layers") for d in manifest.get("layers") or []]
     config_bytes = source.read_blob(config_desc, cap=MAX_CONFIG)
@@ -451,6 +458,8 @@ def load_docker(source: ImageSource, record: dict[str, Any], names: tuple[str, .
     config_name, paths = record.get("Config"), record.get("Layers") or []
     if not isinstance(config_name, str) or not isinstance(paths, list):
         raise ImageError(f"{source.name}: manifest.json entry needs a Config path and a Layers list")
+    _count_layers(source, "manifest.json", len(paths))
+    hashed: dict[str, tuple[Digest, int, bytes]] = {}
     with source.open_file(config_name) as f:
         config_bytes = f.read(MAX_CONFIG + 1)
     config = _parse_config(source, config_bytes, config_name, len(paths))
@@ -459,7 +468,9 @@ def load_docker(source: ImageSource, record: dict[str, Any], names: tuple[str, .
     for i, (path, diff_id) in enumerate(zip(paths, config.diff_ids)):
         if not isinstance(path, str):
             raise ImageError(f"{source.name}: manifest.json Layers must be paths")
-        digest, size, head = _hash_member(source, path)
+        if path not in hashed:  # a path listed twice is read once
+            hashed[path] = _hash_member(source, path)
+        digest, size, head = hashed[path]
         kind = detect(head)
         if kind == "tar" and digest != diff_id:
             raise DigestMismatch(f"{source.name}: layer {path!r} does not match its diff_id {diff_id}")
