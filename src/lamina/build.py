@@ -93,8 +93,17 @@ def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) 
 
 
 def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerContext, platform: Platform,
-               cache: LayerCache | None, meter: Meter | None = None, record: list[Entry] | None = None) -> Layer:
-    """Build (or take from the cache) one layer; ``record`` receives its entries, for lint."""
+               cache: LayerCache | None, meter: Meter | None = None, record: list[Entry] | None = None,
+               log: LayerLog | None = None) -> Layer:
+    """Build (or take from the local cache, then the cache repository) one layer; ``record``
+    receives its entries, for lint; ``log`` where the layer came from."""
+    from lamina.registry.cache_repo import BUILT, LOCAL, LayerLog
+
+    log = log if log is not None else LayerLog()
+
+    def put_local(hit: Layer) -> None:  # a cache-repository hit, downloaded: into the local cache too
+        with _cache_errors_ignored():
+            cache.put(key, hit, store.path(hit.descriptor.digest))  # type: ignore[union-attr,arg-type]
     from lamina.layers.compression import describe
 
     created_by = layer.describe()
@@ -112,26 +121,35 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
                 key = cache.key_for_entries(items, settings)
                 hit = _from_cache(cache, key, store, created_by)
                 if hit is not None:
+                    log.built(key, hit, LOCAL)
                     return hit
+            if key is not None and (hit := log.lookup(key, created_by, store, put_local)) is not None:
+                return hit
         total = sum(e.size for e, _ in items if e.kind is Kind.FILE)
         with _metered(meter, created_by, total) as on_bytes:
             built = build_layer(items, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
     else:
+        hit = None
         if cache is not None and os.path.isfile(layer.src):
             with _cache_errors_ignored():
                 key = cache.key_for_tarball(layer.src, f"{settings}\0{normalize(layer.dst)}\0{ctx.epoch}")
                 hit = _from_cache(cache, key, store, created_by)
                 if hit is not None:
-                    if record is not None:  # lint needs the members: read the headers again
-                        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items:
-                            record.extend(e for e, _ in items)
-                    return hit
+                    log.built(key, hit, LOCAL)
+            if hit is None and key is not None:
+                hit = log.lookup(key, created_by, store, put_local)
+            if hit is not None:
+                if record is not None:  # lint needs the members: read the headers again
+                    with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items:
+                        record.extend(e for e, _ in items)
+                return hit
         with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items, _metered(meter, created_by, None) as on_bytes:
             recorded = ((record.append(e), (e, o))[1] for e, o in items) if record is not None else items
             built = build_layer(recorded, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
     if cache is not None and key is not None:
         with _cache_errors_ignored():
             cache.put(key, built, store.path(built.descriptor.digest))
+    log.built(key, built, BUILT)
     return built
 
 
@@ -208,6 +226,7 @@ class _Run:
     # Called with (lint image, composed image, platform) when linting; None: no lint.
     lint: Callable[[Any, Image, Platform], None] | None = None
     built: dict[tuple[object, ...], tuple[Layer, list[Entry]]] = attrs.field(factory=dict)
+    log: Any = None  # a LayerLog: where each layer came from; with a cache repository, a CacheRepo
 
     def image(self, requested: Platform | None) -> Image:
         spec = self.spec
@@ -240,9 +259,13 @@ class _Run:
             if key not in self.built:
                 self.say(layer.describe())
                 entries: list[Entry] = []
-                self.built[key] = (_build_one(layer, spec, self.store, ctx, platform, self.cache, self.meter, entries), entries)
+                self.built[key] = (_build_one(layer, spec, self.store, ctx, platform, self.cache, self.meter, entries,
+                                              self.log), entries)
             layers.append(self.built[key][0])
             recorded.append(self.built[key][1])
+        if base is not None and self.log is not None:
+            for base_layer in base.layers:
+                self.log.sources.setdefault(base_layer.descriptor.digest, "base")
         image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base, blobs=self.store)
         if self.lint is not None:
             self.lint(self._lint_image(ctx, images, spec, recorded), image, platform)
@@ -348,6 +371,9 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say, registry, cache, meter)
         run.config = spec.config
         run.shuffle = shuffle
+        run.log = _layer_log(spec, registry, note or say, cache is not None,
+                             need_bytes=push is None or bool(spec.output or spec.oci_dir or spec.sbom))
+        stack.callback(run.log.close)
         findings: list[Any] = []
         if lint is not None:
             from lamina.lint import lint as run_lint
@@ -389,12 +415,31 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
 
             from lamina.registry.push import artifact_plan
 
-            pushed = push(from_build(built, run.store)).reference
+            pushed = push(from_build(built, run.store, mounts=run.log.mounts,
+                                     fetch_missing=run.log.fetch_missing(run.store))).reference
             for desc, manifest, blobs in extras:  # attached SBOMs: after the image they refer to
                 push(artifact_plan(desc, manifest, blobs), digest=desc.digest)
         if spec.metadata_file is not None:
-            write_metadata(built, spec.tags, spec.metadata_file, pushed=pushed)
+            write_metadata(built, spec.tags, spec.metadata_file, pushed=pushed, sources=run.log.sources)
+        run.log.publish(run.store, pushed)  # only now that the build has succeeded
+        if (summary := run.log.summary()) is not None:
+            (note or say)(summary)
     return BuildResult(built, tuple(outputs), pushed)
+
+
+def _layer_log(spec: BuildSpec, registry: Any, note: Progress, cached: bool, *, need_bytes: bool) -> Any:
+    """Where layers come from: with ``spec.cache_repo`` (and the local cache, whose keys it shares),
+    a CacheRepo that looks keys up in the registry and publishes what this build made."""
+    from lamina.registry.cache_repo import CacheRepo, LayerLog
+
+    if not spec.cache_repo or not cached:
+        return LayerLog()
+    if registry is None:
+        from lamina.registry.options import Options
+
+        registry = Options()
+    return CacheRepo(target=spec.cache_repo, options=registry, compression=spec.compression,
+                     readonly=spec.cache_repo_readonly, note=note, need_bytes=need_bytes)
 
 
 def check_reproducible(spec: BuildSpec, *, epoch: int, registry: Any = None) -> list[str]:

@@ -88,6 +88,8 @@ class BuildSpec:
     compression: Compression = Compression.GZIP
     source_date_epoch: int | None = None
     metadata_file: Path | None = None
+    cache_repo: str | None = None  # REGISTRY/REPO: the layer cache shared through a registry
+    cache_repo_readonly: bool = False  # look layers up there, never write (untrusted branches)
 
 
 # ---- value parsers shared by flags and the file; each raises UsageError with the bad value
@@ -212,7 +214,7 @@ _TOP_KEYS = {
     "layer", "base", "remove", "hermetic", "platform", "platforms", "docker_platform", "arch_check",
     "ca_certs", "accounts", "tmp", "tzdata", "lint", "lint_ignore", "sbom", "sbom_attach", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
     "expose", "stop_signal", "tags", "output", "oci_dir", "compression", "source_date_epoch",
-    "metadata_file",
+    "metadata_file", "cache_repo",
 }
 
 
@@ -428,6 +430,12 @@ class _Reader:
             fields["source_date_epoch"] = self.wrap(
                 "source_date_epoch", parse_epoch, self.typed(data, "source_date_epoch", int), "source_date_epoch"
             )
+        if "cache_repo" in data:
+            from lamina.registry.cache_repo import parse_cache_repo
+
+            text = self.typed(data, "cache_repo", str)
+            self.wrap("cache_repo", parse_cache_repo, text)
+            fields["cache_repo"] = text
         return BuildSpec(**fields)
 
 
@@ -445,11 +453,13 @@ def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
     """Apply flag values (already parsed; None or empty means "not given") over a file spec."""
     changes: dict[str, Any] = {}
     for key in ("platforms", "docker_platform", "output", "oci_dir", "compression", "source_date_epoch",
-                "metadata_file", "base"):
+                "metadata_file", "base", "cache_repo"):
         if flags.get(key) is not None:
             changes[key] = flags[key]
     if flags.get("hermetic"):
         changes["hermetic"] = True
+    if flags.get("cache_repo_readonly"):
+        changes["cache_repo_readonly"] = True
     if flags.get("arch_check") is False:
         changes["arch_check"] = False
     if flags.get("lint") is False:

@@ -194,3 +194,12 @@ def test_resumed_bytes_are_still_verified(env: pytest.MonkeyPatch) -> None:
         registry.override = tamper
         with pytest.raises(DigestMismatch):
             fetch(f"{registry.host}/team/app:v1", None, lambda host: Registry(host))
+
+
+def test_a_blob_over_4_mib_that_the_registry_has_is_skipped(env: pytest.MonkeyPatch) -> None:
+    """HEAD answers carry the blob's size as Content-Length and no body: not a 'too large answer'."""
+    layer = os.urandom(5 << 20)
+    with FakeRegistry() as registry:
+        registry.blobs[digest_of(layer)] = layer
+        stats = push(registry.host, plan(layer))
+        assert stats.skipped == 1 and uploads(registry, "PUT")[0].body != layer

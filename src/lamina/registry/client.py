@@ -456,6 +456,8 @@ class Registry:
         import httpx
 
         declared = response.headers.get("content-length", "")
+        if response.request.method == "HEAD":  # no body; its Content-Length is the blob's size
+            declared = ""
         try:
             if strict and declared.isdigit() and int(declared) > MAX_DOCUMENT:
                 raise RegistryError(f"{self.host}: {what}: the answer is {declared} bytes, over the {MAX_DOCUMENT >> 20} MiB limit")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,7 +20,10 @@ def _plain(desc: Descriptor) -> Descriptor:
     return Descriptor(desc.media_type, desc.digest, desc.size)
 
 
-def from_build(built: Built, store: BlobStore) -> PushPlan:
+def from_build(built: Built, store: BlobStore, *, mounts: dict[Digest, tuple[str, ...]] | None = None,
+               fetch_missing: Callable[[Digest], None] | None = None) -> PushPlan:
+    """``mounts``: repositories known to hold a blob the store lacks (the cache repository);
+    ``fetch_missing`` brings such a blob into the store when the push cannot mount it."""
     jsons = json_blobs(built)
     blobs: dict[Digest, Descriptor] = {}
     manifests = []
@@ -34,9 +38,11 @@ def from_build(built: Built, store: BlobStore) -> PushPlan:
     def open_blob(digest: Digest) -> BinaryIO:
         if digest in jsons:
             return io.BytesIO(jsons[digest])
+        if fetch_missing is not None and not store.has(digest):
+            fetch_missing(digest)
         return open(store.path(digest), "rb")
 
-    return PushPlan(tuple(blobs.values()), tuple(manifests), open_blob)
+    return PushPlan(tuple(blobs.values()), tuple(manifests), open_blob, mounts=dict(mounts or {}))
 
 
 def from_archive(source: ImageSource) -> PushPlan:
