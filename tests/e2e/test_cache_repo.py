@@ -217,3 +217,28 @@ def test_prune_remote_deletes_old_entries(registry: Proxy, tmp_path: Path) -> No
                  "--metadata-file", str(tmp_path / "b.json"), env=runner(tmp_path, "b"))
     assert json.loads((tmp_path / "b.json").read_text())["layers"][0]["source"] == "built", res.stderr
     shutil.rmtree(tmp_path / "a", ignore_errors=True)
+
+
+def test_a_300_mb_layer_goes_in_one_put_with_flat_memory(registry: Proxy, tmp_path: Path) -> None:
+    """The default push: one streamed PUT per blob (no PATCH), memory flat however large the blob."""
+    import sys
+
+    from support.cli import SRC, build_ok
+
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        for _ in range(300):
+            f.write(os.urandom(1 << 20))
+    build_ok("--add", f"{big}:/big", "--compression", "none", "--oci-dir", str(tmp_path / "layout"))
+    registry.reset()
+    peak = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]);"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+    cmd = [sys.executable, "-c", peak, sys.executable, "-m", "lamina", "push", str(tmp_path / "layout"),
+           f"{registry.host}/lamina/big-mono:v1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, **runner(tmp_path, "a"), "PYTHONPATH": str(SRC)})
+    assert res.returncode == 0, res.stderr
+    peak_mb = int(res.stdout.strip().splitlines()[-1]) / 1024
+    assert peak_mb < 150, f"peak RSS {peak_mb:.0f} MB pushing a 300 MB layer"
+    assert registry.count("PATCH", "/blobs/uploads/") == 0
+    assert registry.count("PUT", "/blobs/uploads/") == 2  # the config and the layer, whole

@@ -203,3 +203,25 @@ def test_a_blob_over_4_mib_that_the_registry_has_is_skipped(env: pytest.MonkeyPa
         registry.blobs[digest_of(layer)] = layer
         stats = push(registry.host, plan(layer))
         assert stats.skipped == 1 and uploads(registry, "PUT")[0].body != layer
+
+
+def test_a_self_verifying_plan_hashes_once_and_still_never_sends_a_whole_wrong_blob(env: pytest.MonkeyPatch) -> None:
+    from lamina.errors import DigestMismatch
+    from lamina.sources.archive import verifying
+
+    layer = os.urandom(3 << 20)
+    good = plan(layer)
+    corrupt = layer[:-1] + bytes([layer[-1] ^ 1])
+    served = {d.digest: (corrupt if d.digest == good.blobs[1].digest else None) for d in good.blobs}
+
+    def open_blob(digest: Digest) -> io.BufferedReader:
+        with good.open_blob(digest) as f:
+            data = served[digest] or f.read()
+        return verifying(io.BytesIO(data), digest, len(data), "test")
+
+    bad = PushPlan(good.blobs, good.manifests, open_blob, verifies=True)
+    with FakeRegistry() as registry:
+        with pytest.raises(DigestMismatch, match="does not match its digest"):
+            push(registry.host, bad)
+        assert digest_of(layer) not in registry.finished
+        assert all(len(r.body) < len(layer) for r in uploads(registry, "PUT"))
