@@ -194,17 +194,36 @@ class CacheRepo(LayerLog):
     _registry: Any = None
     _broken: bool = False
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
+    _warm: threading.Thread | None = None
 
     @property
     def ref(self) -> Reference:
         return parse_cache_repo(self.target)
 
+    def __attrs_post_init__(self) -> None:
+        # Importing the HTTP stack, loading the trust store and probing the scheme take ~0.4 s:
+        # done while the first layer's inputs are hashed, not after.
+        self._warm = threading.Thread(target=self._connect, name="lamina-cache-repo", daemon=True)
+        self._warm.start()
+
+    def _connect(self) -> None:
+        try:
+            registry = self.options.registry(self.ref.registry)
+            registry.base  # noqa: B018 - the scheme probe
+            self._registry = registry
+        except Exception:  # noqa: BLE001 - said by the first real request, on the build's thread
+            pass
+
     def registry(self) -> Any:
+        if self._warm is not None:
+            self._warm.join()
         if self._registry is None:
             self._registry = self.options.registry(self.ref.registry)
         return self._registry
 
     def close(self) -> None:
+        if self._warm is not None:
+            self._warm.join()
         if self._registry is not None:
             self._registry.close()
 
