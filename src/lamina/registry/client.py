@@ -471,7 +471,8 @@ class Registry:
                     break
         finally:
             response.close()
-        kept = {k: v for k, v in response.headers.items() if k.lower() not in ("content-encoding", "transfer-encoding", "content-length")}
+        dropped = ("content-encoding", "transfer-encoding") + (() if response.request.method == "HEAD" else ("content-length",))
+        kept = {k: v for k, v in response.headers.items() if k.lower() not in dropped}  # a HEAD keeps the blob's size
         return httpx.Response(response.status_code, headers=kept, content=bytes(data), request=response.request)
 
     def download(self, url: str, *, what: str, scopes: tuple[str, ...], size: int) -> Iterator[bytes]:
