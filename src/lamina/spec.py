@@ -80,6 +80,7 @@ class BuildSpec:
     lint_ignore: tuple[str, ...] = ()
     sbom: str | None = None  # "spdx": an SPDX 2.3 document beside the output
     sbom_attach: bool = False  # ... and as an OCI artifact referring to the image
+    provenance: bool = False  # SLSA provenance attached to the image (lamina.provenance)
     config: ConfigChanges = ConfigChanges()
     essentials: Essentials = Essentials()
     tags: tuple[Reference, ...] = ()
@@ -212,7 +213,7 @@ def parse_tag(text: str) -> Reference:
 
 _TOP_KEYS = {
     "layer", "base", "remove", "hermetic", "platform", "platforms", "docker_platform", "arch_check",
-    "ca_certs", "accounts", "tmp", "tzdata", "lint", "lint_ignore", "sbom", "sbom_attach", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
+    "ca_certs", "accounts", "tmp", "tzdata", "lint", "lint_ignore", "sbom", "sbom_attach", "provenance", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
     "expose", "stop_signal", "tags", "output", "oci_dir", "compression", "source_date_epoch",
     "metadata_file", "cache_repo",
 }
@@ -380,6 +381,8 @@ class _Reader:
             fields["sbom"] = self.wrap("sbom", parse_sbom, self.typed(data, "sbom", str))
         if "sbom_attach" in data:
             fields["sbom_attach"] = self.typed(data, "sbom_attach", bool)
+        if "provenance" in data:
+            fields["provenance"] = self.typed(data, "provenance", bool)
         if "lint_ignore" in data:
             ids = self.typed(data, "lint_ignore", list)
             if not all(isinstance(i, str) and re.match(r"^L\d{3}$", i) for i in ids):
@@ -468,6 +471,8 @@ def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
         changes["sbom"] = flags["sbom"]
     if flags.get("sbom_attach"):
         changes["sbom_attach"] = True
+    if flags.get("provenance"):
+        changes["provenance"] = True
     if flags.get("lint_ignore"):
         changes["lint_ignore"] = (*file_spec.lint_ignore, *flags["lint_ignore"])
     if flags.get("remove"):

@@ -168,6 +168,24 @@ class LayerLog:
     def fetch_missing(self, store: BlobStore) -> Callable[[Digest], None] | None:
         return None
 
+    def wrap_push(self, push: Callable[..., Any], store: BlobStore) -> Callable[..., Any]:
+        """``push`` (which takes a PushPlan), made to mount this build's cache-repository hits
+        (their blobs are not in the store) and to fetch one only if it cannot be mounted."""
+        fetch = self.fetch_missing(store)
+        if fetch is None or not self.mounts:
+            return push
+
+        def fetching(opener: Callable[[Digest], BinaryIO]) -> Callable[[Digest], BinaryIO]:
+            def open_blob(digest: Digest) -> BinaryIO:
+                fetch(digest)
+                return opener(digest)
+            return open_blob
+
+        def push_plan(plan: Any, **kw: Any) -> Any:
+            return push(attrs.evolve(plan, mounts={**self.mounts, **plan.mounts}, open_blob=fetching(plan.open_blob),
+                                     open_unverified=fetching(plan.open_unverified) if plan.open_unverified else None), **kw)
+        return push_plan
+
     def publish(self, store: BlobStore, pushed: str | None) -> int:
         return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -20,10 +19,7 @@ def _plain(desc: Descriptor) -> Descriptor:
     return Descriptor(desc.media_type, desc.digest, desc.size)
 
 
-def from_build(built: Built, store: BlobStore, *, mounts: dict[Digest, tuple[str, ...]] | None = None,
-               fetch_missing: Callable[[Digest], None] | None = None) -> PushPlan:
-    """``mounts``: repositories known to hold a blob the store lacks (the cache repository);
-    ``fetch_missing`` brings such a blob into the store when the push cannot mount it."""
+def from_build(built: Built, store: BlobStore) -> PushPlan:
     jsons = json_blobs(built)
     blobs: dict[Digest, Descriptor] = {}
     manifests = []
@@ -38,15 +34,12 @@ def from_build(built: Built, store: BlobStore, *, mounts: dict[Digest, tuple[str
     def open_raw(digest: Digest) -> BinaryIO:
         if digest in jsons:
             return io.BytesIO(jsons[digest])
-        if fetch_missing is not None and not store.has(digest):
-            fetch_missing(digest)
         return open(store.path(digest), "rb")
 
     def open_blob(digest: Digest) -> BinaryIO:
         return verifying(open_raw(digest), digest, blobs[digest].size, "the build's blob store")
 
-    return PushPlan(tuple(blobs.values()), tuple(manifests), open_blob, mounts=dict(mounts or {}), verifies=True,
-                    open_unverified=open_raw)
+    return PushPlan(tuple(blobs.values()), tuple(manifests), open_blob, verifies=True, open_unverified=open_raw)
 
 
 def from_archive(source: ImageSource) -> PushPlan:
