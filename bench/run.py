@@ -336,15 +336,16 @@ def registry_workloads(runs: int, size_mb: int) -> list[Result]:
     print(f"registry: push and pull of a {size_mb} MB image; two runners sharing a cache repository")
     work = SCRATCH / "registry"
     work.mkdir(exist_ok=True)
-    data = work / "data"
-    for i in range(3):  # three layers, half random, half zeros: what compression has to work on
-        part = data / f"part{i}"
-        if not part.exists() or part.stat().st_size != (size_mb // 3) << 20:
-            data.mkdir(exist_ok=True)
-            with open(part, "wb") as f:
-                for _ in range(size_mb // 6):
-                    f.write(os.urandom(1 << 20))
-                    f.write(bytes(1 << 20))
+    data = work / "tree"
+    for i in range(3):  # three layers, each a tree of ten files, half random, half zeros
+        for j in range(10):
+            part = data / f"part{i}" / f"file{j}"
+            if not part.exists() or part.stat().st_size != (size_mb // 30) << 20:
+                part.parent.mkdir(parents=True, exist_ok=True)
+                with open(part, "wb") as f:
+                    for _ in range(size_mb // 60):
+                        f.write(os.urandom(1 << 20))
+                        f.write(bytes(1 << 20))
     image = work / "image.tar"
     adds = [a for i in range(3) for a in ("--add", f"{data / f'part{i}'}:/data/part{i}")]
     subprocess.run([*LAMINA, "build", "-q", "--no-cache", *adds, "-o", str(image)], check=True, stdout=subprocess.DEVNULL)

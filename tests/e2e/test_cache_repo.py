@@ -42,13 +42,15 @@ def runner(tmp_path: Path, name: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 300 MB tree in three files (three layers), half of it compressible."""
+    """A 300 MB tree: three directories (three layers) of five 20 MB files, half of each compressible."""
     root = tmp_path_factory.mktemp("tree")
     for i in range(3):
-        with open(root / f"part{i}", "wb") as f:
-            for _ in range(50):
-                f.write(os.urandom(1 << 20))
-                f.write(bytes(1 << 20))
+        (root / f"part{i}").mkdir()
+        for j in range(5):
+            with open(root / f"part{i}" / f"file{j}", "wb") as f:
+                for _ in range(10):
+                    f.write(os.urandom(1 << 20))
+                    f.write(bytes(1 << 20))
     return root
 
 
@@ -170,8 +172,9 @@ def test_readonly_never_writes(registry: Proxy, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.write_bytes(os.urandom(1 << 16))
     registry.reset()
-    res = lamina("build", "--add", f"{data}:/data", "--cache-repo", f"{registry.host}/lamina/cache-ro",
-                 "-o", str(tmp_path / "a.tar"), env={**runner(tmp_path, "a"), "LAMINA_CACHE_REPO_READONLY": "1"})
+    spec = tmp_path / "lamina.toml"  # the spec names the cache repository; the environment makes it read-only
+    spec.write_text(f'cache_repo = "{registry.host}/lamina/cache-ro"\n[[layer]]\nentries = [{{ src = "{data}", dst = "/data" }}]\n')
+    res = lamina("build", str(spec), "-o", str(tmp_path / "a.tar"), env={**runner(tmp_path, "a"), "LAMINA_CACHE_REPO_READONLY": "1"})
     assert res.returncode == 0, res.stderr
     assert registry.count("GET", "/manifests/lamina-layer-") == 1
     assert [m for m, _, _ in registry.requests if m not in ("GET", "HEAD")] == []
@@ -213,9 +216,10 @@ def test_prune_remote_deletes_old_entries(registry: Proxy, tmp_path: Path) -> No
     assert (keep.returncode, keep.stdout.strip()) == (0, f"deleted 0 cache entries from {cache}; 1 remain"), keep.stderr
     drop = lamina("cache", "prune", "--remote", cache, "--older-than", "0", env=runner(tmp_path, "a"))
     assert (drop.returncode, drop.stdout.strip()) == (0, f"deleted 1 cache entries from {cache}; 0 remain"), drop.stderr
-    res = lamina("build", "--add", f"{data}:/data", "--cache-repo", cache, "-o", str(tmp_path / "b.tar"),
-                 "--metadata-file", str(tmp_path / "b.json"), env=runner(tmp_path, "b"))
+    res = lamina("build", "--add", f"{data}:/data", "-o", str(tmp_path / "b.tar"),
+                 "--metadata-file", str(tmp_path / "b.json"), env={**runner(tmp_path, "b"), "LAMINA_CACHE_REPO": cache})
     assert json.loads((tmp_path / "b.json").read_text())["layers"][0]["source"] == "built", res.stderr
+    assert "layers: 1 built" in res.stderr  # the environment named the cache repository
     shutil.rmtree(tmp_path / "a", ignore_errors=True)
 
 
