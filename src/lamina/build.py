@@ -101,7 +101,7 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
 
     def put_local(hit: Layer) -> None:  # a cache-repository hit, downloaded: into the local cache too
         with _cache_errors_ignored():
-            cache.put(key, hit, store.path(hit.descriptor.digest))  # type: ignore[union-attr,arg-type]
+            cache.put(key, hit, store.path(hit.descriptor.digest))  # type: ignore[union-attr]
 
 
     created_by = layer.describe()
