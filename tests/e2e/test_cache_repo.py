@@ -246,3 +246,29 @@ def test_a_300_mb_layer_goes_in_one_put_with_flat_memory(registry: Proxy, tmp_pa
     assert peak_mb < 150, f"peak RSS {peak_mb:.0f} MB pushing a 300 MB layer"
     assert registry.count("PATCH", "/blobs/uploads/") == 0
     assert registry.count("PUT", "/blobs/uploads/") == 2  # the config and the layer, whole
+
+
+def test_a_hit_pushed_to_another_registry_is_fetched_then_verified(registry: Proxy, tmp_path: Path) -> None:
+    """The cache repository is on one registry, the image goes to another: no mount is possible,
+    so the push fetches the cached layer (only then) and uploads it there."""
+    data = tmp_path / "data"
+    data.write_bytes(os.urandom(1 << 20))
+    cache = f"{registry.host}/lamina/cache-far"
+    first = lamina("build", "--add", f"{data}:/data", "--cache-repo", cache, "-o", str(tmp_path / "a.tar"),
+                   env=runner(tmp_path, "a"))
+    assert first.returncode == 0, first.stderr
+    other = DistributionRegistry(require("docker-registry"))
+    try:
+        registry.reset()
+        res = lamina("build", "--add", f"{data}:/data", "--cache-repo", cache, "--push", f"{other.host}/lamina/far:v1",
+                     "--metadata-file", str(tmp_path / "b.json"), env=runner(tmp_path, "b"))
+        assert res.returncode == 0, res.stderr
+        layer = json.loads((tmp_path / "b.json").read_text())["layers"][0]
+        assert layer["source"] == "cache repo"
+        assert registry.count("GET", f"/blobs/{layer['digest']}") == 1  # fetched once, for the upload
+        assert res.stdout.strip().split("@")[1] == first.stdout.strip()
+        check = subprocess.run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{other.host}/lamina/far:v1",
+                                f"oci-archive:{tmp_path / 'far.tar'}"], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+    finally:
+        other.stop()
