@@ -214,3 +214,12 @@ def test_prune_says_when_the_registry_refuses_deletes(env: pytest.MonkeyPatch) -
         with pytest.raises(RegistryError, match="does not allow deleting manifests"):
             cache_repo.prune(f"{registry.host}/team/cache", Options(), "1")
     assert ARTIFACT_TYPE.startswith("application/vnd.")
+
+
+def test_prune_remote_needs_older_than() -> None:
+    res = lamina("cache", "prune", "--remote", "127.0.0.1:1/team/cache")
+    assert (res.returncode, res.stderr.strip()) == (
+        2, "lamina: error: cache prune: --remote REGISTRY/REPO and --older-than DAYS go together")
+    for bad in ("soon", "-1", "inf", "nan"):
+        res = lamina("cache", "prune", "--remote", "127.0.0.1:1/team/cache", "--older-than", bad)
+        assert (res.returncode, res.stderr.strip()) == (2, f"lamina: error: --older-than '{bad}': expected a number of days")

@@ -401,7 +401,7 @@ def _days(text: str) -> float:
         value = float(text)
     except ValueError:
         raise UsageError(f"--older-than {text!r}: expected a number of days") from None
-    if value < 0 or value != value:
+    if not 0 <= value <= 100_000:  # also NaN and infinity, which no date arithmetic takes
         raise UsageError(f"--older-than {text!r}: expected a number of days")
     return value
 
