@@ -40,7 +40,6 @@ from lamina.model import Descriptor, Digest, Layer
 
 FORMAT = 1  # bump when the tar writer's output changes for the same entries
 DEFAULT_MAX = 5 << 30
-AHEAD_MIN = 256 << 10  # smaller files are hashed on the walk: a thread would cost more than it saves
 RACY_NS = 1_000_000_000  # a stat whose ctime is younger than this is not remembered as verified
 
 
@@ -121,56 +120,10 @@ class LayerCache:
         self._known()[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest)
         return digest
 
-    def hash_ahead(self, items: Iterable[tuple[Entry, Opener]]) -> None:
-        """Hash the large files whose digests are not remembered, several at once, before the
-        key's walk asks for them one by one: reads and sha256 release the GIL, so a cold key
-        (a new CI runner, a cache-repository lookup) of a large tree takes about half the time
-        on two cores. What this cannot read is left to file_digest, which says why."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        known = self._known()
-        todo: list[tuple[str, os.stat_result]] = []
-        for entry, _ in items:
-            if entry.kind is not Kind.FILE or not entry.source or entry.size < AHEAD_MIN:
-                continue
-            try:
-                st = os.stat(entry.source)
-            except OSError:
-                continue
-            row = known.get((st.st_dev, st.st_ino))
-            if not (row and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns)):
-                todo.append((entry.source, st))
-        workers = min(len(todo), os.cpu_count() or 1, 4)
-        if workers < 2:
-            return
-
-        def digest(path: str) -> str | None:
-            h = hashlib.sha256()
-            try:
-                with open(path, "rb") as f:
-                    while chunk := f.read(1 << 20):
-                        h.update(chunk)
-            except OSError:
-                return None
-            return h.hexdigest()
-
-        with ThreadPoolExecutor(workers, thread_name_prefix="lamina-hash") as pool:
-            for (path, st), value in zip(todo, pool.map(digest, [path for path, _ in todo])):
-                now = os.stat(path)
-                same = (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns, now.st_ctime_ns) == (
-                    st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                if value is None or not same:  # unreadable, or changed while read: file_digest decides
-                    continue
-                self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                                (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, value))
-                known[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, value)
-
     def key_for_entries(self, items: Iterable[tuple[Entry, Opener]], settings: str) -> str:
         h = hashlib.sha256(f"lamina-layer-{FORMAT}\0{settings}\0".encode())
-        items = list(items)
         self.db.execute("BEGIN IMMEDIATE")  # take the write lock now: a deferred upgrade can fail at once
         try:
-            self.hash_ahead(items)
             for entry, _ in items:
                 content = self.file_digest(entry.source) if entry.kind is Kind.FILE and entry.source else ""
                 # repr of str and int is exact and stable: a cheap canonical form.
