@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -16,14 +17,15 @@ from lamina.cache import LayerCache
 from lamina.errors import InputError, OutputError, UsageError
 from lamina.layers.entries import Entry, Kind, normalize
 from lamina.essentials import Essentials, configure, materialize
-from lamina.image import Base, Built, ConfigChanges, Image, compose, compose_index
+from lamina.image import Base, Built, ConfigChanges, Image, compose, compose_index, images_of
 from lamina.platforms import for_platform
-from lamina.layers.build import build_layer
+from lamina.layers.build import Opener, build_layer
 from lamina.sources.imported import import_layer
 from lamina.model import Layer, Platform
 from lamina.sinks.atomic import check_replaceable_dir, check_replaceable_file
 from lamina.sinks.outputs import STDOUT, WorkDir, emit
 from lamina.resolve import Resolver
+from lamina.sources.archive import layer_openers
 from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
 from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer
 from lamina.sources.rootfs import MergedFS
@@ -64,7 +66,7 @@ def _check_writable(path: Path) -> None:
         raise OutputError(f"cannot write {str(path)!r}: Permission denied")
 
 
-def _check_arch(items: list, platform: Platform) -> None:
+def _check_arch(items: Sequence[tuple[Entry, Opener]], platform: Platform) -> None:
     """Every ELF executable added must be for the image's platform (not a mislabelled artifact)."""
     from lamina.elf import mismatch
     from lamina.layers.entries import Kind
@@ -101,8 +103,8 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
 
     def put_local(hit: Layer) -> None:  # a cache-repository hit, downloaded: into the local cache too
         with _cache_errors_ignored():
-            cache.put(key, hit, store.path(hit.descriptor.digest))  # type: ignore[union-attr]
-
+            assert cache is not None and key is not None
+            cache.put(key, hit, store.path(hit.descriptor.digest))
 
     created_by = layer.describe()
     settings = f"{spec.compression.value}\0{describe(spec.compression)}"
@@ -138,17 +140,25 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
                 hit = log.lookup(key, created_by, store, put_local)
             if hit is not None:
                 if record is not None:  # lint needs the members: read the headers again
-                    with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items:
-                        record.extend(e for e, _ in items)
+                    with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members:
+                        record.extend(e for e, _ in members)
                 return hit
-        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items, _metered(meter, created_by, None) as on_bytes:
-            recorded = ((record.append(e), (e, o))[1] for e, o in items) if record is not None else items
-            built = build_layer(recorded, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
+        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members, _metered(meter, created_by, None) as on_bytes:
+            built = build_layer(_recorded(members, record), compression=spec.compression, store=store,
+                                created_by=created_by, on_bytes=on_bytes)
     if cache is not None and key is not None:
         with _cache_errors_ignored():
             cache.put(key, built, store.path(built.descriptor.digest))
     log.built(key, built, BUILT)
     return built
+
+
+def _recorded(items: Iterator[tuple[Entry, Opener]], record: list[Entry] | None) -> Iterator[tuple[Entry, Opener]]:
+    """The entries as they stream by, each also appended to ``record`` (for lint)."""
+    for entry, opener in items:
+        if record is not None:
+            record.append(entry)
+        yield entry, opener
 
 
 @contextlib.contextmanager
@@ -178,7 +188,7 @@ def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore,
     assert blobs is not None
     layers = tuple(
         import_layer(
-            lambda layer=layer: blobs.open(layer.descriptor),
+            functools.partial(blobs.open, layer.descriptor),
             media_type=layer.descriptor.media_type, digest=layer.descriptor.digest, diff_id=layer.diff_id,
             annotations=layer.descriptor.annotations, compression=spec.compression, store=store,
             created_by=layer.created_by, name=text, note=note,
@@ -188,7 +198,7 @@ def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore,
     return images.base(text, layers)
 
 
-def _outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
+def check_outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
     """The paths a build will write (``-o -`` is standard output, not a path), checked up front."""
     outputs = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None and p != STDOUT]
     resolved = [p.resolve() for p in outputs]
@@ -227,7 +237,7 @@ class _Run:
     lint: Callable[[Any, Image, Platform], None] | None = None
     built: dict[tuple[object, ...], tuple[Layer, list[Entry]]] = attrs.field(factory=dict)
     used: list[tuple[str, Image]] = attrs.field(factory=list)  # (name, image) of every image read
-    log: Any = None  # a LayerLog: where each layer came from; with a cache repository, a CacheRepo
+    log: LayerLog | None = None  # where each layer came from; with a cache repository, a CacheRepo
 
     def image(self, requested: Platform | None) -> Image:
         spec = self.spec
@@ -263,10 +273,10 @@ class _Run:
                                               self.log), entries)
             layers.append(self.built[key][0])
             recorded.append(self.built[key][1])
+
         if base is not None and self.log is not None:
             for base_layer in base.layers:
                 self.log.sources.setdefault(base_layer.descriptor.digest, "base")
-
         for layer in (for_platform(l, platform) for l in spec.layers):
             add(layer, (layer, base_key), ctx)
         if self.essentials is not None:  # last: it amends what the image below has (/etc/passwd, the CA bundle, /tmp)
@@ -277,15 +287,18 @@ class _Run:
                 add(essentials, (essentials, base_key, *(l.diff_id for l in layers)), attrs.evolve(ctx, base=below.fs))
         image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base, blobs=self.store)
         self.used.extend(images.opened().items())
+        merged = self._lint_image(ctx, images, spec, layers, recorded)  # checks every new layer, lint or not
         if self.lint is not None:
-            self.lint(self._lint_image(ctx, images, spec, layers, recorded), image, platform)
+            self.lint(merged, image, platform)
         return image
 
     def _lint_image(self, ctx: LayerContext, images: Resolver, spec: BuildSpec, layers: list[Layer],
                     recorded: list[list[Entry]]) -> LintImage:
         """The image so far in lint's model (lint.LintImage, as ``lamina lint`` reads a finished
         image): the base's filesystem, then the entries just written to each layer; the bytes of
-        files added from the host are read there, the rest extracted from the layers on demand."""
+        files added from the host are read there, the rest extracted from the layers on demand.
+        Each entry first passes rootfs.MergedFS.check against the tree below it: what consumers
+        would extract differently (through a symlink, under a file, too long) is refused."""
         from lamina.lint import LintImage
 
         fs = ctx.base.copy("image") if ctx.base is not None else MergedFS("image")
@@ -294,6 +307,7 @@ class _Run:
         for index, (layer, entries) in enumerate(zip(layers, recorded), start=len(openers)):
             openers.append(self._blob(layer))
             for entry in entries:
+                fs.check(entry, layer.created_by.removeprefix("lamina: "))
                 data = (index, entry.tar_name) if entry.kind is Kind.FILE else None
                 if entry.kind is Kind.HARDLINK:  # as MergedFS reads a hardlink member: the target's file
                     target = fs.get(normalize(entry.linkname))
@@ -325,7 +339,7 @@ def _open_cache(note: Progress) -> LayerCache | None:
         return None
 
 
-def _sboms(spec: BuildSpec, images: list[Image], store: BlobStore, epoch: int) -> tuple[list[tuple[Path, bytes]], list[Any]]:
+def _sboms(spec: BuildSpec, images: list[Image], epoch: int) -> tuple[list[tuple[Path, bytes]], list[Any]]:
     """SPDX documents (path beside the output, bytes) and, with --sbom-attach, their artifacts."""
     if spec.sbom is None:
         return [], []
@@ -334,9 +348,8 @@ def _sboms(spec: BuildSpec, images: list[Image], store: BlobStore, epoch: int) -
     target = spec.output or spec.oci_dir
     files, extras = [], []
     for image in images:
-        openers = [lambda d=layer.descriptor.digest: open(store.path(d), "rb") for layer in image.layers]
         name = str(spec.tags[0]) if spec.tags else str(image.digest)
-        doc = sbom.document(image, name, openers, epoch)
+        doc = sbom.document(image, name, layer_openers(image), epoch)
         suffix = "" if len(images) == 1 else "." + str(image.platform).replace("/", "-")
         if target is not None:
             files.append((target.with_name(f"{target.name}{suffix}.spdx.json"), doc))
@@ -356,7 +369,7 @@ def _provenance(spec: BuildSpec, built: Built, run: _Run, invocation: Any) -> by
     return provenance.statement(built, spec, run.epoch, invocation or provenance.Invocation(), used)
 
 
-def _docker_image(images: list[Image], wanted: Platform | None) -> Image:
+def docker_image_of(images: list[Image], wanted: Platform | None) -> Image:
     if wanted is None:
         return images[0]
     for image in images:
@@ -371,69 +384,101 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
           registry: Any = None, use_cache: bool = True, meter: Meter | None = None,
           lint: Callable[[list[Any]], None] | None = None, lint_ignore: tuple[str, ...] = (),
           shuffle: bool = False, invocation: Any = None) -> BuildResult:
-    """``lint`` receives every finding (before outputs are written) and may raise to stop the build."""
-    """``push`` takes a PushPlan and returns what registry.api.push returns."""
+    """Plan → build → check → emit, each stage taking the finished values of the one before.
+
+    ``lint`` receives every finding before anything is written, and may raise to stop the
+    build; ``push`` takes a PushPlan and returns what registry.api.push returns."""
     say = progress or (lambda _: None)
-    outputs = _outputs(spec, pushing=push is not None)
+    outputs = _plan(spec, lock, pushing=push is not None)
+    with WorkDir(spec) as tmp, contextlib.ExitStack() as stack:  # beside the first output
+        run = _start(spec, Path(tmp), stack, epoch, say, note or say, registry, meter, use_cache, shuffle)
+        run.log = _layer_log(spec, registry, note or say, run.cache is not None,
+                             need_bytes=push is None or bool(spec.output or spec.oci_dir or spec.sbom))
+        stack.callback(run.log.close)
+        findings: list[tuple[Platform, Any]] = []
+        if lint is not None:
+            run.lint = _linter(spec, lint_ignore, findings)
+        built = _build_images(run)
+        if lint is not None:
+            lint(findings)  # check: errors stop here, before any output exists
+        pushed, statement = _emit(run, built, invocation, push)
+    return BuildResult(built, tuple(outputs), pushed, statement)
+
+
+def _plan(spec: BuildSpec, lock: dict[str, str] | None, *, pushing: bool) -> list[Path]:
+    """What is checked before any work: the outputs can be written, the inputs are pinned."""
+    outputs = check_outputs(spec, pushing=pushing)
     if spec.hermetic:
         from lamina.pins import verify
 
         verify(spec, lock or {})
-    workdir = WorkDir(spec)  # beside the first output; clears what killed builds left there
-    with workdir as tmp, contextlib.ExitStack() as stack:
-        spool = Path(tmp) / "spool"
-        spool.mkdir()
-        cache = _open_cache(note or say) if use_cache else None
-        if cache is not None:
-            stack.callback(cache.close)
-        run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say, registry, cache, meter)
-        run.config = spec.config
-        run.shuffle = shuffle
-        run.log = _layer_log(spec, registry, note or say, cache is not None,
-                             need_bytes=push is None or bool(spec.output or spec.oci_dir or spec.sbom))
-        stack.callback(run.log.close)
-        findings: list[Any] = []
-        if lint is not None:
-            from lamina.lint import lint as run_lint
-
-            ignored = (*lint_ignore, *(() if spec.arch_check else ("L009",)))  # --no-arch-check covers L009
-
-            def check(lint_image: Any, image: Image, platform: Platform) -> None:
-                for finding in run_lint(lint_image, image.config.config, platform, ignored):
-                    findings.append((platform, finding))
-
-            run.lint = check
-        if spec.essentials.wanted:
-            run.config = configure(spec.essentials, spec.config)
-            run.essentials = spec.essentials
-        requested: tuple[Platform | None, ...] = spec.platforms or (None,)
-        images = []
-        for platform in requested:
-            try:
-                images.append(run.image(platform))
-            except InputError as exc:
-                if len(requested) > 1:
-                    raise InputError(f"platform {platform}: {exc}") from exc
-                raise
-        built: Built = images[0] if len(images) == 1 else compose_index(images)
-        if lint is not None:
-            lint(findings)
-        sboms, extras = _sboms(attrs.evolve(spec, output=None) if spec.output == STDOUT else spec, images, run.store, epoch)
-        statement = _provenance(spec, built, run, invocation) if spec.provenance else None
-        if statement is not None:
-            from lamina.provenance import artifact
-
-            extras.append(artifact(built, statement))
-        docker_image = _docker_image(images, spec.docker_platform) if spec.output is not None else None
-        pushed = emit(spec, built, run.store, epoch=epoch, docker_image=docker_image, sboms=sboms, extras=extras,
-                      push=run.log.wrap_push(push, run.store) if push is not None else None, sources=run.log.sources)
-        run.log.publish(run.store, pushed)  # only now that the build has succeeded
-        if (summary := run.log.summary()) is not None:
-            (note or say)(summary)
-    return BuildResult(built, tuple(outputs), pushed, statement)
+    return outputs
 
 
-def _layer_log(spec: BuildSpec, registry: Any, note: Progress, cached: bool, *, need_bytes: bool) -> Any:
+def _start(spec: BuildSpec, tmp: Path, stack: contextlib.ExitStack, epoch: int, say: Progress, note: Progress,
+           registry: Any, meter: Meter | None, use_cache: bool, shuffle: bool) -> _Run:
+    spool = tmp / "spool"
+    spool.mkdir()
+    cache = _open_cache(note) if use_cache else None
+    if cache is not None:
+        stack.callback(cache.close)
+    run = _Run(spec, BlobStore(tmp), stack, str(spool), epoch, say, note, registry, cache, meter)
+    run.config = spec.config
+    run.shuffle = shuffle
+    if spec.essentials.wanted:
+        run.config = configure(spec.essentials, spec.config)
+        run.essentials = spec.essentials
+    return run
+
+
+def _linter(spec: BuildSpec, ignore: tuple[str, ...], findings: list[tuple[Platform, Any]]
+            ) -> Callable[[Any, Image, Platform], None]:
+    """What lints each platform's image as it is built, collecting (platform, finding)."""
+    from lamina.lint import lint as run_lint
+
+    ignored = (*ignore, *(() if spec.arch_check else ("L009",)))  # --no-arch-check covers L009
+
+    def check(lint_image: Any, image: Image, platform: Platform) -> None:
+        findings.extend((platform, finding) for finding in run_lint(lint_image, image.config.config, platform, ignored))
+
+    return check
+
+
+def _build_images(run: _Run) -> Built:
+    """Every requested platform's image (layers built once, shared), one index for several."""
+    requested: tuple[Platform | None, ...] = run.spec.platforms or (None,)
+    images = []
+    for platform in requested:
+        try:
+            images.append(run.image(platform))
+        except InputError as exc:
+            if len(requested) > 1:
+                raise InputError(f"platform {platform}: {exc}") from exc
+            raise
+    return images[0] if len(images) == 1 else compose_index(images)
+
+
+def _emit(run: _Run, built: Built, invocation: Any, push: Callable[[Any], Any] | None) -> tuple[str | None, bytes | None]:
+    """The attachments (SBOM, provenance), then every output staged and committed, and the push."""
+    spec, images = run.spec, list(images_of(built))
+    sboms, extras = _sboms(attrs.evolve(spec, output=None) if spec.output == STDOUT else spec, images, run.epoch)
+    statement = _provenance(spec, built, run, invocation) if spec.provenance else None
+    if statement is not None:
+        from lamina.provenance import artifact
+
+        extras.append(artifact(built, statement))
+    docker_image = docker_image_of(images, spec.docker_platform) if spec.output is not None else None
+    log = run.log
+    assert log is not None  # build() gives every run one
+    pushed = emit(spec, built, epoch=run.epoch, docker_image=docker_image, sboms=sboms, extras=extras,
+                  push=log.wrap_push(push, run.store) if push is not None else None, sources=log.sources)
+    log.publish(run.store, pushed)  # only now that the build has succeeded
+    if (summary := log.summary()) is not None:
+        run.note(summary)
+    return pushed, statement
+
+
+def _layer_log(spec: BuildSpec, registry: Any, note: Progress, cached: bool, *, need_bytes: bool) -> LayerLog:
     """Where layers come from: with ``spec.cache_repo`` (and the local cache, whose keys it shares),
     a CacheRepo that looks keys up in the registry and publishes what this build made."""
     from lamina.registry.cache_repo import CacheRepo, LayerLog

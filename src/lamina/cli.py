@@ -19,7 +19,7 @@ from lamina.version import __version__
 @click.version_option(__version__, prog_name="lamina")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, /, debug: bool) -> None:
     """Build lean, reproducible OCI images from files, without a daemon or a Dockerfile."""
     ctx.obj = {"debug": debug}
 
@@ -35,7 +35,7 @@ def _registry_options(func: Any) -> Any:
     return func
 
 
-def _registry(ctx: click.Context, opts: dict[str, Any], quiet: bool = False) -> Any:
+def _registry(ctx: click.Context, /, opts: dict[str, Any], quiet: bool = False) -> Any:
     from lamina.registry.options import Options
 
     def stderr_debug(message: str) -> None:
@@ -160,7 +160,7 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @_registry_options
 @click.option("-q", "--quiet", is_flag=True, help="Print only the manifest digest.")
 @click.pass_context
-def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ...], copies: tuple[str, ...],
+def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ...], copies: tuple[str, ...],
           removes: tuple[str, ...], **opts: Any) -> None:
     """Build an image from files, flags and/or a lamina.toml spec file.
 
@@ -284,7 +284,7 @@ def _check_sign_flags(key: str, lookaside: str | None, push_to: str | None) -> N
 @click.option("--metadata-file", type=click.Path(path_type=Path), help="Write the pushed reference as JSON here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the pushed reference.")
 @click.pass_context
-def push(ctx: click.Context, image: Path, reference: str, metadata_file: Path | None, quiet: bool, **opts: Any) -> None:
+def push(ctx: click.Context, /, image: Path, reference: str, metadata_file: Path | None, quiet: bool, **opts: Any) -> None:
     """Push IMAGE (a lamina tarball or OCI layout, every platform) to REFERENCE."""
     from lamina.api import push_image
 
@@ -303,7 +303,7 @@ def push(ctx: click.Context, image: Path, reference: str, metadata_file: Path | 
               help="Sign with this cosign-format private key (password: $LAMINA_KEY_PASSWORD or a prompt).")
 @_registry_options
 @click.pass_context
-def sign(ctx: click.Context, reference: str, gpg_key: str | None, lookaside: str | None, key: Path | None,
+def sign(ctx: click.Context, /, reference: str, gpg_key: str | None, lookaside: str | None, key: Path | None,
          **opts: Any) -> None:
     """Sign the image REFERENCE names in its registry: containers/image simple signing (--gpg-key)
     into a lookaside directory, or a cosign signature pushed beside it (--key)."""
@@ -358,7 +358,7 @@ def keygen(prefix: Path) -> None:
 @click.option("--provenance", is_flag=True, help="With --key: also require SLSA provenance signed by it (sha256-<hex>.att).")
 @_registry_options
 @click.pass_context
-def verify(ctx: click.Context, reference: str, gpg_pubkey: Path | None, lookaside: str | None, key: Path | None,
+def verify(ctx: click.Context, /, reference: str, gpg_pubkey: Path | None, lookaside: str | None, key: Path | None,
            provenance: bool, **opts: Any) -> None:
     """Check that a signature by a given key covers what REFERENCE names now (exit 0 or 1)."""
     from lamina.errors import UsageError
@@ -387,7 +387,7 @@ def verify(ctx: click.Context, reference: str, gpg_pubkey: Path | None, lookasid
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin (the only way: never on the command line).")
 @_registry_options
 @click.pass_context
-def login(ctx: click.Context, registry: str, username: str, password_stdin: bool, **opts: Any) -> None:
+def login(ctx: click.Context, /, registry: str, username: str, password_stdin: bool, **opts: Any) -> None:
     """Check credentials against REGISTRY and store them in $DOCKER_CONFIG/config.json."""
     from lamina.errors import UsageError
     from lamina.registry import api
@@ -432,13 +432,46 @@ def inspect(image: Path, files: bool, sizes: bool, as_json: bool) -> None:
         click.echo(render(records, files=files, sizes=sizes))
 
 
+@main.command(name="index")
+@click.argument("images", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path, allow_dash=True), help="Write the tarball here (- for stdout).")
+@click.option("--oci-dir", type=click.Path(path_type=Path), help="Write (or add to) an OCI image layout here.")
+@click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="Image name (repeatable).")
+@click.option("--push", "push_to", metavar="REF", help="Push the index to a registry (prints REF@sha256:…).")
+@click.option("--docker-platform", metavar="OS/ARCH[/VARIANT]",
+              help="Which platform the tarball's manifest.json (docker load) describes (default: the first).")
+@click.option("--metadata-file", type=click.Path(path_type=Path), help="Write digests and sizes as JSON here.")
+@click.option("--no-arch-check", "arch_check", flag_value=False, default=True,
+              help="Do not check that each manifest's executables are for its platform.")
+@_registry_options
+@click.pass_context
+def index_command(ctx: click.Context, /, images: tuple[str, ...], output: Path | None, oci_dir: Path | None,
+                  tags: tuple[str, ...], push_to: str | None, docker_platform: str | None, metadata_file: Path | None,
+                  arch_check: bool, **opts: Any) -> None:
+    """Join IMAGES (tarballs, layouts, registry references; one or more platforms each) into
+    one multi-platform image: per-platform manifests kept byte for byte, platforms unique."""
+    from lamina.api import index_images
+    from lamina.model import Platform
+    from lamina.spec import parse_tag
+
+    streaming = output == Path("-")
+    if streaming and (sys.stdout is None or sys.stdout.isatty()):
+        from lamina.errors import UsageError
+
+        raise UsageError("-o - writes the tarball to stdout, which is a terminal or closed; redirect it or give -o PATH")
+    result = index_images(list(images), output=output, oci_dir=oci_dir, tags=tuple(parse_tag(t) for t in tags),
+                          push=push_to, docker_platform=Platform.parse(docker_platform) if docker_platform else None,
+                          metadata_file=metadata_file, registry=_registry(ctx, opts), check_elf=arch_check)
+    click.echo(result.pushed or str(result.image.digest), err=streaming)
+
+
 @main.command(name="diff")
 @click.argument("first")
 @click.argument("second")
 @click.option("--platform", metavar="OS/ARCH", help="Which platform of multi-platform images (default linux/amd64).")
 @_registry_options
 @click.pass_context
-def diff_command(ctx: click.Context, first: str, second: str, platform: str | None, **opts: Any) -> None:
+def diff_command(ctx: click.Context, /, first: str, second: str, platform: str | None, **opts: Any) -> None:
     """Explain why two images differ: config, then layer by layer, entry by entry."""
     from lamina.diff import diff_refs
     from lamina.model import Platform
@@ -490,7 +523,7 @@ def cache() -> None:
 @click.option("--older-than", metavar="DAYS", help="With --remote: delete entries created more than DAYS ago.")
 @_registry_options
 @click.pass_context
-def prune(ctx: click.Context, max_size: str, remote: str | None, older_than: str | None, **opts: Any) -> None:
+def prune(ctx: click.Context, /, max_size: str, remote: str | None, older_than: str | None, **opts: Any) -> None:
     """Drop least-recently-used layers until the cache fits in --max-size, or old entries of a cache repository."""
     from lamina.cache import LayerCache
     from lamina.errors import UsageError

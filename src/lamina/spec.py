@@ -256,7 +256,8 @@ class _Reader:
         value = self.typed(data, key, (str, list))
         if isinstance(value, str):
             return (value,)
-        return self.wrap(key, _string_list, value, key)
+        strings: tuple[str, ...] = self.wrap(key, _string_list, value, key)
+        return strings
 
     def layer(self, index: int, data: Any) -> LayerSpec:
         where = f"layer[{index}]"
@@ -281,7 +282,7 @@ class _Reader:
     def pin(self, data: Mapping[str, Any], where: str) -> str | None:
         if "sha256" not in data:
             return None
-        value = self.typed(data, "sha256", str, where + ".")
+        value: str = self.typed(data, "sha256", str, where + ".")
         if not re.match(r"^(sha256:)?[0-9a-f]{64}$", value):
             raise self.fail(f"{where}.sha256", f"not a sha256 digest: {value!r}")
         return value.removeprefix("sha256:")
@@ -496,9 +497,10 @@ def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
     if flags.get("ca_certs"):
         given = tuple(p for p in flags["ca_certs"] if p != SYSTEM_CA)
         essentials = attrs.evolve(essentials, ca_certs=given)
-    for key in ("accounts", "tmp"):
-        if flags.get(key):
-            essentials = attrs.evolve(essentials, **{key: True})
+    if flags.get("accounts"):
+        essentials = attrs.evolve(essentials, accounts=True)
+    if flags.get("tmp"):
+        essentials = attrs.evolve(essentials, tmp=True)
     if flags.get("tzdata") is not None:
         essentials = attrs.evolve(essentials, tzdata="" if flags["tzdata"] == SYSTEM_TZ else flags["tzdata"])
     changes["essentials"] = essentials

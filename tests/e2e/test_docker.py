@@ -114,4 +114,4 @@ def test_dash_pipes_into_docker_load(dockerd, testdata_out: Path) -> None:
     assert build.returncode == 0, err
     assert "Loaded image: lamina-e2e/piped:v1" in loaded.stdout, loaded.stdout
     assert err.decode().splitlines()[-1].startswith("sha256:")  # the digest, on stderr: stdout was the tarball
-    assert dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/piped:v1").stdout == "hello, scratch!\n"
+    assert dockerd.docker("run", "--rm", "--pull", "never", "--network", "none", "lamina-e2e/piped:v1").stdout == "hello, scratch!\n"

@@ -165,7 +165,8 @@ class Pusher:
     def exists(self, desc: Descriptor) -> bool:
         response = self.registry.request("HEAD", self._blob_url(desc.digest), what=f"check blob {desc.digest}",
                                          scopes=self._scopes, ok=(200, 404))
-        return bool(response.status_code == 200)
+        found: bool = response.status_code == 200
+        return found
 
     def _mount(self, desc: Descriptor) -> str | None:
         """Try a cross-repository mount; returns an upload URL if the registry fell back to one."""
@@ -218,7 +219,8 @@ class Pusher:
             "PUT", self._with_digest(location, desc.digest), what=f"upload blob {desc.digest}", scopes=self._scopes,
             body=body, ok=(201, 413), retry=False, size=desc.size,
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)})
-        return bool(response.status_code == 201)
+        sent: bool = response.status_code == 201
+        return sent
 
     def _chunked(self, desc: Descriptor, location: str, minimum: int, size: int) -> None:
         size = max(size, minimum)

@@ -9,6 +9,7 @@ yet seen, is an error naming the member.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import sys
 import tarfile
@@ -61,7 +62,7 @@ def open_decompressed(raw: BinaryIO) -> BinaryIO:
     if kind == "gzip":
         from isal import igzip
 
-        return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call,return-value]
     if kind == "xz":
         import lzma
 
@@ -73,7 +74,7 @@ def open_decompressed(raw: BinaryIO) -> BinaryIO:
     if kind == "zstd":
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
     return raw
 
 
@@ -135,11 +136,15 @@ def _entries(path: str, archive: tarfile.TarFile, prefix: str, epoch: int) -> It
         for member in archive:
             last = member.name
             for entry, opener in _member(path, archive, member, prefix, epoch, seen, dirs):
-                # Archives may omit directories; the layer gets them as 0755 root dirs.
-                for parent in parents(entry.path):
-                    if parent not in seen:
-                        seen.add(parent)
-                        yield Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None
+                # Archives may omit directories; the layer gets them as 0755 root dirs. Climb only
+                # to the first one seen (its own parents were seen before it): linear in depth.
+                missing, parent = [], entry.path.rpartition("/")[0]
+                while parent and parent not in seen:
+                    missing.append(parent)
+                    parent = parent.rpartition("/")[0]
+                for parent in reversed(missing):
+                    seen.add(parent)
+                    yield Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None
                 yield entry, opener
         # tarfile takes a corrupt header for the end of the archive: after the end, only zero
         # blocks may follow, and reading on to the end checks a compressed stream's checksum.
@@ -192,5 +197,12 @@ def _member(path: str, archive: tarfile.TarFile, member: tarfile.TarInfo, prefix
     seen.add(full)
     opener: Opener = None
     if kind is Kind.FILE:
-        opener = lambda: archive.extractfile(member)  # noqa: E731  (read before the next member)
+        opener = functools.partial(_member_data, archive, member)  # read before the next member
     yield entry, opener
+
+
+def _member_data(archive: tarfile.TarFile, member: tarfile.TarInfo) -> BinaryIO:
+    data = archive.extractfile(member)
+    if data is None:
+        raise InputError(f"{member.name!r}: no data for a regular file")
+    return data  # type: ignore[return-value]  # tarfile's ExFileObject is a binary reader
