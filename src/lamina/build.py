@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import sqlite3
 import tempfile
@@ -139,13 +140,17 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
             if hit is None and key is not None:
                 hit = log.lookup(key, created_by, store, put_local)
             if hit is not None:
-                if record is not None:  # lint needs the members: read the headers again
+                if record is not None:  # lint needs the members (and what it reads): one pass
                     with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members:
-                        record.extend(e for e, _ in members)
+                        for entry, opener in _recorded(members, record, ctx.spool + "-lint"):
+                            if opener is not None and record[-1].source:
+                                with opener() as data:
+                                    while data.read(1 << 20):
+                                        pass
                 return hit
         with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members, _metered(meter, created_by, None) as on_bytes:
-            built = build_layer(_recorded(members, record), compression=spec.compression, store=store,
-                                created_by=created_by, on_bytes=on_bytes)
+            built = build_layer(_recorded(members, record, ctx.spool + "-lint"), compression=spec.compression,
+                                store=store, created_by=created_by, on_bytes=on_bytes)
     if cache is not None and key is not None:
         with _cache_errors_ignored():
             cache.put(key, built, store.path(built.descriptor.digest))
@@ -153,12 +158,52 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
     return built
 
 
-def _recorded(items: Iterator[tuple[Entry, Opener]], record: list[Entry] | None) -> Iterator[tuple[Entry, Opener]]:
-    """The entries as they stream by, each also appended to ``record`` (for lint)."""
+def _recorded(items: Iterator[tuple[Entry, Opener]], record: list[Entry] | None,
+              keep: str = "") -> Iterator[tuple[Entry, Opener]]:
+    """The entries as they stream by, each also appended to ``record`` (for lint). The bytes of
+    the members lint will read (lint.reads) are copied into ``keep`` as the layer reads them, and
+    the recorded entry points at the copy: lint then needs no second pass over the layer."""
+    from lamina.lint import reads
+
+    where = ""
     for entry, opener in items:
+        recorded = entry
+        if record is not None and keep and opener is not None and entry.kind is Kind.FILE and reads(entry.path, entry.mode):
+            if not where:
+                os.makedirs(keep, exist_ok=True)
+                where = tempfile.mkdtemp(dir=keep)  # one directory per layer read
+            copy = os.path.join(where, f"{len(record):08d}")
+            opener = functools.partial(_Tee.open, opener, copy)
+            recorded = attrs.evolve(entry, source=copy)  # build_layer reads the opener, lint the copy
         if record is not None:
-            record.append(entry)
+            record.append(recorded)
         yield entry, opener
+
+
+class _Tee(io.RawIOBase):
+    """A member's bytes as the layer reads them, written to a file on the side."""
+
+    def __init__(self, inner: BinaryIO, copy: BinaryIO) -> None:
+        self._inner, self._copy = inner, copy
+
+    @classmethod
+    def open(cls, opener: Callable[[], BinaryIO], path: str) -> BinaryIO:
+        return io.BufferedReader(cls(opener(), open(path, "wb")), 1 << 20)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._inner.read(len(buffer))
+        self._copy.write(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._copy.close()
+            self._inner.close()
+        super().close()
 
 
 @contextlib.contextmanager
