@@ -272,3 +272,28 @@ def test_a_hit_pushed_to_another_registry_is_fetched_then_verified(registry: Pro
         assert check.returncode == 0, check.stderr
     finally:
         other.stop()
+
+
+def test_a_tarball_layer_is_shared_too_and_lint_reads_the_input(registry: Proxy, tmp_path: Path) -> None:
+    """--tarball layers are keyed by the tarball's content; a push-only hit is never downloaded,
+    even though build-time lint reads files of that layer (from the input tarball on disk)."""
+    import tarfile
+
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (etc / "big").write_bytes(os.urandom(1 << 20))
+    with tarfile.open(tmp_path / "rootfs.tar", "w") as t:
+        t.add(etc, arcname="etc")
+    cache = f"{registry.host}/lamina/cache-tarball"
+    args = ("build", "--tarball", str(tmp_path / "rootfs.tar"), "--cache-repo", cache)
+    first = lamina(*args, "--push", f"{registry.host}/lamina/rootfs:a", env=runner(tmp_path, "a"))
+    assert first.returncode == 0, first.stderr
+    registry.reset()
+    second = lamina(*args, "--push", f"{registry.host}/lamina/rootfs:b", "--metadata-file", str(tmp_path / "b.json"),
+                    env=runner(tmp_path, "b"))
+    assert second.returncode == 0, second.stderr
+    layer = json.loads((tmp_path / "b.json").read_text())["layers"][0]
+    assert layer["source"] == "cache repo"
+    assert registry.count("GET", f"/blobs/{layer['digest']}") == 0
+    assert second.stdout.strip().split("@")[1] == first.stdout.strip().split("@")[1]
