@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from lamina.hashing import sha256_file
 from lamina.home import cache_home
 from lamina.layers.build import Opener
 from lamina.layers.entries import Entry, Kind
@@ -105,16 +106,12 @@ class LayerCache:
         row = self._known().get((st.st_dev, st.st_ino))
         if row and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
             return row[3]
-        h = hashlib.sha256()
         try:
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
+            digest = sha256_file(path)
         except OSError as exc:
             from lamina.errors import InputError
 
             raise InputError(f"cannot read {path!r}: {exc.strerror}") from None
-        digest = h.hexdigest()
         self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
                         (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest))
         self._known()[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest)
@@ -156,7 +153,7 @@ class LayerCache:
             self._evict(digest, f"{st.st_size} bytes, not {layer.descriptor.size}")
             return None
         if not self._verified(digest.hex, st):
-            if _sha256(blob) != digest.hex:
+            if sha256_file(str(blob)) != digest.hex:
                 self._evict(digest, "its bytes do not match its digest")
                 return None
             if time.time_ns() - st.st_ctime_ns > RACY_NS:
@@ -243,14 +240,6 @@ class LayerCache:
         count = self.db.execute("SELECT COUNT(*) FROM layers").fetchone()[0]
         size = sum(b.stat().st_size for b in self.blobs.iterdir())
         return count, size
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _remove_unless_held(blob: Path) -> int:

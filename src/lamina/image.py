@@ -181,6 +181,31 @@ def compose_index(images: Sequence[Image]) -> ImageIndex:
 
 Built = Image | ImageIndex
 
+# An attached artifact: (its manifest's descriptor, the manifest, every blob it needs by digest)
+Attachment = tuple[Descriptor, bytes, dict[Digest, bytes]]
+_EMPTY = b"{}"
+
+
+def attachment(subject: Descriptor, artifact_type: str, data: bytes) -> Attachment:
+    """An OCI artifact (image-spec manifest.md: ``artifactType``, the empty config, ``subject``)
+    carrying ``data`` as its one layer, which refers to ``subject`` (an image or an index)."""
+    from lamina.model import canonical
+
+    layer = Descriptor(artifact_type, Digest.of_bytes(data), len(data))
+    empty = Descriptor(mediatypes.EMPTY, Digest.of_bytes(_EMPTY), len(_EMPTY))
+    plain_subject = Descriptor(subject.media_type, subject.digest, subject.size)
+    manifest = canonical.dumps({
+        "schemaVersion": 2,
+        "mediaType": mediatypes.OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": empty.to_json(),
+        "layers": [layer.to_json()],
+        "subject": plain_subject.to_json(),
+    })
+    desc = Descriptor(mediatypes.OCI_MANIFEST, Digest.of_bytes(manifest), len(manifest),
+                      annotations={mediatypes.ARTIFACT_TYPE: artifact_type})
+    return desc, manifest, {layer.digest: data, empty.digest: _EMPTY, desc.digest: manifest}
+
 
 def top_descriptor(built: Built) -> Descriptor:
     """What index.json points at: the manifest of a single image, or the index."""

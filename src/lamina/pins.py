@@ -19,21 +19,14 @@ from pathlib import Path
 
 import attrs
 
-from lamina.limits import MAX_SPEC, TooLarge, read_limited
 from lamina.errors import InputError, SpecError
+from lamina.hashing import sha256_file
+from lamina.limits import MAX_SPEC, TooLarge, read_limited
 from lamina.sources.base import BaseRef
 from lamina.sources.files import AddSpec, CopyFromSpec
 from lamina.spec import BuildSpec, FilesLayer, TarballLayer
 
 LOCK_NAME = "lamina.lock"
-
-
-def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _tree_digest(root: str) -> str:
@@ -49,7 +42,7 @@ def _tree_digest(root: str) -> str:
             elif stat.S_ISDIR(st.st_mode):
                 line = f"d {rel} {stat.S_IMODE(st.st_mode):04o}"
             elif stat.S_ISREG(st.st_mode):
-                line = f"f {rel} {stat.S_IMODE(st.st_mode):04o} {_file_digest(full)}"
+                line = f"f {rel} {stat.S_IMODE(st.st_mode):04o} {sha256_file(full)}"
             else:  # a FIFO or device: its kind and mode, never its (endless) content
                 line = f"o {rel} {st.st_mode:o}"
             h.update(line.encode() + b"\n")
@@ -61,8 +54,8 @@ def digest_of(path: str) -> str:
     try:
         if os.path.isdir(path):
             index = os.path.join(path, "index.json")
-            return _file_digest(index) if os.path.isfile(index) else _tree_digest(path)
-        return _file_digest(path)
+            return sha256_file(index) if os.path.isfile(index) else _tree_digest(path)
+        return sha256_file(path)
     except OSError as exc:
         raise InputError(f"cannot read {path!r} to check its sha256: {exc.strerror}") from exc
 

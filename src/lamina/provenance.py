@@ -38,11 +38,10 @@ import attrs
 
 from lamina.version import __version__
 from lamina.errors import InputError
-from lamina.image import Built, Image, images_of, top_descriptor
+from lamina.image import Attachment, Built, Image, attachment, images_of, top_descriptor
 from lamina.limits import MAX_SPEC, read_limited
-from lamina.model import Descriptor, Digest, canonical, mediatypes
+from lamina.model import canonical
 from lamina.model.config import rfc3339
-from lamina.sources.archive import ARTIFACT_TYPE
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -51,8 +50,6 @@ BUILD_TYPE = "https://lamina.invalid/provenance/build/v1"
 BUILDER_ID = f"https://lamina.invalid/lamina@{__version__}"
 TREE = "lamina-tree-sha256"
 LAYOUT = "lamina-oci-index-sha256"
-_EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
-_EMPTY = b"{}"
 
 
 @attrs.frozen
@@ -163,18 +160,6 @@ def statement(built: Built, spec: Any, epoch: int, invocation: Invocation, used:
     return canonical.dumps(doc)
 
 
-def artifact(built: Built, data: bytes) -> tuple[Descriptor, bytes, dict[Digest, bytes]]:
-    """An OCI artifact manifest carrying the statement, whose subject is the image (or index)."""
-    layer = Descriptor(MEDIA_TYPE, Digest.of_bytes(data), len(data))
-    empty = Descriptor(_EMPTY_MEDIA_TYPE, Digest.of_bytes(_EMPTY), len(_EMPTY))
-    manifest = canonical.dumps({
-        "schemaVersion": 2,
-        "mediaType": mediatypes.OCI_MANIFEST,
-        "artifactType": MEDIA_TYPE,
-        "config": empty.to_json(),
-        "layers": [layer.to_json()],
-        "subject": top_descriptor(built).to_json(),
-    })
-    desc = Descriptor(mediatypes.OCI_MANIFEST, Digest.of_bytes(manifest), len(manifest),
-                      annotations={ARTIFACT_TYPE: MEDIA_TYPE})
-    return desc, manifest, {layer.digest: data, empty.digest: _EMPTY, desc.digest: manifest}
+def artifact(built: Built, data: bytes) -> Attachment:
+    """The statement as an OCI artifact whose subject is the image (or index)."""
+    return attachment(top_descriptor(built), MEDIA_TYPE, data)

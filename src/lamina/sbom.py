@@ -19,15 +19,12 @@ import attrs
 
 from lamina.version import __version__
 from lamina.elf import go_modules
-from lamina.image import Image
-from lamina.model import Descriptor, Digest, canonical, mediatypes
+from lamina.image import Attachment, Image, attachment
+from lamina.model import canonical
 from lamina.model.config import rfc3339
-from lamina.sources.archive import ARTIFACT_TYPE
 from lamina.sources.rootfs import MergedFS, Origin
 
 SPDX_MEDIA_TYPE = "application/spdx+json"
-EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
-EMPTY = b"{}"
 _GO_MAGIC = b"\xff Go buildinf:"
 
 
@@ -127,22 +124,9 @@ def document(image: Image, name: str, openers: list[Callable[[], BinaryIO]], epo
     return canonical.dumps(doc)
 
 
-def artifact(image: Image, sbom: bytes) -> tuple[Descriptor, bytes, dict[Digest, bytes]]:
-    """An OCI artifact manifest carrying the SBOM, whose subject is the image's manifest."""
-    sbom_desc = Descriptor(SPDX_MEDIA_TYPE, Digest.of_bytes(sbom), len(sbom))
-    empty = Descriptor(EMPTY_MEDIA_TYPE, Digest.of_bytes(EMPTY), len(EMPTY))
-    subject = Descriptor(image.manifest_descriptor.media_type, image.digest, image.manifest_descriptor.size)
-    manifest = canonical.dumps({
-        "schemaVersion": 2,
-        "mediaType": mediatypes.OCI_MANIFEST,
-        "artifactType": SPDX_MEDIA_TYPE,
-        "config": empty.to_json(),
-        "layers": [sbom_desc.to_json()],
-        "subject": subject.to_json(),
-    })
-    desc = Descriptor(mediatypes.OCI_MANIFEST, Digest.of_bytes(manifest), len(manifest),
-                      annotations={ARTIFACT_TYPE: SPDX_MEDIA_TYPE})
-    return desc, manifest, {sbom_desc.digest: sbom, empty.digest: EMPTY, desc.digest: manifest}
+def artifact(image: Image, sbom: bytes) -> Attachment:
+    """The SBOM as an OCI artifact whose subject is the image's manifest."""
+    return attachment(image.manifest_descriptor, SPDX_MEDIA_TYPE, sbom)
 
 
 __all__ = ["artifact", "document"]

@@ -22,9 +22,13 @@ LAYER_TYPES = frozenset(
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 
+EMPTY = "application/vnd.oci.empty.v1+json"  # image-spec manifest.md: the config of an artifact
+
 # Annotation keys (OCI image spec, annotations.md; containerd for the image name).
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_IMAGE_NAME = "io.containerd.image.name"
 CREATED = "org.opencontainers.image.created"
 # lamina's own: which compressor, at which version and settings, made a layer's bytes.
 COMPRESSOR = "dev.lamina.layer.compressor"
+# lamina's own: marks, in index.json, the artifacts lamina attaches (an SBOM, provenance), not images.
+ARTIFACT_TYPE = "org.opencontainers.image.artifactType"

@@ -12,12 +12,11 @@ import shutil
 from collections.abc import Sequence
 from typing import BinaryIO
 
-from lamina.image import Blobs, Built, images_of, json_blobs
+from lamina.image import Attachment, Blobs, Built, images_of, json_blobs
 from lamina.model import Descriptor, Digest
 from lamina.store import BlobStore
 
-# (manifest descriptor, manifest bytes, every blob it needs including itself)
-Extra = tuple[Descriptor, bytes, dict[Digest, bytes]]
+Extra = Attachment  # more top-level manifests (attached artifacts) with the blobs they need
 
 
 def held_bytes(built: Built, extras: Sequence[Extra] = ()) -> dict[Digest, bytes]:

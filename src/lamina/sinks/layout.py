@@ -25,7 +25,6 @@ from lamina.model import Descriptor, Digest, Reference, canonical, mediatypes
 from lamina.sinks.atomic import check_replaceable_dir, hold, temp_prefix
 from lamina.sinks.blobs import Extra, held_bytes, layer_blobs, write_blob
 from lamina.sinks.naming import index_for
-from lamina.sources.archive import ARTIFACT_TYPE
 
 OCI_LAYOUT = canonical.dumps({"imageLayoutVersion": mediatypes.OCI_LAYOUT_VERSION})
 LOCK = ".lamina.lock"
@@ -66,7 +65,7 @@ def merge_manifests(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> lis
 
 
 def _is_artifact(desc: dict[str, Any]) -> bool:
-    return "artifactType" in desc or ARTIFACT_TYPE in (desc.get("annotations") or {})
+    return "artifactType" in desc or mediatypes.ARTIFACT_TYPE in (desc.get("annotations") or {})
 
 
 def _subject(layout: Path, desc: dict[str, Any]) -> str | None:

@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 import attrs
 
 from lamina.errors import DigestMismatch, ImageError, ParseError, UnsafePathError
+from lamina.hashing import sha256_stream
 from lamina.image import Image
 from lamina.layers.entries import normalize
 from lamina.limits import MAX_CONFIG, MAX_MANIFEST
@@ -45,7 +46,7 @@ _FOREIGN = ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
             "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd")
 _MAGIC_TYPES = {"gzip": mediatypes.OCI_LAYER_GZIP, "zstd": mediatypes.OCI_LAYER_ZSTD, "tar": mediatypes.OCI_LAYER}
 
-ARTIFACT_TYPE = "org.opencontainers.image.artifactType"  # marks artifacts lamina attaches in index.json
+ARTIFACT_TYPE = mediatypes.ARTIFACT_TYPE
 
 
 class _Verifying(io.RawIOBase):
@@ -464,16 +465,12 @@ def load_docker(source: ImageSource, record: dict[str, Any], names: tuple[str, .
 
 
 def _hash_member(source: ImageSource, path: str) -> tuple[Digest, int, bytes]:
-    h = hashlib.sha256()
-    size = 0
-    head = b""
+    """A docker-archive layer's digest, size and first bytes (its compression's magic)."""
     with source.open_file(path) as f:
-        while chunk := f.read(1 << 20):
-            if not head:
-                head = chunk[:8]
-            h.update(chunk)
-            size += len(chunk)
-    return Digest(h.hexdigest()), size, head
+        head = f.read(8)
+    with source.open_file(path) as f:
+        hexdigest, size = sha256_stream(f)
+    return Digest(hexdigest), size, head
 
 
 def images(source: ImageSource) -> Iterator[Image]:
