@@ -42,8 +42,7 @@ from lamina.model import Descriptor, Digest, Layer, Reference, mediatypes
 from lamina.store import BlobStore
 
 ARTIFACT_TYPE = "application/vnd.dev.lamina.layer-cache.v1"
-EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
-EMPTY = b"{}"
+EMPTY = b"{}"  # the empty config of an artifact (mediatypes.EMPTY)
 TAG_PREFIX = "lamina-layer-"
 KEY = "dev.lamina.cache.key"
 DIFF_ID = "dev.lamina.cache.diff-id"
@@ -89,11 +88,13 @@ def entry_manifest(key: str, layer: Layer, created: str) -> bytes:
         "schemaVersion": 2,
         "mediaType": mediatypes.OCI_MANIFEST,
         "artifactType": ARTIFACT_TYPE,
-        "config": {"mediaType": EMPTY_TYPE, "digest": str(Digest.of_bytes(EMPTY)), "size": len(EMPTY)},
+        "config": {"mediaType": mediatypes.EMPTY, "digest": str(Digest.of_bytes(EMPTY)), "size": len(EMPTY)},
         "layers": [Descriptor(layer.descriptor.media_type, layer.descriptor.digest, layer.descriptor.size).to_json()],
         "annotations": annotations,
     }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    from lamina.model import canonical
+
+    return canonical.dumps(doc)
 
 
 class _Poisoned(Exception):
@@ -357,7 +358,7 @@ class CacheRepo(LayerLog):
             where = Reference.parse(pushed)
             pushed_repo = where.repository if where.registry == self.ref.registry else None
         created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        empty = Descriptor(EMPTY_TYPE, Digest.of_bytes(EMPTY), len(EMPTY))
+        empty = Descriptor(mediatypes.EMPTY, Digest.of_bytes(EMPTY), len(EMPTY))
         written = 0
 
         def one(key: str, layer: Layer) -> int:
