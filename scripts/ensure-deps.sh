@@ -10,8 +10,10 @@ set -euo pipefail
 # gcc, libc6-dev and make build testdata/ (musl-gcc wraps gcc; --no-install-recommends
 # would otherwise leave them out).
 PACKAGES=(docker.io skopeo umoci busybox-static golang-go musl-tools openssl ca-certificates podman qemu-user-static
-          docker-registry apache2-utils gcc libc6-dev make golang-github-opencontainers-image-spec-dev gnupg)
-COMMANDS=(dockerd skopeo umoci go musl-gcc openssl podman gcc make qemu-aarch64-static docker-registry htpasswd gpg gpgconf)
+          docker-registry apache2-utils gcc libc6-dev make golang-github-opencontainers-image-spec-dev gnupg
+          dpkg-dev apt-utils)
+COMMANDS=(dockerd skopeo umoci go musl-gcc openssl podman gcc make qemu-aarch64-static docker-registry htpasswd gpg gpgconf
+          dpkg-scanpackages apt-ftparchive gpgv)
 
 missing=()
 for cmd in "${COMMANDS[@]}"; do

@@ -51,7 +51,7 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
     signing); ``attest_key`` signs the provenance statement (DSSE), beside the outputs and pushed.
     """
     from lamina.lint import check_findings
-    from lamina.pins import read_lock
+    from lamina.pins import read_lock, read_locked_packages
 
     if push is not None:
         Reference.parse(push)  # a bad reference is a usage error before anything is built
@@ -59,6 +59,8 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
         raise UsageError("--sign-gpg-key signs what is pushed: it needs --push REF and --lookaside DIR")
     if epoch is None:
         epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
+    if not spec.locked_packages:  # Debian packages lamina.lock pins: fetched as locked, never re-resolved
+        spec = attrs.evolve(spec, locked_packages=read_locked_packages(spec_path))
     if reproducible_check:
         differences = check_reproducible(spec, epoch=epoch, registry=registry)
         if differences:

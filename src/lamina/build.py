@@ -29,9 +29,10 @@ from lamina.resolve import Resolver
 from lamina.sources.archive import layer_openers
 from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
 from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer
+from lamina.sources.packages import Installs, package_items
 from lamina.sources.rootfs import MergedFS
 from lamina.sources.tarball import read_tarball
-from lamina.spec import BuildSpec, FilesLayer, LayerSpec
+from lamina.spec import BuildSpec, DebsLayer, FilesLayer, LayerSpec
 from lamina.store import BlobStore
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class BuildResult:
     outputs: tuple[Path, ...]
     pushed: str | None = None  # name@sha256:… when pushed
     provenance: bytes | None = None  # the in-toto statement attached, for signing beside the output
+    packages: tuple[Any, ...] = ()  # sources.apt.Locked: every Debian package installed, per platform
 
 
 def epoch_from_env(environ: dict[str, str] | os._Environ[str]) -> int:
@@ -94,7 +96,8 @@ def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) 
 
 def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerContext, platform: Platform,
                cache: LayerCache | None, meter: Meter | None = None, record: list[Entry] | None = None,
-               log: LayerLog | None = None) -> Layer:
+               note: Progress | None = None, read_base: Callable[[str], bytes | None] = lambda _: None,
+               packages: Installs | None = None, log: LayerLog | None = None) -> Layer:
     """Build (or take from the local cache, then the cache repository) one layer; ``record``
     receives its entries, for lint; ``log`` where the layer came from."""
     from lamina.layers.compression import describe
@@ -110,6 +113,18 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
     created_by = layer.describe()
     settings = f"{spec.compression.value}\0{describe(spec.compression)}"
     key = None
+    if isinstance(layer, DebsLayer):
+        with contextlib.ExitStack() as stack:
+            items = package_items(layer.debs, layer.packages, spec.apt, platform, ctx.base, read_base,
+                                  ctx.spool, ctx.epoch, stack, note or (lambda _: None), spec.arch_check,
+                                  locked=spec.locked_packages, hermetic=spec.hermetic, installs=packages,
+                                  allow_overwrite=layer.allow_overwrite)
+            if record is not None:
+                record.extend(e for e, _ in items)
+            with _metered(meter, created_by, sum(e.size for e, _ in items)) as on_bytes:
+                debs = build_layer(items, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
+        log.built(None, debs, BUILT)  # package layers are not cached (resolution decides their inputs)
+        return debs
     if isinstance(layer, FilesLayer):
         items = tree_layer(layer.adds, ctx)
         if record is not None:
@@ -282,6 +297,7 @@ class _Run:
     lint: Callable[[Any, Image, Platform], None] | None = None
     built: dict[tuple[object, ...], tuple[Layer, list[Entry]]] = attrs.field(factory=dict)
     used: list[tuple[str, Image]] = attrs.field(factory=list)  # (name, image) of every image read
+    packages: Installs = attrs.field(factory=Installs)  # what the package layers installed
     log: LayerLog | None = None  # where each layer came from; with a cache repository, a CacheRepo
 
     def image(self, requested: Platform | None) -> Image:
@@ -309,13 +325,15 @@ class _Run:
             recorded.append([e for e, _ in items])
             layers.append(build_layer(items, compression=spec.compression, store=self.store,
                                       created_by=f"lamina: remove {', '.join(spec.remove)}"))
+        read_base = self._base_reader(ctx, images, spec)
 
         def add(layer: LayerSpec, key: tuple[object, ...], ctx: LayerContext) -> None:
             if key not in self.built:  # same inputs on the same image below: built once, shared by platforms
                 self.say(layer.describe())
                 entries: list[Entry] = []
                 self.built[key] = (_build_one(layer, spec, self.store, ctx, platform, self.cache, self.meter, entries,
-                                              self.log), entries)
+                                              note=self.note, read_base=read_base, packages=self.packages,
+                                              log=self.log), entries)
             layers.append(self.built[key][0])
             recorded.append(self.built[key][1])
 
@@ -323,7 +341,8 @@ class _Run:
             for base_layer in base.layers:
                 self.log.sources.setdefault(base_layer.descriptor.digest, "base")
         for layer in (for_platform(l, platform) for l in spec.layers):
-            add(layer, (layer, base_key), ctx)
+            # Packages resolve per architecture: their layer is never shared between platforms.
+            add(layer, (layer, base_key, platform if isinstance(layer, DebsLayer) else None), ctx)
         if self.essentials is not None:  # last: it amends what the image below has (/etc/passwd, the CA bundle, /tmp)
             below = self._lint_image(ctx, images, spec, layers, recorded)
             adds = materialize(self.essentials, spec.config, below, Path(self.spool).parent / "essentials")
@@ -364,6 +383,25 @@ class _Run:
             fs.layers = index + 1
         return LintImage(fs, openers, self.spool, host)
 
+    def _base_reader(self, ctx: LayerContext, images: Resolver, spec: BuildSpec) -> Callable[[str], bytes | None]:
+        """Small files of the base (its dpkg status), read through lint's model of the base image:
+        the first read extracts every status file in one pass over the base's layers."""
+        if ctx.base is None or spec.base is None:
+            return lambda _: None
+        from lamina.lint import LintImage
+        from lamina.sources.packages import is_status
+
+        image = LintImage(ctx.base, images.openers(spec.base.image), self.spool)
+        pending = [p for p in ctx.base.nodes if is_status(p)]
+
+        def read(path: str) -> bytes | None:
+            if pending:
+                image.fetch_paths(pending)
+                pending.clear()
+            return image.read(path)
+
+        return read
+
     def _blob(self, layer: Layer) -> Callable[[], BinaryIO]:
         path = self.store.path(layer.descriptor.digest)
         fetch = self.log.fetch_missing(self.store) if self.log is not None else None
@@ -384,7 +422,8 @@ def _open_cache(note: Progress) -> LayerCache | None:
         return None
 
 
-def _sboms(spec: BuildSpec, images: list[Image], epoch: int) -> tuple[list[tuple[Path, bytes]], list[Any]]:
+def _sboms(spec: BuildSpec, images: list[Image], epoch: int,
+           debs: tuple[Any, ...] = ()) -> tuple[list[tuple[Path, bytes]], list[Any]]:
     """SPDX documents (path beside the output, bytes) and, with --sbom-attach, their artifacts."""
     if spec.sbom is None:
         return [], []
@@ -394,7 +433,7 @@ def _sboms(spec: BuildSpec, images: list[Image], epoch: int) -> tuple[list[tuple
     files, extras = [], []
     for image in images:
         name = str(spec.tags[0]) if spec.tags else str(image.digest)
-        doc = sbom.document(image, name, layer_openers(image), epoch)
+        doc = sbom.document(image, name, layer_openers(image), epoch, tuple(d for d in debs if d.platform == str(image.platform)))
         suffix = "" if len(images) == 1 else "." + str(image.platform).replace("/", "-")
         if target is not None:
             files.append((target.with_name(f"{target.name}{suffix}.spdx.json"), doc))
@@ -447,7 +486,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         if lint is not None:
             lint(findings)  # check: errors stop here, before any output exists
         pushed, statement = _emit(run, built, invocation, push)
-    return BuildResult(built, tuple(outputs), pushed, statement)
+    return BuildResult(built, tuple(outputs), pushed, statement, tuple(run.packages.packages))
 
 
 def _plan(spec: BuildSpec, lock: dict[str, str] | None, *, pushing: bool) -> list[Path]:
@@ -506,7 +545,8 @@ def _build_images(run: _Run) -> Built:
 def _emit(run: _Run, built: Built, invocation: Any, push: Callable[[Any], Any] | None) -> tuple[str | None, bytes | None]:
     """The attachments (SBOM, provenance), then every output staged and committed, and the push."""
     spec, images = run.spec, list(images_of(built))
-    sboms, extras = _sboms(attrs.evolve(spec, output=None) if spec.output == STDOUT else spec, images, run.epoch)
+    sboms, extras = _sboms(attrs.evolve(spec, output=None) if spec.output == STDOUT else spec, images, run.epoch,
+                           tuple(run.packages.packages))
     statement = _provenance(spec, built, run, invocation) if spec.provenance else None
     if statement is not None:
         from lamina.provenance import artifact
@@ -536,6 +576,19 @@ def _layer_log(spec: BuildSpec, registry: Any, note: Progress, cached: bool, *, 
         registry = Options()
     return CacheRepo(target=spec.cache_repo, options=registry, compression=spec.compression,
                      readonly=spec.cache_repo_readonly, note=note, need_bytes=need_bytes)
+
+
+def resolve_packages(spec: BuildSpec, registry: Any = None) -> list[Any]:
+    """What every --package request resolves to (sources.apt.Locked, per platform, on the base),
+    found by building the image into a temporary directory: what lamina.lock records is what
+    the build installs."""
+    if not any(isinstance(layer, DebsLayer) and layer.packages for layer in spec.layers):
+        return []
+    with tempfile.TemporaryDirectory(prefix="lamina-lock-") as tmp:
+        fresh = attrs.evolve(spec, output=None, metadata_file=None, oci_dir=Path(tmp) / "image", sbom=None,
+                             sbom_attach=False, hermetic=False, locked_packages=(), tags=())
+        result = build(fresh, epoch=0, use_cache=False, registry=registry)
+    return [p for p in result.packages if p.request]
 
 
 def check_reproducible(spec: BuildSpec, *, epoch: int, registry: Any = None) -> list[str]:

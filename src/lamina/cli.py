@@ -99,6 +99,17 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
     return tuple(parse_pair(v, flag) for v in values)
 
 
+def _debs_layer(debs: tuple[str, ...], packages: tuple[str, ...]) -> list[Any]:
+    """All --deb and --package flags together: one package layer (none if neither is given)."""
+    from lamina.sources.apt import parse_package
+    from lamina.sources.deb import DebFile
+    from lamina.spec import DebsLayer
+
+    if not debs and not packages:
+        return []
+    return [DebsLayer(tuple(DebFile(d, key=d) for d in debs), tuple(parse_package(p) for p in packages))]
+
+
 @main.command()
 @click.argument("spec_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--add", "adds", multiple=True, metavar="SRC:DST[:MODE]",
@@ -109,6 +120,14 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
               help="Base image: scratch, docker-archive:PATH[:REF|@N], oci-archive:PATH[:REF], oci:DIR[:REF], or a path.")
 @click.option("--copy-from", "copies", multiple=True, metavar="IMAGE:SRC:DST",
               help="Copy SRC out of another image (COPY --from), one layer each.")
+@click.option("--deb", "debs", multiple=True, metavar="FILE.deb",
+              help="Install a Debian package file (no scripts run); all --deb/--package make one layer.")
+@click.option("--package", "packages", multiple=True, metavar="NAME[=VERSION]",
+              help="Install a package and its dependencies from the --apt-source repositories.")
+@click.option("--apt-source", "apt_sources", multiple=True, nargs=3, metavar="URL|DIR SUITE COMPONENT",
+              help="A Debian repository for --package (Release hashes checked).")
+@click.option("--apt-keyring", type=click.Path(dir_okay=False), metavar="KEYRING",
+              help="Check the apt sources' Release signatures with this OpenPGP keyring (gpgv).")
 @click.option("--remove", "removes", multiple=True, metavar="PATH", help="Drop PATH of the base image (a whiteout).")
 @click.option("--ca-certs", "ca_certs", multiple=True, is_flag=False, flag_value="@system", metavar="[FILE|DIR]",
               help="A CA bundle at /etc/ssl/certs/ca-certificates.crt (alone: this machine's), SSL_CERT_FILE set.")
@@ -169,6 +188,7 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
     """
     from lamina import spec as specs
     from lamina.model import Platform
+    from lamina.sources.apt import parse_apt_source
 
     quiet = opts.pop("quiet")
     streaming = opts["output"] == Path("-")
@@ -195,8 +215,11 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
         "layers": [
             *(specs.parse_tarball(t) for t in tarballs),
             *(specs.FilesLayer((specs.parse_copy_from(c),)) for c in copies),
+            *_debs_layer(opts.pop("debs"), opts.pop("packages")),
             *(specs.FilesLayer((specs.parse_add(a),)) for a in adds),
         ],
+        "apt": tuple(parse_apt_source(*a) for a in opts.pop("apt_sources")),
+        "apt_keyring": opts.pop("apt_keyring"),
         "base": specs.BaseSpec(opts["base"], key=opts["base"]) if opts["base"] else None,
         "remove": removes,
         "hermetic": opts["hermetic"],
@@ -233,7 +256,7 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
         "cache_repo": _cache_repo(opts["cache_repo"]),
         "cache_repo_readonly": opts["cache_repo_readonly"],
     }
-    if spec_file is None and not (adds or tarballs or copies) and Path(specs.DEFAULT_SPEC).is_file():
+    if spec_file is None and not flags["layers"] and Path(specs.DEFAULT_SPEC).is_file():
         spec_file = Path(specs.DEFAULT_SPEC)
     base = specs.read_spec(spec_file) if spec_file is not None else specs.BuildSpec()
     spec = specs.merge(base, flags)
@@ -402,11 +425,14 @@ def login(ctx: click.Context, /, registry: str, username: str, password_stdin: b
 @main.command()
 @click.argument("spec_file", required=False, default="lamina.toml", type=click.Path(dir_okay=False, path_type=Path))
 def lock(spec_file: Path) -> None:
-    """Pin every input of SPEC_FILE by sha256 in a lamina.lock beside it."""
+    """Pin every input of SPEC_FILE by sha256 in a lamina.lock beside it (and every Debian
+    package its --package requests resolve to)."""
+    from lamina.build import resolve_packages
     from lamina.pins import write_lock
     from lamina.spec import read_spec
 
-    path, count = write_lock(read_spec(spec_file), spec_file)
+    spec = read_spec(spec_file)
+    path, count = write_lock(spec, spec_file, resolve_packages(spec))
     click.echo(f"wrote {path} ({count} inputs pinned)")
 
 

@@ -15,6 +15,7 @@ Per-file findings (L006-L008) are summarised for people, one line per id (``summ
     L007 warning  world-writable file or directory without the sticky bit
     L008 warning  setuid or setgid file
     L009 error    ELF executable whose machine is not the image's platform
+    L010 error    an installed Debian package's Depends/Pre-Depends that no package in the image satisfies
 """
 
 from __future__ import annotations
@@ -212,6 +213,32 @@ def _check_user(image: LintImage, config: ContainerConfig) -> Iterable[Finding]:
         yield Finding("L004", "error", "/etc/passwd", f"USER {name!r}: {where} — use --accounts (and --user NAME:UID), or a numeric uid")
 
 
+def _check_packages(image: LintImage) -> Iterable[Finding]:
+    """Every installed package's declared dependencies, against dpkg's status and status.d."""
+    from lamina.sources.apt import installed_from, parse_relations
+    from lamina.sources.deb import STATUS_DIR, parse_control
+
+    paths = [p for p, n in sorted(image.fs.nodes.items()) if n.entry.kind is Kind.FILE and
+             (p == "var/lib/dpkg/status" or posixpath.dirname(p) == STATUS_DIR)]
+    try:
+        image.fetch_paths(paths)  # one pass over the layers, not one per stanza
+        texts = [(p, data.decode("utf-8", "replace")) for p in paths if (data := image.read(p)) is not None]
+        installed = installed_from(texts)
+        for path, text in texts:
+            for stanza in parse_control(text, path):
+                if stanza.get("Package") not in installed.versions:
+                    continue
+                where = f"/{path}: {stanza['Package']}"
+                for group in [*parse_relations(stanza.get("Pre-Depends", ""), where),
+                              *parse_relations(stanza.get("Depends", ""), where)]:
+                    if not any(installed.satisfies(r) for r in group):
+                        wanted = " | ".join(str(r) for r in group)
+                        yield Finding("L010", "error", f"/{path}", f"package {stanza['Package']} depends on {wanted}, "
+                                      "which no package in the image provides — add it with --package or --deb")
+    except InputError as exc:  # a status file lamina cannot parse: say so, do not guess
+        yield Finding("L010", "error", "/var/lib/dpkg", f"cannot read the package status: {exc}")
+
+
 def _owner_findings(image: LintImage) -> Iterable[Finding]:
     """L006, when the image has an /etc/passwd: a gid counts as listed by /etc/group or as a
     user's primary group in /etc/passwd."""
@@ -259,6 +286,7 @@ def lint(image: LintImage, config: ContainerConfig, platform: Platform, ignore: 
             findings.append(Finding("L009", "error", f"/{path}", f"{wrong} — build it for {platform}"))
     findings.extend(_check_command(image, config))
     findings.extend(_check_user(image, config))
+    findings.extend(_check_packages(image))
     cert_dirs = ("etc/ssl/certs/", "etc/pki/tls/certs/")  # Go's certDirectories: any file there counts
     has_bundle = (any(image.exists(b) for b in SYSTEM_BUNDLES) or any(e.startswith("SSL_CERT_FILE=") for e in config.env)
                   or any(p.startswith(cert_dirs) and n.entry.kind is Kind.FILE for p, n in image.fs.nodes.items()))

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -24,7 +25,8 @@ from lamina.hashing import sha256_file
 from lamina.limits import MAX_SPEC, TooLarge, read_limited
 from lamina.sources.base import BaseRef
 from lamina.sources.files import AddSpec, CopyFromSpec
-from lamina.spec import BuildSpec, FilesLayer, TarballLayer
+from lamina.sources.apt import Locked
+from lamina.spec import BuildSpec, DebsLayer, FilesLayer, TarballLayer
 
 LOCK_NAME = "lamina.lock"
 
@@ -74,6 +76,9 @@ def inputs(spec: BuildSpec) -> Iterator[Input]:
     for layer in spec.layers:
         if isinstance(layer, TarballLayer):
             yield Input(layer.key or layer.src, layer.src, layer.sha256)
+        elif isinstance(layer, DebsLayer):
+            for deb in layer.debs:
+                yield Input(deb.key or deb.path, deb.path, deb.sha256)
         elif isinstance(layer, FilesLayer):
             for source in layer.adds:
                 if isinstance(source, AddSpec):
@@ -95,11 +100,24 @@ def _image_input(key: str, image: str, pin: str | None) -> Iterator[Input]:
 
 
 def read_lock(spec_path: Path | None) -> dict[str, str]:
+    return _read_lock_file(spec_path)[0]
+
+
+def read_locked_packages(spec_path: Path | None) -> tuple[Locked, ...]:
+    """The ``[[package]]`` entries of lamina.lock: Debian packages as resolved when it was written."""
+    return _read_lock_file(spec_path)[1]
+
+
+_PACKAGE_KEYS = {"request": str, "platform": str, "name": str, "version": str, "architecture": str, "url": str,
+                 "sha256": str, "size": int}
+
+
+def _read_lock_file(spec_path: Path | None) -> tuple[dict[str, str], tuple[Locked, ...]]:
     if spec_path is None:
-        return {}
+        return {}, ()
     lock = spec_path.parent / LOCK_NAME
     if not lock.is_file():
-        return {}
+        return {}, ()
     try:
         with open(lock, "rb") as f:
             data = tomllib.loads(read_limited(f, MAX_SPEC).decode())
@@ -114,7 +132,22 @@ def read_lock(spec_path: Path | None) -> dict[str, str]:
     pins = data.get("inputs", {})
     if not isinstance(pins, dict) or not all(isinstance(v, str) for v in pins.values()):
         raise SpecError(str(lock), "inputs", "expected a table of \"path\" = \"sha256:…\"")
-    return {k: v.removeprefix("sha256:") for k, v in pins.items()}
+    packages = data.get("package", [])
+    if not isinstance(packages, list):
+        raise SpecError(str(lock), "package", "expected an array of tables ([[package]])")
+    locked = []
+    for i, entry in enumerate(packages):
+        if not isinstance(entry, dict) or set(entry) != set(_PACKAGE_KEYS):
+            raise SpecError(str(lock), f"package[{i}]", f"expected the keys {', '.join(_PACKAGE_KEYS)}")
+        for key, kind in _PACKAGE_KEYS.items():
+            if not isinstance(entry[key], kind) or isinstance(entry[key], bool):
+                raise SpecError(str(lock), f"package[{i}].{key}", f"expected {kind.__name__}")
+        digest = entry["sha256"].removeprefix("sha256:")
+        if not re.match(r"^[0-9a-f]{64}$", digest):
+            raise SpecError(str(lock), f"package[{i}].sha256", f"not a sha256 digest: {entry['sha256']!r}")
+        locked.append(Locked(entry["request"], entry["platform"], entry["name"], entry["version"], entry["architecture"],
+                             entry["url"], digest, entry["size"]))
+    return {k: v.removeprefix("sha256:") for k, v in pins.items()}, tuple(locked)
 
 
 def verify(spec: BuildSpec, lock: dict[str, str]) -> None:
@@ -135,14 +168,21 @@ def verify(spec: BuildSpec, lock: dict[str, str]) -> None:
         raise InputError(f"hermetic build refused: {len(problems)} input(s) unpinned or changed: " + "; ".join(problems))
 
 
-def write_lock(spec: BuildSpec, spec_path: Path) -> tuple[Path, int]:
+def write_lock(spec: BuildSpec, spec_path: Path, packages: Sequence[Locked] = ()) -> tuple[Path, int]:
+    """``packages``: the Debian packages the build resolves (build.resolve_packages), recorded too."""
     from lamina.sinks.atomic import atomic_file
 
     pins = {item.key: "sha256:" + digest_of(item.path) for item in inputs(spec) if item.path is not None}
     lines = ["# lamina.lock: sha256 of every input of lamina.toml, written by `lamina lock`.",
              "# With hermetic = true (or --hermetic), a build refuses inputs that differ.", "", "[inputs]"]
     lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in sorted(pins.items())]
+    for p in sorted(packages, key=lambda p: (p.request, p.platform, p.name)):
+        lines += ["", "[[package]]", f"request = {json.dumps(p.request)}", f"platform = {json.dumps(p.platform)}",
+                  f"name = {json.dumps(p.name)}", f"version = {json.dumps(p.version)}",
+                  f"architecture = {json.dumps(p.arch)}", f"url = {json.dumps(p.url)}",
+                  f"sha256 = {json.dumps('sha256:' + p.sha256)}", f"size = {p.size}"]
     path = spec_path.parent / LOCK_NAME
     with atomic_file(path) as out:
         out.write(("\n".join(lines) + "\n").encode())
-    return path, len(pins)
+    return path, len(pins) + len(packages)
+

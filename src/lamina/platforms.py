@@ -10,7 +10,7 @@ import attrs
 from lamina.errors import InputError
 from lamina.model import Platform
 from lamina.sources.files import AddSpec, CopyFromSpec
-from lamina.spec import FilesLayer, LayerSpec, TarballLayer
+from lamina.spec import DebsLayer, FilesLayer, LayerSpec, TarballLayer
 
 
 def substitute(text: str, platform: Platform) -> str:
@@ -31,6 +31,8 @@ def _add(spec: AddSpec, platform: Platform) -> AddSpec:
 
 
 def for_platform(layer: LayerSpec, platform: Platform) -> LayerSpec:
+    if isinstance(layer, DebsLayer):  # packages are chosen per platform when the layer is built
+        return layer
     if isinstance(layer, TarballLayer):
         return attrs.evolve(layer, src=substitute(layer.src, platform))
     adds = tuple(

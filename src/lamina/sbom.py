@@ -9,6 +9,7 @@ With ``--sbom-attach`` the document also becomes an OCI artifact (image-spec man
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tarfile
 import tempfile
@@ -35,18 +36,29 @@ class _File:
     go: list[tuple[str, str]] | None
 
 
-def _filesystem(openers: list[Callable[[], BinaryIO]]) -> dict[str, _File]:
+def _filesystem(openers: list[Callable[[], BinaryIO]], status: dict[str, bytes] | None = None) -> dict[str, _File]:
     """Every regular file of the merged filesystem (rootfs.MergedFS: whiteouts applied,
-    hardlinks included) with its digests, in one pass over the layers."""
+    hardlinks included) with its digests, in one pass over the layers; ``status`` receives
+    the contents of dpkg's status files (sources.packages.is_status)."""
+    from lamina.sources.packages import STATUS_CAP, is_status
+
     hashed: dict[Origin, _File] = {}
+    texts: dict[Origin, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="lamina-sbom-") as spool:
 
-        def visit(index: int, _path: str, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+        def visit(index: int, path: str, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
             if member.isfile():  # a later member of the same name replaces it, as in the filesystem
-                hashed[(index, member.name)] = _hash(archive.extractfile(member), spool)  # type: ignore[arg-type]
+                src = archive.extractfile(member)
+                if status is not None and src is not None and is_status(path) and member.size <= STATUS_CAP:
+                    texts[(index, member.name)] = src.read()
+                    src = io.BytesIO(texts[(index, member.name)])
+                hashed[(index, member.name)] = _hash(src, spool)  # type: ignore[arg-type]
 
         fs = MergedFS.read("image", openers, visit)
-    return {path: hashed[node.data] for path, node in fs.files().items() if node.data is not None}
+    files = fs.files()
+    if status is not None:
+        status.update((path, texts[node.data]) for path, node in files.items() if node.data in texts)
+    return {path: hashed[node.data] for path, node in files.items() if node.data is not None}
 
 
 def _hash(data: BinaryIO, spool: str) -> _File:
@@ -78,8 +90,11 @@ def _hash(data: BinaryIO, spool: str) -> _File:
     return _File(sha1.hexdigest(), sha256.hexdigest(), modules)
 
 
-def document(image: Image, name: str, openers: list[Callable[[], BinaryIO]], epoch: int) -> bytes:
-    files = _filesystem(openers)
+def document(image: Image, name: str, openers: list[Callable[[], BinaryIO]], epoch: int,
+             debs: tuple[Any, ...] = ()) -> bytes:
+    """``debs``: the Debian packages the build installed (sources.apt.Locked), for their checksums."""
+    status: dict[str, bytes] = {}
+    files = _filesystem(openers, status)
     packages: list[dict[str, Any]] = [{
         "SPDXID": "SPDXRef-Image",
         "name": name,
@@ -110,6 +125,12 @@ def document(image: Image, name: str, openers: list[Callable[[], BinaryIO]], epo
                                                 "referenceLocator": f"pkg:golang/{module[0]}@{module[1]}"}]
                 packages.append(package)
             relationships.append({"spdxElementId": file_id, "relationshipType": "CONTAINS", "relatedSpdxElement": modules[module]})
+    from lamina.sources.packages import spdx_packages
+
+    for package in spdx_packages(status, debs):
+        packages.append(package)
+        relationships.append({"spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS",
+                              "relatedSpdxElement": str(package["SPDXID"])})
     doc = {
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",

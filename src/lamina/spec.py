@@ -25,6 +25,8 @@ from lamina.essentials import Essentials
 from lamina.image import ConfigChanges
 from lamina.layers.compression import Compression
 from lamina.model import Platform, Reference
+from lamina.sources.apt import AptSource, Locked, parse_apt_source, parse_package
+from lamina.sources.deb import DebFile
 from lamina.sources.files import AddSpec, CopyFromSpec, Source
 
 DEFAULT_SPEC = "lamina.toml"
@@ -55,7 +57,20 @@ class TarballLayer:
         return f"lamina: add tarball {os.path.basename(self.src)} -> {self.dst}"
 
 
-LayerSpec = FilesLayer | TarballLayer
+@attrs.frozen
+class DebsLayer:
+    """Debian packages as one layer: ``--deb`` files and ``--package`` names from ``[apt]`` sources."""
+
+    debs: tuple[DebFile, ...] = ()
+    packages: tuple[str, ...] = ()  # NAME or NAME=VERSION
+    allow_overwrite: bool = False  # a package may replace another package's file (otherwise an error)
+
+    def describe(self) -> str:
+        names = sorted({os.path.basename(d.key or d.path) for d in self.debs} | set(self.packages))
+        return "lamina: packages " + ", ".join(names)
+
+
+LayerSpec = FilesLayer | TarballLayer | DebsLayer
 
 
 @attrs.frozen
@@ -89,6 +104,8 @@ class BuildSpec:
     compression: Compression = Compression.GZIP
     source_date_epoch: int | None = None
     metadata_file: Path | None = None
+    apt: tuple[AptSource, ...] = ()  # repositories --package names are resolved from
+    locked_packages: tuple[Locked, ...] = ()  # from lamina.lock: packages fetched as pinned, never re-resolved
     cache_repo: str | None = None  # REGISTRY/REPO: the layer cache shared through a registry
     cache_repo_readonly: bool = False  # look layers up there, never write (untrusted branches)
 
@@ -215,7 +232,7 @@ _TOP_KEYS = {
     "layer", "base", "remove", "hermetic", "platform", "platforms", "docker_platform", "arch_check",
     "ca_certs", "accounts", "tmp", "tzdata", "lint", "lint_ignore", "sbom", "sbom_attach", "provenance", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
     "expose", "stop_signal", "tags", "output", "oci_dir", "compression", "source_date_epoch",
-    "metadata_file", "cache_repo",
+    "metadata_file", "apt", "cache_repo",
 }
 
 
@@ -263,6 +280,8 @@ class _Reader:
         where = f"layer[{index}]"
         if not isinstance(data, dict):
             raise self.fail(where, "expected a table")
+        if "debs" in data or "packages" in data:
+            return self.debs_layer(where, data)
         unknown = set(data) - {"entries", "tarball", "dst", "sha256", "comment"}
         if unknown:
             raise self.fail(f"{where}.{sorted(unknown)[0]}", "unknown key")
@@ -278,6 +297,45 @@ class _Reader:
         if not entries:
             raise self.fail(f"{where}.entries", "is empty")
         return FilesLayer(tuple(self.entry(f"{where}.entries[{i}]", e) for i, e in enumerate(entries)))
+
+    def debs_layer(self, where: str, data: Mapping[str, Any]) -> DebsLayer:
+        """``debs = ["x.deb", {path = "y.deb", sha256 = "…"}]`` and/or ``packages = ["libc6"]``."""
+        unknown = set(data) - {"debs", "packages", "allow_overwrite", "comment"}
+        if unknown:
+            raise self.fail(f"{where}.{sorted(unknown)[0]}", "unknown key (a package layer has 'debs' and 'packages')")
+        debs = []
+        for i, item in enumerate(self.typed(data, "debs", list, where + ".") if "debs" in data else []):
+            at = f"{where}.debs[{i}]"
+            if isinstance(item, str):
+                debs.append(DebFile(self.rel(item), key=item))
+            elif isinstance(item, dict) and set(item) <= {"path", "sha256"} and isinstance(item.get("path"), str):
+                debs.append(DebFile(self.rel(item["path"]), self.pin(item, at), key=item["path"]))
+            else:
+                raise self.fail(at, "expected a path or { path = \"…\", sha256 = \"…\" }")
+        packages = self.typed(data, "packages", list, where + ".") if "packages" in data else []
+        if not all(isinstance(p, str) for p in packages):
+            raise self.fail(f"{where}.packages", "expected a list of NAME or NAME=VERSION")
+        names = tuple(self.wrap(f"{where}.packages", parse_package, p) for p in packages)
+        if not debs and not names:
+            raise self.fail(where, "a package layer needs 'debs' or 'packages'")
+        allow = self.typed(data, "allow_overwrite", bool, where + ".") if "allow_overwrite" in data else False
+        return DebsLayer(tuple(debs), names, allow)
+
+    def apt(self, data: Any) -> tuple[AptSource, ...]:
+        """``[apt] sources = ["URL|DIR SUITE COMPONENT", …]``, ``keyring = "…"`` (checks their Release signatures)."""
+        if not isinstance(data, dict) or set(data) - {"sources", "keyring"}:
+            raise self.fail("apt", "expected a table with 'sources' (a list of \"URL SUITE COMPONENT\") and 'keyring'")
+        keyring = self.rel(self.typed(data, "keyring", str, "apt.")) if "keyring" in data else ""
+        sources = self.typed(data, "sources", list, "apt.") if "sources" in data else []
+        out = []
+        for i, text in enumerate(sources):
+            if not isinstance(text, str):
+                raise self.fail(f"apt.sources[{i}]", "expected \"URL|DIR SUITE COMPONENT\"")
+            parts = text.split()
+            if len(parts) == 3 and not re.match(r"^[a-z]+://", parts[0]):
+                parts[0] = self.rel(parts[0])
+            out.append(attrs.evolve(self.wrap(f"apt.sources[{i}]", parse_apt_source, *parts), keyring=keyring))
+        return tuple(out)
 
     def pin(self, data: Mapping[str, Any], where: str) -> str | None:
         if "sha256" not in data:
@@ -347,6 +405,8 @@ class _Reader:
         if "layer" in data:
             layers = self.typed(data, "layer", list)
             fields["layers"] = tuple(self.layer(i, layer) for i, layer in enumerate(layers))
+        if "apt" in data:
+            fields["apt"] = self.apt(data["apt"])
         if "base" in data:
             base = self.typed(data, "base", (str, dict))
             if isinstance(base, dict):
@@ -482,6 +542,10 @@ def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
         changes["tags"] = tuple(flags["tags"])
     if flags.get("layers"):
         changes["layers"] = (*file_spec.layers, *flags["layers"])
+    if flags.get("apt"):
+        changes["apt"] = (*file_spec.apt, *flags["apt"])
+    if flags.get("apt_keyring"):
+        changes["apt"] = tuple(attrs.evolve(s, keyring=flags["apt_keyring"]) for s in changes.get("apt", file_spec.apt))
     config = file_spec.config
     config_changes: dict[str, Any] = {}
     for key in ("entrypoint", "cmd", "workdir", "user", "stop_signal"):
