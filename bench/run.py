@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> list[Result]:
         docker = Docker() if shutil.which("dockerd") and os.geteuid() == 0 else None
     except Exception as exc:  # the peer is missing, not lamina: record why
         print(f"docker unavailable: {exc}")
-    want = set(args.only.split(",")) if args.only else {"hello", "rootfs", "many-small", "rebuild", "memory"}
+    want = set(args.only.split(",")) if args.only else {"hello", "rootfs", "many-small", "rebuild", "memory", "registry"}
     try:
         if "hello" in want:
             results += hello(runs, env, docker)
@@ -177,6 +177,8 @@ def run(args: argparse.Namespace) -> list[Result]:
             results += rebuild(rootfs, slow_runs, docker)
         if "memory" in want and not args.quick:
             results += memory(env)
+        if "registry" in want:
+            results += registry_workloads(slow_runs, 100 if args.quick else 300)
     finally:
         if docker is not None:
             docker.stop()
@@ -322,6 +324,70 @@ def memory(env: dict[str, str]) -> list[Result]:
     return res
 
 
+def registry_workloads(runs: int, size_mb: int) -> list[Result]:
+    """push and pull of one image against skopeo, and the cache repository's warm runner vs a cold one,
+    all against a fresh local distribution registry (docker-registry) on 127.0.0.1."""
+    from support.registry import DistributionRegistry
+
+    binary = shutil.which("docker-registry")
+    if binary is None or shutil.which("skopeo") is None:
+        why = "docker-registry or skopeo not installed"
+        return [skipped(w, "lamina", why) for w in ("push", "pull", "cache-repo")]
+    print(f"registry: push and pull of a {size_mb} MB image; two runners sharing a cache repository")
+    work = SCRATCH / "registry"
+    work.mkdir(exist_ok=True)
+    data = work / "tree"
+    for i in range(3):  # three layers, each a tree of ten files, half random, half zeros
+        for j in range(10):
+            part = data / f"part{i}" / f"file{j}"
+            if not part.exists() or part.stat().st_size != (size_mb // 30) << 20:
+                part.parent.mkdir(parents=True, exist_ok=True)
+                with open(part, "wb") as f:
+                    for _ in range(size_mb // 60):
+                        f.write(os.urandom(1 << 20))
+                        f.write(bytes(1 << 20))
+    image = work / "image.tar"
+    adds = [a for i in range(3) for a in ("--add", f"{data / f'part{i}'}:/data/part{i}")]
+    subprocess.run([*LAMINA, "build", "-q", "--no-cache", *adds, "-o", str(image)], check=True, stdout=subprocess.DEVNULL)
+    server = DistributionRegistry(binary)
+    repos = server.dir / "data" / "docker" / "registry" / "v2" / "repositories"
+    env = {"XDG_CACHE_HOME": str(work / "cache"), "DOCKER_CONFIG": str(work / "docker")}
+
+    def fresh(*names: str) -> Callable[[], None]:
+        """Those repositories emptied (every blob must be sent again) and lamina's caches cold."""
+        def prepare() -> None:
+            for name in names:
+                shutil.rmtree(repos / "bench" / name, ignore_errors=True)
+            shutil.rmtree(work / "cache", ignore_errors=True)
+            (work / "pulled.tar").unlink(missing_ok=True)
+        return prepare
+
+    host = server.host
+    try:
+        res = [measure("push", "lamina push", runs, [*LAMINA, "push", "-q", str(image), f"{host}/bench/push:v1"],
+                       env=env, prepare=fresh("push")),
+               measure("push", "skopeo copy oci-archive: docker://", runs,
+                       ["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci-archive:{image}", f"docker://{host}/bench/push:v1"],
+                       prepare=fresh("push"))]
+        subprocess.run([*LAMINA, "push", "-q", str(image), f"{host}/bench/pull:v1"], check=True, env={**os.environ, **env},
+                       stdout=subprocess.DEVNULL)
+        res += [measure("pull", "lamina build --from REF -o", runs,
+                        [*LAMINA, "build", "-q", "--no-lint", "--from", f"{host}/bench/pull:v1", "-o", str(work / "pulled.tar")],
+                        env=env, prepare=fresh()),
+                measure("pull", "skopeo copy docker:// oci-archive:", runs,
+                        ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{host}/bench/pull:v1",
+                         f"oci-archive:{work / 'pulled.tar'}"], prepare=fresh())]
+        build = [*LAMINA, "build", "-q", *adds, "--cache-repo", f"{host}/bench/cache"]
+        res.append(measure("cache-repo", "lamina cold runner: build + push", runs, [*build, "--push", f"{host}/bench/app1:v1"],
+                           env=env, prepare=fresh("cache", "app1")))
+        res.append(measure("cache-repo", "lamina warm runner (cache repo): build + push", runs,
+                           [*build, "--push", f"{host}/bench/app2:v1"], env=env, prepare=fresh("app2")))
+    finally:
+        server.stop()
+        (work / "pulled.tar").unlink(missing_ok=True)
+    return res
+
+
 # ---- report
 
 
@@ -344,8 +410,8 @@ def report(results: list[Result], header: str) -> str:
     lamina = {r["workload"]: r for r in results if str(r["tool"]).startswith("lamina") and r.get("median")}
     lines = ["# lamina benchmark results", "", f"Machine: {header}", "",
              "Reproduce: `make bench` (or `.venv/bin/python bench/run.py`). Medians of several runs in one session;",
-             "the ratio is lamina's median divided by the peer's (below 1: lamina is faster; for *rebuild*, the",
-             "rebuild's time as a fraction of the cold build's). Peak MB is the largest resident set of the process tree.", "",
+             "the ratio is lamina's median divided by the peer's (below 1: lamina is faster; for *rebuild* and",
+             "*cache-repo*, the warm run's time as a fraction of the cold one's). Peak MB is the largest resident set of the process tree.", "",
              "| workload | tool | median (s) | lamina / tool | peak MB | runs |", "|---|---|---:|---:|---:|---:|"]
     for r in results:
         tool = str(r["tool"]).replace("|", "\\|")
@@ -353,8 +419,8 @@ def report(results: list[Result], header: str) -> str:
             lines.append(f"| {r['workload']} | {tool} | not measured: {r['why']} | | | |")
             continue
         base = lamina.get(r["workload"])
-        if r["workload"] == "rebuild":
-            cold = next((x for x in results if x["workload"] == "rebuild" and "cold" in str(x["tool"])), None)
+        if r["workload"] in ("rebuild", "cache-repo"):
+            cold = next((x for x in results if x["workload"] == r["workload"] and "cold" in str(x["tool"])), None)
             ratio = f"{r['median'] / cold['median']:.2f}" if cold is not None and cold is not r else ""
         else:
             ratio = "" if base is None or r is base else f"{base['median'] / r['median']:.2f}"
@@ -366,7 +432,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one run each, smaller trees")
-    parser.add_argument("--only", help="comma-separated workloads: hello,rootfs,many-small,rebuild,memory")
+    parser.add_argument("--only", help="comma-separated workloads: hello,rootfs,many-small,rebuild,memory,registry")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results.md"))
     args = parser.parse_args()
     subprocess.run(["make", "-C", str(ROOT / "testdata"), "all"], check=True, stdout=subprocess.DEVNULL)

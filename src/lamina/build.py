@@ -37,6 +37,7 @@ from lamina.store import BlobStore
 
 if TYPE_CHECKING:
     from lamina.lint import LintImage
+    from lamina.registry.cache_repo import LayerLog
 
 Progress = Callable[[str], None]
 # A progress bar for one layer: (description, total bytes or None) -> context giving an update(n) function.
@@ -96,9 +97,18 @@ def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) 
 def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerContext, platform: Platform,
                cache: LayerCache | None, meter: Meter | None = None, record: list[Entry] | None = None,
                note: Progress | None = None, read_base: Callable[[str], bytes | None] = lambda _: None,
-               packages: Installs | None = None) -> Layer:
-    """Build (or take from the cache) one layer; ``record`` receives its entries, for lint."""
+               packages: Installs | None = None, log: LayerLog | None = None) -> Layer:
+    """Build (or take from the local cache, then the cache repository) one layer; ``record``
+    receives its entries, for lint; ``log`` where the layer came from."""
     from lamina.layers.compression import describe
+    from lamina.registry.cache_repo import BUILT, LOCAL, LayerLog
+
+    log = log if log is not None else LayerLog()
+
+    def put_local(hit: Layer) -> None:  # a cache-repository hit, downloaded: into the local cache too
+        with _cache_errors_ignored():
+            assert cache is not None and key is not None
+            cache.put(key, hit, store.path(hit.descriptor.digest))
 
     created_by = layer.describe()
     settings = f"{spec.compression.value}\0{describe(spec.compression)}"
@@ -112,7 +122,9 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
             if record is not None:
                 record.extend(e for e, _ in items)
             with _metered(meter, created_by, sum(e.size for e, _ in items)) as on_bytes:
-                return build_layer(items, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
+                debs = build_layer(items, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
+        log.built(None, debs, BUILT)  # package layers are not cached (resolution decides their inputs)
+        return debs
     if isinstance(layer, FilesLayer):
         items = tree_layer(layer.adds, ctx)
         if record is not None:
@@ -125,30 +137,39 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
                 key = cache.key_for_entries(items, settings)
                 hit = _from_cache(cache, key, store, created_by)
                 if hit is not None:
+                    log.built(key, hit, LOCAL)
                     return hit
+            if key is not None and (hit := log.lookup(key, created_by, store, put_local)) is not None:
+                return hit
         total = sum(e.size for e, _ in items if e.kind is Kind.FILE)
         with _metered(meter, created_by, total) as on_bytes:
             built = build_layer(items, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
     else:
+        hit = None
         if cache is not None and os.path.isfile(layer.src):
             with _cache_errors_ignored():
                 key = cache.key_for_tarball(layer.src, f"{settings}\0{normalize(layer.dst)}\0{ctx.epoch}")
                 hit = _from_cache(cache, key, store, created_by)
                 if hit is not None:
-                    if record is not None:  # lint needs the members (and what it reads): one pass
-                        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members:
-                            for entry, opener in _recorded(members, record, ctx.spool + "-lint"):
-                                if opener is not None and record[-1].source:
-                                    with opener() as data:
-                                        while data.read(1 << 20):
-                                            pass
-                    return hit
+                    log.built(key, hit, LOCAL)
+            if hit is None and key is not None:
+                hit = log.lookup(key, created_by, store, put_local)
+            if hit is not None:
+                if record is not None:  # lint needs the members (and what it reads): one pass
+                    with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members:
+                        for entry, opener in _recorded(members, record, ctx.spool + "-lint"):
+                            if opener is not None and record[-1].source:
+                                with opener() as data:
+                                    while data.read(1 << 20):
+                                        pass
+                return hit
         with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members, _metered(meter, created_by, None) as on_bytes:
             built = build_layer(_recorded(members, record, ctx.spool + "-lint"), compression=spec.compression,
                                 store=store, created_by=created_by, on_bytes=on_bytes)
     if cache is not None and key is not None:
         with _cache_errors_ignored():
             cache.put(key, built, store.path(built.descriptor.digest))
+    log.built(key, built, BUILT)
     return built
 
 
@@ -277,6 +298,7 @@ class _Run:
     built: dict[tuple[object, ...], tuple[Layer, list[Entry]]] = attrs.field(factory=dict)
     used: list[tuple[str, Image]] = attrs.field(factory=list)  # (name, image) of every image read
     packages: Installs = attrs.field(factory=Installs)  # what the package layers installed
+    log: LayerLog | None = None  # where each layer came from; with a cache repository, a CacheRepo
 
     def image(self, requested: Platform | None) -> Image:
         spec = self.spec
@@ -310,10 +332,14 @@ class _Run:
                 self.say(layer.describe())
                 entries: list[Entry] = []
                 self.built[key] = (_build_one(layer, spec, self.store, ctx, platform, self.cache, self.meter, entries,
-                                              note=self.note, read_base=read_base, packages=self.packages), entries)
+                                              note=self.note, read_base=read_base, packages=self.packages,
+                                              log=self.log), entries)
             layers.append(self.built[key][0])
             recorded.append(self.built[key][1])
 
+        if base is not None and self.log is not None:
+            for base_layer in base.layers:
+                self.log.sources.setdefault(base_layer.descriptor.digest, "base")
         for layer in (for_platform(l, platform) for l in spec.layers):
             # Packages resolve per architecture: their layer is never shared between platforms.
             add(layer, (layer, base_key, platform if isinstance(layer, DebsLayer) else None), ctx)
@@ -378,7 +404,13 @@ class _Run:
 
     def _blob(self, layer: Layer) -> Callable[[], BinaryIO]:
         path = self.store.path(layer.descriptor.digest)
-        return lambda: open(path, "rb")
+        fetch = self.log.fetch_missing(self.store) if self.log is not None else None
+
+        def open_blob() -> BinaryIO:
+            if fetch is not None:  # a cache-repository hit not downloaded: only if lint needs its bytes
+                fetch(layer.descriptor.digest)
+            return open(path, "rb")
+        return open_blob
 
 
 def _open_cache(note: Progress) -> LayerCache | None:
@@ -444,6 +476,9 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
     outputs = _plan(spec, lock, pushing=push is not None)
     with WorkDir(spec) as tmp, contextlib.ExitStack() as stack:  # beside the first output
         run = _start(spec, Path(tmp), stack, epoch, say, note or say, registry, meter, use_cache, shuffle)
+        run.log = _layer_log(spec, registry, note or say, run.cache is not None,
+                             need_bytes=push is None or bool(spec.output or spec.oci_dir or spec.sbom))
+        stack.callback(run.log.close)
         findings: list[tuple[Platform, Any]] = []
         if lint is not None:
             run.lint = _linter(spec, lint_ignore, findings)
@@ -518,8 +553,29 @@ def _emit(run: _Run, built: Built, invocation: Any, push: Callable[[Any], Any] |
 
         extras.append(artifact(built, statement))
     docker_image = docker_image_of(images, spec.docker_platform) if spec.output is not None else None
-    pushed = emit(spec, built, epoch=run.epoch, docker_image=docker_image, sboms=sboms, extras=extras, push=push)
+    log = run.log
+    assert log is not None  # build() gives every run one
+    pushed = emit(spec, built, epoch=run.epoch, docker_image=docker_image, sboms=sboms, extras=extras,
+                  push=log.wrap_push(push, run.store) if push is not None else None, sources=log.sources)
+    log.publish(run.store, pushed)  # only now that the build has succeeded
+    if (summary := log.summary()) is not None:
+        run.note(summary)
     return pushed, statement
+
+
+def _layer_log(spec: BuildSpec, registry: Any, note: Progress, cached: bool, *, need_bytes: bool) -> LayerLog:
+    """Where layers come from: with ``spec.cache_repo`` (and the local cache, whose keys it shares),
+    a CacheRepo that looks keys up in the registry and publishes what this build made."""
+    from lamina.registry.cache_repo import CacheRepo, LayerLog
+
+    if not spec.cache_repo or not cached:
+        return LayerLog()
+    if registry is None:
+        from lamina.registry.options import Options
+
+        registry = Options()
+    return CacheRepo(target=spec.cache_repo, options=registry, compression=spec.compression,
+                     readonly=spec.cache_repo_readonly, note=note, need_bytes=need_bytes)
 
 
 def resolve_packages(spec: BuildSpec, registry: Any = None) -> list[Any]:

@@ -56,6 +56,15 @@ def _registry(ctx: click.Context, /, opts: dict[str, Any], quiet: bool = False) 
     )
 
 
+def _cache_repo(text: str | None) -> str | None:
+    if not text:
+        return None
+    from lamina.registry.cache_repo import parse_cache_repo
+
+    parse_cache_repo(text)  # a bad repository is a usage error before anything is built
+    return text
+
+
 def _meter(chatty: bool) -> Any:
     """Per-layer progress bars (bytes, rate) on a terminal only; tqdm is imported only then."""
     if not chatty:
@@ -161,6 +170,10 @@ def _debs_layer(debs: tuple[str, ...], packages: tuple[str, ...]) -> list[Any]:
 @click.option("--check-reproducible", is_flag=True,
               help="Build twice (cold cache, shuffled walk) first; fail with the diff if the digests differ.")
 @click.option("--push", "push_to", metavar="REF", help="Push the image to a registry (prints REF@sha256:…).")
+@click.option("--cache-repo", metavar="REGISTRY/REPO", envvar="LAMINA_CACHE_REPO",
+              help="Share the layer cache through this registry repository ($LAMINA_CACHE_REPO).")
+@click.option("--cache-repo-readonly", is_flag=True, default=None, envvar="LAMINA_CACHE_REPO_READONLY",
+              help="Use the cache repository's layers, never write to it (untrusted branches).")
 @click.option("--sign-gpg-key", metavar="FINGERPRINT", help="Sign the pushed image with this OpenPGP key ($GNUPGHOME).")
 @click.option("--lookaside", metavar="DIR", help="Where --sign-gpg-key writes the signature (registries.d lookaside).")
 @_registry_options
@@ -240,6 +253,8 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
             if opts["source_date_epoch"] is not None else None
         ),
         "metadata_file": opts["metadata_file"],
+        "cache_repo": _cache_repo(opts["cache_repo"]),
+        "cache_repo_readonly": opts["cache_repo_readonly"],
     }
     if spec_file is None and not flags["layers"] and Path(specs.DEFAULT_SPEC).is_file():
         spec_file = Path(specs.DEFAULT_SPEC)
@@ -529,10 +544,25 @@ def cache() -> None:
 
 @cache.command()
 @click.option("--max-size", metavar="SIZE", default="0", help="Keep at most SIZE (e.g. 2G); default: empty it.")
-def prune(max_size: str) -> None:
-    """Drop least-recently-used layers until the cache fits in --max-size."""
+@click.option("--remote", metavar="REGISTRY/REPO",
+              help="Prune this cache repository instead (with --older-than).")
+@click.option("--older-than", metavar="DAYS", help="With --remote: delete entries created more than DAYS ago.")
+@_registry_options
+@click.pass_context
+def prune(ctx: click.Context, /, max_size: str, remote: str | None, older_than: str | None, **opts: Any) -> None:
+    """Drop least-recently-used layers until the cache fits in --max-size, or old entries of a cache repository."""
     from lamina.cache import LayerCache
+    from lamina.errors import UsageError
     from lamina.registry.api import parse_size
+
+    if remote or older_than:
+        if not (remote and older_than):
+            raise UsageError("cache prune: --remote REGISTRY/REPO and --older-than DAYS go together")
+        from lamina.registry.cache_repo import prune as prune_remote
+
+        deleted, kept = prune_remote(remote, _registry(ctx, opts), older_than)
+        click.echo(f"deleted {deleted} cache entries from {remote}; {kept} remain")
+        return
 
     limit = 0 if max_size == "0" else parse_size(max_size)
     store = LayerCache()

@@ -106,6 +106,8 @@ class BuildSpec:
     metadata_file: Path | None = None
     apt: tuple[AptSource, ...] = ()  # repositories --package names are resolved from
     locked_packages: tuple[Locked, ...] = ()  # from lamina.lock: packages fetched as pinned, never re-resolved
+    cache_repo: str | None = None  # REGISTRY/REPO: the layer cache shared through a registry
+    cache_repo_readonly: bool = False  # look layers up there, never write (untrusted branches)
 
 
 # ---- value parsers shared by flags and the file; each raises UsageError with the bad value
@@ -230,7 +232,7 @@ _TOP_KEYS = {
     "layer", "base", "remove", "hermetic", "platform", "platforms", "docker_platform", "arch_check",
     "ca_certs", "accounts", "tmp", "tzdata", "lint", "lint_ignore", "sbom", "sbom_attach", "provenance", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
     "expose", "stop_signal", "tags", "output", "oci_dir", "compression", "source_date_epoch",
-    "metadata_file", "apt",
+    "metadata_file", "apt", "cache_repo",
 }
 
 
@@ -492,6 +494,12 @@ class _Reader:
             fields["source_date_epoch"] = self.wrap(
                 "source_date_epoch", parse_epoch, self.typed(data, "source_date_epoch", int), "source_date_epoch"
             )
+        if "cache_repo" in data:
+            from lamina.registry.cache_repo import parse_cache_repo
+
+            text = self.typed(data, "cache_repo", str)
+            self.wrap("cache_repo", parse_cache_repo, text)
+            fields["cache_repo"] = text
         return BuildSpec(**fields)
 
 
@@ -509,11 +517,13 @@ def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
     """Apply flag values (already parsed; None or empty means "not given") over a file spec."""
     changes: dict[str, Any] = {}
     for key in ("platforms", "docker_platform", "output", "oci_dir", "compression", "source_date_epoch",
-                "metadata_file", "base"):
+                "metadata_file", "base", "cache_repo"):
         if flags.get(key) is not None:
             changes[key] = flags[key]
     if flags.get("hermetic"):
         changes["hermetic"] = True
+    if flags.get("cache_repo_readonly"):
+        changes["cache_repo_readonly"] = True
     if flags.get("arch_check") is False:
         changes["arch_check"] = False
     if flags.get("lint") is False:

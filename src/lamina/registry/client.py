@@ -456,6 +456,8 @@ class Registry:
         import httpx
 
         declared = response.headers.get("content-length", "")
+        if response.request.method == "HEAD":  # no body; its Content-Length is the blob's size
+            declared = ""
         try:
             if strict and declared.isdigit() and int(declared) > MAX_DOCUMENT:
                 raise RegistryError(f"{self.host}: {what}: the answer is {declared} bytes, over the {MAX_DOCUMENT >> 20} MiB limit")
@@ -469,30 +471,61 @@ class Registry:
                     break
         finally:
             response.close()
-        kept = {k: v for k, v in response.headers.items() if k.lower() not in ("content-encoding", "transfer-encoding", "content-length")}
+        dropped = ("content-encoding", "transfer-encoding") + (() if response.request.method == "HEAD" else ("content-length",))
+        kept = {k: v for k, v in response.headers.items() if k.lower() not in dropped}  # a HEAD keeps the blob's size
         return httpx.Response(response.status_code, headers=kept, content=bytes(data), request=response.request)
 
     def download(self, url: str, *, what: str, scopes: tuple[str, ...], size: int) -> Iterator[bytes]:
-        """A blob's body, never more than its descriptor's ``size`` bytes (more is an error, not stored)."""
+        """A blob's body, never more than its descriptor's ``size`` bytes (more is an error, not stored).
+
+        A connection that drops mid-body is resumed where it stopped with ``Range: bytes=N-``
+        (a bounded number of times), so a flaky link costs the lost bytes, not the whole blob.
+        A registry that ignores the Range and answers 200 is read from the start again, its
+        first N bytes dropped. The caller hashes what is yielded: one unbroken byte stream.
+        """
         import httpx
 
-        response = self.request("GET", url, what=what, scopes=scopes, stream=True, size=size)
-        try:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > size:
-                raise RegistryError(f"{self.host}: {what}: the registry sends {declared} bytes for a blob of {size}")
-            got = 0
-            for chunk in response.iter_bytes(1 << 20):
-                got += len(chunk)
-                if got > size:
-                    raise RegistryError(f"{self.host}: {what}: the registry sent more than the blob's {size} bytes")
-                yield chunk
-        except httpx.HTTPError as exc:
-            if _deadline_passed():
-                raise RegistryError(f"{self.host}: {what}: not complete within the deadline (LAMINA_REGISTRY_DEADLINE)") from None
-            raise RegistryError(f"{self.host}: {what}: {type(exc).__name__}: {printable(str(exc))}") from None
-        finally:
-            response.close()
+        got = 0
+        drops = 0
+        while True:
+            headers = {"Range": f"bytes={got}-"} if got else None
+            response = self.request("GET", url, what=what, scopes=scopes, stream=True, size=size - got,
+                                    headers=headers, ok=(200, 206) if got else (200,))
+            try:
+                skip = 0
+                if got and response.status_code == 206:
+                    answered = response.headers.get("content-range", "").strip()
+                    if not answered.startswith(f"bytes {got}-"):
+                        raise RegistryError(f"{self.host}: {what}: asked for bytes from {got}, the registry "
+                                            f"sent {printable(answered, 60) or 'no Content-Range'}")
+                elif got:
+                    skip = got  # Range ignored: the whole body again
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) + (got - skip) > size:
+                    raise RegistryError(f"{self.host}: {what}: the registry sends {declared} bytes for a blob of {size}")
+                for chunk in response.iter_bytes():  # as read: a 1 MiB chunker would lose its partial buffer on a drop
+                    if skip:
+                        dropped = min(skip, len(chunk))
+                        chunk, skip = chunk[dropped:], skip - dropped
+                        if not chunk:
+                            continue
+                    got += len(chunk)
+                    if got > size:
+                        raise RegistryError(f"{self.host}: {what}: the registry sent more than the blob's {size} bytes")
+                    yield chunk
+                return
+            except httpx.TransportError as exc:
+                if _deadline_passed():
+                    raise RegistryError(f"{self.host}: {what}: not complete within the deadline (LAMINA_REGISTRY_DEADLINE)") from None
+                drops += 1
+                if drops > RETRIES or got >= size:
+                    raise RegistryError(f"{self.host}: {what}: {type(exc).__name__}: {printable(str(exc))}") from None
+                if self.debug is not None:
+                    self.debug(f"{what}: the connection dropped after {got} of {size} bytes; resuming there")
+            except httpx.HTTPError as exc:
+                raise RegistryError(f"{self.host}: {what}: {type(exc).__name__}: {printable(str(exc))}") from None
+            finally:
+                response.close()
 
     def _log(self, method: str, url: str, status: int) -> None:
         if self.debug is not None:

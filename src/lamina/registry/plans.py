@@ -34,13 +34,16 @@ def from_build(built: Built) -> PushPlan:
     if isinstance(built, ImageIndex):
         manifests.append((built.descriptor, built.index_bytes))
 
-    def open_blob(digest: Digest) -> BinaryIO:
+    def open_raw(digest: Digest) -> BinaryIO:
         if digest in jsons:
             return io.BytesIO(jsons[digest])
-        descriptor, blobs = layers[digest]
-        return blobs.open(descriptor)
+        descriptor, where = layers[digest]
+        return where.open(descriptor)
 
-    return PushPlan(tuple(blobs.values()), tuple(manifests), open_blob)
+    def open_blob(digest: Digest) -> BinaryIO:
+        return verifying(open_raw(digest), digest, blobs[digest].size, "the build's blob store")
+
+    return PushPlan(tuple(blobs.values()), tuple(manifests), open_blob, verifies=True, open_unverified=open_raw)
 
 
 def from_archive(source: ImageSource) -> PushPlan:
@@ -71,7 +74,8 @@ def from_archive(source: ImageSource) -> PushPlan:
         size = blobs[digest].size if digest in blobs else None
         return verifying(source.open_file(f"blobs/sha256/{digest.hex}"), digest, size, source.name)
 
-    return PushPlan(tuple(blobs.values()), tuple(manifests), open_blob)
+    return PushPlan(tuple(blobs.values()), tuple(manifests), open_blob, verifies=True,
+                    open_unverified=lambda digest: source.open_file(f"blobs/sha256/{digest.hex}"))
 
 
 def open_source(path: Path) -> ImageSource:

@@ -82,10 +82,10 @@ class Puller:
 
     def _refs(self) -> dict[str, dict[str, object]]:
         try:
-            refs: dict[str, dict[str, object]] = json.loads((self.root / "refs.json").read_text())
-            return refs
+            refs = json.loads((self.root / "refs.json").read_text())
         except (OSError, json.JSONDecodeError):
             return {}
+        return refs if isinstance(refs, dict) else {}
 
     def _remember(self, key: str, desc: Descriptor) -> None:
         from lamina.sinks.atomic import atomic_file

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lamina.image import Built, Image, ImageIndex
-from lamina.model import Reference
+from lamina.model import Digest, Reference
 
 
-def metadata(built: Built, tags: Sequence[Reference]) -> dict[str, object]:
-    """Single image: its fields at the top. Index: the index digest, and one record per platform."""
+def metadata(built: Built, tags: Sequence[Reference], sources: Mapping[Digest, str] | None = None) -> dict[str, object]:
+    """Single image: its fields at the top. Index: the index digest, and one record per platform.
+
+    ``sources``: where each layer came from (built, local cache, cache repo, base), recorded
+    per layer as ``source``, so CI can see that a warm runner did no compression work."""
     if isinstance(built, ImageIndex):
         return {
             "digest": str(built.digest),
             "index_digest": str(built.digest),
             "media_type": built.descriptor.media_type,
             "tags": [str(t) for t in tags],
-            "platforms": [_image(image, tags) for image in built.images],
+            "platforms": [_image(image, tags, sources or {}) for image in built.images],
         }
-    return {"digest": str(built.digest), **_image(built, tags)}
+    return {"digest": str(built.digest), **_image(built, tags, sources or {})}
 
 
-def _image(image: Image, tags: Sequence[Reference]) -> dict[str, object]:
+def _image(image: Image, tags: Sequence[Reference], sources: Mapping[Digest, str]) -> dict[str, object]:
     return {
         "manifest_digest": str(image.manifest_descriptor.digest),
         "config_digest": str(image.config_descriptor.digest),
@@ -38,15 +41,17 @@ def _image(image: Image, tags: Sequence[Reference]) -> dict[str, object]:
                 **({"uncompressed_size": layer.uncompressed_size} if layer.uncompressed_size is not None else {}),
                 "media_type": layer.descriptor.media_type,
                 "created_by": layer.created_by,
+                **({"source": sources[layer.descriptor.digest]} if layer.descriptor.digest in sources else {}),
             }
             for layer in image.layers
         ],
     }
 
 
-def metadata_bytes(image: Built, tags: Sequence[Reference], *, pushed: str | None = None) -> bytes:
+def metadata_bytes(image: Built, tags: Sequence[Reference], *, pushed: str | None = None,
+                   sources: Mapping[Digest, str] | None = None) -> bytes:
     """The --metadata-file's contents (the caller stages and commits it with the other outputs)."""
-    record = metadata(image, tags)
+    record = metadata(image, tags, sources)
     if pushed:
         record["pushed"] = pushed
     return json.dumps(record, indent=2).encode() + b"\n"

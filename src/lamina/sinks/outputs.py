@@ -16,13 +16,14 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
 from lamina.errors import OutputError
 from lamina.image import Built, Image
+from lamina.model import Digest
 from lamina.sinks.atomic import (
     check_replaceable_file,
     clean_stale,
@@ -153,8 +154,9 @@ def _push(push: Callable[..., Any], built: Built, extras: Sequence[Extra]) -> st
 
 def emit(spec: BuildSpec, built: Built, *, epoch: int, docker_image: Image | None,
          sboms: Sequence[tuple[Path, bytes]], extras: Sequence[Extra],
-         push: Callable[..., Any] | None = None) -> str | None:
-    """Stage every local output, push (if asked), then commit; returns the pushed reference."""
+         push: Callable[..., Any] | None = None, sources: Mapping[Digest, str] | None = None) -> str | None:
+    """Stage every local output, push (if asked), then commit; returns the pushed reference.
+    ``sources``: where each layer came from, for the metadata file."""
     with Staging() as staging:
         if spec.oci_dir is not None:
             staging.layout(stage_layout(built, spec.oci_dir, spec.tags, extras))
@@ -175,7 +177,7 @@ def emit(spec: BuildSpec, built: Built, *, epoch: int, docker_image: Image | Non
         try:
             if spec.metadata_file is not None:
                 with staging.file(spec.metadata_file) as out:
-                    out.write(metadata_bytes(built, spec.tags, pushed=pushed))
+                    out.write(metadata_bytes(built, spec.tags, pushed=pushed, sources=sources))
             staging.commit()
         except OutputError as exc:
             if pushed is None:
