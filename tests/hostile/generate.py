@@ -45,8 +45,10 @@ def make_canary(root: Path) -> Canary:
     tarball = root / "canary.tar.gz"
     tarball.write_bytes(gzip.compress(tar_bytes([(reg(token, payload), payload)]), mtime=0))
     doc = root / "canary.json"
-    doc.write_text(json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": [token]},
-                               "rootfs": {"type": "layers", "diff_ids": []}}))
+    # Its diff_ids match the one-layer images below, so a reader that follows a path out
+    # to it gets a whole image, and the token shows in what lamina prints or writes.
+    doc.write_text(json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": [f"T={token}"]},
+                               "rootfs": {"type": "layers", "diff_ids": [_sha(_layer_tar())]}}))
     folder = root / "canary-dir"
     folder.mkdir(exist_ok=True)
     (folder / token).write_bytes(payload)
@@ -564,6 +566,26 @@ def tarred(make: Callable[[Path, Canary], Path]) -> Callable[[Path, Canary], Pat
     return inner
 
 
+def corrupt_second_header(d: Path, c: Canary) -> Path:
+    """An OCI archive (tar) whose second member header has a bad checksum."""
+    path = as_tar(oci_dir(d / "img"))
+    data = bytearray(path.read_bytes())
+    with tarfile.open(path) as tf:
+        second = tf.getmembers()[1].offset
+    data[second + 148 : second + 156] = b"0000000\0"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def truncated_archive(d: Path, c: Canary) -> Path:
+    """An OCI archive (tar) cut in the middle of its last member's data."""
+    path = as_tar(oci_dir(d / "img"))
+    with tarfile.open(path) as tf:
+        last = tf.getmembers()[-1]
+    path.write_bytes(path.read_bytes()[: last.offset_data + last.size // 2])
+    return path
+
+
 IMAGE_CASES: list[ImageCase] = [
     ImageCase("layers-absolute", layers_absolute, "layer"),
     ImageCase("layers-dotdot", layers_dotdot, "layer"),
@@ -575,7 +597,7 @@ IMAGE_CASES: list[ImageCase] = [
     ImageCase("index-digest-not-hex", index_bad_digest("sha256:xyz"), "digest"),
     ImageCase("index-digest-traversal", index_bad_digest("sha256:../../../../etc/passwd"), "digest"),
     ImageCase("index-digest-md5", index_bad_digest("md5:d41d8cd98f00b204e9800998ecf8427e"), "digest"),
-    ImageCase("index-digest-number", index_bad_digest(7), "digest"),  # type: ignore[arg-type]
+    ImageCase("index-digest-number", index_bad_digest(7), "index.json"),  # type: ignore[arg-type]
     ImageCase("diff-id-mismatch", diff_id_mismatch, "diff_id"),
     ImageCase("truncated-config", truncated_blob("config"), "digest"),
     ImageCase("truncated-manifest", truncated_blob("manifest"), "digest"),
@@ -583,7 +605,9 @@ IMAGE_CASES: list[ImageCase] = [
     ImageCase("truncated-layer-tar", tarred(truncated_blob("layer")), "digest"),
     ImageCase("wrong-size-layer", wrong_size("layer", 10), "digest"),
     ImageCase("wrong-size-config", wrong_size("config", 1 << 40), "digest"),
-    ImageCase("negative-size-manifest", wrong_size("manifest", -1), "size"),
+    ImageCase("negative-size-manifest", wrong_size("manifest", -1), "digest"),
+    ImageCase("corrupt-second-header", corrupt_second_header, "img.tar"),
+    ImageCase("truncated-archive", truncated_archive, "img.tar"),
 ]
 SLOW_IMAGE_CASES = [ImageCase("config-huge", config_huge, "config")]
 
@@ -605,3 +629,43 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- spec files (lamina.toml) ------------------------------------------------------------
+
+@attrs.frozen
+class SpecCase:
+    """A hostile spec file: ``key`` is what the error must name (exit 2); None: it builds."""
+
+    name: str
+    text: Callable[[], bytes]
+    key: str | None
+
+
+SPEC_CASES: list[SpecCase] = [
+    SpecCase("deep-array", lambda: b"cmd = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested"),
+    SpecCase("deep-inline-table", lambda: b"labels = " + b"{a=" * 3000 + b"1" + b"}" * 3000 + b"\n", "nested"),
+    SpecCase("deep-dotted-key", lambda: b"labels." + b".".join([b"a"] * 20000) + b" = 1\n", "labels.a"),
+    SpecCase("not-utf8", lambda: b'workdir = "\xe9"\n', "TOML"),
+    SpecCase("nul-byte", lambda: b'workdir = "a\0b"\n', "TOML"),
+    SpecCase("layer-not-list", lambda: b'layer = "x"\n', "layer"),
+    SpecCase("env-list", lambda: b"env = [1]\n", "env"),
+    SpecCase("tags-int", lambda: b"tags = 5\n", "tags"),
+    SpecCase("epoch-huge", lambda: b"source_date_epoch = 100000000000000000000000\n", "source_date_epoch"),
+    SpecCase("epoch-negative", lambda: b"source_date_epoch = -5\n", "source_date_epoch"),
+    SpecCase("expose-bool", lambda: b"expose = [true]\n", "expose[0]"),
+    SpecCase("entries-int", lambda: b"[[layer]]\nentries = [1]\n", "layer[0].entries[0]"),
+    SpecCase("entries-src-int", lambda: b"[[layer]]\nentries = [{src=1, dst=[]}]\n", "layer[0].entries[0].src"),
+    SpecCase("platforms-table", lambda: b"platforms = {a=1}\n", "platforms"),
+    SpecCase("tarball-dst-int", lambda: b'[[layer]]\ntarball = "x.tar"\ndst = 5\n', "layer[0].dst"),
+    SpecCase("label-table", lambda: b"labels = {a = {b = 1}}\n", "labels.a"),
+    SpecCase("entrypoint-nested", lambda: b'entrypoint = [["a"]]\n', "entrypoint"),
+    SpecCase("base-image-int", lambda: b"base = {image = 5}\n", "base.image"),
+    SpecCase("mode-huge", lambda: b'[[layer]]\nentries = [{src="a", dst="/b", mode="999999999999"}]\n',
+             "layer[0].entries[0].mode"),
+    SpecCase("user-float", lambda: b"user = 1e400\n", "user"),
+    SpecCase("stop-signal-date", lambda: b"stop_signal = 2020-01-01T00:00:00Z\n", "stop_signal"),
+    SpecCase("unknown-key", lambda: b"entry_point = 1\n", "entry_point"),
+    SpecCase("huge-table", lambda: b"env = {" + b",".join(b'K%d="%d"' % (i, i) for i in range(100_000)) + b"}\n", None),
+    SpecCase("huge-string", lambda: b'workdir = "/' + b"a" * (16 << 20) + b'"\n', None),
+]
