@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system tools lamina's tests need (dockerd, skopeo, umoci, a
-# static busybox, go, musl-gcc, openssl, podman) when any is missing.
+# static busybox, go, musl-gcc, openssl, podman, the OCI image-spec JSON schemas) when any
+# is missing.
 # Idempotent: a machine that already has them is left alone, so CI can call
 # it on every run. Without root it only warns: tests then skip locally and
 # fail under CI=true, which is where a missing tool must be noticed.
@@ -9,7 +10,7 @@ set -euo pipefail
 # gcc, libc6-dev and make build testdata/ (musl-gcc wraps gcc; --no-install-recommends
 # would otherwise leave them out).
 PACKAGES=(docker.io skopeo umoci busybox-static golang-go musl-tools openssl ca-certificates podman qemu-user-static
-          docker-registry apache2-utils gcc libc6-dev make)
+          docker-registry apache2-utils gcc libc6-dev make golang-github-opencontainers-image-spec-dev)
 COMMANDS=(dockerd skopeo umoci go musl-gcc openssl podman gcc make qemu-aarch64-static docker-registry htpasswd)
 
 missing=()
@@ -27,6 +28,9 @@ static_busybox() {
 }
 static_busybox || missing+=("busybox-static")
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=("ca-certificates")
+# tests/support/oci.py validates every image against these schemas (no PyPI package ships them).
+[ "$(dpkg-query -W -f='${Status}' golang-github-opencontainers-image-spec-dev 2>/dev/null)" = "install ok installed" ] \
+    || missing+=("image-spec schemas")
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "ensure-deps: all present"

@@ -28,19 +28,25 @@ def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="lamina-test-cache-")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
 
 
 @pytest.fixture(scope="session")
 def testdata_out() -> Path:
     """Build testdata/ (Go/C hello binaries, busybox rootfs, CA bundle) once.
 
-    make is incremental, so after the first run this costs well under a second.
+    make is incremental, so after the first run this costs well under a second. A lock
+    serializes it between pytest sessions that share the checkout (`make test-fast` in one
+    terminal, one e2e file in another): two makes at once delete each other's staging dirs.
     """
+    import fcntl
+
     for tool in ("make", "go", "gcc", "musl-gcc", "tar", "gzip"):
         require(tool)
-    r = subprocess.run(["make", "-C", str(TESTDATA), "all"], capture_output=True, text=True,
-                       stdin=subprocess.DEVNULL, timeout=900)
+    (TESTDATA / "out").mkdir(exist_ok=True)
+    with open(TESTDATA / "out" / ".make.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        r = subprocess.run(["make", "-C", str(TESTDATA), "all"], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=900)
     if r.returncode != 0:
         pytest.fail(f"make -C testdata all failed:\n{r.stdout}\n{r.stderr}", pytrace=False)
     return TESTDATA / "out"

@@ -95,13 +95,13 @@ def test_docker_proves_the_dynamic_binary_finding(dockerd, testdata_out: Path, t
     build_ok("--no-lint", "--add", f"{testdata_out / 'hello-c-dynamic'}:/hello", "--cmd", '["/hello"]', "-t", "lamina-e2e/dyn",
              "-o", str(out))
     dockerd.docker("load", "-i", str(out))
-    res = dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/dyn", check=False)
+    res = dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", "lamina-e2e/dyn", check=False)
     assert res.returncode != 0
     assert "no such file or directory" in res.stderr.lower()
     static = tmp_path / "static.tar"
     build_ok("--add", f"{testdata_out / 'hello-c'}:/hello", "--cmd", '["/hello"]', "-t", "lamina-e2e/static", "-o", str(static))
     dockerd.docker("load", "-i", str(static))
-    assert dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/static").stdout == "hello, scratch!\n"
+    assert dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", "lamina-e2e/static").stdout == "hello, scratch!\n"
 
 
 def test_lint_a_spec_file_writes_nothing_and_finds_wrong_architectures(testdata_out: Path, tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ def test_unpinned_inputs_are_all_listed(project: Path) -> None:
     assert not (project / "img.tar").exists()
 
 
+@pytest.mark.slow  # eleven lamina runs: ~10 s
 def test_lock_round_trip_then_one_changed_byte_is_refused(project: Path) -> None:
     res = lamina("lock", "lamina.toml", cwd=project)
     assert res.returncode == 0, res.stderr

@@ -4,6 +4,7 @@ points at lamina rather than at a broken payload, CA or daemon."""
 from __future__ import annotations
 
 import os
+import re
 import struct
 import subprocess
 import tarfile
@@ -102,7 +103,7 @@ def test_dockerd_reports_server_version(dockerd: DockerDaemon) -> None:
 def test_dockerd_runs_busybox_rootfs(dockerd: DockerDaemon, testdata_out: Path) -> None:
     """The e2e tests need a daemon that can really run containers here."""
     dockerd.docker("import", str(testdata_out / "busybox-rootfs.tar.gz"), "lamina-test/bb:1")
-    r = dockerd.docker("run", "--rm", "--network=none", "lamina-test/bb:1",
+    r = dockerd.docker("run", "--pull", "never", "--rm", "--network=none", "lamina-test/bb:1",
                        "sh", "-c", "echo ok; env | grep -c ^PATH=")
     assert r.stdout == "ok\n1\n"
 
@@ -128,3 +129,88 @@ def _read(p: Path) -> bytes:
         return p.read_bytes()
     except OSError:
         return b""
+
+
+# ---- support.oci: the schemas come from an installed package, and the 1.1.0 fields rc2 lacks
+
+
+def _descriptor(blob: bytes, **extra: object) -> dict[str, object]:
+    import hashlib
+
+    return {"mediaType": "application/vnd.oci.image.layer.v1.tar", "size": len(blob),
+            "digest": "sha256:" + hashlib.sha256(blob).hexdigest(), **extra}
+
+
+def test_schemas_come_from_the_installed_package_not_shared() -> None:
+    from support import oci
+
+    directory = oci.schema_dir()
+    if directory is None:
+        unavailable(f"{oci.SCHEMA_PACKAGE} is not installed")
+    assert "shared" not in directory.parts
+    assert (directory / "content-descriptor.json").is_file()
+
+
+@pytest.mark.parametrize(("name", "document", "message"), [
+    ("content-descriptor.json", _descriptor(b"x", data="eA=="), None),
+    ("content-descriptor.json", _descriptor(b"x", data="eQ=="), "data does not match"),
+    ("content-descriptor.json", _descriptor(b"x", data="not base64!"), "data is not base64"),
+    ("content-descriptor.json", _descriptor(b"x", artifactType="application/spdx+json"), None),
+    ("content-descriptor.json", _descriptor(b"x", artifactType="spdx"), "artifactType 'spdx'"),
+    ("content-descriptor.json", {**_descriptor(b"x"), "size": -1}, "negative size"),
+    ("image-manifest-schema.json", {"schemaVersion": 2, "config": _descriptor(b"{}"), "layers": [_descriptor(b"l")],
+                                    "artifactType": "application/spdx+json", "subject": _descriptor(b"m")}, None),
+    ("image-manifest-schema.json", {"schemaVersion": 2, "config": _descriptor(b"{}"), "layers": [_descriptor(b"l")],
+                                    "subject": {"digest": "sha256:00"}}, "subject:"),
+    ("image-manifest-schema.json", {"schemaVersion": 2, "config": _descriptor(b"{}"), "layers": [_descriptor(b"l")],
+                                    "artifactType": 7}, "artifactType 7"),
+    ("image-index-schema.json", {"schemaVersion": 2, "manifests": [_descriptor(b"m", artifactType="x")]},
+     "manifests[0]: artifactType 'x'"),
+    ("image-index-schema.json", {"schemaVersion": 2, "manifests": [], "subject": "sha256:00"},
+     "subject is not a descriptor"),
+])
+def test_image_spec_1_1_fields_are_checked(name: str, document: dict[str, object], message: str | None) -> None:
+    from support.oci import check_schema
+
+    if message is None:
+        check_schema(name, document)
+    else:
+        with pytest.raises(AssertionError, match=re.escape(message)):
+            check_schema(name, document)
+
+
+def test_blobs_are_rehashed_before_any_schema_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tampered blob fails validate_image even where the schema package is missing."""
+    import hashlib
+    import json
+
+    from support import oci
+
+    def no_schemas(reason: str) -> None:
+        raise RuntimeError(f"schemas consulted before the blobs were hashed: {reason}")
+
+    monkeypatch.setattr(oci, "schema_dir", lambda: None)
+    monkeypatch.setattr(oci, "unavailable", no_schemas)
+    monkeypatch.setattr(oci, "_validator", oci._validator.__wrapped__)  # no cached validator
+    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    manifest = json.dumps({"schemaVersion": 2, "config": {**_descriptor(config),
+                           "mediaType": "application/vnd.oci.image.config.v1+json"}, "layers": []}).encode()
+    blobs = tmp_path / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (blobs / hashlib.sha256(config).hexdigest()).write_bytes(config.replace(b"amd64", b"arm64"))
+    (blobs / hashlib.sha256(manifest).hexdigest()).write_bytes(manifest)
+    (tmp_path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    index = {"schemaVersion": 2, "manifests": [{**_descriptor(manifest),
+                                                "mediaType": "application/vnd.oci.image.manifest.v1+json"}]}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(AssertionError, match="does not match its digest"):
+        oci.validate_image(tmp_path)
+
+
+def test_docker_run_must_say_pull_never() -> None:
+    """The guard in DockerDaemon.docker() refuses before any daemon is involved."""
+    daemon = DockerDaemon.__new__(DockerDaemon)
+    with pytest.raises(ValueError, match="--pull never"):
+        daemon.docker("run", "--rm", "img")
+    with pytest.raises(ValueError, match="--pull never"):
+        daemon.docker("run", "--pull", "missing", "img")

@@ -20,14 +20,14 @@ from lamina.essentials import materialize
 from lamina.image import Base, Built, ConfigChanges, Image, compose, compose_index
 from lamina.platforms import for_platform
 from lamina.layers.build import build_layer
-from lamina.layers.imported import import_layer
+from lamina.sources.imported import import_layer
 from lamina.model import Layer, Platform
 from lamina.sinks.atomic import atomic_file, check_replaceable_dir, check_replaceable_file
 from lamina.sinks.layout import write_layout
 from lamina.sinks.metadata import write_metadata
 from lamina.sinks.tarball import write_tarball
-from lamina.sources.archive import ImageSource, StoredImage, open_layer
-from lamina.sources.base import BaseRef, open_image, platform_matches
+from lamina.resolve import Resolver
+from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
 from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer
 from lamina.sources.rootfs import MergedFS
 from lamina.sources.tarball import read_tarball
@@ -37,7 +37,6 @@ from lamina.store import BlobStore
 Progress = Callable[[str], None]
 # A progress bar for one layer: (description, total bytes or None) -> context giving an update(n) function.
 Meter = Callable[[str, "int | None"], "contextlib.AbstractContextManager[Callable[[int], None]]"]
-DEFAULT_PLATFORM = Platform("linux", "amd64")
 
 
 @attrs.frozen
@@ -61,50 +60,6 @@ def _check_writable(path: Path) -> None:
         raise OutputError(f"cannot write {str(path)!r}: directory {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"cannot write {str(path)!r}: Permission denied")
-
-
-class Images:
-    """Opened image archives (base and --copy-from), each opened and indexed once per build."""
-
-    def __init__(self, stack: contextlib.ExitStack, platform: Platform | None, registry: Any = None,
-                 note: Progress | None = None) -> None:
-        self._stack = stack
-        self.platform = platform
-        self._registry = registry  # registry.api.Options, for bases that live in a registry
-        self._note = note
-        self._open: dict[str, tuple[ImageSource, StoredImage]] = {}
-        self._fs: dict[str, MergedFS] = {}
-
-    def get(self, text: str) -> tuple[ImageSource, StoredImage]:
-        if text not in self._open:
-            from lamina.registry.pull import is_registry_ref
-
-            if is_registry_ref(text):
-                source, image = self._pull(text)
-            else:
-                source, image = open_image(BaseRef.parse(text), self.platform)
-            self._stack.callback(source.close)
-            self._open[text] = (source, image)
-        return self._open[text]
-
-    def _pull(self, text: str) -> tuple[ImageSource, StoredImage]:
-        from lamina.registry.options import Options
-        from lamina.registry.pull import fetch
-        from lamina.sources.base import open_descriptor
-
-        options = self._registry or Options()
-        root, desc = fetch(text, self.platform, options.registry, self._note)
-        return open_descriptor(root, desc, self.platform, text)
-
-    def openers(self, text: str) -> list[Callable[[], BinaryIO]]:
-        source, image = self.get(text)
-        return [lambda layer=layer: open_layer(source, layer) for layer in image.layers]
-
-    def filesystem(self, text: str) -> tuple[MergedFS, list[Callable[[], BinaryIO]]]:
-        openers = self.openers(text)
-        if text not in self._fs:
-            self._fs[text] = MergedFS.read(text, openers)
-        return self._fs[text], openers
 
 
 def _check_arch(items: list, platform: Platform) -> None:
@@ -198,20 +153,22 @@ def _cache_errors_ignored() -> Any:
         pass
 
 
-def _import_base(images: Images, text: str, spec: BuildSpec, store: BlobStore, note: Progress) -> Base:
-    source, image = images.get(text)
-    history = [h for h in image.config.get("history") or [] if isinstance(h, dict) and not h.get("empty_layer")]
-    layers = []
-    for i, stored in enumerate(image.layers):
-        assert stored.diff_id is not None
-        created_by = str(history[i].get("created_by", "")) if i < len(history) else ""
-        layers.append(import_layer(
-            lambda stored=stored: open_layer(source, stored),
-            media_type=stored.media_type, digest=stored.digest, diff_id=stored.diff_id,
-            annotations=stored.annotations, compression=spec.compression, store=store,
-            created_by=created_by, name=text, note=note,
-        ))
-    return Base(image.config, tuple(layers))
+def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore, note: Progress) -> Base:
+    """The base's layers into the store: byte for byte where the output can carry them,
+    every one checked against its digest and diff_id as it streams."""
+    image = images.image(text)
+    blobs = image.blobs
+    assert blobs is not None
+    layers = tuple(
+        import_layer(
+            lambda layer=layer: blobs.open(layer.descriptor),
+            media_type=layer.descriptor.media_type, digest=layer.descriptor.digest, diff_id=layer.diff_id,
+            annotations=layer.descriptor.annotations, compression=spec.compression, store=store,
+            created_by=layer.created_by, name=text, note=note,
+        )
+        for layer in image.layers
+    )
+    return images.base(text, layers)
 
 
 def _outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
@@ -254,7 +211,7 @@ class _Run:
 
     def image(self, requested: Platform | None) -> Image:
         spec = self.spec
-        images = Images(self.stack, requested, self.registry, self.note)
+        images = Resolver(self.stack, requested, self.registry, self.note)
         ctx = LayerContext(workdir=spec.config.workdir or "", epoch=self.epoch, open_image=images.filesystem,
                            spool=self.spool, shuffle=self.shuffle)
         platform = requested or DEFAULT_PLATFORM
@@ -262,10 +219,10 @@ class _Run:
         if spec.base is not None and spec.base.image != "scratch":
             self.say(f"lamina: base {spec.base.image}")
             base = _import_base(images, spec.base.image, spec, self.store, self.note)
-            stored = images.get(spec.base.image)[1]
+            stored = images.image(spec.base.image)
             platform = requested or stored.platform
             images.platform = platform  # --copy-from images follow the base's platform
-            base_key = str(stored.config_digest)
+            base_key = str(stored.config_descriptor.digest)
             if spec.layers or spec.remove:
                 ctx.base = images.filesystem(spec.base.image)[0]
         if self.lint is not None and base is not None and ctx.base is None:
@@ -286,12 +243,12 @@ class _Run:
                 self.built[key] = (_build_one(layer, spec, self.store, ctx, platform, self.cache, self.meter, entries), entries)
             layers.append(self.built[key][0])
             recorded.append(self.built[key][1])
-        image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base)
+        image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base, blobs=self.store)
         if self.lint is not None:
             self.lint(self._lint_image(ctx, images, spec, recorded), image, platform)
         return image
 
-    def _lint_image(self, ctx: LayerContext, images: Images, spec: BuildSpec, recorded: list[list[Entry]]) -> Any:
+    def _lint_image(self, ctx: LayerContext, images: Resolver, spec: BuildSpec, recorded: list[list[Entry]]) -> Any:
         from lamina.lint import LintImage
 
         fs = ctx.base.copy("image") if ctx.base is not None else MergedFS("image")
@@ -338,7 +295,7 @@ def _sboms(spec: BuildSpec, images: list[Image], store: BlobStore, epoch: int) -
     return files, extras
 
 
-def _read_from(images: Images, text: str, path: str, spool: str) -> bytes | None:
+def _read_from(images: Resolver, text: str, path: str, spool: str) -> bytes | None:
     """A small file of the base (e.g. /etc/passwd), extracted on demand for lint."""
     fs, openers = images.filesystem(text)
     try:

@@ -22,6 +22,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
+from lamina.home import cache_home
 from lamina.layers.build import Opener
 from lamina.layers.entries import Entry, Kind
 from lamina.model import Descriptor, Digest, Layer
@@ -31,8 +32,7 @@ DEFAULT_MAX = 5 << 30
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lamina" / "layers"
+    return cache_home() / "layers"
 
 
 def _max_bytes() -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from lamina import __version__
+from lamina.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

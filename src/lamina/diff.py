@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from lamina.sources.archive import StoredImage
+from lamina.image import Image
 from lamina.sources.tarball import layer_tar
 
 
@@ -77,17 +77,17 @@ def _member_lines(path: str, a: Member, b: Member) -> Iterator[str]:
         yield f"  {path}: PAX records {dict(a.pax)} -> {dict(b.pax)}"
 
 
-def diff_images(a: StoredImage, b: StoredImage, open_a: list[Callable[[], BinaryIO]],
+def diff_images(a: Image, b: Image, open_a: list[Callable[[], BinaryIO]],
                 open_b: list[Callable[[], BinaryIO]]) -> list[str]:
     """Every difference, one line each; empty when the images are the same."""
-    lines = list(_config_lines(a.config, b.config))
+    lines = list(_config_lines(a.config.to_json(), b.config.to_json()))
     for i in range(max(len(a.layers), len(b.layers))):
         if i >= len(a.layers) or i >= len(b.layers):
             which = "second" if i >= len(a.layers) else "first"
             lines.append(f"layer {i}: only in the {which} image")
             continue
-        da, db = a.layers[i].digest, b.layers[i].digest
-        if da is not None and da == db:
+        da, db = a.layers[i].descriptor.digest, b.layers[i].descriptor.digest
+        if da == db:
             continue
         ma, mb = _members(open_a[i]), _members(open_b[i])
         detail = []
@@ -106,7 +106,7 @@ def diff_images(a: StoredImage, b: StoredImage, open_a: list[Callable[[], Binary
             detail.append("  same entries, different tar bytes (headers or padding)")
         if not detail:
             detail.append("  same content, different compression")
-        lines.append(f"layer {i}: {da or '?'} -> {db or '?'}")
+        lines.append(f"layer {i}: {da} -> {db}")
         lines.extend(detail)
     return lines
 
@@ -115,9 +115,9 @@ def diff_refs(first: str, second: str, platform: Any = None, registry: Any = Non
     """Diff two images named as --from names them (archives, layouts, registry references)."""
     import contextlib
 
-    from lamina.build import Images
+    from lamina.resolve import Resolver
 
     with contextlib.ExitStack() as stack:
-        images = Images(stack, platform, registry)
-        a, b = images.get(first)[1], images.get(second)[1]
+        images = Resolver(stack, platform, registry)
+        a, b = images.image(first), images.image(second)
         return diff_images(a, b, images.openers(first), images.openers(second))

@@ -10,7 +10,7 @@ cmd; env and labels merge by key; exposed ports are a union.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import BinaryIO, Protocol
 
 import attrs
 
@@ -37,17 +37,27 @@ class ConfigChanges:
     stop_signal: str | None = None
 
 
+class Blobs(Protocol):
+    """Where an image's layer blobs are read from: lamina's blob store for a built image, the
+    archive or layout for a stored one. ``open`` verifies digest and size as bytes stream."""
+
+    def open(self, descriptor: Descriptor) -> BinaryIO: ...
+
+
 @attrs.frozen
 class Base:
-    """What a base image contributes: its config document and its (imported) layers."""
+    """What a base image contributes: its config, its (imported) layers, and what names it."""
 
-    config: dict[str, Any]
+    config: ConfigFile
     layers: tuple[Layer, ...]
+    name: str = ""  # a reference (registry, or the archive's own tag), never a host path
+    digest: Digest | None = None  # its manifest digest, where it has a real manifest
 
 
 @attrs.frozen
 class Image:
-    """A finished single-platform image: every blob's bytes and digest are known."""
+    """The one image value: a finished single-platform image, built or read. Every digest and
+    size is known; ``blobs`` opens the layers (the config and manifest are held as bytes)."""
 
     platform: Platform
     layers: tuple[Layer, ...]
@@ -56,15 +66,23 @@ class Image:
     config_descriptor: Descriptor
     manifest_bytes: bytes
     manifest_descriptor: Descriptor
+    blobs: Blobs | None = attrs.field(default=None, eq=False, repr=False)
+    names: tuple[str, ...] = ()  # the tags an archive gives it
+    # A docker-archive image has no manifest: lamina derived this one, so its digest is
+    # nobody else's (never used as org.opencontainers.image.base.digest).
+    derived_manifest: bool = False
 
     @property
     def digest(self) -> Digest:
         return self.manifest_descriptor.digest
 
+    def describe(self) -> str:
+        return ", ".join(self.names) or str(self.digest)
+
 
 def merge_env(base: Sequence[str], updates: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     """Docker's ENV semantics: a key set again replaces its value in place; new keys append."""
-    env = dict(item.split("=", 1) if "=" in item else (item, "") for item in base)
+    env = dict(item.partition("=")[::2] for item in base)
     if "PATH" not in env:
         env = {"PATH": DEFAULT_PATH.split("=", 1)[1], **env}
     for key, value in updates:
@@ -92,18 +110,32 @@ def _container_config(base: ContainerConfig, changes: ConfigChanges) -> Containe
     )
 
 
+BASE_NAME = "org.opencontainers.image.base.name"
+BASE_DIGEST = "org.opencontainers.image.base.digest"
+
+
+def base_annotations(base: Base | None) -> tuple[tuple[str, str], ...]:
+    """image-spec annotations.md: what the image was built on, where that is known."""
+    if base is None:
+        return ()
+    out = [(BASE_NAME, base.name)] if base.name else []
+    if base.digest is not None:
+        out.append((BASE_DIGEST, str(base.digest)))
+    return tuple(out)
+
+
 def compose(layers: Sequence[Layer], changes: ConfigChanges, *, platform: Platform, epoch: int,
-            base: Base | None = None) -> Image:
+            base: Base | None = None, blobs: Blobs | None = None) -> Image:
     created = rfc3339(epoch)
-    base_doc = base.config if base is not None else {}
+    base_config = base.config.config if base is not None else ContainerConfig()
     base_layers = base.layers if base is not None else ()
     all_layers = (*base_layers, *layers)
-    history = tuple(HistoryEntry.from_json(h) for h in base_doc.get("history") or [] if isinstance(h, dict))
+    history = base.config.history if base is not None else ()
     history += tuple(HistoryEntry(created=created, created_by=layer.created_by) for layer in layers)
     config = ConfigFile(
         platform=platform,
         created=created,
-        config=_container_config(ContainerConfig.from_json(base_doc.get("config")), changes),
+        config=_container_config(base_config, changes),
         diff_ids=tuple(layer.diff_id for layer in all_layers),
         history=history,
     )
@@ -112,13 +144,14 @@ def compose(layers: Sequence[Layer], changes: ConfigChanges, *, platform: Platfo
     manifest = Manifest(
         config=config_descriptor,
         layers=tuple(layer.descriptor for layer in all_layers),
-        annotations=changes.annotations,
+        annotations=tuple({**dict(base_annotations(base)), **dict(changes.annotations)}.items()),
     )
     manifest_bytes = manifest.to_bytes()
     manifest_descriptor = Descriptor(
         mediatypes.OCI_MANIFEST, Digest.of_bytes(manifest_bytes), len(manifest_bytes), platform=platform
     )
-    return Image(platform, all_layers, config, config_bytes, config_descriptor, manifest_bytes, manifest_descriptor)
+    return Image(platform, all_layers, config, config_bytes, config_descriptor, manifest_bytes, manifest_descriptor,
+                 blobs=blobs)
 
 
 @attrs.frozen

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from lamina.errors import ImageError
-from lamina.sources.archive import ImageSource, StoredLayer, entries, images, index_children, is_index, open_layer
-from lamina.model import mediatypes
+from lamina.image import Image
+from lamina.model import Layer
+from lamina.sources.archive import ImageSource, entries, images, is_index, manifests
 from lamina.sources.rootfs import hidden, whiteout_of
-from lamina.sources.tarball import PaddedAtEnd, detect, open_decompressed
-
-_MAGIC_TYPES = {"gzip": mediatypes.OCI_LAYER_GZIP, "zstd": mediatypes.OCI_LAYER_ZSTD, "tar": mediatypes.OCI_LAYER}
+from lamina.sources.tarball import PaddedAtEnd, open_decompressed
 
 _KIND_CHAR = {
     tarfile.DIRTYPE: "d", tarfile.SYMTYPE: "l", tarfile.LNKTYPE: "h", tarfile.CHRTYPE: "c",
@@ -43,10 +42,10 @@ class _Counting(io.RawIOBase):
         return n
 
 
-def _layer_record(source: ImageSource, layer: StoredLayer) -> dict[str, Any]:
+def _layer_record(image: Image, layer: Layer) -> dict[str, Any]:
     members: list[dict[str, Any]] = []
-    with open_layer(source, layer) as raw:
-        kind = detect(raw.peek(8)[:8])
+    assert image.blobs is not None
+    with image.blobs.open(layer.descriptor) as raw:
         stored = _Counting(raw)
         try:
             stream = _Counting(open_decompressed(io.BufferedReader(stored, 1 << 20)))  # type: ignore[arg-type]
@@ -67,13 +66,16 @@ def _layer_record(source: ImageSource, layer: StoredLayer) -> dict[str, Any]:
             while stored.read(1 << 20):
                 pass
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise ImageError(f"{source.name}: layer {layer.digest or layer.path} is not a readable tar ({exc})") from None
+            raise ImageError(f"{image.describe()}: layer {layer.descriptor.digest} is not a readable tar ({exc})") from None
+    if stream.hash.hexdigest() != layer.diff_id.hex:
+        raise ImageError(f"{image.describe()}: layer {layer.descriptor.digest}: uncompressed content does not match "
+                         f"its diff_id {layer.diff_id}")
     return {
-        "digest": str(layer.digest or f"sha256:{stored.hash.hexdigest()}"),
-        "media_type": layer.media_type or _MAGIC_TYPES.get(kind, kind),
+        "digest": str(layer.descriptor.digest),
+        "media_type": layer.descriptor.media_type,
         "size": stored.count,
         "uncompressed_size": stream.count,
-        "diff_id": str(layer.diff_id) if layer.diff_id else None,
+        "diff_id": str(layer.diff_id),
         "files": len(members),
         "entries": members,
     }
@@ -121,7 +123,7 @@ def _indexes(source: ImageSource) -> dict[str, list[str]]:
     found = {}
     for entry in entries(source):
         if entry.descriptor is not None and is_index(entry.descriptor):
-            children = index_children(source, entry.descriptor)
+            children = manifests(source, entry.descriptor)
             found[str(entry.descriptor.digest)] = [str(c.platform) if c.platform else "?" for c in children]
     return found
 
@@ -132,12 +134,10 @@ def inspect_image(path: Path) -> list[dict[str, Any]]:
         indexes = _indexes(source)
         out = []
         for image in images(source):
-            config = image.config
-            history = [h for h in config.get("history") or [] if not h.get("empty_layer")]
             layers = []
-            for i, layer in enumerate(image.layers):
-                record = _layer_record(source, layer)
-                record["created_by"] = history[i].get("created_by", "") if i < len(history) else ""
+            for layer in image.layers:
+                record = _layer_record(image, layer)
+                record["created_by"] = layer.created_by
                 layers.append(record)
             report = size_report([layer["entries"] for layer in layers])
             for layer, sizes in zip(layers, report.pop("layers")):
@@ -146,11 +146,11 @@ def inspect_image(path: Path) -> list[dict[str, Any]]:
                 "index": next(iter(indexes), None),
                 "names": list(image.names),
                 "filesystem": report,
-                "manifest_digest": str(image.manifest_descriptor.digest) if image.manifest_descriptor else None,
-                "config_digest": str(image.config_digest),
+                "manifest_digest": None if image.derived_manifest else str(image.digest),
+                "config_digest": str(image.config_descriptor.digest),
                 "platform": str(image.platform),
-                "created": config.get("created"),
-                "config": config.get("config") or {},
+                "created": image.config.created or None,
+                "config": image.config.config.to_json(),
                 "layers": layers,
             })
         return out

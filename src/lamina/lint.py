@@ -204,17 +204,17 @@ def lint_stored(path: str, ignore: Iterable[str] = ()) -> list[tuple[Platform, F
     import tempfile
     from pathlib import Path
 
-    from lamina.sources.archive import ImageSource, images, open_layer
+    from lamina.sources.archive import ImageSource, images, layer_openers
 
     out: list[tuple[Platform, Finding]] = []
     with ImageSource.open(Path(path)) as source, tempfile.TemporaryDirectory(prefix="lamina-lint-") as spool:
         for image in images(source):
-            openers = [lambda layer=layer: open_layer(source, layer) for layer in image.layers]
+            openers = layer_openers(image)
             fs = MergedFS.read(path, openers)  # type: ignore[arg-type]
             wanted = [n for p, n in fs.nodes.items() if n.entry.kind is Kind.FILE and n.data is not None and (
                 n.entry.mode & 0o111 or ".so" in posixpath.basename(p) or p in ("etc/passwd", "etc/group", "etc/ld.so.conf"))]
             written = fs.extract(wanted, openers, spool)  # type: ignore[arg-type]
             host = {p: written[n.data] for p, n in fs.nodes.items() if n.data in written}
-            config = ContainerConfig.from_json(image.config.get("config"))
+            config = image.config.config
             out.extend((image.platform, f) for f in lint(LintImage(fs, host), config, image.platform, ignore))
     return out

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import attrs
 
+from lamina.limits import MAX_SPEC, TooLarge, read_limited
 from lamina.errors import InputError, SpecError
 from lamina.sources.base import BaseRef
 from lamina.sources.files import AddSpec, CopyFromSpec
@@ -107,7 +108,14 @@ def read_lock(spec_path: Path | None) -> dict[str, str]:
     if not lock.is_file():
         return {}
     try:
-        data = tomllib.loads(lock.read_text())
+        with open(lock, "rb") as f:
+            data = tomllib.loads(read_limited(f, MAX_SPEC).decode())
+    except OSError as exc:
+        raise SpecError(str(lock), "", f"cannot read: {exc.strerror}") from None
+    except TooLarge as exc:
+        raise SpecError(str(lock), "", f"{exc}: not a lock file") from None
+    except RecursionError:
+        raise SpecError(str(lock), "", "not valid TOML: nested too deeply") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(str(lock), "", f"not valid TOML: {exc}") from None
     pins = data.get("inputs", {})

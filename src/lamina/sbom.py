@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from lamina import __version__
+from lamina.version import __version__
 from lamina.elf import go_modules
 from lamina.image import Image
 from lamina.model import Descriptor, Digest, canonical, mediatypes

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from lamina.limits import MAX_SPEC, TooLarge, read_limited
 from lamina.errors import SpecError, UsageError
 from lamina.essentials import Essentials
 from lamina.image import ConfigChanges
@@ -326,9 +327,13 @@ class _Reader:
     def read(self) -> BuildSpec:
         try:
             with open(self.path, "rb") as f:
-                data = tomllib.load(f)
+                data = tomllib.loads(read_limited(f, MAX_SPEC).decode())
         except OSError as exc:
             raise SpecError(str(self.path), "", f"cannot read: {exc.strerror}") from None
+        except TooLarge as exc:
+            raise SpecError(str(self.path), "", f"{exc}: not a spec") from None
+        except RecursionError:
+            raise SpecError(str(self.path), "", "not valid TOML: nested too deeply") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise SpecError(str(self.path), "", f"not valid TOML: {exc}") from None
         unknown = set(data) - _TOP_KEYS

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lamina.errors import OutputError
-from lamina.model import Digest
+from lamina.model import Descriptor, Digest
 
 
 class BlobStore:
@@ -35,6 +35,14 @@ class BlobStore:
 
     def has(self, digest: Digest) -> bool:
         return self.path(digest).exists()
+
+    def open(self, descriptor: Descriptor) -> BinaryIO:
+        """A blob as an image's layer (``image.Blobs``); the store only holds blobs it hashed
+        as it wrote them, so they are read as they are."""
+        try:
+            return open(self.path(descriptor.digest), "rb")
+        except FileNotFoundError:
+            raise OutputError(f"blob {descriptor.digest} is missing from the build's store") from None
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[tuple[BinaryIO, list[Digest]]]:

@@ -61,7 +61,7 @@ def test_docker_saved_busybox_as_base(saved: Path, busybox: Path, dockerd, testd
         "lamina: add tarball busybox-rootfs.tar.gz -> /", "lamina: add hello-amd64 -> /hello"]
     assert "FROM_BASE=1" in config["config"]["Env"] and config["config"]["WorkingDir"] == "/root"
     dockerd.docker("load", "-i", str(out))
-    res = dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/on-saved")
+    res = dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", "lamina-e2e/on-saved")
     lines = res.stdout.splitlines()
     assert lines[0] == "hello, scratch!"
     assert {"bin", "hello", "usr"} <= set(lines[1:-2])
@@ -91,7 +91,7 @@ def test_skopeo_and_umoci_layouts_as_bases(busybox: Path, work: Path, testdata_o
     build_ok("--from", f"oci:{layout}:bb", "--add", f"{testdata_out / 'hello-c'}:/hello", "-t", "lamina-e2e/on-skopeo",
              "--cmd", '["sh", "-c", "/hello; ls /bin/sh"]', "-o", str(out))
     dockerd.docker("load", "-i", str(out))
-    assert dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/on-skopeo").stdout == "hello, scratch!\n/bin/sh\n"
+    assert dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", "lamina-e2e/on-skopeo").stdout == "hello, scratch!\n/bin/sh\n"
     umoci_layout = work / "umoci-layout"
     run("umoci", "init", "--layout", str(umoci_layout))
     run("umoci", "new", "--image", f"{umoci_layout}:u")
@@ -103,7 +103,7 @@ def test_skopeo_and_umoci_layouts_as_bases(busybox: Path, work: Path, testdata_o
     build_ok("--from", f"oci:{umoci_layout}:u", "--copy-from", f"{busybox}:/bin/busybox:/bin/busybox",
              "--cmd", '["/bin/busybox", "cat", "/etc/greeting"]', "-t", "lamina-e2e/on-umoci", "-o", str(out))
     dockerd.docker("load", "-i", str(out))
-    assert dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/on-umoci").stdout == "from umoci\n"
+    assert dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", "lamina-e2e/on-umoci").stdout == "from umoci\n"
 
 
 def _multi_platform_layout(work: Path, busybox: Path, testdata_out: Path) -> Path:
@@ -150,7 +150,7 @@ def test_copy_busybox_onto_scratch(saved: Path, dockerd, work: Path) -> None:
              "--entrypoint", '["/bin/sh", "-c"]', "--cmd", '["echo copied; busybox | head -1 | cut -c1-7"]',
              "-t", "lamina-e2e/bb-only", "-o", str(out))
     dockerd.docker("load", "-i", str(out))
-    res = dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/bb-only")
+    res = dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", "lamina-e2e/bb-only")
     assert res.stdout == "copied\nBusyBox\n"
 
 

@@ -24,7 +24,7 @@ def test_scratch_go_hello_runs(dockerd, testdata_out: Path, tmp_path: Path) -> N
     )
     validate_image(out)
     _load(dockerd, out)
-    res = dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/hello:v1")
+    res = dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", "lamina-e2e/hello:v1")
     assert res.stdout == "hello, scratch!\n"
     # The image ID docker shows is lamina's config digest.
     config_digest = validate_image(out)["manifests"][0]["config"]["digest"]
@@ -41,9 +41,9 @@ def test_root_certificates_decide_tls(dockerd, testdata_out: Path, test_ca, http
     build_ok("--add", hello, "--entrypoint", "/hello", "-t", "lamina-e2e/tls:without", "-o", str(without_ca))
     _load(dockerd, with_ca)
     _load(dockerd, without_ca)
-    ok = dockerd.docker("run", "--rm", "--network", "host", "lamina-e2e/tls:with", https_server.url)
+    ok = dockerd.docker("run", "--pull", "never", "--rm", "--network", "host", "lamina-e2e/tls:with", https_server.url)
     assert ok.stdout.rstrip("\n") == "hello, scratch!\nhello over tls"
-    bad = dockerd.docker("run", "--rm", "--network", "host", "lamina-e2e/tls:without", https_server.url, check=False)
+    bad = dockerd.docker("run", "--pull", "never", "--rm", "--network", "host", "lamina-e2e/tls:without", https_server.url, check=False)
     assert bad.returncode != 0
     assert "certificate signed by unknown authority" in bad.stderr
 
@@ -57,7 +57,7 @@ def test_busybox_rootfs_tarball_with_shell_cmd(dockerd, testdata_out: Path, tmp_
     )
     validate_image(out)
     _load(dockerd, out)
-    res = dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/busybox")
+    res = dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", "lamina-e2e/busybox")
     assert res.stdout == "shell works\n/bin/busybox\nA/B\nhello, scratch!\n"
 
 
@@ -66,7 +66,7 @@ def test_static_c_binary_on_scratch(dockerd, testdata_out: Path, tmp_path: Path)
     build_ok("--add", f"{testdata_out / 'hello-c'}:/hello:0755", "--entrypoint", '["/hello"]',
              "--compression", "gzip", "-t", "lamina-e2e/c", "-o", str(out))
     _load(dockerd, out)
-    assert dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/c").stdout == "hello, scratch!\n"
+    assert dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", "lamina-e2e/c").stdout == "hello, scratch!\n"
 
 
 def test_uncompressed_layers_load_too(dockerd, testdata_out: Path, tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_uncompressed_layers_load_too(dockerd, testdata_out: Path, tmp_path: Pat
     build_ok("--add", f"{testdata_out / 'hello-c'}:/hello", "--cmd", "/hello", "--compression", "none",
              "-t", "lamina-e2e/plain", "-o", str(out))
     _load(dockerd, out)
-    assert dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/plain").stdout == "hello, scratch!\n"
+    assert dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", "lamina-e2e/plain").stdout == "hello, scratch!\n"
 
 
 def test_ca_certs_flag_makes_tls_work(dockerd, testdata_out: Path, test_ca, https_server, tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_ca_certs_flag_makes_tls_work(dockerd, testdata_out: Path, test_ca, http
     build_ok("--add", f"{testdata_out / 'hello-amd64'}:/hello", "--ca-certs", str(test_ca.ca_pem),
              "--entrypoint", "/hello", "-t", "lamina-e2e/ca-certs", "-o", str(out))
     _load(dockerd, out)
-    ok = dockerd.docker("run", "--rm", "--network", "host", "lamina-e2e/ca-certs", https_server.url)
+    ok = dockerd.docker("run", "--pull", "never", "--rm", "--network", "host", "lamina-e2e/ca-certs", https_server.url)
     assert ok.stdout.rstrip("\n") == "hello, scratch!\nhello over tls"
 
 
@@ -91,5 +91,5 @@ def test_accounts_let_nonroot_resolve(dockerd, testdata_out: Path, tmp_path: Pat
     build_ok("--tarball", str(testdata_out / "busybox-rootfs.tar.gz"), "--accounts", "--tmp", "--user", "nonroot",
              "--cmd", '["sh", "-c", "id -u; id -un; ls -ld /tmp | cut -c1-10"]', "-t", "lamina-e2e/accounts", "-o", str(out))
     _load(dockerd, out)
-    res = dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/accounts")
+    res = dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", "lamina-e2e/accounts")
     assert res.stdout.split() == ["65532", "nonroot", "drwxrwxrwt"]

@@ -43,7 +43,7 @@ def test_index_with_one_manifest_per_platform_and_a_shared_layer(multi) -> None:
 
 def test_docker_loads_and_runs_the_amd64_image(multi, dockerd) -> None:
     dockerd.docker("load", "-i", str(multi["tar"]))
-    assert dockerd.docker("run", "--rm", "--network", "none", "lamina-e2e/multi:v1").stdout == "hello, scratch!\n"
+    assert dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", "lamina-e2e/multi:v1").stdout == "hello, scratch!\n"
 
 
 def test_skopeo_keeps_the_index_and_selects_each_platform(multi, tmp_path: Path) -> None:

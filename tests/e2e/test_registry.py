@@ -60,7 +60,7 @@ def test_build_push_then_skopeo_and_docker_pull(registry: Proxy, env, testdata_o
     assert inspected["Digest"] == digest
     assert json.loads((tmp_path / "meta.json").read_text())["pushed"] == pushed
     dockerd.docker("pull", pushed)
-    assert dockerd.docker("run", "--rm", "--network", "none", pushed).stdout == "hello, scratch!\n"
+    assert dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", pushed).stdout == "hello, scratch!\n"
 
 
 def test_second_push_uploads_nothing_and_other_repo_mounts(registry: Proxy, env, hello_image: Path) -> None:
@@ -158,13 +158,26 @@ def test_bearer_auth_from_config_json_and_credential_helper(registry: Proxy, env
     assert "s3cret-pw" not in res.stdout + res.stderr
 
 
+def _manifest_of(tarball: Path) -> dict:
+    import tarfile
+
+    with tarfile.open(tarball) as t:
+        index = json.load(t.extractfile("index.json"))  # type: ignore[arg-type]
+        return json.load(t.extractfile(f"blobs/sha256/{index['manifests'][0]['digest'][7:]}"))  # type: ignore[arg-type]
+
+
 def test_pull_base_by_tag_and_digest_then_offline(registry: Proxy, env, hello_image: Path, tmp_path: Path,
                                                  testdata_out: Path) -> None:
     pushed = lamina("push", str(hello_image), f"{registry.host}/lamina/base:v1", env=env).stdout.strip()
     by_tag = build_ok_env(env, "--from", f"{registry.host}/lamina/base:v1", "--add", f"{testdata_out / 'hello-c'}:/c",
                           "-o", str(tmp_path / "a.tar"))
     by_digest = build_ok_env(env, "--from", pushed, "--add", f"{testdata_out / 'hello-c'}:/c", "-o", str(tmp_path / "b.tar"))
-    assert by_tag == by_digest
+    # The same image; only org.opencontainers.image.base.name says how the base was named.
+    a, b = (_manifest_of(tmp_path / name) for name in ("a.tar", "b.tar"))
+    assert a["annotations"].pop("org.opencontainers.image.base.name") == f"{registry.host}/lamina/base:v1"
+    assert b["annotations"].pop("org.opencontainers.image.base.name") == pushed
+    assert a == b and a["annotations"]["org.opencontainers.image.base.digest"] == pushed.split("@")[1]
+    assert by_tag != by_digest
     res = lamina("build", "--hermetic", "--from", f"{registry.host}/lamina/base:v1", "-o", str(tmp_path / "c.tar"), env=env)
     assert res.returncode == 1 and "must be pinned by digest" in res.stderr
     # The registry goes away: the cached base is used.
@@ -203,6 +216,9 @@ def test_tls_registry_with_htpasswd_basic_auth(env, hello_image: Path, test_ca, 
         assert res.returncode == 1
         assert f"{host}: authentication required and no credentials found (try 'lamina login {host}')" in res.stderr
         creds = {"LAMINA_REGISTRY_USERNAME": "bob", "LAMINA_REGISTRY_PASSWORD": "wrong-pw"}
+        res = lamina("push", "--ca-file", str(test_ca.ca_pem), str(hello_image), ref, env={**env, **creds})
+        assert res.returncode == 1 and "LAMINA_REGISTRY_HOST is not" in res.stderr  # env credentials name their registry
+        creds["LAMINA_REGISTRY_HOST"] = host
         res = lamina("--debug", "push", "--ca-file", str(test_ca.ca_pem), str(hello_image), ref, env={**env, **creds})
         assert res.returncode == 1 and "authentication failed as 'bob'" in res.stderr and "wrong-pw" not in res.stderr
         creds["LAMINA_REGISTRY_PASSWORD"] = "hunter2-pw"
@@ -225,7 +241,7 @@ def test_push_multi_platform_index_and_docker_pull(registry: Proxy, env, testdat
     assert [m["platform"]["architecture"] for m in raw["manifests"]] == ["amd64", "arm64"]
     assert f"sha256:{__import__('hashlib').sha256(json.dumps(raw, separators=(',', ':'), ensure_ascii=False).encode()).hexdigest()}" == digest
     dockerd.docker("pull", "--platform", "linux/amd64", ref)
-    assert dockerd.docker("run", "--rm", "--network", "none", ref).stdout == "hello, scratch!\n"
+    assert dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", ref).stdout == "hello, scratch!\n"
 
 
 def test_push_with_an_attached_sbom(registry: Proxy, env, testdata_out: Path, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ _PEAK = (
 )
 
 
+@pytest.mark.slow  # compresses 300 MB twice: ~10 s each on 2 cores
 @pytest.mark.parametrize("compression", ["gzip", "zstd"])
 def test_300_mb_layer_builds_in_flat_memory(tmp_path: Path, compression: str) -> None:
     big = tmp_path / "big.bin"

@@ -99,7 +99,13 @@ class DockerDaemon:
             return "(no log)"
 
     def docker(self, *args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
-        """Run the docker CLI against this daemon, capturing text output."""
+        """Run the docker CLI against this daemon, capturing text output.
+
+        A `run` must say `--pull never`: a test runs what it loaded, and a daemon that
+        silently pulled a missing image from a registry would hide a broken load.
+        """
+        if args[:1] == ("run",) and not _says_pull_never(args):
+            raise ValueError(f"docker run without --pull never: {args}")
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
         kw.setdefault("env", self.env)
@@ -147,6 +153,10 @@ class DockerDaemon:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _says_pull_never(args: tuple[str, ...]) -> bool:
+    return "--pull=never" in args or any(a == "--pull" and b == "never" for a, b in zip(args, args[1:]))
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 
+from lamina.errors import ParseError
 from lamina.model.digest import Digest
 from lamina.model.platform import Platform
 
@@ -34,15 +35,24 @@ class Descriptor:
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Descriptor:
+    def from_json(cls, data: Any) -> Descriptor:
+        """Parse a descriptor someone else wrote; anything malformed is a ParseError."""
+        if not isinstance(data, dict):
+            raise ParseError(f"a descriptor must be a JSON object, not {type(data).__name__}")
+        media_type, digest, size = data.get("mediaType"), data.get("digest"), data.get("size")
+        if not isinstance(media_type, str) or not isinstance(digest, str):
+            raise ParseError("a descriptor needs string mediaType and digest")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ParseError(f"descriptor {digest}: size {size!r} is not a non-negative integer")
+        annotations = data.get("annotations") or {}
+        if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
+            raise ParseError(f"descriptor {digest}: annotations must map strings to strings")
         platform = None
         if isinstance(data.get("platform"), dict):
             p = data["platform"]
-            platform = Platform(p.get("os", ""), p.get("architecture", ""), p.get("variant", ""))
-        return cls(
-            media_type=data["mediaType"],
-            digest=Digest.parse(data["digest"]),
-            size=int(data["size"]),
-            annotations=tuple((data.get("annotations") or {}).items()),
-            platform=platform,
-        )
+            fields = [p.get(k, "") for k in ("os", "architecture", "variant")]
+            if not all(isinstance(f, str) for f in fields):
+                raise ParseError(f"descriptor {digest}: platform fields must be strings")
+            platform = Platform(*fields)
+        return cls(media_type=media_type, digest=Digest.parse(digest), size=size,
+                   annotations=tuple(annotations.items()), platform=platform)

@@ -7,7 +7,7 @@ import re
 
 import attrs
 
-from lamina.errors import UsageError
+from lamina.errors import ParseError
 
 _HEX = re.compile(r"^[a-f0-9]{64}$")
 
@@ -23,7 +23,7 @@ class Digest:
     def parse(cls, text: str) -> Digest:
         algorithm, sep, hexpart = text.partition(":")
         if not sep or algorithm != "sha256" or not _HEX.match(hexpart):
-            raise UsageError(f"not a sha256 digest: {text!r}")
+            raise ParseError(f"not a sha256 digest: {text!r}")
         return cls(hexpart)
 
     @classmethod

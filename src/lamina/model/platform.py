@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from lamina.errors import UsageError
+from lamina.errors import ParseError
 
 # The GOOS/GOARCH pairs an OCI image may name (image-spec config.md) that lamina builds for.
 _KNOWN_OS = frozenset({"linux", "windows", "freebsd", "darwin"})
@@ -24,13 +24,13 @@ class Platform:
     def parse(cls, text: str) -> Platform:
         parts = text.strip().lower().split("/")
         if len(parts) not in (2, 3) or not all(parts):
-            raise UsageError(f"bad platform {text!r}: expected os/arch[/variant], e.g. linux/amd64")
+            raise ParseError(f"bad platform {text!r}: expected os/arch[/variant], e.g. linux/amd64")
         os_name, arch = parts[0], _ARCH_ALIASES.get(parts[1], parts[1])
         variant = parts[2] if len(parts) == 3 else ""
         if os_name not in _KNOWN_OS:
-            raise UsageError(f"unknown platform {text!r}: unknown os {os_name!r}")
+            raise ParseError(f"unknown platform {text!r}: unknown os {os_name!r}")
         if arch not in _KNOWN_ARCH:
-            raise UsageError(
+            raise ParseError(
                 f"unknown platform {text!r}: unknown architecture {arch!r} "
                 f"(known: {', '.join(sorted(_KNOWN_ARCH))})"
             )

@@ -10,7 +10,7 @@ import re
 
 import attrs
 
-from lamina.errors import UsageError
+from lamina.errors import ParseError
 
 DEFAULT_REGISTRY = "docker.io"
 DEFAULT_TAG = "latest"
@@ -22,7 +22,8 @@ _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 _REFERENCE = re.compile(
     rf"^(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
-    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$"
+    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$",
+    re.ASCII,  # the grammar is ASCII: \w must not admit "café", which docker load refuses
 )
 
 
@@ -37,13 +38,13 @@ class Reference:
     def parse(cls, text: str) -> Reference:
         match = _REFERENCE.match(text)
         if not match or len(match["path"]) + len(match["domain"] or "") > 255:
-            raise UsageError(f"bad image reference {text!r}: expected [host[:port]/]name[:tag][@digest]")
+            raise ParseError(f"bad image reference {text!r}: expected [host[:port]/]name[:tag][@digest]")
         domain, path = match["domain"], match["path"]
         # distribution: the first component is a host only if it has '.' or ':' or is localhost.
         if domain is not None and not ("." in domain or ":" in domain or domain == "localhost"):
             path, domain = f"{domain}/{path}", None
             if not re.match(rf"^{_COMPONENT}$", path.split("/")[0]):
-                raise UsageError(f"bad image reference {text!r}: repository names must be lowercase")
+                raise ParseError(f"bad image reference {text!r}: repository names must be lowercase")
         registry = domain or DEFAULT_REGISTRY
         if registry == DEFAULT_REGISTRY and "/" not in path:
             path = f"library/{path}"

@@ -8,7 +8,6 @@ import attrs
 
 from lamina.errors import UsageError
 from lamina.model import Reference
-from lamina.registry.client import RegistryError
 from lamina.registry.options import Options
 from lamina.registry.push import PushPlan, Pusher, PushStats
 
@@ -34,19 +33,14 @@ def push(plan: PushPlan, target: str, options: Options) -> Pushed:
 
 def login(host: str, username: str, password: str, options: Options) -> str:
     """Check the credentials against the registry (GET /v2/), then save them in config.json."""
-    import os
+    from lamina.registry.auth import Credentials, save_login
 
-    from lamina.registry.auth import save_login
-
-    os.environ["LAMINA_REGISTRY_USERNAME"], os.environ["LAMINA_REGISTRY_PASSWORD"] = username, password
     registry = options.registry(host)
+    registry.use_credentials(Credentials(username, password))
     try:
         registry.request("GET", "/v2/", what="log in", ok=(200,))
-    except RegistryError:
-        raise
     finally:
         registry.close()
-        del os.environ["LAMINA_REGISTRY_USERNAME"], os.environ["LAMINA_REGISTRY_PASSWORD"]
     return str(save_login(host, username, password))
 
 

@@ -1,7 +1,9 @@
 """Credentials and challenges, as docker and crane do them.
 
 Where credentials come from, first match wins: ``LAMINA_REGISTRY_USERNAME`` and
-``LAMINA_REGISTRY_PASSWORD`` (for any registry), then ``$DOCKER_CONFIG/config.json``
+``LAMINA_REGISTRY_PASSWORD``, only for the one registry named by ``LAMINA_REGISTRY_HOST``
+(host[:port]; without it they are refused, so CI secrets never reach a base image's
+registry), then ``$DOCKER_CONFIG/config.json``
 (default ``~/.docker/config.json``): ``credHelpers[host]``, then ``auths[host]`` (``auth``
 or ``identitytoken``), then ``credsStore``. Helpers are run as ``docker-credential-NAME get``
 with the host on stdin, as the docker CLI does. Secrets never reach a message or a log.
@@ -20,13 +22,9 @@ from typing import Any
 
 import attrs
 
-from lamina.errors import LaminaError, OutputError
+from lamina.errors import AuthError, OutputError
 
 DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
-
-
-class AuthError(LaminaError):
-    """Credentials are missing, wrong, or a helper failed."""
 
 
 @attrs.frozen(repr=False)
@@ -85,11 +83,32 @@ def _helper(name: str, host: str) -> Credentials | None:
     return Credentials(user, secret)
 
 
-def lookup(host: str) -> Credentials | None:
+def same_registry(a: str, b: str) -> bool:
+    """Whether two spellings name one registry: host and port exactly, Docker Hub's aliases alike."""
+    def norm(text: str) -> str:
+        text = text.strip().lower().removeprefix("https://").removeprefix("http://").split("/", 1)[0]
+        return "docker.io" if text in ("docker.io", "registry-1.docker.io", "index.docker.io") else text
+
+    return norm(a) == norm(b)
+
+
+def _from_env(host: str) -> Credentials | None:
     user = os.environ.get("LAMINA_REGISTRY_USERNAME")
     password = os.environ.get("LAMINA_REGISTRY_PASSWORD")
-    if user and password is not None:
-        return Credentials(user, password)
+    if not user or password is None:
+        return None
+    scope = os.environ.get("LAMINA_REGISTRY_HOST", "")
+    if not scope.strip():
+        raise AuthError("LAMINA_REGISTRY_USERNAME is set but LAMINA_REGISTRY_HOST is not: "
+                        "name the registry (host[:port]) the credentials are for")
+    return Credentials(user, password) if same_registry(scope, host) else None
+
+
+def lookup(host: str) -> Credentials | None:
+    """The credentials for ``host`` (host[:port] exactly), from the first source that has them."""
+    env = _from_env(host)
+    if env is not None:
+        return env
     config = _load_config()
     keys = _keys(host)
     helpers = config.get("credHelpers") or {}
@@ -142,17 +161,24 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+TokenKey = tuple[str, str, str, str]  # (origin that challenged, realm, service, scope)
+
+
 @attrs.define
 class TokenCache:
-    """Bearer tokens per (realm, service, scope), reused until shortly before they expire."""
+    """Bearer tokens per (challenging origin, realm, service, scope), reused until shortly before they expire.
 
-    tokens: dict[tuple[str, str, str], tuple[str, float]] = attrs.field(factory=dict)
+    The origin is part of the key: a token fetched with one registry's credentials is never
+    handed to another host that names the same realm.
+    """
 
-    def get(self, key: tuple[str, str, str]) -> str | None:
+    tokens: dict[TokenKey, tuple[str, float]] = attrs.field(factory=dict)
+
+    def get(self, key: TokenKey) -> str | None:
         hit = self.tokens.get(key)
         if hit and hit[1] > time.monotonic():
             return hit[0]
         return None
 
-    def put(self, key: tuple[str, str, str], token: str, expires_in: float) -> None:
+    def put(self, key: TokenKey, token: str, expires_in: float) -> None:
         self.tokens[key] = (token, time.monotonic() + max(expires_in - 10, 1))

@@ -10,30 +10,67 @@ Plain HTTP is used only for localhost, 127.0.0.0/8 and ::1, or hosts named with
 ``--insecure-registry``. Connection errors, 429 and 5xx are retried with exponential
 backoff, a bounded number of times; then the error names the registry, what was being
 done, the HTTP status and the registry's own error code.
+
+The registry may be an attacker, or answer for one, so:
+
+- credentials go only to the origin (scheme, host, port) they belong to: an upload
+  ``Location`` or a redirect to another host gets no ``Authorization``, and a challenge
+  from another host is answered with that host's own credentials, never this registry's;
+- a Bearer realm in plain HTTP is refused for an HTTPS registry (unless it is loopback or
+  ``--insecure-registry``), and so is a redirect from HTTPS down to HTTP;
+- lamina follows redirects itself, at most 5, a body-carrying request only on 307/308;
+- a body read whole (manifest, index, token, error) is capped at 4 MiB, whatever a
+  descriptor claims; a blob body at its descriptor's size;
+- every request has a total deadline beside the per-read timeout, so a server trickling
+  one byte at a time cannot hold a build forever (``LAMINA_REGISTRY_DEADLINE`` seconds,
+  default 300, plus one second per 64 KiB of a blob sent or received;
+  ``LAMINA_REGISTRY_TIMEOUT``, default 60, bounds each connect, read and write).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import ssl
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
 
-from lamina.errors import LaminaError
-from lamina.registry.auth import AuthError, Credentials, TokenCache, lookup, parse_challenge
+from lamina.errors import AuthError, RegistryError, UsageError
+from lamina.registry.auth import Credentials, TokenCache, lookup, parse_challenge
 
-RETRIES = int(os.environ.get("LAMINA_REGISTRY_RETRIES", "5"))
-BACKOFF = float(os.environ.get("LAMINA_REGISTRY_BACKOFF", "0.5"))
-TIMEOUT = float(os.environ.get("LAMINA_REGISTRY_TIMEOUT", "60"))
+MAX_DOCUMENT = 4 << 20  # manifests, indexes, tokens, error bodies: a hard cap no descriptor can raise
+MIN_RATE = 64 << 10  # bytes per second a blob transfer is granted on top of the deadline
+REDIRECTS = 5
+_WRITE = 64 << 10  # writes are cut to this size so the deadline is checked between them
+_REDIRECT_CODES = (301, 302, 303, 307, 308)
+
+__all__ = ["AuthError", "MAX_DOCUMENT", "Registry", "RegistryError", "describe_failure", "origin"]
 
 
-class RegistryError(LaminaError):
-    """The registry refused, failed, or could not be reached."""
+def _number(name: str, default: float, *, positive: bool = False) -> float:
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{name}={text!r}: expected a number") from None
+    if value != value or value < 0 or (positive and value == 0) or value == float("inf"):
+        raise UsageError(f"{name}={text!r}: must be a {'positive' if positive else 'non-negative'} number")
+    return value
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """Text a registry chose, made safe for one line of an error message (no control characters)."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+RETRIES = int(_number("LAMINA_REGISTRY_RETRIES", 5))
+BACKOFF = _number("LAMINA_REGISTRY_BACKOFF", 0.5)
 
 
 def _is_local(host: str) -> bool:
@@ -46,15 +83,117 @@ def _is_local(host: str) -> bool:
         return False
 
 
+def origin(url: str) -> str:
+    """``scheme://host:port`` of a URL, the port spelled out: what credentials are bound to."""
+    import httpx
+
+    u = httpx.URL(url)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    host = f"[{u.host}]" if ":" in u.host else u.host
+    return f"{u.scheme}://{host}:{port}"
+
+
+def _host_port(org: str) -> str:
+    """``host[:port]`` as users and config.json name a registry (the default port left out)."""
+    scheme, _, rest = org.partition("://")
+    host, _, port = rest.rpartition(":")
+    return host if port == ("443" if scheme == "https" else "80") else rest
+
+
 def describe_failure(response: Any) -> str:
     """``HTTP 401 Unauthorized (UNAUTHORIZED: authentication required)`` from a registry answer."""
     text = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
     try:
         errors = response.json().get("errors") or []
-    except (json.JSONDecodeError, ValueError, AttributeError):
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        errors = []
+    if not isinstance(errors, list):
         errors = []
     codes = [f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors if isinstance(e, dict)]
-    return f"{text} ({'; '.join(codes)})" if codes else text
+    return printable(f"{text} ({'; '.join(codes)})" if codes else text, 500)
+
+
+# ---- the total deadline: a per-thread end time that every socket operation respects
+
+_deadline = threading.local()
+
+
+def _arm(seconds: float) -> None:
+    _deadline.end = time.monotonic() + seconds
+
+
+def _time_left() -> float | None:
+    end: float | None = getattr(_deadline, "end", None)
+    return None if end is None else end - time.monotonic()
+
+
+def _deadline_passed() -> bool:
+    left = _time_left()
+    return left is not None and left <= 0
+
+
+def _transport(context: ssl.SSLContext, max_connections: int) -> Any:
+    """An httpx transport whose sockets give up when the calling thread's deadline passes.
+
+    httpx times each read, write and connect, but nothing bounds their sum; a network backend
+    that shortens every timeout to what is left of the deadline does.
+    """
+    import httpcore
+    import httpx
+
+    def budget(timeout: float | None) -> float | None:
+        left = _time_left()
+        if left is None:
+            return timeout
+        if left <= 0:
+            raise httpcore.ReadTimeout("the request's total deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+    class Stream(httpcore.NetworkStream):
+        def __init__(self, inner: httpcore.NetworkStream) -> None:
+            self._inner = inner
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            return self._inner.read(max_bytes, budget(timeout))
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            if len(buffer) <= _WRITE:
+                return self._inner.write(buffer, budget(timeout))
+            view = memoryview(buffer)
+            for start in range(0, len(view), _WRITE):
+                self._inner.write(bytes(view[start:start + _WRITE]), budget(timeout))
+
+        def close(self) -> None:
+            self._inner.close()
+
+        def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                      timeout: float | None = None) -> httpcore.NetworkStream:
+            return Stream(self._inner.start_tls(ssl_context, server_hostname, budget(timeout)))
+
+        def get_extra_info(self, info: str) -> Any:
+            return self._inner.get_extra_info(info)
+
+    class Backend(httpcore.NetworkBackend):
+        def __init__(self) -> None:
+            self._inner = httpcore.SyncBackend()
+
+        def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                        socket_options: Any = None) -> httpcore.NetworkStream:
+            return Stream(self._inner.connect_tcp(host, port, budget(timeout), local_address, socket_options))
+
+        def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                socket_options: Any = None) -> httpcore.NetworkStream:
+            raise httpcore.ConnectError("lamina does not talk to registries over unix sockets")
+
+        def sleep(self, seconds: float) -> None:
+            time.sleep(seconds)
+
+    transport = httpx.HTTPTransport(verify=context, trust_env=False)
+    # httpx takes no network backend; its transport's pool is the one place to give it one
+    # (httpx is pinned in pyproject.toml, and tests/registry checks the deadline holds).
+    transport._pool = httpcore.ConnectionPool(ssl_context=context, max_connections=max_connections,
+                                              network_backend=Backend())
+    return transport
 
 
 @attrs.define
@@ -65,18 +204,20 @@ class Registry:
     insecure: bool = False
     ca_file: str | None = None
     debug: Callable[[str], None] | None = None
+    timeout: float = attrs.field(factory=lambda: _number("LAMINA_REGISTRY_TIMEOUT", 60, positive=True))
+    deadline: float = attrs.field(factory=lambda: _number("LAMINA_REGISTRY_DEADLINE", 300, positive=True))
     _client: Any = None
     _tokens: TokenCache = attrs.field(factory=TokenCache)
     _creds: Credentials | None = None
     _creds_loaded: bool = False
-    _basic: bool = False
-    _last_auth: dict[tuple[str, ...], str] = attrs.field(factory=dict)
+    _others: dict[str, Credentials | None] = attrs.field(factory=dict)  # other origins' own credentials
+    _auth: dict[tuple[str, tuple[str, ...]], str] = attrs.field(factory=dict)  # (origin, scopes) -> header
+    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+    _scheme: str | None = None
 
     @property
     def api_host(self) -> str:
         return "registry-1.docker.io" if self.host == "docker.io" else self.host
-
-    _scheme: str | None = None
 
     @property
     def base(self) -> str:
@@ -92,24 +233,32 @@ class Registry:
         """
         import httpx
 
+        _arm(min(self.deadline, 10))
         try:
-            self.client().get(f"https://{self.api_host}/v2/", timeout=5)
+            self.client().get(f"https://{self.api_host}/v2/", timeout=min(self.timeout, 5))
             return "https"
         except httpx.TransportError as exc:
             return "https" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "http"
 
     def client(self) -> Any:
-        if self._client is None:
-            import httpx
+        with self._lock:
+            if self._client is None:
+                import httpx
 
-            context = ssl.create_default_context(cafile=self.ca_file)  # system store + SSL_CERT_FILE
-            self._client = httpx.Client(verify=context, timeout=httpx.Timeout(TIMEOUT), follow_redirects=True,
-                                        limits=httpx.Limits(max_connections=16), trust_env=False)
-        return self._client
+                context = ssl.create_default_context(cafile=self.ca_file)  # system store + SSL_CERT_FILE
+                # identity: a body is capped as it is read, and a compressed one would grow past the cap
+                self._client = httpx.Client(transport=_transport(context, 16), timeout=httpx.Timeout(self.timeout),
+                                            follow_redirects=False, trust_env=False,
+                                            headers={"Accept-Encoding": "identity"})
+            return self._client
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+    def use_credentials(self, creds: Credentials) -> None:
+        """Use these credentials for this registry instead of looking them up (lamina login)."""
+        self._creds, self._creds_loaded = creds, True
 
     def credentials(self) -> Credentials | None:
         if not self._creds_loaded:
@@ -117,101 +266,133 @@ class Registry:
             self._creds_loaded = True
         return self._creds
 
+    def _credentials_for(self, org: str) -> Credentials | None:
+        """This registry's credentials for its own origin; any other origin only ever gets its own."""
+        if org == origin(self.base):
+            return self.credentials()
+        if org not in self._others:
+            self._others[org] = lookup(_host_port(org))
+        return self._others[org]
+
+    def _plain_ok(self, org: str) -> bool:
+        """Whether plain HTTP is acceptable next to ``org``: loopback, or named --insecure-registry."""
+        return _is_local(_host_port(org)) or (self.insecure and org == origin(self.base))
+
     # ---- auth
 
-    def _authorize(self, challenge: str, scopes: tuple[str, ...]) -> str:
+    def _authorize(self, challenge: str, scopes: tuple[str, ...], org: str) -> str:
+        """The Authorization that answers ``challenge`` from ``org``, with ``org``'s own credentials."""
         scheme, params = parse_challenge(challenge)
-        creds = self.credentials()
+        who = _host_port(org)
+        creds = self._credentials_for(org)
         if scheme == "basic":
             if creds is None or not creds.username:
-                raise AuthError(f"{self.host}: authentication required and no credentials found (try 'lamina login {self.host}')")
-            self._basic = True
+                raise AuthError(f"{who}: authentication required and no credentials found (try 'lamina login {who}')")
             return creds.basic()
-        if scheme != "bearer" or "realm" not in params:
-            raise AuthError(f"{self.host}: unsupported authentication challenge {scheme!r}")
+        if scheme != "bearer" or not params.get("realm"):
+            raise AuthError(f"{who}: unsupported authentication challenge {printable(scheme, 40)!r}")
+        realm = self._check_realm(params["realm"], org)
         scope = " ".join(scopes) if scopes else params.get("scope", "")
-        key = (params["realm"], params.get("service", ""), scope)
+        key = (org, realm, params.get("service", ""), scope)
         token = self._tokens.get(key)
         if token is None:
-            token, expires = self._fetch_token(params, scope, creds)
+            token, expires = self._fetch_token(realm, params.get("service", ""), scope, creds, who)
             self._tokens.put(key, token, expires)
         return f"Bearer {token}"
 
-    def _fetch_token(self, params: dict[str, str], scope: str, creds: Credentials | None) -> tuple[str, float]:
-        realm = params["realm"]
-        query: dict[str, Any] = {"service": params.get("service", "")}
+    def _check_realm(self, realm: str, org: str) -> str:
+        import httpx
+
+        who = _host_port(org)
+        try:
+            url = httpx.URL(realm)
+        except httpx.InvalidURL:
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise AuthError(f"{who}: the token service {printable(realm)!r} is not an http(s) URL")
+        if url.scheme == "http" and org.startswith("https:") and not self._plain_ok(org):
+            raise AuthError(f"{who}: refusing the plain-HTTP token service {printable(realm)} of an HTTPS registry "
+                            f"(it would see credentials and tokens in clear text; --insecure-registry {who} allows it)")
+        return realm
+
+    def _fetch_token(self, realm: str, service: str, scope: str, creds: Credentials | None, who: str) -> tuple[str, float]:
+        import httpx
+
+        realm_origin = origin(realm)
+        query: dict[str, Any] = {"service": service}
         if scope:
             query["scope"] = scope.split(" ")
-        try:
-            if creds is not None and creds.identity_token:
-                form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
-                        "service": query["service"], "scope": scope, "client_id": "lamina"}
-                response = self.client().post(realm, data=form)
-            else:
-                headers = {"Authorization": creds.basic()} if creds is not None and creds.username else {}
-                response = self.client().get(realm, params=query, headers=headers)
-        except Exception as exc:  # httpx.HTTPError: keep the type out of the import-time path
-            raise RegistryError(f"{self.host}: cannot reach the token service: {type(exc).__name__}") from None
+        if creds is not None and creds.identity_token:
+            method, body = "POST", httpx.QueryParams({"grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                                                      "service": service, "scope": scope, "client_id": "lamina"})
+            url, headers, auth = realm, {"Content-Type": "application/x-www-form-urlencoded"}, None
+            content: Callable[[], bytes] | None = lambda: str(body).encode()
+        else:
+            method, content = "GET", None
+            url, headers = str(httpx.URL(realm).copy_merge_params(query)), {}
+            auth = creds.basic() if creds is not None and creds.username else None
+        try:  # within the deadline of the request that was challenged
+            response, _ = self._send(method, url, what="get a token", headers=headers, body=content,
+                                     auth_for=lambda o: auth if o == realm_origin else None)
+            response = self._read(response, "get a token", strict=response.status_code == 200)
+        except httpx.HTTPError as exc:
+            reason = "no answer within the deadline" if _deadline_passed() else type(exc).__name__
+            raise RegistryError(f"{who}: cannot reach the token service: {reason}") from None
         if response.status_code in (401, 403):
-            who = f"as {creds.username!r}" if creds and creds.username else "anonymously"
-            raise AuthError(f"{self.host}: authentication failed {who} ({describe_failure(response)})")
+            whom = f"as {creds.username!r}" if creds and creds.username else "anonymously"
+            raise AuthError(f"{who}: authentication failed {whom} ({describe_failure(response)})")
         if response.status_code != 200:
-            raise RegistryError(f"{self.host}: token service answered {describe_failure(response)}")
-        data = response.json()
-        token = data.get("token") or data.get("access_token")
-        if not token:
-            raise RegistryError(f"{self.host}: token service answered without a token")
-        return str(token), float(data.get("expires_in") or 60)
+            raise RegistryError(f"{who}: token service answered {describe_failure(response)}")
+        try:
+            data = response.json()
+            token = data.get("token") or data.get("access_token")
+            expires = float(data.get("expires_in") or 60)
+        except (ValueError, AttributeError, TypeError, UnicodeDecodeError):
+            raise RegistryError(f"{who}: the token service answered something that is not a token") from None
+        if not token or not isinstance(token, str) or not token.isprintable():
+            raise RegistryError(f"{who}: token service answered without a token")
+        return token, expires
 
     # ---- requests
 
     def request(self, method: str, url: str, *, what: str, scopes: tuple[str, ...] = (),
                 headers: dict[str, str] | None = None, body: Callable[[], Iterable[bytes] | bytes] | None = None,
-                ok: Iterable[int] = (200,), retry: bool = True, stream: bool = False) -> Any:
-        """One logical request: auth challenges answered, transient failures retried.
+                ok: Iterable[int] = (200,), retry: bool = True, stream: bool = False, size: int = 0) -> Any:
+        """One logical request: redirects followed, auth challenges answered, transient failures retried.
 
-        ``body`` is a factory so a retried request sends its bytes again from the start.
+        ``body`` is a factory so a retried or redirected request sends its bytes again from the start.
         With ``stream``, a successful response is returned unread: the caller iterates and closes it.
+        ``size`` is the blob size sent or received, which lengthens the deadline.
         """
         import httpx
 
-        if not url.startswith("http"):
+        if not url.startswith(("http://", "https://")):
             url = self.base + url
         ok = tuple(ok)
-        # Reuse what answered the last challenge for these scopes, so bodies are not sent twice.
-        auth: str | None = self._last_auth.get(scopes)
-        challenged = False
         attempt = 0
+        budget = self.deadline + max(size, 0) / MIN_RATE
         while True:
-            sent = dict(headers or {})
-            if auth:
-                sent["Authorization"] = auth
+            _arm(budget)
             try:
-                client = self.client()
-                response = client.send(client.build_request(method, url, headers=sent, content=body() if body else None),
-                                       stream=True)
-                if not (stream and response.status_code in ok):
-                    response.read()
-                    response.close()
+                response = self._exchange(method, url, what, scopes, headers or {}, body, ok, stream)
             except httpx.TransportError as exc:
-                failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if _deadline_passed():
+                    raise RegistryError(f"{self.host}: {what}: no complete answer within {budget:.0f} s "
+                                        "(LAMINA_REGISTRY_DEADLINE)") from None
+                failure = f"{type(exc).__name__}: {printable(str(exc))}" if str(exc) else type(exc).__name__
                 if "CERTIFICATE_VERIFY_FAILED" in failure:  # not transient: say so at once
                     raise RegistryError(f"{self.host}: {what}: TLS certificate not trusted ({exc}); "
                                         "use --ca-file or SSL_CERT_FILE") from None
                 response = None
+            except httpx.HTTPError as exc:  # a URL or body httpx refuses: not transient
+                raise RegistryError(f"{self.host}: {what}: {type(exc).__name__}: {printable(str(exc))}") from None
             else:
-                self._log(method, url, response.status_code)
-                if response.status_code == 401 and not challenged and "www-authenticate" in response.headers:
-                    challenged = True
-                    auth = self._authorize(response.headers["www-authenticate"], scopes)
-                    self._last_auth[scopes] = auth
-                    continue
+                if response.status_code in ok:
+                    return response
                 if response.status_code == 401:
                     creds = self.credentials()
                     who = f"as {creds.username!r}" if creds and creds.username else "without credentials"
                     raise AuthError(f"{self.host}: {what}: authentication failed {who} ({describe_failure(response)})")
-                if response.status_code in ok:
-                    return response
                 failure = describe_failure(response)
                 if not (response.status_code == 429 or response.status_code >= 500):
                     raise RegistryError(f"{self.host}: {what}: {failure}")
@@ -221,8 +402,99 @@ class Registry:
                 raise RegistryError(f"{self.host}: {what}: {failure}{tries}")
             time.sleep(BACKOFF * 2 ** (attempt - 1))
 
+    def _exchange(self, method: str, url: str, what: str, scopes: tuple[str, ...], headers: dict[str, str],
+                  body: Callable[[], Iterable[bytes] | bytes] | None, ok: tuple[int, ...], stream: bool) -> Any:
+        """Send, answering each origin's challenge once (with that origin's credentials), then read."""
+        challenged: set[str] = set()
+        while True:
+            response, final = self._send(method, url, what=what, headers=headers, body=body,
+                                         auth_for=lambda o: self._auth.get((o, scopes)))
+            org = origin(final)
+            if response.status_code == 401 and org not in challenged and "www-authenticate" in response.headers:
+                response.close()
+                challenged.add(org)
+                self._auth[(org, scopes)] = self._authorize(response.headers["www-authenticate"], scopes, org)
+                continue
+            if not (stream and response.status_code in ok):
+                response = self._read(response, what, strict=response.status_code in ok)
+            return response
+
+    def _send(self, method: str, url: str, *, what: str, headers: dict[str, str],
+              body: Callable[[], Iterable[bytes] | bytes] | None, auth_for: Callable[[str], str | None]) -> tuple[Any, str]:
+        """One request, redirects followed here: each hop gets only the Authorization of its own origin."""
+        import httpx
+
+        client = self.client()
+        for _ in range(REDIRECTS + 1):
+            sent = dict(headers)
+            auth = auth_for(origin(url))
+            if auth:
+                sent["Authorization"] = auth
+            response = client.send(client.build_request(method, url, headers=sent, content=body() if body else None),
+                                   stream=True)
+            self._log(method, url, response.status_code)
+            location = response.headers.get("location")
+            if response.status_code not in _REDIRECT_CODES or not location:
+                return response, url
+            response.close()
+            try:
+                target = str(httpx.URL(url).join(location))
+            except httpx.InvalidURL:
+                raise RegistryError(f"{self.host}: {what}: redirected to an invalid URL") from None
+            if not target.startswith(("http://", "https://")):
+                raise RegistryError(f"{self.host}: {what}: redirected to a URL that is not http(s)")
+            if url.startswith("https:") and target.startswith("http:") and not self._plain_ok(origin(target)):
+                raise RegistryError(f"{self.host}: {what}: redirected from HTTPS to plain HTTP ({_host_port(origin(target))}); refused")
+            if response.status_code not in (307, 308) and method not in ("GET", "HEAD"):
+                raise RegistryError(f"{self.host}: {what}: the registry answered {method} with a "
+                                    f"{response.status_code} redirect (only 307 and 308 keep the request)")
+            url = target
+        raise RegistryError(f"{self.host}: {what}: more than {REDIRECTS} redirects")
+
+    def _read(self, response: Any, what: str, *, strict: bool) -> Any:
+        """Read a whole body, at most MAX_DOCUMENT bytes: over it is an error (``strict``) or cut."""
+        import httpx
+
+        declared = response.headers.get("content-length", "")
+        try:
+            if strict and declared.isdigit() and int(declared) > MAX_DOCUMENT:
+                raise RegistryError(f"{self.host}: {what}: the answer is {declared} bytes, over the {MAX_DOCUMENT >> 20} MiB limit")
+            data = bytearray()
+            for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) > MAX_DOCUMENT:
+                    if strict:
+                        raise RegistryError(f"{self.host}: {what}: the answer is over the {MAX_DOCUMENT >> 20} MiB limit")
+                    del data[MAX_DOCUMENT:]
+                    break
+        finally:
+            response.close()
+        kept = {k: v for k, v in response.headers.items() if k.lower() not in ("content-encoding", "transfer-encoding", "content-length")}
+        return httpx.Response(response.status_code, headers=kept, content=bytes(data), request=response.request)
+
+    def download(self, url: str, *, what: str, scopes: tuple[str, ...], size: int) -> Iterator[bytes]:
+        """A blob's body, never more than its descriptor's ``size`` bytes (more is an error, not stored)."""
+        import httpx
+
+        response = self.request("GET", url, what=what, scopes=scopes, stream=True, size=size)
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > size:
+                raise RegistryError(f"{self.host}: {what}: the registry sends {declared} bytes for a blob of {size}")
+            got = 0
+            for chunk in response.iter_bytes(1 << 20):
+                got += len(chunk)
+                if got > size:
+                    raise RegistryError(f"{self.host}: {what}: the registry sent more than the blob's {size} bytes")
+                yield chunk
+        except httpx.HTTPError as exc:
+            if _deadline_passed():
+                raise RegistryError(f"{self.host}: {what}: not complete within the deadline (LAMINA_REGISTRY_DEADLINE)") from None
+            raise RegistryError(f"{self.host}: {what}: {type(exc).__name__}: {printable(str(exc))}") from None
+        finally:
+            response.close()
+
     def _log(self, method: str, url: str, status: int) -> None:
         if self.debug is not None:
             path = url.split("?", 1)[0]  # query strings may carry upload state; never credentials
             self.debug(f"{method} {path} -> {status}")
-

@@ -9,6 +9,7 @@ from typing import BinaryIO
 from lamina.errors import ImageError
 from lamina.image import Built, ImageIndex, images_of, json_blobs
 from lamina.model import Descriptor, Digest
+from lamina.registry.pull import descriptors, document
 from lamina.registry.push import PushPlan
 from lamina.sources.archive import ImageSource, entries, index_children, is_index, verifying
 from lamina.store import BlobStore
@@ -52,11 +53,11 @@ def from_archive(source: ImageSource) -> PushPlan:
     for desc in ([*index_children(source, top), top] if is_index(top) else [top]):
         data = source.read_blob(desc)
         if not is_index(desc):
-            import json
-
-            manifest = json.loads(data)
-            for raw in [manifest["config"], *manifest.get("layers", [])]:
-                child = Descriptor.from_json(raw)
+            what = f"{source.name}: manifest {desc.digest}"
+            manifest = document(data, what)
+            if "config" not in manifest:
+                raise ImageError(f"{what} has no config")
+            for child in [*descriptors(manifest, "config", what), *descriptors(manifest, "layers", what)]:
                 if not source.has(f"blobs/sha256/{child.digest.hex}"):
                     raise ImageError(f"{source.name}: manifest {desc.digest} points at missing blob {child.digest}")
                 blobs[child.digest] = _plain(child)

@@ -5,6 +5,11 @@ layout's ``blobs/`` directory plus ``refs.json`` (tag → digest). Every blob is
 digest before it is renamed into place, so the cache never holds a wrong byte. A reference
 pinned by digest whose blobs are cached needs no network at all; a tag is looked up, and
 when the registry cannot be reached the last digest seen for it is used (and said).
+
+What a registry sends is not trusted: a manifest fetched by tag must hash to the
+``Docker-Content-Digest`` the registry names, one fetched by digest to that digest; a
+manifest that is not a JSON object with the fields lamina reads is an ImageError, never
+a crash; blob bodies are cut at their descriptor's size.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from lamina.errors import DigestMismatch, ImageError, UsageError
+from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
+from lamina.home import cache_home
+from lamina.errors import DigestMismatch, ImageError, RegistryError, UsageError
 from lamina.model import Descriptor, Digest, Platform, Reference, mediatypes
-from lamina.registry.client import Registry, RegistryError
+from lamina.registry.client import Registry, printable
 from lamina.store import BlobStore
 
 ACCEPT = ", ".join([mediatypes.OCI_INDEX, mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST_LIST,
@@ -25,15 +33,29 @@ ACCEPT = ", ".join([mediatypes.OCI_INDEX, mediatypes.OCI_MANIFEST, mediatypes.DO
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lamina" / "images"
+    return cache_home() / "images"
+
+
+FILE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def looks_like_file(text: str) -> bool:
+    """A path by its spelling (``./x``, ``/x``, ``~/x``, ``x.tar``, ``x.tgz:REF``, ``x.tar@N``), existing or not."""
+    if text.startswith(("/", ".", "~")):
+        return True
+    path = text.split("@", 1)[0]
+    prefixes = [path] + [path[:i] for i, c in enumerate(path) if c == ":"]
+    return any(p.endswith(FILE_SUFFIXES) for p in prefixes)
 
 
 def is_registry_ref(text: str) -> bool:
-    """``docker://REF``, or a valid image reference whose path part is not a local file."""
+    """``docker://REF``, or a valid image reference that is not spelled like a file and names none.
+
+    A missing ``base.tar`` must be "no such file", never a lookup of docker.io/library/base.tar.
+    """
     if text.startswith("docker://"):
         return True
-    if text.startswith(("/", ".", "oci:", "oci-archive:", "docker-archive:")) or os.path.exists(text):
+    if looks_like_file(text) or text.startswith(("oci:", "oci-archive:", "docker-archive:")) or os.path.exists(text):
         return False
     try:
         Reference.parse(text)
@@ -79,42 +101,64 @@ class Puller:
         response = self.registry.request(
             "GET", f"/v2/{self.repository}/manifests/{reference}", what=f"get manifest {reference}",
             scopes=self._scopes, headers={"Accept": ACCEPT})
-        data = response.content
+        data = response.content  # capped at MAX_DOCUMENT by the client
         digest = Digest(hashlib.sha256(data).hexdigest())
+        where = f"{self.registry.host}/{self.repository}"
         if expected is not None and digest != expected:
-            raise DigestMismatch(f"{self.registry.host}/{self.repository}: manifest {reference} has digest {digest}")
-        media_type = response.headers.get("content-type", "").split(";")[0] or _media_type(data)
+            raise DigestMismatch(f"{where}: manifest {reference} has digest {digest}")
+        named = response.headers.get("docker-content-digest", "").strip()
+        if named.startswith("sha256:") and named != str(digest):
+            raise DigestMismatch(f"{where}: manifest {reference} was announced as {printable(named, 80)} but its bytes are {digest}")
+        doc = document(data, f"{where}: manifest {reference}")
+        media_type = response.headers.get("content-type", "").split(";")[0].strip() or _media_type(doc)
         self.store.put_bytes(data)
         return Descriptor(media_type, digest, len(data))
 
     def _cached_descriptor(self, digest: Digest) -> Descriptor:
         data = self.store.path(digest).read_bytes()
-        return Descriptor(_media_type(data), digest, len(data))
+        return Descriptor(_media_type(document(data, f"cached manifest {digest}")), digest, len(data))
 
     def blob(self, desc: Descriptor) -> None:
         if self.store.has(desc.digest):
             return
-        response = self.registry.request("GET", f"/v2/{self.repository}/blobs/{desc.digest}",
-                                         what=f"get blob {desc.digest}", scopes=self._scopes, stream=True)
-        try:
-            with self.store.writer() as (out, named):
-                h = hashlib.sha256()
-                for chunk in response.iter_bytes(1 << 20):
-                    h.update(chunk)
-                    out.write(chunk)
-                if h.hexdigest() != desc.digest.hex:
-                    raise DigestMismatch(f"{self.registry.host}/{self.repository}: blob {desc.digest} does not match its digest")
-                named.append(desc.digest)
-        finally:
-            response.close()
+        chunks = self.registry.download(f"/v2/{self.repository}/blobs/{desc.digest}", what=f"get blob {desc.digest}",
+                                        scopes=self._scopes, size=desc.size)
+        with self.store.writer() as (out, named):
+            h = hashlib.sha256()
+            for chunk in chunks:  # never more than desc.size bytes
+                h.update(chunk)
+                out.write(chunk)
+            if h.hexdigest() != desc.digest.hex:
+                raise DigestMismatch(f"{self.registry.host}/{self.repository}: blob {desc.digest} does not match its digest")
+            named.append(desc.digest)
 
 
-def _media_type(data: bytes) -> str:
+def document(data: bytes, what: str) -> dict[str, Any]:
+    """A manifest or index as a JSON object, or an ImageError that says what it is instead."""
     try:
         doc = json.loads(data)
-    except json.JSONDecodeError:
-        raise ImageError("a cached manifest is not JSON") from None
-    if doc.get("mediaType"):
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ImageError(f"{what} is not JSON ({printable(str(exc))})") from None
+    if not isinstance(doc, dict):
+        raise ImageError(f"{what} is not a JSON object")
+    return doc
+
+
+def descriptors(doc: dict[str, Any], field: str, what: str) -> list[Descriptor]:
+    """``doc[field]``, a descriptor or a list of them; anything malformed is an ImageError."""
+    raw = doc.get(field)
+    items = [raw] if field == "config" else raw if raw is not None else []
+    if not isinstance(items, list):
+        raise ImageError(f"{what}: {field!r} is not a list")
+    try:
+        return [Descriptor.from_json(item) for item in items]
+    except (KeyError, TypeError, ValueError, AttributeError, UsageError) as exc:
+        detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ImageError(f"{what}: a descriptor in {field!r} is malformed ({detail})") from None
+
+
+def _media_type(doc: dict[str, Any]) -> str:
+    if isinstance(doc.get("mediaType"), str) and doc["mediaType"]:
         return str(doc["mediaType"])
     return mediatypes.OCI_INDEX if "manifests" in doc else mediatypes.OCI_MANIFEST
 
@@ -126,19 +170,22 @@ def fetch(text: str, platform: Platform | None, registry_for: object, note: obje
     puller = Puller(registry, ref.repository, note)
     key = f"{ref.name}:{ref.tag}" if ref.tag else ""
     expected = Digest.parse(ref.digest) if ref.digest else None
+    cached = puller._refs().get(key) if key else None  # what the tag named when last pulled whole
     try:
         top = puller.manifest(ref.digest or ref.tag, expected)
-        if key and not expected:
-            puller._remember(key, top)
         desc = top
         chosen = _choose(puller, top, platform, text)
-        manifest = json.loads(puller.store.path(chosen.digest).read_bytes())
-        blobs = [Descriptor.from_json(manifest["config"]), *(Descriptor.from_json(d) for d in manifest.get("layers", []))]
+        what = f"{text}: manifest {chosen.digest}"
+        manifest = document(puller.store.path(chosen.digest).read_bytes(), what)
+        if "config" not in manifest:
+            raise ImageError(f"{what} has no config (is it an image manifest?)")
+        blobs = [*descriptors(manifest, "config", what), *descriptors(manifest, "layers", what)]
         with ThreadPoolExecutor(4, thread_name_prefix="lamina-pull") as pool:
             for future in [pool.submit(puller.blob, b) for b in blobs]:
                 future.result()
+        if key and not expected:  # only once every blob is in: a tag never names a half-pulled image
+            puller._remember(key, top)
     except RegistryError as exc:
-        cached = puller._refs().get(key) if key else None
         if cached is None:
             raise
         desc = Descriptor.from_json(cached)  # type: ignore[arg-type]
@@ -152,11 +199,10 @@ def fetch(text: str, platform: Platform | None, registry_for: object, note: obje
 def _choose(puller: Puller, top: Descriptor, platform: Platform | None, text: str) -> Descriptor:
     if top.media_type not in mediatypes.INDEX_TYPES:
         return top
-    from lamina.sources.base import platform_matches
 
-    doc = json.loads(puller.store.path(top.digest).read_bytes())
-    children = [Descriptor.from_json(m) for m in doc.get("manifests", [])]
-    want = platform or Platform("linux", "amd64")
+    what = f"{text}: index {top.digest}"
+    children = descriptors(document(puller.store.path(top.digest).read_bytes(), what), "manifests", what)
+    want = platform or DEFAULT_PLATFORM
     for child in children:
         if child.platform is not None and platform_matches(child.platform, want):
             puller.manifest(str(child.digest), child.digest)

@@ -4,25 +4,29 @@ Blobs first (configs and layers, several at once), each: HEAD and skip what the 
 has; mount from another repository of the same registry when lamina knows one holds it;
 else POST an upload and PUT the bytes, streamed from disk (PATCH in chunks for large blobs,
 never below the registry's ``OCI-Chunk-Min-Length``, resuming where the registry says it
-stopped after a failure). Then child manifests, then the index, each PUT with its exact
+stopped after a failure). Every blob is hashed as it is sent and its last piece held back
+until the whole has matched its digest, so a corrupt blob is never completely uploaded.
+Then child manifests, then the index, each PUT with its exact
 bytes and media type, and the registry's ``Docker-Content-Digest`` checked against ours.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import attrs
 
+from lamina.home import cache_home
+from lamina.errors import DigestMismatch, RegistryError
 from lamina.model import Descriptor, Digest, Reference
-from lamina.registry.client import Registry, RegistryError
+from lamina.registry.client import Registry, printable
 
 CHUNK_THRESHOLD = 64 << 20  # blobs above this go in chunks
 CHUNK_SIZE = 16 << 20
@@ -57,8 +61,7 @@ class PushStats:
 
 
 def _locations_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lamina" / "blob-locations.json"
+    return cache_home() / "blob-locations.json"
 
 
 def _load_locations() -> dict[str, list[str]]:
@@ -89,14 +92,39 @@ def remember_locations(registry: str, repository: str, digests: list[Digest]) ->
         pass
 
 
-def _stream(f: BinaryIO, limit: int) -> Iterator[bytes]:
+def _stream(f: BinaryIO, limit: int, hasher: Any, digest: Digest | None) -> Iterator[bytes]:
+    """``limit`` bytes of ``f``, fed to ``hasher`` as they go.
+
+    With ``digest`` (the piece that ends the blob), the last read is held back until the
+    hash of the whole blob matches: a registry never receives all of a wrong blob.
+    """
     remaining = limit
+    pending = b""
     while remaining > 0:
         data = f.read(min(_READ, remaining))
         if not data:
             raise RegistryError("blob shrank while it was being uploaded")
         remaining -= len(data)
-        yield data
+        hasher.update(data)
+        if pending:
+            yield pending
+        pending = data
+    if digest is not None and hasher.hexdigest() != digest.hex:
+        raise DigestMismatch(f"blob {digest}: its bytes do not match its digest; the upload was abandoned")
+    if pending:
+        yield pending
+
+
+def _hash_prefix(f: BinaryIO, n: int) -> Any:
+    """The sha256 state after the first ``n`` bytes (to go on after a resumed upload)."""
+    hasher = hashlib.sha256()
+    while n:
+        data = f.read(min(_READ, n))
+        if not data:
+            raise RegistryError("blob shrank while it was being uploaded")
+        hasher.update(data)
+        n -= len(data)
+    return hasher
 
 
 @attrs.define
@@ -135,19 +163,26 @@ class Pusher:
             return self._location(response)
         return None
 
-    def _location(self, response) -> str:  # type: ignore[no-untyped-def]
+    def _location(self, response: Any) -> str:
+        """The upload URL a registry answered with, made absolute (credentials follow it only to their own host)."""
+        import httpx
+
         location = response.headers.get("location")
         if not location:
             raise RegistryError(f"{self.registry.host}: upload started without a Location")
-        if location.startswith("/"):
-            location = self.registry.base + location
-        return location
+        try:
+            url = httpx.URL(self.registry.base + "/").join(location)
+        except httpx.InvalidURL:
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise RegistryError(f"{self.registry.host}: the upload Location is not an http(s) URL")
+        return str(url)
 
     def _start(self, desc: Descriptor) -> tuple[str, int]:
         response = self.registry.request("POST", f"/v2/{self.repository}/blobs/uploads/", scopes=self._scopes,
                                          what=f"start upload of blob {desc.digest}", ok=(202,))
-        minimum = int(response.headers.get("oci-chunk-min-length") or 0)
-        return self._location(response), minimum
+        minimum = response.headers.get("oci-chunk-min-length", "").strip()
+        return self._location(response), int(minimum) if minimum.isdigit() and len(minimum) < 12 else 0
 
     @staticmethod
     def _with_digest(location: str, digest: Digest) -> str:
@@ -156,34 +191,42 @@ class Pusher:
     def _monolithic(self, desc: Descriptor, location: str) -> None:
         def body() -> Iterator[bytes]:
             with self.plan.open_blob(desc.digest) as f:
-                yield from _stream(f, desc.size)
+                yield from _stream(f, desc.size, hashlib.sha256(), desc.digest)
 
         self.registry.request("PUT", self._with_digest(location, desc.digest), what=f"upload blob {desc.digest}",
-                              scopes=self._scopes, body=body, ok=(201,), retry=False,
+                              scopes=self._scopes, body=body, ok=(201,), retry=False, size=desc.size,
                               headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)})
 
     def _chunked(self, desc: Descriptor, location: str, minimum: int) -> None:
         size = max(self.chunk_size or CHUNK_SIZE, minimum)
         offset = 0
         failures = 0
+        hasher = hashlib.sha256()  # of the bytes the registry has acknowledged
         from lamina.registry.client import BACKOFF, RETRIES
+
+        if desc.size == 0 and hasher.hexdigest() != desc.digest.hex:  # no chunk will check it
+            raise DigestMismatch(f"blob {desc.digest}: it is empty, which is not what its digest names")
 
         while offset < desc.size:
             end = min(offset + size, desc.size)
+            sent: list[Any] = []  # the hash state of the last attempt at this chunk
 
-            def body(start: int = offset, stop: int = end) -> Iterator[bytes]:
+            def body(start: int = offset, stop: int = end, before: Any = hasher) -> Iterator[bytes]:
+                state = before.copy()
+                sent[:] = [state]
                 with self.plan.open_blob(desc.digest) as f:
                     _skip(f, start)
-                    yield from _stream(f, stop - start)
+                    yield from _stream(f, stop - start, state, desc.digest if stop == desc.size else None)
 
             try:
                 response = self.registry.request(
                     "PATCH", location, what=f"upload blob {desc.digest} (bytes {offset}-{end - 1})", scopes=self._scopes,
-                    body=body, ok=(202,), retry=False,
+                    body=body, ok=(202,), retry=False, size=end - offset,
                     headers={"Content-Type": "application/octet-stream", "Content-Length": str(end - offset),
                              "Content-Range": f"{offset}-{end - 1}"})
                 location = self._location(response)
                 offset = end
+                hasher = sent[-1]
                 failures = 0
             except RegistryError:
                 failures += 1
@@ -193,6 +236,8 @@ class Pusher:
 
                 time.sleep(BACKOFF * 2 ** (failures - 1))
                 offset, location = self._resume(location, desc)
+                with self.plan.open_blob(desc.digest) as f:
+                    hasher = _hash_prefix(f, offset)
         self.registry.request("PUT", self._with_digest(location, desc.digest), what=f"finish upload of blob {desc.digest}",
                               scopes=self._scopes, ok=(201,), headers={"Content-Length": "0"})
 
@@ -200,11 +245,15 @@ class Pusher:
         """Where the registry says the upload stopped (GET on the upload: ``Range: 0-N``)."""
         response = self.registry.request("GET", location, what=f"resume upload of blob {desc.digest}",
                                          scopes=self._scopes, ok=(204,))
-        got = response.headers.get("range", "")
+        got = response.headers.get("range", "").strip()
         new_location = self._location(response) if response.headers.get("location") else location
-        if "-" in got:
-            return int(got.split("-")[1]) + 1, new_location
-        return 0, new_location
+        first, dash, last = got.removeprefix("bytes=").partition("-")
+        if not dash:
+            return 0, new_location
+        if not (first.strip() == "0" and last.strip().isdigit() and int(last) < desc.size):
+            raise RegistryError(f"{self.registry.host}: resume upload of blob {desc.digest}: "
+                                f"the registry holds an impossible range {printable(got, 40)!r}")
+        return int(last) + 1, new_location
 
     def push_blob(self, desc: Descriptor) -> None:
         if self.exists(desc):

@@ -1,40 +1,61 @@
-"""Read stored images: OCI layouts (directory or tar) and docker-archive tarballs.
+"""Read stored images: OCI layouts (directory or tar) and docker-archive tarballs or directories.
 
 Covers what docker save (20.10's ``<id>/layer.tar`` and >= 25's OCI-plus-manifest.json),
-skopeo, podman, buildah, umoci and lamina write. Blobs are verified against their digest as
-they are read, so a corrupted archive is an error naming the blob, never a wrong image.
+skopeo, podman, buildah, umoci and lamina write, and turns each image into the one image
+value, ``lamina.image.Image``, whose ``blobs`` open its layers.
+
+This module is a security boundary: archives come from strangers.
+- Every name a document gives (manifest.json ``Config``/``Layers``, blob digests) resolves
+  inside the archive: no absolute path, no ``..``, no symlink leaving a directory, and only
+  regular files are read.
+- Every JSON document is read with a hard size cap the document itself cannot raise.
+- Every blob is verified against its digest and size as it streams, and every layer's
+  uncompressed stream against its diff_id; a stream closed early is drained first, so a
+  consumer that stops at the tar end-of-archive marker still gets the check.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
+import os
+import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import attrs
 
-from lamina.errors import DigestMismatch, ImageError
-from lamina.model import Descriptor, Digest, Platform, mediatypes
+from lamina.errors import DigestMismatch, ImageError, ParseError, UnsafePathError
+from lamina.image import Image
+from lamina.layers.entries import normalize
+from lamina.limits import MAX_CONFIG, MAX_MANIFEST
+from lamina.model import ConfigFile, Descriptor, Digest, Layer, Manifest, mediatypes
+from lamina.sources.tarball import detect, open_decompressed
+
+_MAX_NESTING = 4  # indexes of indexes: docker >= 25 writes one level; a loop must end
 
 _SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json", "application/vnd.docker.distribution.manifest.v1+prettyjws")
 _FOREIGN = ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
             "application/vnd.oci.image.layer.nondistributable.v1.tar",
             "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
             "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd")
-
+_MAGIC_TYPES = {"gzip": mediatypes.OCI_LAYER_GZIP, "zstd": mediatypes.OCI_LAYER_ZSTD, "tar": mediatypes.OCI_LAYER}
 
 ARTIFACT_TYPE = "org.opencontainers.image.artifactType"  # marks artifacts lamina attaches in index.json
 
 
 class _Verifying(io.RawIOBase):
-    """Passes bytes through and checks their digest and size at end of stream."""
+    """Passes bytes through and checks their digest (and size) at the end of the stream.
 
-    def __init__(self, raw: BinaryIO, digest: Digest, size: int | None, name: str) -> None:
-        self._raw, self._digest, self._size, self._name = raw, digest, size, name
+    Closing before the end drains the rest first: a reader that stops early (tar's
+    end-of-archive marker) must not skip the check of the bytes it did use."""
+
+    def __init__(self, raw: BinaryIO, digest: Digest, size: int | None, what: str) -> None:
+        self._raw, self._digest, self._size, self._what = raw, digest, size, what
         self._hash = hashlib.sha256()
         self._seen = 0
         self._done = False
@@ -43,20 +64,47 @@ class _Verifying(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(len(buffer))
+        want = len(buffer)
+        if self._size is not None:
+            want = min(want, self._size - self._seen + 1)  # one byte past the size shows a longer blob
+        data = self._raw.read(want) if want > 0 else b""
         n = len(data)
+        self._seen += n
+        if self._size is not None and self._seen > self._size:
+            raise DigestMismatch(f"{self._what}: longer than its descriptor's {self._size} bytes")
         buffer[:n] = data
         self._hash.update(data)
-        self._seen += n
-        if n == 0 and not self._done:
-            self._done = True
-            if self._hash.hexdigest() != self._digest.hex or (self._size is not None and self._seen != self._size):
-                raise DigestMismatch(f"blob {self._digest} in {self._name}: content does not match its digest")
+        if n == 0:
+            self._check()
         return n
 
+    def _check(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._size is not None and self._seen != self._size:
+            raise DigestMismatch(f"{self._what}: {self._seen} bytes, not the descriptor's {self._size}")
+        if self._hash.hexdigest() != self._digest.hex:
+            raise DigestMismatch(f"{self._what}: content does not match its digest")
+
     def close(self) -> None:
-        self._raw.close()
-        super().close()
+        if self.closed:
+            return
+        try:
+            if not self._done:
+                buffer = bytearray(1 << 20)
+                while self.readinto(buffer):
+                    pass
+        finally:
+            self._raw.close()
+            super().close()
+
+
+def verifying(raw: BinaryIO, digest: Digest, size: int | None, name: str, *, what: str = "") -> BinaryIO:
+    """``raw`` read through a digest (and size) check; see _Verifying. ``what`` names the
+    stream in errors (default: the blob in archive ``name``)."""
+    what = what or f"blob {digest} in {name}"
+    return io.BufferedReader(_Verifying(raw, digest, size, what), 1 << 20)
 
 
 class _Slice(io.RawIOBase):
@@ -79,29 +127,60 @@ class _Slice(io.RawIOBase):
         super().close()
 
 
-def verifying(raw: BinaryIO, digest: Digest, size: int | None, name: str) -> BinaryIO:
-    return io.BufferedReader(_Verifying(raw, digest, size, name), 1 << 20)  # type: ignore[return-value]
+class _Decompressed(io.RawIOBase):
+    """A decompressing reader that also closes (and so verifies) the stream under it."""
+
+    def __init__(self, inner: BinaryIO, under: BinaryIO) -> None:
+        self._inner, self._under = inner, under
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._inner.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._inner is not self._under:
+                self._inner.close()
+        finally:
+            self._under.close()
+            super().close()
+
+
+def _inside(name: str, where: str) -> str:
+    """A name an archive's document gives, as a path inside the archive, or an error."""
+    if not isinstance(name, str) or not name or name.startswith("/"):
+        raise UnsafePathError(f"{where}: {name!r} is not a relative path inside the archive")
+    try:
+        return normalize(name, what=f"{where}: path")
+    except UnsafePathError:
+        raise UnsafePathError(f"{where}: {name!r} leaves the archive") from None
 
 
 @attrs.define
 class ImageSource:
-    """File access to one stored archive: a directory or a tar file, opened once."""
+    """File access to one stored archive, a directory or a tar file, confined to it."""
 
     name: str
     _dir: Path | None = None
     _tar: tarfile.TarFile | None = None
-    _members: dict[str, tarfile.TarInfo] | None = None  # by name without a leading "./"
+    _members: dict[str, tarfile.TarInfo] | None = None  # by normalised name
 
     @classmethod
     def open(cls, path: Path) -> ImageSource:
         if path.is_dir():
             return cls(str(path), dir=path)
         try:
+            if not stat.S_ISREG(path.stat().st_mode):
+                raise ImageError(f"{str(path)!r}: not a regular file or directory")
             return cls(str(path), tar=tarfile.open(path, "r:"))
         except FileNotFoundError:
             raise ImageError(f"{str(path)!r}: no such file or directory") from None
-        except IsADirectoryError:
-            raise ImageError(f"{str(path)!r}: is a directory") from None
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise ImageError(f"{str(path)!r}: not an image tarball or layout directory ({exc})") from None
 
@@ -119,87 +198,114 @@ class ImageSource:
         """Archives made with ``tar -C dir .`` name members ``./index.json``: accept both."""
         assert self._tar is not None
         if self._members is None:
-            self._members = {m.name.removeprefix("./"): m for m in self._tar.getmembers()}
-        return self._members[name.removeprefix("./")]
+            members: dict[str, tarfile.TarInfo] = {}
+            for m in self._tar.getmembers():
+                try:
+                    members[normalize(m.name)] = m
+                except UnsafePathError:
+                    continue  # never addressable: no document may name it
+            self._members = members
+        return self._members[name]
+
+    def _path(self, name: str) -> Path:
+        """The file ``name`` names in a directory archive; symlinks may not leave it."""
+        assert self._dir is not None
+        root = os.path.realpath(self._dir)
+        real = os.path.realpath(os.path.join(root, name))
+        if real != root and not real.startswith(root.rstrip("/") + "/"):
+            raise UnsafePathError(f"{self.name}: {name!r} resolves outside the archive")
+        return Path(real)
 
     def has(self, name: str) -> bool:
+        name = _inside(name, self.name)
         if self._dir is not None:
-            return (self._dir / name).is_file()
+            return self._path(name).is_file()
         try:
             return self._member(name).isfile()
         except KeyError:
             return False
 
-    def size(self, name: str) -> int:
-        if self._dir is not None:
-            return (self._dir / name).stat().st_size
-        return self._member(name).size
-
     def open_file(self, name: str) -> BinaryIO:
-        """A fresh reader each time (safe to use from several threads at once)."""
+        """A fresh reader of one regular file each time (safe from several threads at once)."""
+        name = _inside(name, self.name)
         try:
             if self._dir is not None:
-                return open(self._dir / name, "rb")
+                f = open(self._path(name), "rb")
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    f.close()
+                    raise ImageError(f"{self.name}: {name!r} is not a regular file")
+                return f
             assert self._tar is not None
             member = self._member(name)
             if not member.isfile() or member.sparse:
-                raise KeyError(name)
-            raw = open(self._tar.name, "rb")  # type: ignore[arg-type]
+                raise ImageError(f"{self.name}: {name!r} is not a regular file")
+            assert self._tar.name is not None
+            raw = open(self._tar.name, "rb")
             raw.seek(member.offset_data)
-            return io.BufferedReader(_Slice(raw, member.size), 1 << 20)  # type: ignore[return-value]
-        except (KeyError, FileNotFoundError):
+            return io.BufferedReader(_Slice(raw, member.size), 1 << 20)
+        except (KeyError, FileNotFoundError, NotADirectoryError):
             raise ImageError(f"{self.name}: missing {name!r}") from None
+        except IsADirectoryError:
+            raise ImageError(f"{self.name}: {name!r} is not a regular file") from None
         except (tarfile.TarError, OSError) as exc:
             raise ImageError(f"{self.name}: cannot read {name!r} ({exc})") from None
 
-    def read_json(self, name: str, data: bytes | None = None) -> Any:
+    def read_json(self, name: str, *, cap: int = MAX_MANIFEST, data: bytes | None = None) -> Any:
+        """A JSON document of the archive, at most ``cap`` bytes."""
         if data is None:
             with self.open_file(name) as f:
-                data = f.read()
+                data = f.read(cap + 1)
+        if len(data) > cap:
+            raise ImageError(f"{self.name}: {name} is larger than {cap >> 20} MiB")
         try:
             return json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise ImageError(f"{self.name}: {name} is not valid JSON ({exc})") from None
 
-    def read_blob(self, descriptor: Descriptor) -> bytes:
-        name = f"blobs/sha256/{descriptor.digest.hex}"
-        with verifying(self.open_file(name), descriptor.digest, descriptor.size, self.name) as f:
+    def read_blob(self, descriptor: Descriptor, *, cap: int = MAX_MANIFEST) -> bytes:
+        """A small blob (manifest, index, config), verified, refused past ``cap`` whatever its
+        descriptor says (the descriptor is written by the same stranger)."""
+        if descriptor.size > cap:
+            raise ImageError(f"{self.name}: blob {descriptor.digest} is {descriptor.size} bytes, over the {cap >> 20} MiB limit")
+        with verifying(self.open_file(_blob_path(descriptor.digest)), descriptor.digest, descriptor.size, self.name) as f:
             return f.read()
 
 
-@attrs.frozen
-class StoredLayer:
-    """A layer as stored: its path in the archive, and what the manifest says of it.
-
-    ``media_type`` and ``digest`` are None for docker-archive layers, which carry neither:
-    lamina then detects the compression by magic bytes and computes the digest as it reads.
-    """
-
-    path: str
-    size: int
-    diff_id: Digest | None
-    media_type: str | None = None
-    digest: Digest | None = None
-    annotations: tuple[tuple[str, str], ...] = ()
+def _blob_path(digest: Digest) -> str:
+    return f"blobs/{digest.algorithm}/{digest.hex}"
 
 
 @attrs.frozen
-class StoredImage:
-    """One single-platform image read from a source."""
+class ArchiveBlobs:
+    """The blobs of one image in an archive: each layer's path, opened verified."""
 
-    names: tuple[str, ...]
-    manifest_descriptor: Descriptor | None
-    config_bytes: bytes
-    config: dict[str, Any]
-    layers: tuple[StoredLayer, ...]
+    source: ImageSource = attrs.field(eq=False)
+    paths: dict[Digest, str] = attrs.field(eq=False, factory=dict)
 
-    @property
-    def config_digest(self) -> Digest:
-        return Digest.of_bytes(self.config_bytes)
+    def open(self, descriptor: Descriptor) -> BinaryIO:
+        path = self.paths.get(descriptor.digest, _blob_path(descriptor.digest))
+        return verifying(self.source.open_file(path), descriptor.digest, descriptor.size, self.source.name)
 
-    @property
-    def platform(self) -> Platform:
-        return Platform(self.config.get("os", ""), self.config.get("architecture", ""), self.config.get("variant", ""))
+
+def open_uncompressed(image: Image, layer: Layer) -> BinaryIO:
+    """A layer's tar stream, decompressed and verified against its diff_id (and the stored
+    bytes against the layer's digest) as it is read."""
+    if image.blobs is None:
+        raise ImageError(f"{image.describe()}: its layers cannot be read")
+    stored = image.blobs.open(layer.descriptor)
+    try:
+        plain = open_decompressed(stored)
+    except BaseException:
+        stored.close()
+        raise
+    both = io.BufferedReader(_Decompressed(plain, stored), 1 << 20)
+    what = f"{image.describe()}: layer {layer.descriptor.digest}: uncompressed content (diff_id {layer.diff_id})"
+    return verifying(both, layer.diff_id, None, "", what=what)
+
+
+def layer_openers(image: Image) -> list[Callable[[], BinaryIO]]:
+    """One opener per layer giving its verified uncompressed tar stream (for MergedFS and co)."""
+    return [functools.partial(open_uncompressed, image, layer) for layer in image.layers]
 
 
 @attrs.frozen
@@ -215,21 +321,31 @@ class Entry:
 
 
 def entries(source: ImageSource) -> list[Entry]:
-    """Top-level images of an archive: index.json (OCI) first, else manifest.json (docker)."""
+    """Top-level images of an archive: index.json (OCI) first, else manifest.json (docker).
+    Artifacts lamina attaches (SBOMs) are not images and are skipped."""
     if source.has("index.json"):
         index = source.read_json("index.json")
         out = []
         for raw in _list(index, "manifests", source, "index.json"):
             desc = _descriptor(raw, source, "index.json")
             if any(k == ARTIFACT_TYPE for k, _ in desc.annotations):
-                continue  # an attached artifact (an SBOM), not an image
+                continue
             names = tuple(dict.fromkeys(
-                v for k, v in desc.annotations if k in (mediatypes.REF_NAME, mediatypes.CONTAINERD_IMAGE_NAME)
+                v for k, v in desc.annotations if k in (mediatypes.CONTAINERD_IMAGE_NAME, mediatypes.REF_NAME)
             ))
             out.append(Entry(names, descriptor=desc))
         return out
     if source.has("manifest.json"):
-        return [Entry(tuple(e.get("RepoTags") or ()), docker=e) for e in _list(source.read_json("manifest.json"), None, source, "manifest.json")]
+        records = _list(source.read_json("manifest.json"), None, source, "manifest.json")
+        out = []
+        for record in records:
+            if not isinstance(record, dict):
+                raise ImageError(f"{source.name}: manifest.json entries must be JSON objects")
+            tags = record.get("RepoTags") or ()
+            if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
+                raise ImageError(f"{source.name}: manifest.json RepoTags must be a list of strings")
+            out.append(Entry(tuple(tags), docker=record))
+        return out
     raise ImageError(f"{source.name}: not an image archive (no index.json or manifest.json)")
 
 
@@ -243,8 +359,8 @@ def _list(doc: Any, key: str | None, source: ImageSource, what: str) -> list[Any
 def _descriptor(raw: Any, source: ImageSource, what: str) -> Descriptor:
     try:
         return Descriptor.from_json(raw)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ImageError(f"{source.name}: bad descriptor in {what} ({exc})") from None
+    except ParseError as exc:
+        raise ImageError(f"{source.name}: bad descriptor in {what}: {exc}") from None
 
 
 def is_index(desc: Descriptor) -> bool:
@@ -252,86 +368,121 @@ def is_index(desc: Descriptor) -> bool:
 
 
 def index_children(source: ImageSource, desc: Descriptor) -> list[Descriptor]:
-    doc = source.read_json(str(desc.digest), source.read_blob(desc))
+    doc = source.read_json(f"index {desc.digest}", data=source.read_blob(desc))
     return [_descriptor(m, source, f"index {desc.digest}") for m in _list(doc, "manifests", source, f"index {desc.digest}")]
 
 
-def load_manifest(source: ImageSource, desc: Descriptor, names: tuple[str, ...] = ()) -> StoredImage:
+def manifests(source: ImageSource, top: Descriptor) -> list[Descriptor]:
+    """The one walk from a top descriptor to image manifests: nested indexes flattened (to a
+    bounded depth, so an index naming itself ends), artifacts and attestations skipped."""
+    out: list[Descriptor] = []
+
+    def walk(desc: Descriptor, depth: int) -> None:
+        if not is_index(desc):
+            out.append(desc)
+            return
+        if depth >= _MAX_NESTING:
+            raise ImageError(f"{source.name}: indexes nested deeper than {_MAX_NESTING} levels at {desc.digest}")
+        for child in index_children(source, desc):
+            if any(k == ARTIFACT_TYPE for k, _ in child.annotations):
+                continue
+            if child.platform is not None and child.platform.os == "unknown":
+                continue  # buildkit's attestation manifests
+            if child.media_type in mediatypes.MANIFEST_TYPES or is_index(child):
+                walk(child, depth + 1)
+
+    walk(top, 0)
+    return out
+
+
+def _parse_config(source: ImageSource, data: bytes, what: str, layers: int) -> ConfigFile:
+    try:
+        config = ConfigFile.from_json(source.read_json(what, cap=MAX_CONFIG, data=data))
+    except ParseError as exc:
+        raise ImageError(f"{source.name}: {what}: {exc}") from None
+    if len(config.diff_ids) != layers:
+        raise ImageError(f"{source.name}: {what} lists {len(config.diff_ids)} diff_ids for {layers} layers")
+    return config
+
+
+def load_manifest(source: ImageSource, desc: Descriptor, names: tuple[str, ...] = ()) -> Image:
     if desc.media_type in _SCHEMA1:
         raise ImageError(f"{source.name}: manifest {desc.digest} is Docker schema 1, which lamina does not read")
     if desc.media_type not in mediatypes.MANIFEST_TYPES:
         raise ImageError(f"{source.name}: unsupported manifest media type {desc.media_type!r}")
-    manifest = source.read_json(str(desc.digest), source.read_blob(desc))
-    try:
-        config_desc = Descriptor.from_json(manifest["config"])
-        layer_descs = [Descriptor.from_json(d) for d in manifest.get("layers") or []]
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ImageError(f"{source.name}: manifest {desc.digest} is malformed ({exc})") from None
-    config_bytes = source.read_blob(config_desc)
-    config = source.read_json(f"config {config_desc.digest}", config_bytes)
-    diff_ids = _diff_ids(config, len(layer_descs), source)
+    manifest_bytes = source.read_blob(desc)
+    manifest = source.read_json(f"manifest {desc.digest}", data=manifest_bytes)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("layers", []), list):
+        raise ImageError(f"{source.name}: manifest {desc.digest} is not a JSON object with a layers list")
+    config_desc = _descriptor(manifest.get("config"), source, f"manifest {desc.digest} config")
+    layer_descs = [_descriptor(d, source, f"manifest {desc.digest} layers") for d in manifest.get("layers") or []]
+    config_bytes = source.read_blob(config_desc, cap=MAX_CONFIG)
+    config = _parse_config(source, config_bytes, f"config {config_desc.digest}", len(layer_descs))
+    history = config.layer_history()
     layers = []
-    for layer, diff_id in zip(layer_descs, diff_ids):
+    for i, (layer, diff_id) in enumerate(zip(layer_descs, config.diff_ids)):
         if layer.media_type in _FOREIGN:
             raise ImageError(f"{source.name}: layer {layer.digest} is a foreign layer ({layer.media_type}), which lamina does not copy")
         if layer.media_type not in mediatypes.LAYER_TYPES:
             raise ImageError(f"{source.name}: layer {layer.digest} has unsupported media type {layer.media_type!r}")
-        path = f"blobs/sha256/{layer.digest.hex}"
-        if not source.has(path):
+        if not source.has(_blob_path(layer.digest)):
             raise ImageError(f"{source.name}: manifest {desc.digest} points at missing blob {layer.digest}")
-        layers.append(StoredLayer(path, layer.size, diff_id, layer.media_type, layer.digest, layer.annotations))
-    return StoredImage(names, desc, config_bytes, config, tuple(layers))
+        created_by = history[i].created_by if i < len(history) else ""
+        layers.append(Layer(layer, diff_id, None, None, created_by))
+    plain = Descriptor(desc.media_type, desc.digest, desc.size, platform=config.platform)
+    return Image(config.platform, tuple(layers), config, config_bytes, config_desc, manifest_bytes, plain,
+                 blobs=ArchiveBlobs(source), names=names)
 
 
-def load_docker(source: ImageSource, entry: dict[str, Any], names: tuple[str, ...] = ()) -> StoredImage:
-    try:
-        config_name = entry["Config"]
-        paths = list(entry.get("Layers") or [])
-    except (KeyError, TypeError) as exc:
-        raise ImageError(f"{source.name}: manifest.json entry is malformed ({exc})") from None
+def load_docker(source: ImageSource, record: dict[str, Any], names: tuple[str, ...] = ()) -> Image:
+    """An image of a docker-archive. It has no manifest: lamina derives one (as skopeo does),
+    hashing each layer file to name it; an uncompressed layer must hash to its diff_id."""
+    config_name, paths = record.get("Config"), record.get("Layers") or []
+    if not isinstance(config_name, str) or not isinstance(paths, list):
+        raise ImageError(f"{source.name}: manifest.json entry needs a Config path and a Layers list")
     with source.open_file(config_name) as f:
-        config_bytes = f.read()
-    config = source.read_json(config_name, config_bytes)
-    diff_ids = _diff_ids(config, len(paths), source)
-    layers = []
-    for path, diff_id in zip(paths, diff_ids):
-        if not source.has(path):
-            raise ImageError(f"{source.name}: manifest.json points at missing layer {path!r}")
-        layers.append(StoredLayer(path, source.size(path), diff_id))
-    return StoredImage(names, None, config_bytes, config, tuple(layers))
+        config_bytes = f.read(MAX_CONFIG + 1)
+    config = _parse_config(source, config_bytes, config_name, len(paths))
+    history = config.layer_history()
+    layers, where = [], {}
+    for i, (path, diff_id) in enumerate(zip(paths, config.diff_ids)):
+        if not isinstance(path, str):
+            raise ImageError(f"{source.name}: manifest.json Layers must be paths")
+        digest, size, head = _hash_member(source, path)
+        kind = detect(head)
+        if kind == "tar" and digest != diff_id:
+            raise DigestMismatch(f"{source.name}: layer {path!r} does not match its diff_id {diff_id}")
+        where[digest] = path
+        created_by = history[i].created_by if i < len(history) else ""
+        layers.append(Layer(Descriptor(_MAGIC_TYPES.get(kind, mediatypes.OCI_LAYER), digest, size), diff_id, None, None, created_by))
+    config_desc = Descriptor(mediatypes.OCI_CONFIG, Digest.of_bytes(config_bytes), len(config_bytes))
+    manifest_bytes = Manifest(config_desc, tuple(layer.descriptor for layer in layers)).to_bytes()
+    manifest_desc = Descriptor(mediatypes.OCI_MANIFEST, Digest.of_bytes(manifest_bytes), len(manifest_bytes),
+                               platform=config.platform)
+    return Image(config.platform, tuple(layers), config, config_bytes, config_desc, manifest_bytes, manifest_desc,
+                 blobs=ArchiveBlobs(source, where), names=names, derived_manifest=True)
 
 
-def _diff_ids(config: Any, count: int, source: ImageSource) -> list[Digest]:
-    try:
-        diff_ids = [Digest.parse(d) for d in config["rootfs"]["diff_ids"]]
-    except (KeyError, TypeError) as exc:
-        raise ImageError(f"{source.name}: image config has no rootfs.diff_ids ({exc})") from None
-    except Exception as exc:  # UsageError from Digest.parse: a malformed digest in someone else's file
-        raise ImageError(f"{source.name}: image config has a bad diff_id ({exc})") from None
-    if len(diff_ids) != count:
-        raise ImageError(f"{source.name}: config lists {len(diff_ids)} diff_ids for {count} layers")
-    return diff_ids
+def _hash_member(source: ImageSource, path: str) -> tuple[Digest, int, bytes]:
+    h = hashlib.sha256()
+    size = 0
+    head = b""
+    with source.open_file(path) as f:
+        while chunk := f.read(1 << 20):
+            if not head:
+                head = chunk[:8]
+            h.update(chunk)
+            size += len(chunk)
+    return Digest(h.hexdigest()), size, head
 
 
-def open_layer(source: ImageSource, layer: StoredLayer) -> BinaryIO:
-    """The layer's stored bytes, verified against its digest when the manifest names one."""
-    raw = source.open_file(layer.path)
-    if layer.digest is None:
-        return io.BufferedReader(raw, 1 << 20)  # type: ignore[arg-type]
-    return verifying(raw, layer.digest, layer.size, source.name)
-
-
-def images(source: ImageSource) -> Iterator[StoredImage]:
-    """Every image the source holds, every platform of every index (for inspect)."""
+def images(source: ImageSource) -> Iterator[Image]:
+    """Every image the source holds, every platform of every index (inspect, lint, diff)."""
     for entry in entries(source):
         if entry.docker is not None:
             yield load_docker(source, entry.docker, entry.names)
             continue
         assert entry.descriptor is not None
-        pending = [entry.descriptor]
-        while pending:
-            desc = pending.pop(0)
-            if is_index(desc):
-                pending.extend(index_children(source, desc))
-            else:
-                yield load_manifest(source, desc, entry.names)
+        for desc in manifests(source, entry.descriptor):
+            yield load_manifest(source, desc, entry.names)
+

@@ -16,8 +16,11 @@ from pathlib import Path
 import attrs
 
 from lamina.errors import ImageError, UsageError
+from lamina.image import Image
 from lamina.model import Descriptor, Platform, Reference
-from lamina.sources.archive import Entry, ImageSource, StoredImage, entries, index_children, is_index, load_docker, load_manifest
+from lamina.sources.archive import Entry, ImageSource, entries, is_index, load_docker, load_manifest, manifests
+
+DEFAULT_PLATFORM = Platform("linux", "amd64")  # the one default, as docker's on amd64 hosts
 
 _TRANSPORTS = ("docker-archive", "oci-archive", "oci")
 
@@ -78,7 +81,7 @@ def _select_entry(source: ImageSource, ref: BaseRef) -> Entry:
             if entry.descriptor is not None and str(entry.descriptor.digest) == ref.digest:
                 return entry
             if entry.descriptor is not None and is_index(entry.descriptor):
-                for child in index_children(source, entry.descriptor):
+                for child in manifests(source, entry.descriptor):
                     if str(child.digest) == ref.digest:
                         return Entry(entry.names, descriptor=child)
         raise ImageError(f"{ref}: no manifest or index with digest {ref.digest} in the archive")
@@ -115,7 +118,7 @@ def _normal(p: Platform) -> Platform:
         return p
 
 
-def open_image(ref: BaseRef, platform: Platform | None) -> tuple[ImageSource, StoredImage]:
+def open_image(ref: BaseRef, platform: Platform | None) -> tuple[ImageSource, Image]:
     """Open the archive and select one single-platform image (the caller closes the source)."""
     path = Path(ref.path)
     if ref.transport == "oci" and not path.is_dir():
@@ -137,25 +140,19 @@ def open_image(ref: BaseRef, platform: Platform | None) -> tuple[ImageSource, St
         raise
 
 
-def _resolve(source: ImageSource, ref: BaseRef, entry: Entry, platform: Platform | None) -> StoredImage:
-    if entry.docker is not None and not (ref.transport in ("oci", "oci-archive")):
+def _resolve(source: ImageSource, ref: BaseRef, entry: Entry, platform: Platform | None) -> Image:
+    if entry.docker is not None and ref.transport not in ("oci", "oci-archive"):
         image = load_docker(source, entry.docker, entry.names)
     else:
         assert entry.descriptor is not None
         desc = entry.descriptor
         if is_index(desc):
-            children = [c for c in index_children(source, desc)]
-            # Nested indexes (docker >= 25 writes one per image) are flattened one level.
-            flat = []
-            for child in children:
-                flat.extend(index_children(source, child) if is_index(child) else [child])
-            candidates = [c for c in flat if c.platform is not None and c.platform.os != "unknown"]
-            if platform is None:
-                platform = Platform("linux", "amd64")
-            hits = [c for c in candidates if platform_matches(c.platform, platform)]  # type: ignore[arg-type]
+            candidates = [c for c in manifests(source, desc) if c.platform is not None]
+            want = platform or DEFAULT_PLATFORM
+            hits = [c for c in candidates if c.platform is not None and platform_matches(c.platform, want)]
             if not hits:
                 have = ", ".join(sorted({str(c.platform) for c in candidates})) or "none"
-                raise ImageError(f"{ref}: no image for platform {platform} (available: {have})")
+                raise ImageError(f"{ref}: no image for platform {want} (available: {have})")
             desc = hits[0]
         image = load_manifest(source, desc, entry.names)
     if platform is not None and not platform_matches(image.platform, platform):
@@ -163,7 +160,7 @@ def _resolve(source: ImageSource, ref: BaseRef, entry: Entry, platform: Platform
     return image
 
 
-def open_descriptor(root: Path, desc: Descriptor, platform: Platform | None, name: str) -> tuple[ImageSource, StoredImage]:
+def open_descriptor(root: Path, desc: Descriptor, platform: Platform | None, name: str) -> tuple[ImageSource, Image]:
     """An image known by its top descriptor in a layout directory (the registry cache)."""
     source = ImageSource.open(root)
     try:

@@ -4,14 +4,17 @@ A base layer keeps its exact bytes (same digest, same media type) whenever the o
 carry it. Uncompressed layers (as docker save writes them) are compressed once with the
 output's compression; a zstd layer in a gzip build is converted to gzip, because the gzip
 output is what Docker 20.10 loads and it cannot read zstd. Either way the stored digest is
-verified as the bytes are read, and a recompressed layer's diff_id is checked.
+verified as the bytes are read, and so is the diff_id: a layer passed through unchanged is
+decompressed on the side and hashed, because a layer whose content does not match the
+config's diff_id is one that docker load refuses (or, worse, one chosen by an attacker).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from lamina.errors import DigestMismatch
 from lamina.layers.compression import Compression, describe
@@ -59,25 +62,54 @@ def import_layer(
         return _recompress(stored, kind, diff_id, compression, store, created_by, name)
 
 
+class _Tee(io.RawIOBase):
+    """Reads the stored bytes for the decompressor and copies them, hashed, to the store."""
+
+    def __init__(self, stored: BinaryIO, out: BinaryIO) -> None:
+        self._stored, self._out = stored, out
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._stored.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.hash.update(data)
+        self._out.write(data)
+        self.size += n
+        return n
+
+
 def _pass_through(stored: BinaryIO, kind: str, media_type: str | None, digest: Digest | None, diff_id: Digest,
                   annotations: tuple[tuple[str, str], ...], store: BlobStore, created_by: str) -> Layer:
-    hasher = hashlib.sha256()
-    size = 0
     with store.writer() as (out, named):
-        while data := stored.read(CHUNK):
-            hasher.update(data)
-            out.write(data)
-            size += len(data)
-        actual = Digest(hasher.hexdigest())
+        tee = _Tee(stored, out)
+        plain = open_decompressed(io.BufferedReader(tee, CHUNK))
+        content = hashlib.sha256()
+        uncompressed = 0
+        try:
+            while data := plain.read(CHUNK):
+                content.update(data)
+                uncompressed += len(data)
+        except DigestMismatch:
+            raise
+        except Exception as exc:  # a corrupt stream: whatever the decompressor raises
+            raise DigestMismatch(f"layer {digest or ''}: cannot be decompressed ({exc})") from None
+        while tee.read(CHUNK):  # bytes after the compressed stream still belong to the blob
+            pass
+        actual = Digest(tee.hash.hexdigest())
         if digest is not None and actual != digest:
             raise DigestMismatch(f"blob {digest}: content does not match its digest")
+        if Digest(content.hexdigest()) != diff_id:
+            raise DigestMismatch(f"layer {actual}: uncompressed content does not match its diff_id {diff_id}")
         named.append(actual)
     if media_type is None:
         media_type = {"gzip": mediatypes.OCI_LAYER_GZIP, "zstd": mediatypes.OCI_LAYER_ZSTD}.get(kind, mediatypes.OCI_LAYER)
-    if kind == "tar" and actual != diff_id:
-        raise DigestMismatch(f"layer {actual}: uncompressed content does not match its diff_id {diff_id}")
-    descriptor = Descriptor(media_type, actual, size, annotations=annotations)
-    return Layer(descriptor, diff_id, None, None, created_by)
+    descriptor = Descriptor(media_type, actual, tee.size, annotations=annotations)
+    return Layer(descriptor, diff_id, uncompressed, None, created_by)
 
 
 def _recompress(stored: BinaryIO, kind: str, diff_id: Digest, compression: Compression, store: BlobStore,
