@@ -364,6 +364,13 @@ def bomb(kind: str) -> Callable[[Path, Canary], Path]:
     return make
 
 
+def many_members(d: Path, c: Canary, count: int = 300_000) -> Path:
+    """300,000 empty files in 800 kB of zstd: memory must not grow with the member count."""
+    comp = zstandard.ZstdCompressor().compressobj()
+    parts = [comp.compress(raw_header(b"d/%07d" % i)) for i in range(count)]
+    return _write(d / "many.tar.zst", b"".join(parts) + comp.compress(END) + comp.flush())
+
+
 HUGE_SIZE = (8 << 30) + 4096  # over ustar's 8 GiB: needs a PAX size record
 
 

@@ -8,12 +8,14 @@ input stay as they were and their token appears in no output).
 
 from __future__ import annotations
 
+import signal
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from hostile.generate import BOMB_CASES, HUGE_SIZE, TAR_CASES, Canary, TarCase, huge_file, make_canary
+from hostile.generate import (BOMB_CASES, HUGE_SIZE, TAR_CASES, Canary, TarCase, huge_file, make_canary, many_members,
+                              pax_huge_size)
 from hostile.harness import (Outcome, assert_bounded, assert_clean_error, assert_no_leak, lamina, layer_members,
                              snapshot)
 
@@ -99,3 +101,32 @@ def test_layer_reader_refuses_a_huge_pax_header_in_bounded_memory(tmp_path: Path
             for _ in archive:
                 pass
     assert "header" in str(info.value)
+
+
+@pytest.mark.slow
+def test_many_members_in_bounded_memory(tmp_path: Path, canary: Canary) -> None:
+    """tarfile keeps every header it has read; lamina's reader forgets them (255 -> 110 MB here)."""
+    res, output = _build(TarCase("many", many_members), tmp_path, canary)
+    assert res.code == 0, res
+    assert_bounded(res, 180 << 10)
+
+
+def test_layer_reader_does_not_skip_forever_past_the_end(tmp_path: Path, canary: Canary) -> None:
+    """A member claiming 10**30 bytes, not read: tarfile skips it by reading on, buffer by
+    buffer, long after the data has ended. It must stop at the end, with an error."""
+    from lamina.sources.tarball import layer_tar
+
+    def too_slow(*_: object) -> None:
+        raise TimeoutError("still skipping")
+
+    path = pax_huge_size(tmp_path, canary)
+    old = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)
+    try:
+        with open(path, "rb") as raw, pytest.raises(tarfile.ReadError, match="end of data"):
+            with layer_tar(raw) as archive:
+                for _ in archive:
+                    pass
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
