@@ -567,6 +567,20 @@ def wrong_size(what: str, size: int) -> Callable[[Path, Canary], Path]:
     return make
 
 
+def corrupt_gzip_layer(how: str) -> Callable[[Path, Canary], Path]:
+    """A gzip layer whose bytes are named by their true digest but do not decompress:
+    a bit flipped in the deflate data, or a bad gzip magic after the first two bytes."""
+    def make(d: Path, c: Canary) -> Path:
+        payload = random_payload(100_000)
+        layer = bytearray(gzip.compress(tar_bytes([(reg("big.bin", payload), payload)]), mtime=0))
+        if how == "bitflip":
+            layer[len(layer) // 2] ^= 0x40
+        else:
+            layer[3] = 0xFF  # reserved flag bits set: not a gzip header
+        return oci_dir(d / "img", layer=bytes(layer))
+    return make
+
+
 def tarred(make: Callable[[Path, Canary], Path]) -> Callable[[Path, Canary], Path]:
     def inner(d: Path, c: Canary) -> Path:
         return as_tar(make(d, c))
@@ -614,6 +628,8 @@ IMAGE_CASES: list[ImageCase] = [
     ImageCase("wrong-size-config", wrong_size("config", 1 << 40), "sha256:"),
     ImageCase("negative-size-manifest", wrong_size("manifest", -1), "size -1"),
     ImageCase("corrupt-second-header", corrupt_second_header, "img.tar"),
+    ImageCase("corrupt-gzip-layer", corrupt_gzip_layer("bitflip"), "layer"),
+    ImageCase("bad-gzip-header-layer", corrupt_gzip_layer("header"), "layer"),
     ImageCase("truncated-archive", truncated_archive, "img.tar"),
 ]
 SLOW_IMAGE_CASES = [ImageCase("config-huge", config_huge, "config")]
