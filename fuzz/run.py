@@ -37,7 +37,7 @@ def signature(exc: BaseException) -> str:
 
 def child(target: str) -> None:
     """Runs inside the libFuzzer process: instrument lamina (and tarfile, json, tomllib), then fuzz."""
-    import atheris
+    import atheris  # type: ignore[import-untyped]
 
     with atheris.instrument_imports(include=["lamina", "tarfile", "tomllib", "json"]):
         sys.path.insert(0, str(HERE))

@@ -51,7 +51,7 @@ def tar_target(data: bytes, work: Path) -> None:
         build_layer(items, compression=Compression.NONE, store=BlobStore(work / "store"), created_by="fuzz")
     # The stored-layer path: callers wrap tarfile's own errors; anything else is a finding.
     try:
-        with layer_tar(io.BytesIO(data)) as archive:  # type: ignore[arg-type]
+        with layer_tar(io.BytesIO(data)) as archive:
             for member in archive:
                 if member.isfile():
                     _drain(archive.extractfile(member))  # type: ignore[arg-type]

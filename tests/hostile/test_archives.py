@@ -11,6 +11,7 @@ the moment the rewrite fixes it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ KNOWN: dict[tuple[str, str], str] = {
 ONLY = {"diff-id-mismatch": ("build",)}  # the diff_id is checked when the layer is imported
 
 
-def _params(cases: list[ImageCase]) -> list[object]:
+def _params(cases: list[ImageCase]) -> list[Any]:
     out = []
     for case in cases:
         for command in ONLY.get(case.name, tuple(COMMANDS)):

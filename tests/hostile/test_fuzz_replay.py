@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def _known() -> dict[str, str]:
     return known
 
 
-def _inputs() -> list[object]:
+def _inputs() -> list[Any]:
     known = _known()
     out = []
     for kind in ("corpus", "crashes"):

@@ -18,7 +18,7 @@ import io
 import sys
 import tarfile
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from lamina.errors import InputError
 from lamina.layers.build import Opener
@@ -64,7 +64,7 @@ def _read_errors() -> tuple[type[BaseException], ...]:
 class _Header(tarfile.TarInfo):
     """tarfile's header parser, with the sizes it trusts checked first."""
 
-    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
         if self.type in _EXTENDED and self.size > MAX_EXTENDED_HEADER:
             kind = "GNU long name" if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) else "PAX"
             raise tarfile.ReadError(f"a {kind} header of {self.size} bytes (at most {MAX_EXTENDED_HEADER} are read)")
@@ -82,7 +82,7 @@ class StreamTar(tarfile.TarFile):
 
     def next(self) -> tarfile.TarInfo | None:
         member = super().next()
-        self.members.clear()
+        self.members.clear()  # type: ignore[attr-defined]  # typeshed leaves it out
         return member
 
 
@@ -99,7 +99,7 @@ def open_decompressed(raw: BinaryIO) -> BinaryIO:
     if kind == "gzip":
         from isal import igzip
 
-        return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value,no-untyped-call]
     if kind == "xz":
         import lzma
 
@@ -111,7 +111,7 @@ def open_decompressed(raw: BinaryIO) -> BinaryIO:
     if kind == "zstd":
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
     return raw
 
 
@@ -287,5 +287,5 @@ def _member(path: str, archive: tarfile.TarFile, member: tarfile.TarInfo, prefix
     opener: Opener = None
     if kind is Kind.FILE:
         # Read before the next member; a read that fails names the tarball and this member.
-        opener = lambda: _MemberData(archive.extractfile(member), path, member.name)  # type: ignore[arg-type,return-value]  # noqa: E731
+        opener = lambda: cast(BinaryIO, _MemberData(archive.extractfile(member), path, member.name))  # type: ignore[arg-type]  # noqa: E731
     yield entry, opener
