@@ -349,7 +349,7 @@ def bomb(kind: str) -> Callable[[Path, Canary], Path]:
             parts = [comp.compress(header)] + [comp.compress(b"\0" * (1 << 20)) for _ in range(BOMB_SIZE >> 20)]
             data = b"".join(parts) + comp.compress(END) + comp.flush()
         elif kind == "xz":
-            lz = lzma.LZMACompressor()
+            lz = lzma.LZMACompressor(preset=1)
             parts = [lz.compress(header)] + [lz.compress(b"\0" * (1 << 20)) for _ in range(BOMB_SIZE >> 20)]
             data = b"".join(parts) + lz.compress(END) + lz.flush()
         else:

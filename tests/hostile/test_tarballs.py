@@ -60,6 +60,7 @@ def test_hostile_tarball(case: TarCase, tmp_path: Path, canary: Canary) -> None:
     assert_bounded(res)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", BOMB_CASES, ids=[c.name for c in BOMB_CASES])
 def test_decompression_bomb_builds_in_bounded_memory(case: TarCase, tmp_path: Path, canary: Canary) -> None:
     """Over 1000:1 (256 MiB of zeros): the layer is built by streaming, never held whole."""
