@@ -55,7 +55,7 @@ bench: setup testdata
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= tar image spec
 fuzz: setup
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[fuzz]'
+	@$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/pip install --quiet --disable-pip-version-check -e '.[fuzz]'
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz $$t for $(FUZZ_SECONDS) s (log: fuzz/work/$$t.log)"; \
 	  mkdir -p fuzz/work; nice $(BIN)/python fuzz/run.py $$t $(FUZZ_SECONDS) > fuzz/work/$$t.log 2>&1 || exit 1; \
