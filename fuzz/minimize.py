@@ -44,7 +44,8 @@ for t in sys.argv[1:]:
     for f in files:
         a = run(t, f.read_bytes())
         if not a <= seen:
-            seen |= a; keep.append(f)
+            seen |= a
+            keep.append(f)
     for f in files:
         if f not in keep and len(f.name) == 40:  # a libFuzzer unit (sha1 name), not a named seed
             f.unlink()
