@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LAMINA := $(BIN)/lamina
 DEMO := demo
 
-.PHONY: setup deps testdata demo test test-fast bench fuzz clean
+.PHONY: setup deps testdata demo test test-fast typecheck bench fuzz clean
 
 # A venv with lamina (editable) and the test tools; redone when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml

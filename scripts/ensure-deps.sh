@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system tools lamina's tests need (dockerd, skopeo, umoci, a
-# static busybox, go, musl-gcc, openssl, podman, the OCI image-spec JSON schemas) when any
-# is missing.
+# static busybox, go, musl-gcc, openssl, podman, gnupg, the OCI image-spec JSON schemas) when
+# any is missing.
 # Idempotent: a machine that already has them is left alone, so CI can call
 # it on every run. Without root it only warns: tests then skip locally and
 # fail under CI=true, which is where a missing tool must be noticed.
@@ -10,8 +10,8 @@ set -euo pipefail
 # gcc, libc6-dev and make build testdata/ (musl-gcc wraps gcc; --no-install-recommends
 # would otherwise leave them out).
 PACKAGES=(docker.io skopeo umoci busybox-static golang-go musl-tools openssl ca-certificates podman qemu-user-static
-          docker-registry apache2-utils gcc libc6-dev make golang-github-opencontainers-image-spec-dev)
-COMMANDS=(dockerd skopeo umoci go musl-gcc openssl podman gcc make qemu-aarch64-static docker-registry htpasswd)
+          docker-registry apache2-utils gcc libc6-dev make golang-github-opencontainers-image-spec-dev gnupg)
+COMMANDS=(dockerd skopeo umoci go musl-gcc openssl podman gcc make qemu-aarch64-static docker-registry htpasswd gpg gpgconf)
 
 missing=()
 for cmd in "${COMMANDS[@]}"; do

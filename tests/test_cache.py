@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from shutil import which as shutil_which
 
 import pytest
 from support.cli import SRC, lamina
+from support.oci import validate_image
 
 import lamina.build as build_module
 from lamina.spec import FilesLayer, TarballLayer, BuildSpec
@@ -99,3 +101,173 @@ def test_two_builds_at_once_share_the_cache(inputs: Path) -> None:
     assert all(p.returncode == 0 for p in procs), results
     assert len({out for out, _ in results}) == 1
     assert len({(inputs / f"c{i}.tar").read_bytes() for i in range(4)}) == 1
+
+
+def _cache_blob(root: Path) -> Path:
+    [blob] = (root / "cache" / "lamina" / "layers" / "blobs" / "sha256").iterdir()
+    return blob
+
+
+def test_a_cached_blob_corrupted_in_place_is_evicted_and_rebuilt(inputs: Path) -> None:
+    env = {"XDG_CACHE_HOME": str(inputs / "cache")}
+    add = ("--add", f"{inputs / 'tree'}:/t")
+    assert lamina("build", *add, "-o", str(inputs / "a.tar"), env=env).returncode == 0
+    blob = _cache_blob(inputs)
+    st = blob.stat()
+    data = bytearray(blob.read_bytes())
+    data[1000:1016] = bytes(b ^ 0xFF for b in data[1000:1016])  # same size, 16 bytes flipped
+    blob.write_bytes(bytes(data))
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))  # and its mtime put back: only ctime tells
+    res = lamina("build", *add, "-o", str(inputs / "b.tar"), env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.startswith(f"lamina: note: cached layer sha256:{blob.name} was corrupt"), res.stderr
+    validate_image(inputs / "b.tar")  # re-hashes every blob
+    assert (inputs / "b.tar").read_bytes() == (inputs / "a.tar").read_bytes()
+    # The rebuilt layer went back into the cache, whole: the next build is quiet and identical.
+    res = lamina("build", *add, "-o", str(inputs / "c.tar"), env=env)
+    assert (res.returncode, res.stderr) == (0, "")
+    assert (inputs / "c.tar").read_bytes() == (inputs / "a.tar").read_bytes()
+
+
+def test_cached_blobs_are_hashed_once_not_on_every_hit(inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import lamina.cache as cache_module
+
+    hashed: list[Path] = []
+    real = cache_module._sha256
+    monkeypatch.setattr(cache_module, "_sha256", lambda path: hashed.append(path) or real(path))
+    blobs = inputs / "cache" / "lamina" / "layers" / "blobs" / "sha256"
+
+    def build(name: str) -> list[str]:
+        del hashed[:]
+        build_module.build(_spec(inputs, name), epoch=0)
+        return sorted(p.name for p in hashed)
+
+    assert build("cold.tar") == []
+    time.sleep(1.1)  # a stat younger than a second is not remembered (racy: a write could hide in its tick)
+    assert build("warm1.tar") == sorted(p.name for p in blobs.iterdir())  # the first use hashes
+    assert build("warm2.tar") == []  # later uses cost a stat
+    assert build("warm3.tar") == []
+    blob = _cache_blob_of(inputs)
+    os.utime(blob)  # a changed stat: hashed again, then remembered again
+    time.sleep(1.1)
+    assert build("warm4.tar") == [blob.name]
+    assert build("warm5.tar") == []
+
+
+def test_prune_leaves_the_blobs_a_build_is_using(inputs: Path) -> None:
+    from lamina.cache import LayerCache
+
+    build_module.build(_spec(inputs, "cold.tar"), epoch=0)
+    using, pruning = LayerCache(), LayerCache()
+    try:
+        key = using.db.execute("SELECT key FROM layers ORDER BY size DESC").fetchone()[0]
+        hit = using.get(key)
+        assert hit is not None
+        assert pruning.prune(0)[0] == 2  # both records go; the blob in use stays, for now
+        assert hit[1].is_file() and len(list(hit[1].parent.iterdir())) == 1
+        using.close()
+        pruning.prune(0)
+        assert list(hit[1].parent.iterdir()) == []
+    finally:
+        pruning.close()
+
+
+def test_a_full_disk_under_the_cache_never_fails_the_build(inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import shutil
+
+    import lamina.cache as cache_module
+
+    tmp = inputs / "cache" / "lamina" / "layers" / "tmp"
+    real_link, real_copy = os.link, shutil.copyfile
+
+    def link(src, dst, *a, **kw):  # type: ignore[no-untyped-def]
+        if Path(dst).parent == tmp:  # as if the cache were on another filesystem
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_link(src, dst, *a, **kw)
+
+    def copyfile(src, dst, *a, **kw):  # type: ignore[no-untyped-def]
+        if Path(dst).parent == tmp:  # half the blob written, then the disk is full
+            Path(dst).write_bytes(Path(src).read_bytes()[:4096])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copy(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "link", link)
+    monkeypatch.setattr(cache_module.shutil, "copyfile", copyfile)
+    notes: list[str] = []
+    result = build_module.build(_spec(inputs, "full.tar"), epoch=0, note=notes.append)
+    assert list(tmp.iterdir()) == []
+    assert notes and all("cannot keep a layer (No space left on device)" in n for n in notes), notes
+    assert validate_image(inputs / "full.tar")["manifests"][0]["layers"][0]["digest"] == str(result.image.layers[0].descriptor.digest)
+    monkeypatch.undo()
+    uncached = build_module.build(_spec(inputs, "again.tar"), epoch=0, use_cache=False)
+    assert uncached.image.digest == result.image.digest
+
+
+def test_temporary_blobs_of_dead_builds_are_removed(inputs: Path) -> None:
+    from lamina.cache import LayerCache
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    tmp = inputs / "cache" / "lamina" / "layers" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / f"{'a' * 64}.{dead.pid}").write_bytes(b"partial")
+    (tmp / f"{'b' * 64}.{os.getpid()}").write_bytes(b"ours, in progress")
+    LayerCache().close()
+    assert sorted(p.name for p in tmp.iterdir()) == [f"{'b' * 64}.{os.getpid()}"]
+
+
+@pytest.mark.skipif(not shutil_which("unshare"), reason="needs unshare(1) to mount a small tmpfs")
+def test_a_full_tmpfs_under_the_cache_never_fails_the_build(inputs: Path) -> None:
+    """The real thing: XDG_CACHE_HOME on a 256 KiB tmpfs, a 1 MiB incompressible layer."""
+    (inputs / "big").write_bytes(os.urandom(1 << 20))
+    cache = inputs / "small"
+    cache.mkdir()
+    script = (
+        f"mount -t tmpfs -o size=256k tmpfs {cache} || exit 99; "
+        f"XDG_CACHE_HOME={cache} PYTHONPATH={SRC} {sys.executable} -m lamina build --add {inputs / 'big'}:/big "
+        f"-o {inputs / 'out.tar'}; echo rc=$?; ls -A {cache}/lamina/layers/tmp {cache}/lamina/layers/blobs/sha256"
+    )
+    res = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", script], capture_output=True, text=True)
+    if res.returncode == 99 or "unshare failed" in res.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    assert "rc=0" in res.stdout, res.stdout + res.stderr
+    assert "No space left on device" in res.stderr
+    listed = res.stdout.split("rc=0", 1)[1].split()
+    assert [x for x in listed if not x.endswith(":")] == [], res.stdout  # no tmp/<hex>.<pid>, no partial blob
+    validate_image(inputs / "out.tar")
+
+
+def test_a_blob_corrupted_while_a_build_holds_it_is_caught_next_time(inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob remembered as verified, then written to (its mtime put back) while a build uses it."""
+    import time
+
+    build_module.build(_spec(inputs, "cold.tar"), epoch=0)
+    time.sleep(1.1)  # so that the next build remembers the blobs as verified
+    real = build_module.emit
+    blob = _cache_blob_of(inputs)
+
+    def corrupting(*args, **kw):  # type: ignore[no-untyped-def]
+        st = blob.stat()
+        with open(blob, "r+b") as f:
+            f.seek(100)
+            f.write(b"\xff" * 16)
+        os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(build_module, "emit", corrupting)
+    build_module.build(_spec(inputs, "during.tar"), epoch=0)
+    monkeypatch.setattr(build_module, "emit", real)
+    notes: list[str] = []
+    build_module.build(_spec(inputs, "after.tar"), epoch=0, note=notes.append)
+    assert len(notes) == 1 and "was corrupt (its bytes do not match its digest)" in notes[0], notes
+    validate_image(inputs / "after.tar")
+    assert (inputs / "after.tar").read_bytes() == (inputs / "cold.tar").read_bytes()
+
+
+def _cache_blob_of(root: Path) -> Path:
+    """The cached blob of the /tree layer (the larger of the two)."""
+    blobs = (root / "cache" / "lamina" / "layers" / "blobs" / "sha256").iterdir()
+    return max(blobs, key=lambda p: p.stat().st_size)

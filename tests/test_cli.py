@@ -286,12 +286,13 @@ def test_oci_dir_never_replaces_user_data(app: Path) -> None:
         "lamina: error: cannot write 'precious': it is a non-empty directory and not an OCI layout; refusing to replace it"
     )
     assert (app / "precious" / "notes.txt").read_text() == "keep me"
-    # An earlier layout is replaced whole, and a tarball path that is a directory is refused.
+    # An earlier untagged image in a layout is replaced in index.json (its blobs are kept, as
+    # skopeo and umoci keep them), and a tarball path that is a directory is refused.
     assert lamina("build", "--add", "hello:/hello", "--oci-dir", "out/l", cwd=app).returncode == 0
     res = lamina("build", "--add", "hello:/hello", "--env", "X=1", "--oci-dir", "out/l", cwd=app)
     assert res.returncode == 0
-    validate_image(app / "out" / "l")
-    assert sorted(p.name for p in (app / "out" / "l" / "blobs" / "sha256").iterdir()).__len__() == 3
+    assert [m["digest"] for m in validate_image(app / "out" / "l")["index"]["manifests"]] == [res.stdout.strip()]
+    assert len(list((app / "out" / "l" / "blobs" / "sha256").iterdir())) == 5  # the layer is shared
     res = lamina("build", "--add", "hello:/hello", "-o", "out", cwd=app)
     assert (res.returncode, res.stderr.strip()) == (1, "lamina: error: cannot write 'out': it is a directory")
 
@@ -395,3 +396,55 @@ def test_inspect_size_report_counts_wasted_bytes(app: Path) -> None:
     assert record["layers"][2]["sizes"]["largest_files"] == []  # the whiteout layer adds no bytes
     text = lamina("inspect", "--sizes", "out/next", cwd=app).stdout
     assert "wasted (deleted or overwritten by later layers)" in text and "file   50.0 KB  data/big" in text
+
+
+def _layout_with_dot_slash_names(root: Path, files: dict[str, bytes]) -> None:
+    """An OCI layout as `tar -C rootfs .` makes layers: every member name starts with ./"""
+    import hashlib
+    import io
+
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def blob(data: bytes, media_type: str) -> dict:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for name in ("./", "./data/"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tf.addfile(info)
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    layer = blob(buf.getvalue(), "application/vnd.oci.image.layer.v1.tar")
+    config = blob(json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                              "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}}).encode(),
+                  "application/vnd.oci.image.config.v1+json")
+    manifest = blob(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                "config": config, "layers": [layer]}).encode(), "application/vnd.oci.image.manifest.v1+json")
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest]}))
+
+
+def test_inspect_and_the_sbom_read_one_merged_filesystem(app: Path) -> None:
+    """A base whose layer says ./data/big: --remove /data/big really removes it for inspect too."""
+    _layout_with_dot_slash_names(app / "base", {"./data/big": b"x" * 50_000, "./data/small": b"y" * 10})
+    [before] = json.loads(lamina("inspect", "--json", "base", cwd=app).stdout)
+    assert (before["filesystem"]["bytes"], before["filesystem"]["entries"]) == (50_010, 3)  # data, big, small
+    res = lamina("build", "--from", "oci:base", "--remove", "/data/big", "--no-lint", "--sbom", "spdx",
+                 "--oci-dir", "out/next", cwd=app)
+    assert res.returncode == 0, res.stderr
+    [record] = json.loads(lamina("inspect", "--json", "out/next", cwd=app).stdout)
+    fs = record["filesystem"]
+    assert (fs["bytes"], fs["entries"], fs["files"], fs["wasted"]) == (10, 2, 1, 50_000)
+    assert [layer["sizes"]["wasted"] for layer in record["layers"]] == [50_000, 0]
+    assert record["layers"][0]["sizes"]["largest_files"][0] == {"path": "data/big", "size": 50_000}
+    sbom = json.loads((app / "out" / "next.spdx.json").read_text())
+    assert [f["fileName"] for f in sbom["files"]] == ["./data/small"]
+    files = lamina("inspect", "--files", "out/next", cwd=app).stdout
+    assert "-rw-r--r-- 0/0      50000  data/big" in files  # the layer still holds it; the filesystem does not

@@ -193,3 +193,13 @@ def test_top_descriptor_of_one_image_has_no_platform() -> None:
     assert top.platform is None
     assert (top.digest, top.size, top.media_type) == (image.digest, image.manifest_descriptor.size,
                                                      image.manifest_descriptor.media_type)
+
+
+def test_a_base_without_history_keeps_each_layer_with_its_own_entry() -> None:
+    """History entries name layers in order: the new layer's must not slide onto the base's."""
+    doc = json.loads(json.dumps(BASE_CONFIG))
+    del doc["history"]
+    bare = Base(config=ConfigFile.from_json(doc), layers=(layer("base"),))
+    image = compose([layer("new")], ConfigChanges(), platform=AMD64, epoch=0, base=bare)
+    read = ConfigFile.from_json(config_of(image))
+    assert [h.created_by for h in read.layer_history()] == ["", "lamina: add new"]

@@ -88,3 +88,33 @@ def test_check_reproducible_fails_with_the_diff_when_a_build_is_nondeterministic
     assert differences[0].startswith("digest sha256:")
     assert differences[1].startswith("layer 0: sha256:")
     assert differences[2:] == ["  t/f: mtime 0 -> 1234"]
+
+
+@pytest.mark.e2e
+def test_docker_and_lamina_builds_of_the_same_files_differ_only_in_mtimes_and_config(
+        dockerd, testdata_out: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Go's tar headers (docker) carry the file type in the mode (100755), lamina's do not:
+    diff compares type and permissions separately, so only real differences are reported."""
+    import re
+    import shutil
+
+    context = tmp_path / "context"
+    context.mkdir()
+    shutil.copy(testdata_out / "hello-amd64", context / "hello")
+    shutil.copy(testdata_out / "cacert.pem", context / "cacert.pem")
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY hello /\nCOPY cacert.pem /etc/ssl/certs/\n")
+    dockerd.docker("build", "-q", "-t", "lamina-e2e/diff:docker", str(context), env={**dockerd.env, "DOCKER_BUILDKIT": "0"})
+    dockerd.docker("save", "-o", str(tmp_path / "docker.tar"), "lamina-e2e/diff:docker")
+    build_ok("--add", f"{context / 'hello'}:/", "--add", f"{context / 'cacert.pem'}:/etc/ssl/certs/",
+             "-o", str(tmp_path / "lamina.tar"))
+    res = lamina("diff", str(tmp_path / "docker.tar"), str(tmp_path / "lamina.tar"))
+    assert res.returncode == 1, res.stderr
+    lines = res.stdout.splitlines()
+    details = [line for line in lines if line.startswith("  ")]
+    assert [line for line in lines if line.startswith("layer")] == [
+        line for line in lines if re.fullmatch(r"layer [01]: sha256:[0-9a-f]{64} -> sha256:[0-9a-f]{64}", line)]
+    assert [line.split(":")[0].strip() for line in details] == ["hello", "etc", "etc/ssl", "etc/ssl/certs",
+                                                                   "etc/ssl/certs/cacert.pem"], lines
+    assert all(re.fullmatch(r"  \S+: mtime [1-9][0-9]* -> 0", line) for line in details), lines
+    assert all(line.startswith(("config ", "layer ", "  ")) for line in lines)
+    assert any(line.startswith("config ") for line in lines)

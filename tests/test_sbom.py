@@ -60,3 +60,37 @@ def test_attached_sbom_is_an_artifact_whose_subject_is_the_image(testdata_out: P
     assert res.returncode == 0, res.stderr
     assert [r["manifest_digest"] for r in json.loads(res.stdout)] == [digest]
     assert build_ok("--from", f"oci:{tmp_path / 'layout'}", "--oci-dir", str(tmp_path / "on-top")).startswith("sha256:")
+
+
+def test_sbom_lists_exactly_the_regular_files_inspect_counts() -> None:
+    """Same reading as inspect: ./ names, hardlinks, opaque directories, overwrites, whiteouts."""
+    import io
+    import tarfile
+
+    from lamina.inspect import read_layers
+    from lamina.sbom import _filesystem
+
+    def layer(*members: tuple[str, str, bytes]) -> bytes:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tf:
+            for name, kind, data in members:
+                info = tarfile.TarInfo(name)
+                info.type = {"f": tarfile.REGTYPE, "h": tarfile.LNKTYPE, "d": tarfile.DIRTYPE}[kind]
+                if kind == "h":
+                    info.linkname, data = data.decode(), b""
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        return out.getvalue()
+
+    layers = [
+        layer(("./", "d", b""), ("./bin/busybox", "f", b"BB"), ("./bin/sh", "h", b"./bin/busybox"),
+              ("./etc/motd", "f", b"hi"), ("./etc/old/x", "f", b"x"), ("./gone", "f", b"g")),
+        layer(("etc/", "d", b""), ("etc/.wh..wh..opq", "f", b""), ("etc/new", "f", b"n"), (".wh.gone", "f", b""),
+              ("bin/busybox", "f", b"B2")),
+    ]
+    openers = [lambda data=data: io.BufferedReader(io.BytesIO(data)) for data in layers]
+    files = _filesystem(openers)
+    fs, _ = read_layers("test", openers)
+    assert sorted(files) == sorted(fs.files()) == ["bin/busybox", "bin/sh", "etc/new"]
+    assert files["bin/sh"].sha256 == hashlib.sha256(b"BB").hexdigest()  # the hardlink keeps the first bytes
+    assert files["bin/busybox"].sha256 == hashlib.sha256(b"B2").hexdigest()

@@ -1,58 +1,69 @@
 """lamina's Python API: what the CLI calls, for build tools that would rather not shell out.
 
-    from lamina import BuildSpec, build_image, open_image
+    from pathlib import Path
+    from lamina import build_image, open_image, read_spec
 
     result = build_image(read_spec(Path("lamina.toml")), spec_path=Path("lamina.toml"))
     print(result.image.digest, [str(p) for p in result.outputs])
     with open_image("oci:out/layout") as image:
-        print(image.platform, [layer.diff_id for layer in image.layers])
+        print(image.platform, [str(layer.diff_id) for layer in image.layers])
 
 Everything here takes and returns lamina's own values (``BuildSpec``, ``Image``,
-``BuildResult``); errors are ``lamina.errors.LaminaError`` subclasses with a message written
-for people, as the CLI prints them.
+``BuildResult``); errors are ``lamina.errors.LaminaError`` subclasses whose message is
+written for people, as the CLI prints them. Callbacks carry what a person should read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from lamina.build import BuildResult, build, check_reproducible, epoch_from_env
-from lamina.errors import LaminaError
+from lamina.errors import LaminaError, UsageError
 from lamina.image import Image
-from lamina.model import Platform, Reference
+from lamina.model import Digest, Platform, Reference
 from lamina.spec import BuildSpec
 
 Say = Callable[[str], None]
 
 
+def _quiet(_: str) -> None:
+    pass
+
+
 def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | None = None,
                 push: str | None = None, registry: Any = None, use_cache: bool = True,
-                reproducible_check: bool = False, progress: Say | None = None, note: Say | None = None,
-                findings: Callable[[list[Any]], None] | None = None, meter: Any = None) -> BuildResult:
-    """Build ``spec``: write its outputs, push it when ``push`` names a reference.
+                reproducible_check: bool = False, progress: Say = _quiet, note: Say = _quiet,
+                report: Say = _quiet, meter: Any = None, invocation: Any = None,
+                sign_gpg_key: str | None = None, lookaside: str | None = None,
+                attest_key: Any = None) -> BuildResult:
+    """Build ``spec``: lint it, write its outputs, push it when ``push`` names a reference.
 
     ``epoch``: the build's time (default: the spec's, else $SOURCE_DATE_EPOCH, else 0).
-    ``findings`` receives the lint findings before anything is written (default: errors
-    raise LintError); ``progress`` and ``note`` receive lines for people.
+    Lint findings are summarised through ``report`` before anything is written; errors
+    among them raise LintError. ``sign_gpg_key``/``lookaside`` sign what was pushed (simple
+    signing); ``attest_key`` signs the provenance statement (DSSE), beside the outputs and pushed.
     """
     from lamina.lint import check_findings
     from lamina.pins import read_lock
 
     if push is not None:
         Reference.parse(push)  # a bad reference is a usage error before anything is built
+    if sign_gpg_key and (not push or not lookaside):
+        raise UsageError("--sign-gpg-key signs what is pushed: it needs --push REF and --lookaside DIR")
     if epoch is None:
         epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
     if reproducible_check:
         differences = check_reproducible(spec, epoch=epoch, registry=registry)
         if differences:
-            if note is None:
-                raise LaminaError("not reproducible: two builds of the same inputs differ: " + "; ".join(differences))
             for line in differences:
-                note(line)
+                report(line)
             raise LaminaError("not reproducible: two builds of the same inputs differ (above)")
     pusher = None
     if push is not None:
@@ -65,9 +76,71 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
             target = push if digest is None else f"{Reference.parse(push).name}@{digest}"
             return registry_api.push(plan, target, options)
 
-    return build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_path), push=pusher,
-                 registry=registry, use_cache=use_cache, meter=meter,
-                 lint=(findings or check_findings) if spec.lint else None, lint_ignore=spec.lint_ignore)
+    result = build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_path), push=pusher,
+                   registry=registry, use_cache=use_cache, meter=meter,
+                   lint=(lambda found: check_findings(found, report)) if spec.lint else None,
+                   lint_ignore=spec.lint_ignore, invocation=invocation)
+    if attest_key is not None and result.provenance is not None:
+        _attest(result, attest_key, spec, push, registry, note)
+    if sign_gpg_key and push and lookaside and result.pushed:
+        from lamina.sign import simple
+        from lamina.sign.target import Target
+
+        signed = Target(Reference.parse(push), Digest.parse(result.pushed.split("@", 1)[1]))
+        note(f"wrote {simple.sign(signed, sign_gpg_key, simple.lookaside_dir(lookaside))}")
+    return result
+
+
+def _attest(result: BuildResult, key: Any, spec: BuildSpec, push: str | None, options: Any, note: Say) -> None:
+    """The provenance in a DSSE envelope signed by ``key``: beside the outputs, and pushed."""
+    from lamina.sign import dsse
+    from lamina.sign.target import Target
+    from lamina.sinks.atomic import atomic_file
+
+    assert result.provenance is not None
+    envelope = dsse.envelope(result.provenance, key)
+    written = []
+    for output in (spec.output, spec.oci_dir):
+        if output is not None and str(output) != "-":
+            with atomic_file(dsse.beside(output)) as out:
+                out.write(envelope)
+            written.append(str(dsse.beside(output)))
+    if push and result.pushed:
+        target = Target(Reference.parse(push), Digest.parse(result.pushed.split("@", 1)[1]))
+        written.append(dsse.push(target, envelope, options))
+    note(f"signed provenance: {', '.join(written)}")
+
+
+def lint_spec(path: Path, ignore: tuple[str, ...] = ()) -> list[Any]:
+    """Lint what ``path`` (a lamina.toml) would build, built in a temporary directory: the
+    (platform, finding) pairs, nothing written anywhere else."""
+    from lamina.spec import read_spec
+
+    spec = read_spec(path)
+    epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
+    found: list[Any] = []
+    with tempfile.TemporaryDirectory(prefix="lamina-lint-") as tmp:
+        spec = attrs.evolve(spec, output=None, metadata_file=None, oci_dir=Path(tmp) / "image", sbom=None,
+                            provenance=False)
+        build(spec, epoch=epoch, lint=found.extend, lint_ignore=ignore + spec.lint_ignore)
+    return found
+
+
+def push_image(path: Path, reference: str, registry: Any = None, metadata_file: Path | None = None) -> Any:
+    """Push a stored image (a lamina tarball or OCI layout, every platform) to ``reference``;
+    returns registry.push.Pushed (the reference with its digest, and what was sent)."""
+    from lamina.registry import api as registry_api
+    from lamina.registry.options import Options
+    from lamina.registry.plans import from_archive
+    from lamina.sinks.metadata import write_pushed
+    from lamina.sources.archive import ImageSource
+
+    Reference.parse(reference)
+    with ImageSource.open(path) as source:
+        pushed = registry_api.push(from_archive(source), reference, registry or Options())
+    if metadata_file is not None:
+        write_pushed(metadata_file, pushed.reference)
+    return pushed
 
 
 @contextlib.contextmanager
@@ -79,4 +152,4 @@ def open_image(name: str, *, platform: Platform | None = None, registry: Any = N
         yield Resolver(stack, platform, registry).image(name)
 
 
-__all__ = ["BuildResult", "BuildSpec", "build_image", "open_image"]
+__all__ = ["BuildResult", "BuildSpec", "build_image", "lint_spec", "open_image", "push_image"]

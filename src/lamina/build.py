@@ -3,36 +3,38 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import attrs
 
 from lamina.cache import LayerCache
 from lamina.errors import InputError, OutputError, UsageError
 from lamina.layers.entries import Entry, Kind, normalize
-from lamina.essentials import materialize
+from lamina.essentials import Essentials, configure, materialize
 from lamina.image import Base, Built, ConfigChanges, Image, compose, compose_index
 from lamina.platforms import for_platform
-from lamina.layers.build import build_layer
+from lamina.layers.build import Opener, build_layer
 from lamina.sources.imported import import_layer
 from lamina.model import Layer, Platform
-from lamina.sinks.atomic import atomic_file, check_replaceable_dir, check_replaceable_file
-from lamina.sinks.layout import write_layout
-from lamina.sinks.metadata import write_metadata
-from lamina.sinks.tarball import write_tarball
+from lamina.sinks.atomic import check_replaceable_dir, check_replaceable_file
+from lamina.sinks.outputs import STDOUT, WorkDir, emit
 from lamina.resolve import Resolver
+from lamina.sources.archive import layer_openers
 from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
 from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer
 from lamina.sources.rootfs import MergedFS
 from lamina.sources.tarball import read_tarball
 from lamina.spec import BuildSpec, FilesLayer, LayerSpec
 from lamina.store import BlobStore
+
+if TYPE_CHECKING:
+    from lamina.lint import LintImage
 
 Progress = Callable[[str], None]
 # A progress bar for one layer: (description, total bytes or None) -> context giving an update(n) function.
@@ -44,6 +46,7 @@ class BuildResult:
     image: Built  # one Image, or an ImageIndex of several platforms
     outputs: tuple[Path, ...]
     pushed: str | None = None  # name@sha256:… when pushed
+    provenance: bytes | None = None  # the in-toto statement attached, for signing beside the output
 
 
 def epoch_from_env(environ: dict[str, str] | os._Environ[str]) -> int:
@@ -62,7 +65,7 @@ def _check_writable(path: Path) -> None:
         raise OutputError(f"cannot write {str(path)!r}: Permission denied")
 
 
-def _check_arch(items: list, platform: Platform) -> None:
+def _check_arch(items: Sequence[tuple[Entry, Opener]], platform: Platform) -> None:
     """Every ELF executable added must be for the image's platform (not a mislabelled artifact)."""
     from lamina.elf import mismatch
     from lamina.layers.entries import Kind
@@ -83,12 +86,7 @@ def _from_cache(cache: LayerCache, key: str, store: BlobStore, created_by: str) 
     if hit is None:
         return None
     layer, blob = hit
-    target = store.path(layer.descriptor.digest)
-    if not target.exists():
-        try:
-            os.link(blob, target)  # the store is private; sinks copy out of it
-        except OSError:
-            shutil.copyfile(blob, target)
+    store.refer(layer.descriptor.digest, blob)  # sinks copy out of the store, never write to it
     return attrs.evolve(layer, created_by=created_by)
 
 
@@ -123,16 +121,24 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
                 hit = _from_cache(cache, key, store, created_by)
                 if hit is not None:
                     if record is not None:  # lint needs the members: read the headers again
-                        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items:
-                            record.extend(e for e, _ in items)
+                        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members:
+                            record.extend(e for e, _ in members)
                     return hit
-        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as items, _metered(meter, created_by, None) as on_bytes:
-            recorded = ((record.append(e), (e, o))[1] for e, o in items) if record is not None else items
-            built = build_layer(recorded, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
+        with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members, _metered(meter, created_by, None) as on_bytes:
+            built = build_layer(_recorded(members, record), compression=spec.compression, store=store,
+                                created_by=created_by, on_bytes=on_bytes)
     if cache is not None and key is not None:
         with _cache_errors_ignored():
             cache.put(key, built, store.path(built.descriptor.digest))
     return built
+
+
+def _recorded(items: Iterator[tuple[Entry, Opener]], record: list[Entry] | None) -> Iterator[tuple[Entry, Opener]]:
+    """The entries as they stream by, each also appended to ``record`` (for lint)."""
+    for entry, opener in items:
+        if record is not None:
+            record.append(entry)
+        yield entry, opener
 
 
 @contextlib.contextmanager
@@ -146,10 +152,11 @@ def _metered(meter: Meter | None, description: str, total: int | None) -> Any:
 
 @contextlib.contextmanager
 def _cache_errors_ignored() -> Any:
-    """The cache only saves time: a locked or broken cache database means building, not failing."""
+    """The cache only saves time: a locked or broken cache database, or a cache blob that cannot
+    be read or linked (a full disk), means building, not failing."""
     try:
         yield
-    except sqlite3.Error:
+    except (sqlite3.Error, OSError):
         pass
 
 
@@ -161,7 +168,7 @@ def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore,
     assert blobs is not None
     layers = tuple(
         import_layer(
-            lambda layer=layer: blobs.open(layer.descriptor),
+            functools.partial(blobs.open, layer.descriptor),
             media_type=layer.descriptor.media_type, digest=layer.descriptor.digest, diff_id=layer.diff_id,
             annotations=layer.descriptor.annotations, compression=spec.compression, store=store,
             created_by=layer.created_by, name=text, note=note,
@@ -172,7 +179,8 @@ def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore,
 
 
 def _outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
-    outputs = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None]
+    """The paths a build will write (``-o -`` is standard output, not a path), checked up front."""
+    outputs = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None and p != STDOUT]
     resolved = [p.resolve() for p in outputs]
     if len(set(resolved)) != len(resolved):
         raise UsageError("the tarball, --oci-dir and --metadata-file must be different paths")
@@ -180,9 +188,9 @@ def _outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
         raise UsageError("nothing to write: give -o/--output PATH (a tarball), --oci-dir DIR or --push REF")
     for path in outputs:
         _check_writable(path)
-    for path in (spec.output, spec.metadata_file):
-        if path is not None:
-            check_replaceable_file(path)
+    for file in (spec.output, spec.metadata_file):
+        if file is not None and file != STDOUT:
+            check_replaceable_file(file)
     if spec.oci_dir is not None:
         check_replaceable_dir(spec.oci_dir)
     return outputs
@@ -202,12 +210,13 @@ class _Run:
     registry: Any = None
     cache: LayerCache | None = None
     meter: Meter | None = None
-    essentials: FilesLayer | None = None  # the generated layer of --ca-certs/--accounts/--tmp/--tzdata
+    essentials: Essentials | None = None  # --ca-certs/--accounts/--tmp/--tzdata: the generated last layer
     config: ConfigChanges = ConfigChanges()
     shuffle: bool = False
     # Called with (lint image, composed image, platform) when linting; None: no lint.
     lint: Callable[[Any, Image, Platform], None] | None = None
     built: dict[tuple[object, ...], tuple[Layer, list[Entry]]] = attrs.field(factory=dict)
+    used: list[tuple[str, Image]] = attrs.field(factory=list)  # (name, image) of every image read
 
     def image(self, requested: Platform | None) -> Image:
         spec = self.spec
@@ -225,7 +234,7 @@ class _Run:
             base_key = str(stored.config_descriptor.digest)
             if spec.layers or spec.remove:
                 ctx.base = images.filesystem(spec.base.image)[0]
-        if self.lint is not None and base is not None and ctx.base is None:
+        if (self.lint is not None or self.essentials is not None) and base is not None and ctx.base is None:
             ctx.base = images.filesystem(spec.base.image)[0]  # type: ignore[union-attr]
         layers: list[Layer] = []
         recorded: list[list[Entry]] = []
@@ -234,42 +243,66 @@ class _Run:
             recorded.append([e for e, _ in items])
             layers.append(build_layer(items, compression=spec.compression, store=self.store,
                                       created_by=f"lamina: remove {', '.join(spec.remove)}"))
-        wanted = ([self.essentials] if self.essentials is not None else []) + [for_platform(l, platform) for l in spec.layers]
-        for layer in wanted:
-            key = (layer, base_key)  # same inputs on the same base: built once, shared by platforms
-            if key not in self.built:
+
+        def add(layer: LayerSpec, key: tuple[object, ...], ctx: LayerContext) -> None:
+            if key not in self.built:  # same inputs on the same image below: built once, shared by platforms
                 self.say(layer.describe())
                 entries: list[Entry] = []
                 self.built[key] = (_build_one(layer, spec, self.store, ctx, platform, self.cache, self.meter, entries), entries)
             layers.append(self.built[key][0])
             recorded.append(self.built[key][1])
+
+        for layer in (for_platform(l, platform) for l in spec.layers):
+            add(layer, (layer, base_key), ctx)
+        if self.essentials is not None:  # last: it amends what the image below has (/etc/passwd, the CA bundle, /tmp)
+            below = self._lint_image(ctx, images, spec, layers, recorded)
+            adds = materialize(self.essentials, spec.config, below, Path(self.spool).parent / "essentials")
+            if adds:
+                essentials = FilesLayer(tuple(adds), label="essentials")
+                add(essentials, (essentials, base_key, *(l.diff_id for l in layers)), attrs.evolve(ctx, base=below.fs))
         image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base, blobs=self.store)
+        self.used.extend(images.opened().items())
+        merged = self._lint_image(ctx, images, spec, layers, recorded)  # checks every new layer, lint or not
         if self.lint is not None:
-            self.lint(self._lint_image(ctx, images, spec, recorded), image, platform)
+            self.lint(merged, image, platform)
         return image
 
-    def _lint_image(self, ctx: LayerContext, images: Resolver, spec: BuildSpec, recorded: list[list[Entry]]) -> Any:
+    def _lint_image(self, ctx: LayerContext, images: Resolver, spec: BuildSpec, layers: list[Layer],
+                    recorded: list[list[Entry]]) -> LintImage:
+        """The image so far in lint's model (lint.LintImage, as ``lamina lint`` reads a finished
+        image): the base's filesystem, then the entries just written to each layer; the bytes of
+        files added from the host are read there, the rest extracted from the layers on demand.
+        Each entry first passes rootfs.MergedFS.check against the tree below it: what consumers
+        would extract differently (through a symlink, under a file, too long) is refused."""
         from lamina.lint import LintImage
 
         fs = ctx.base.copy("image") if ctx.base is not None else MergedFS("image")
-        host: dict[str, str] = {}
-        for index, entries in enumerate(recorded, start=fs.layers):
+        openers = images.openers(spec.base.image) if ctx.base is not None and spec.base is not None else []
+        host: dict[tuple[int, str], str] = {}
+        for index, (layer, entries) in enumerate(zip(layers, recorded), start=len(openers)):
+            openers.append(self._blob(layer))
             for entry in entries:
-                fs.apply(index, entry)
-                if entry.kind is Kind.FILE and entry.source:
-                    host[entry.path] = entry.source
-                elif entry.kind is Kind.HARDLINK and entry.linkname in host:
-                    host[entry.path] = host[entry.linkname]
-                else:
-                    host.pop(entry.path, None)
-        read_other = (lambda p: _read_from(images, spec.base.image, p, self.spool)) if ctx.base is not None else (lambda p: None)
-        return LintImage(fs, host, read_other)
+                fs.check(entry, layer.created_by.removeprefix("lamina: "))
+                data = (index, entry.tar_name) if entry.kind is Kind.FILE else None
+                if entry.kind is Kind.HARDLINK:  # as MergedFS reads a hardlink member: the target's file
+                    target = fs.get(normalize(entry.linkname))
+                    if target is not None and target.data is not None:
+                        entry, data = attrs.evolve(entry, kind=Kind.FILE, size=target.entry.size, linkname=""), target.data
+                elif data is not None and entry.source and not entry.source.startswith(self.spool + os.sep):
+                    host[data] = entry.source  # not --copy-from's spool files: a later extraction may reuse their names
+                fs.apply(index, entry, data)
+            fs.layers = index + 1
+        return LintImage(fs, openers, self.spool, host)
+
+    def _blob(self, layer: Layer) -> Callable[[], BinaryIO]:
+        path = self.store.path(layer.descriptor.digest)
+        return lambda: open(path, "rb")
 
 
 def _open_cache(note: Progress) -> LayerCache | None:
     """The cache is an optimisation: if it cannot be opened, build without it and say so."""
     try:
-        return LayerCache()
+        return LayerCache(note=note)
     except (OSError, sqlite3.Error) as exc:
         note(f"layer cache unavailable ({exc}); building without it")
         return None
@@ -284,9 +317,8 @@ def _sboms(spec: BuildSpec, images: list[Image], store: BlobStore, epoch: int) -
     target = spec.output or spec.oci_dir
     files, extras = [], []
     for image in images:
-        openers = [lambda d=layer.descriptor.digest: open(store.path(d), "rb") for layer in image.layers]
         name = str(spec.tags[0]) if spec.tags else str(image.digest)
-        doc = sbom.document(image, name, openers, epoch)
+        doc = sbom.document(image, name, layer_openers(image), epoch)
         suffix = "" if len(images) == 1 else "." + str(image.platform).replace("/", "-")
         if target is not None:
             files.append((target.with_name(f"{target.name}{suffix}.spdx.json"), doc))
@@ -295,18 +327,15 @@ def _sboms(spec: BuildSpec, images: list[Image], store: BlobStore, epoch: int) -
     return files, extras
 
 
-def _read_from(images: Resolver, text: str, path: str, spool: str) -> bytes | None:
-    """A small file of the base (e.g. /etc/passwd), extracted on demand for lint."""
-    fs, openers = images.filesystem(text)
-    try:
-        node = fs.get(fs.resolve(path))
-    except InputError:
-        return None
-    if node is None or node.data is None or node.entry.size > (1 << 20):
-        return None
-    written = fs.extract([node], openers, spool)  # type: ignore[arg-type]
-    with open(written[node.data], "rb") as f:
-        return f.read()
+def _provenance(spec: BuildSpec, built: Built, run: _Run, invocation: Any) -> bytes:
+    """The SLSA provenance statement about the image (lamina.provenance)."""
+    from lamina import provenance
+
+    keys = {spec.base.image: spec.base.key} if spec.base is not None else {}
+    keys.update({a.image: a.key for layer in spec.layers if isinstance(layer, FilesLayer)
+                 for a in layer.adds if isinstance(a, CopyFromSpec)})
+    used = [provenance.UsedImage(keys.get(text) or text, image) for text, image in run.used]
+    return provenance.statement(built, spec, run.epoch, invocation or provenance.Invocation(), used)
 
 
 def _docker_image(images: list[Image], wanted: Platform | None) -> Image:
@@ -323,7 +352,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
           lock: dict[str, str] | None = None, push: Callable[[Any], Any] | None = None,
           registry: Any = None, use_cache: bool = True, meter: Meter | None = None,
           lint: Callable[[list[Any]], None] | None = None, lint_ignore: tuple[str, ...] = (),
-          shuffle: bool = False) -> BuildResult:
+          shuffle: bool = False, invocation: Any = None) -> BuildResult:
     """``lint`` receives every finding (before outputs are written) and may raise to stop the build."""
     """``push`` takes a PushPlan and returns what registry.api.push returns."""
     say = progress or (lambda _: None)
@@ -332,13 +361,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         from lamina.pins import verify
 
         verify(spec, lock or {})
-    # The blob store sits beside the first output so the layout sink can hardlink blobs.
-    first = spec.oci_dir or spec.output
-    work_parent = first.parent if first is not None else Path(tempfile.gettempdir())
-    try:
-        workdir = tempfile.TemporaryDirectory(dir=work_parent, prefix=".lamina-build-")
-    except OSError as exc:
-        raise OutputError(f"cannot create a work directory in {str(work_parent)!r}: {exc.strerror}") from exc
+    workdir = WorkDir(spec)  # beside the first output; clears what killed builds left there
     with workdir as tmp, contextlib.ExitStack() as stack:
         spool = Path(tmp) / "spool"
         spool.mkdir()
@@ -360,8 +383,8 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
 
             run.lint = check
         if spec.essentials.wanted:
-            adds, run.config = materialize(spec.essentials, spec.config, Path(tmp) / "essentials")
-            run.essentials = FilesLayer(tuple(adds), label="essentials")
+            run.config = configure(spec.essentials, spec.config)
+            run.essentials = spec.essentials
         requested: tuple[Platform | None, ...] = spec.platforms or (None,)
         images = []
         for platform in requested:
@@ -374,27 +397,15 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         built: Built = images[0] if len(images) == 1 else compose_index(images)
         if lint is not None:
             lint(findings)
-        sboms, extras = _sboms(spec, images, run.store, epoch)
-        if spec.oci_dir is not None:
-            write_layout(built, run.store, spec.oci_dir, spec.tags, extras=extras)
-        if spec.output is not None:
-            docker_image = _docker_image(images, spec.docker_platform)
-            write_tarball(built, run.store, spec.output, spec.tags, epoch=epoch, docker_image=docker_image, extras=extras)
-        for path, data in sboms:
-            with atomic_file(path) as out:
-                out.write(data)
-        pushed = None
-        if push is not None:
-            from lamina.registry.plans import from_build
+        sboms, extras = _sboms(attrs.evolve(spec, output=None) if spec.output == STDOUT else spec, images, run.store, epoch)
+        statement = _provenance(spec, built, run, invocation) if spec.provenance else None
+        if statement is not None:
+            from lamina.provenance import artifact
 
-            from lamina.registry.push import artifact_plan
-
-            pushed = push(from_build(built, run.store)).reference
-            for desc, manifest, blobs in extras:  # attached SBOMs: after the image they refer to
-                push(artifact_plan(desc, manifest, blobs), digest=desc.digest)
-        if spec.metadata_file is not None:
-            write_metadata(built, spec.tags, spec.metadata_file, pushed=pushed)
-    return BuildResult(built, tuple(outputs), pushed)
+            extras.append(artifact(built, statement))
+        docker_image = _docker_image(images, spec.docker_platform) if spec.output is not None else None
+        pushed = emit(spec, built, run.store, epoch=epoch, docker_image=docker_image, sboms=sboms, extras=extras, push=push)
+    return BuildResult(built, tuple(outputs), pushed, statement)
 
 
 def check_reproducible(spec: BuildSpec, *, epoch: int, registry: Any = None) -> list[str]:

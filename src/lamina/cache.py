@@ -7,19 +7,30 @@ its settings, and lamina's layer format version. File content digests are rememb
 a stat per file, not a read. Blobs live under ``$XDG_CACHE_HOME/lamina/layers`` (renamed
 into place whole, so two builds at once are safe; the index is SQLite, which locks), with a
 size cap (``LAMINA_CACHE_MAX``, default 5 GiB) enforced least-recently-used first.
-A cached layer's bytes are exactly what building it would write (tested). Blobs move
-between the cache and a build's private store by hardlink; outputs get copies (the kernel's
-copy_file_range), so nothing a user does to an output can reach the cache.
+A cached layer's bytes are exactly what building it would write (tested).
+
+A cached blob is hashed before it is trusted, once: its (device, inode, size, mtime, ctime)
+is then remembered as verified, and a blob whose stat no longer matches is hashed again (any
+write changes ctime, which no one can set back). As in git's "racy clean" rule, a stat is
+remembered only once its ctime is older than a second, so a write within the same clock tick
+cannot go unseen. A blob that fails is removed, with a note, and the layer built again.
+A build's private store refers to cached blobs by symlink, so builds never change a cached
+inode (a hardlink would change its ctime), and holds a shared flock on each while it lives,
+so pruning leaves them alone. Outputs get copies, so nothing a user does to an output can
+reach the cache. The cache is optional: a full disk or a broken index costs the saving,
+never the build, and leaves no temporary file behind.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from lamina.home import cache_home
@@ -29,6 +40,7 @@ from lamina.model import Descriptor, Digest, Layer
 
 FORMAT = 1  # bump when the tar writer's output changes for the same entries
 DEFAULT_MAX = 5 << 30
+RACY_NS = 1_000_000_000  # a stat whose ctime is younger than this is not remembered as verified
 
 
 def cache_root() -> Path:
@@ -44,19 +56,39 @@ def _max_bytes() -> int:
     return DEFAULT_MAX
 
 
+def _fingerprint(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class LayerCache:
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, note: Callable[[str], None] | None = None) -> None:
         self.root = root or cache_root()
+        self._note = note or (lambda _: None)
         self._files: dict[tuple[int, int], tuple[int, int, int, str]] | None = None
+        self._held: list[int] = []  # fds of blobs in use by this build, flocked shared (see prune)
         self.blobs = self.root / "blobs" / "sha256"
         self.blobs.mkdir(parents=True, exist_ok=True)
         (self.root / "tmp").mkdir(exist_ok=True)
+        self._clean_tmp()
         self.db = sqlite3.connect(self.root / "index.sqlite", timeout=60, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS layers (key TEXT PRIMARY KEY, record TEXT, digest TEXT, size INTEGER, used INTEGER)")
         self.db.execute("CREATE TABLE IF NOT EXISTS files (dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER, sha256 TEXT, PRIMARY KEY (dev, ino))")
+        self.db.execute("CREATE TABLE IF NOT EXISTS verified (digest TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER)")
+
+    def _clean_tmp(self) -> None:
+        """Temporary blobs of builds killed mid-put (``<hex>.<pid>[.<n>]``)."""
+        from lamina.sinks.atomic import owner_gone
+
+        for entry in (self.root / "tmp").iterdir():
+            parts = entry.name.split(".")
+            if len(parts) >= 2 and parts[1].isdigit() and owner_gone(int(parts[1])):
+                entry.unlink(missing_ok=True)
 
     def close(self) -> None:
+        for fd in self._held:
+            os.close(fd)
+        self._held.clear()
         self.db.close()
 
     # ---- keys
@@ -113,24 +145,73 @@ class LayerCache:
         record = json.loads(row[0])
         layer = Layer(Descriptor.from_json(record["descriptor"]), Digest.parse(record["diff_id"]),
                       record["uncompressed_size"], record["entry_count"], record["created_by"])
-        blob = self.blobs / layer.descriptor.digest.hex
-        if not blob.is_file() or blob.stat().st_size != layer.descriptor.size:
+        digest = layer.descriptor.digest
+        blob = self.blobs / digest.hex
+        try:
+            st = os.stat(blob)
+        except FileNotFoundError:
             self.db.execute("DELETE FROM layers WHERE key=?", (key,))
             return None
+        if st.st_size != layer.descriptor.size:
+            self._evict(digest, f"{st.st_size} bytes, not {layer.descriptor.size}")
+            return None
+        if not self._verified(digest.hex, st):
+            if _sha256(blob) != digest.hex:
+                self._evict(digest, "its bytes do not match its digest")
+                return None
+            if time.time_ns() - st.st_ctime_ns > RACY_NS:
+                self._remember(digest.hex, st)
+        if not self._hold(blob, st):
+            return None  # pruned meanwhile
         self.db.execute("UPDATE layers SET used=(SELECT COALESCE(MAX(used), 0) + 1 FROM layers) WHERE key=?", (key,))
         return layer, blob
 
+    def _verified(self, hexdigest: str, st: os.stat_result) -> bool:
+        row = self.db.execute("SELECT dev, ino, size, mtime, ctime FROM verified WHERE digest=?", (hexdigest,)).fetchone()
+        return row is not None and tuple(row) == _fingerprint(st)
+
+    def _hold(self, blob: Path, st: os.stat_result) -> bool:
+        """A shared flock on a blob this build uses, so prune leaves it (opening changes no
+        ctime); False if it is no longer the blob that was checked."""
+        try:
+            fd = os.open(blob, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        self._held.append(fd)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            return os.stat(blob).st_ino == os.fstat(fd).st_ino == st.st_ino
+        except FileNotFoundError:
+            return False
+
+    def _remember(self, hexdigest: str, st: os.stat_result) -> None:
+        self.db.execute("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?)", (hexdigest, *_fingerprint(st)))
+
+    def _evict(self, digest: Digest, why: str) -> None:
+        (self.blobs / digest.hex).unlink(missing_ok=True)
+        self.db.execute("DELETE FROM layers WHERE digest=?", (digest.hex,))
+        self.db.execute("DELETE FROM verified WHERE digest=?", (digest.hex,))
+        self._note(f"cached layer {digest} was corrupt ({why}); removed it, building the layer again")
+
     def put(self, key: str, layer: Layer, blob: Path) -> None:
-        target = self.blobs / layer.descriptor.digest.hex
-        if not target.exists():
-            # A hardlink when the build's store is on the same filesystem: store blobs reach
-            # outputs only by copy (sinks), so nothing a user does to an output reaches here.
-            tmp = self.root / "tmp" / f"{layer.descriptor.digest.hex}.{os.getpid()}"
-            try:
-                os.link(blob, tmp)
-            except OSError:
-                shutil.copyfile(blob, tmp)
-            os.replace(tmp, target)
+        """Keep a layer just built. A filesystem error (a full disk) is noted, never raised: the
+        cache is optional, and the temporary blob is removed."""
+        hexdigest = layer.descriptor.digest.hex
+        target = self.blobs / hexdigest
+        tmp = self.root / "tmp" / f"{hexdigest}.{os.getpid()}"
+        try:
+            if not target.exists():
+                # A hardlink when the build's store is on the same filesystem: store blobs reach
+                # outputs only by copy (sinks), so nothing a user does to an output reaches here.
+                try:
+                    os.link(blob, tmp)
+                except OSError:
+                    shutil.copyfile(blob, tmp)
+                os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            self._note(f"layer cache: cannot keep a layer ({exc.strerror or exc}); building without caching it")
+            return
         record = {"descriptor": layer.descriptor.to_json(), "diff_id": str(layer.diff_id),
                   "uncompressed_size": layer.uncompressed_size, "entry_count": layer.entry_count,
                   "created_by": layer.created_by}
@@ -154,8 +235,8 @@ class LayerCache:
             removed += 1
         for blob in self.blobs.iterdir():
             if blob.name not in keep:
-                freed += blob.stat().st_size
-                blob.unlink(missing_ok=True)
+                freed += _remove_unless_held(blob)
+        self.db.execute("DELETE FROM verified WHERE digest NOT IN (SELECT digest FROM layers)")
         return removed, freed
 
     def stats(self) -> tuple[int, int]:
@@ -163,3 +244,28 @@ class LayerCache:
         size = sum(b.stat().st_size for b in self.blobs.iterdir())
         return count, size
 
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _remove_unless_held(blob: Path) -> int:
+    """Remove ``blob`` unless a build holds it (its store refers to it; a later prune will);
+    the bytes freed. Removed under an exclusive flock, so no build can take it meanwhile."""
+    try:
+        fd = os.open(blob, os.O_RDONLY)
+    except FileNotFoundError:
+        return 0
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        size = os.fstat(fd).st_size
+        blob.unlink(missing_ok=True)
+        return size
+    except BlockingIOError:
+        return 0
+    finally:
+        os.close(fd)

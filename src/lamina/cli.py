@@ -19,7 +19,7 @@ from lamina.version import __version__
 @click.version_option(__version__, prog_name="lamina")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, /, debug: bool) -> None:
     """Build lean, reproducible OCI images from files, without a daemon or a Dockerfile."""
     ctx.obj = {"debug": debug}
 
@@ -35,7 +35,7 @@ def _registry_options(func: Any) -> Any:
     return func
 
 
-def _registry(ctx: click.Context, opts: dict[str, Any], quiet: bool = False) -> Any:
+def _registry(ctx: click.Context, /, opts: dict[str, Any], quiet: bool = False) -> Any:
     from lamina.registry.options import Options
 
     def stderr_debug(message: str) -> None:
@@ -84,36 +84,6 @@ def _lint_ids(values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
-def _lint_spec(path: Path, ignore: tuple[str, ...]) -> list[Any]:
-    import tempfile
-
-    import attrs
-
-    from lamina.build import build as run_build, epoch_from_env
-    from lamina.spec import read_spec
-
-    spec = read_spec(path)
-    epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
-    found: list[Any] = []
-    with tempfile.TemporaryDirectory(prefix="lamina-lint-") as tmp:
-        spec = attrs.evolve(spec, output=None, metadata_file=None, oci_dir=Path(tmp) / "image", sbom=None)
-        run_build(spec, epoch=epoch, lint=found.extend, lint_ignore=ignore + spec.lint_ignore)
-    return found
-
-
-def _report_findings(findings: list[Any]) -> None:
-    """Print every finding; errors then stop the build before anything is written."""
-    from lamina.errors import LintError
-
-    several = len({platform for platform, _ in findings}) > 1
-    for platform, finding in findings:
-        where = f"{platform}: " if several else ""
-        click.echo(f"lamina: {where}{finding.line()}", err=True)
-    errors = sum(1 for _, f in findings if f.severity == "error")
-    if errors:
-        raise LintError(f"lint found {errors} error(s) that would break the image; fix them, --ignore the id, or use --no-lint")
-
-
 def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
     from lamina.spec import parse_pair
 
@@ -139,6 +109,10 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
               help="Zoneinfo at /usr/share/zoneinfo (alone: this machine's).")
 @click.option("--sbom", metavar="spdx", help="Write an SPDX 2.3 SBOM (every file, Go modules) beside the output.")
 @click.option("--sbom-attach", is_flag=True, default=None, help="Also attach the SBOM as an OCI artifact (subject: the image).")
+@click.option("--provenance", is_flag=True, default=None,
+              help="Attach SLSA provenance (in-toto) naming every input by digest (subject: the image).")
+@click.option("--provenance-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY",
+              help="Also sign it (DSSE, cosign-format KEY): written beside the output, pushed as sha256-<hex>.att.")
 @click.option("--no-lint", "lint", flag_value=False, default=None, help="Do not lint the image (lint errors stop a build).")
 @click.option("--ignore", "lint_ignore", multiple=True, metavar="L00N", help="Ignore a lint finding id (repeatable).")
 @click.option("--hermetic", is_flag=True, default=None, help="Refuse inputs not pinned by sha256 (spec or lamina.lock).")
@@ -158,7 +132,8 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @click.option("--no-arch-check", "arch_check", flag_value=False, default=None,
               help="Allow executables whose ELF machine does not match the platform.")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="Image name (repeatable).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the image tarball here.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, allow_dash=True),
+              help="Write the image tarball here ('-': to stdout, as docker save; the digest then goes to stderr).")
 @click.option("--oci-dir", type=click.Path(path_type=Path), help="Write an OCI image layout directory here.")
 @click.option("--compression", metavar="gzip|zstd|none", help="Layer compression (default gzip).")
 @click.option("--source-date-epoch", metavar="N", help="Timestamp for config and files (default $SOURCE_DATE_EPOCH, else 0).")
@@ -167,10 +142,12 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 @click.option("--check-reproducible", is_flag=True,
               help="Build twice (cold cache, shuffled walk) first; fail with the diff if the digests differ.")
 @click.option("--push", "push_to", metavar="REF", help="Push the image to a registry (prints REF@sha256:…).")
+@click.option("--sign-gpg-key", metavar="FINGERPRINT", help="Sign the pushed image with this OpenPGP key ($GNUPGHOME).")
+@click.option("--lookaside", metavar="DIR", help="Where --sign-gpg-key writes the signature (registries.d lookaside).")
 @_registry_options
 @click.option("-q", "--quiet", is_flag=True, help="Print only the manifest digest.")
 @click.pass_context
-def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ...], copies: tuple[str, ...],
+def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], tarballs: tuple[str, ...], copies: tuple[str, ...],
           removes: tuple[str, ...], **opts: Any) -> None:
     """Build an image from files, flags and/or a lamina.toml spec file.
 
@@ -178,18 +155,29 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
     --tarball, --copy-from and --add layers in that order.
     """
     from lamina import spec as specs
-    from lamina.build import build as run_build, epoch_from_env
     from lamina.model import Platform
 
     quiet = opts.pop("quiet")
+    streaming = opts["output"] == Path("-")
+    if streaming and (sys.stdout is None or sys.stdout.isatty()):
+        from lamina.errors import UsageError
+
+        # None: fd 1 was closed at startup, and whatever lamina opens next could take its number.
+        where = "closed" if sys.stdout is None else "a terminal"
+        raise UsageError(f"-o - writes the tarball to stdout, which is {where}; redirect it or give -o PATH")
     no_cache = opts.pop("no_cache")
     check = opts.pop("check_reproducible")
     push_to = opts.pop("push_to")
     registry_options = _registry(ctx, opts, quiet)
-    if push_to:
-        from lamina.model import Reference
+    sign_key, lookaside = opts.pop("sign_gpg_key"), opts.pop("lookaside")
+    if sign_key:
+        _check_sign_flags(sign_key, lookaside, push_to)
+    attest_key = None
+    if opts["provenance_key"] is not None:
+        from lamina.sign import cosign
 
-        Reference.parse(push_to)  # a bad reference is a usage error before anything is built
+        attest_key = cosign.load_private(opts["provenance_key"], _password(confirm=False))  # before building
+        opts["provenance"] = True
     flags: dict[str, Any] = {
         "layers": [
             *(specs.parse_tarball(t) for t in tarballs),
@@ -202,6 +190,7 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         "lint": opts["lint"],
         "sbom": specs.parse_sbom(opts["sbom"]) if opts["sbom"] else None,
         "sbom_attach": opts["sbom_attach"],
+        "provenance": opts["provenance"],
         "lint_ignore": _lint_ids(opts["lint_ignore"]),
         "ca_certs": opts["ca_certs"],
         "accounts": opts["accounts"],
@@ -233,7 +222,6 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         spec_file = Path(specs.DEFAULT_SPEC)
     base = specs.read_spec(spec_file) if spec_file is not None else specs.BuildSpec()
     spec = specs.merge(base, flags)
-    epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
 
     # Progress is for people at a terminal; CI logs and --quiet get the digest alone.
     chatty = not quiet and sys.stderr.isatty()
@@ -246,33 +234,32 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
         if not quiet:
             click.echo(f"lamina: note: {message}", err=True)
 
-    from lamina.pins import read_lock
+    def report(line: str) -> None:  # lint findings, summarised; the diff of --check-reproducible
+        click.echo(f"lamina: {line}", err=True)
 
-    if check:
-        from lamina.build import check_reproducible
-        from lamina.errors import LaminaError
+    from lamina.api import build_image
+    from lamina.provenance import Invocation
 
-        differences = check_reproducible(spec, epoch=epoch, registry=registry_options)
-        if differences:
-            for line in differences:
-                click.echo(f"lamina: {line}", err=True)
-            raise LaminaError("not reproducible: two builds of the same inputs differ (above)")
-    pusher = None
-    if push_to:
-        from lamina.registry import api
-
-        from lamina.model import Reference
-
-        def pusher(plan: Any, digest: Any = None) -> Any:
-            target = push_to if digest is None else f"{Reference.parse(push_to).name}@{digest}"
-            return api.push(plan, target, registry_options)
-    result = run_build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_file), push=pusher,
-                       registry=registry_options, use_cache=not no_cache, meter=_meter(chatty),
-                       lint=_report_findings if spec.lint else None, lint_ignore=spec.lint_ignore)
+    given = {k: v for k, v in ctx.params.items() if v not in (None, False, ()) and k != "spec_file"}
+    result = build_image(spec, spec_path=spec_file, push=push_to, registry=registry_options, use_cache=not no_cache,
+                         reproducible_check=check, progress=progress, note=note, report=report, meter=_meter(chatty),
+                         invocation=Invocation(spec_file, given), sign_gpg_key=sign_key, lookaside=lookaside,
+                         attest_key=attest_key)
     if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)
-    click.echo(result.pushed or str(result.image.digest))
+    click.echo(result.pushed or str(result.image.digest), err=streaming)  # stdout carries the tarball
+
+
+def _check_sign_flags(key: str, lookaside: str | None, push_to: str | None) -> None:
+    from lamina.errors import UsageError
+    from lamina.sign.gpg import parse_fingerprint
+
+    parse_fingerprint(key)
+    if not push_to:
+        raise UsageError("--sign-gpg-key signs what is pushed: give --push REF too")
+    if not lookaside:
+        raise UsageError("--sign-gpg-key needs --lookaside DIR (where the signature goes)")
 
 
 @main.command()
@@ -282,27 +269,101 @@ def build(ctx: click.Context, spec_file: Path | None, adds: tuple[str, ...], tar
 @click.option("--metadata-file", type=click.Path(path_type=Path), help="Write the pushed reference as JSON here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the pushed reference.")
 @click.pass_context
-def push(ctx: click.Context, image: Path, reference: str, metadata_file: Path | None, quiet: bool, **opts: Any) -> None:
+def push(ctx: click.Context, /, image: Path, reference: str, metadata_file: Path | None, quiet: bool, **opts: Any) -> None:
     """Push IMAGE (a lamina tarball or OCI layout, every platform) to REFERENCE."""
-    import json
+    from lamina.api import push_image
 
-    from lamina.model import Reference
-    from lamina.registry import api
-    from lamina.registry.plans import from_archive
-    from lamina.sinks.atomic import atomic_file
-    from lamina.sources.archive import ImageSource
-
-    Reference.parse(reference)
-    options = _registry(ctx, opts, quiet)
-    with ImageSource.open(image) as source:
-        pushed = api.push(from_archive(source), reference, options)
-    if metadata_file is not None:
-        with atomic_file(metadata_file) as out:
-            out.write(json.dumps({"pushed": pushed.reference, "digest": pushed.reference.split("@")[1]}, indent=2).encode() + b"\n")
+    pushed = push_image(image, reference, _registry(ctx, opts, quiet), metadata_file)
     if not quiet and sys.stderr.isatty():
         s = pushed.stats
         click.echo(f"lamina: {s.uploaded} blobs uploaded ({s.bytes} bytes), {s.mounted} mounted, {s.skipped} already there", err=True)
     click.echo(pushed.reference)
+
+
+@main.command()
+@click.argument("reference")
+@click.option("--gpg-key", metavar="FINGERPRINT", help="Sign with this OpenPGP key from $GNUPGHOME (needs --lookaside).")
+@click.option("--lookaside", metavar="DIR", help="The lookaside directory registries.d points at.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Sign with this cosign-format private key (password: $LAMINA_KEY_PASSWORD or a prompt).")
+@_registry_options
+@click.pass_context
+def sign(ctx: click.Context, /, reference: str, gpg_key: str | None, lookaside: str | None, key: Path | None,
+         **opts: Any) -> None:
+    """Sign the image REFERENCE names in its registry: containers/image simple signing (--gpg-key)
+    into a lookaside directory, or a cosign signature pushed beside it (--key)."""
+    from lamina.errors import UsageError
+    from lamina.sign import gpg, simple, target
+
+    if (gpg_key is None) == (key is None):
+        raise UsageError("give one of --gpg-key FINGERPRINT (with --lookaside DIR) or --key KEY")
+    options = _registry(ctx, opts)
+    if key is not None:
+        from lamina.sign import cosign
+
+        private = cosign.load_private(key, _password(confirm=False))  # a wrong password fails before the registry
+        click.echo(f"pushed {cosign.sign(target.resolve(reference, options), private, options)}")
+        return
+    gpg.parse_fingerprint(gpg_key)  # type: ignore[arg-type]  # a malformed flag fails before the registry is asked
+    if not lookaside:
+        raise UsageError("--gpg-key needs --lookaside DIR (where the signature goes)")
+    where = simple.lookaside_dir(lookaside)
+    click.echo(f"wrote {simple.sign(target.resolve(reference, options), gpg_key, where)}")  # type: ignore[arg-type]
+
+
+def _password(confirm: bool) -> bytes:
+    """$LAMINA_KEY_PASSWORD, else asked on the terminal (never echoed, never on the command line)."""
+    from lamina.errors import UsageError
+
+    if "LAMINA_KEY_PASSWORD" in os.environ:
+        return os.environ["LAMINA_KEY_PASSWORD"].encode()
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to ask the key password on: set LAMINA_KEY_PASSWORD")
+    return str(click.prompt("Key password", hide_input=True, confirmation_prompt=confirm, err=True,
+                            default="", show_default=False)).encode()
+
+
+@main.command()
+@click.option("--out", "prefix", required=True, type=click.Path(path_type=Path), metavar="PREFIX",
+              help="Write PREFIX.key (encrypted) and PREFIX.pub.")
+def keygen(prefix: Path) -> None:
+    """Make an ECDSA P-256 key pair in cosign's format, for lamina sign --key."""
+    from lamina.sign import cosign
+
+    private, public = cosign.keygen(prefix, _password(confirm=True))
+    click.echo(f"wrote {private} (private, encrypted) and {public}")
+
+
+@main.command()
+@click.argument("reference")
+@click.option("--gpg-pubkey", type=click.Path(dir_okay=False, path_type=Path),
+              help="Accept OpenPGP signatures by the public key(s) in this file (needs --lookaside).")
+@click.option("--lookaside", metavar="DIR", help="The lookaside directory the signatures are in.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Accept cosign signatures by this public key.")
+@click.option("--provenance", is_flag=True, help="With --key: also require SLSA provenance signed by it (sha256-<hex>.att).")
+@_registry_options
+@click.pass_context
+def verify(ctx: click.Context, /, reference: str, gpg_pubkey: Path | None, lookaside: str | None, key: Path | None,
+           provenance: bool, **opts: Any) -> None:
+    """Check that a signature by a given key covers what REFERENCE names now (exit 0 or 1)."""
+    from lamina.errors import UsageError
+    from lamina.sign import simple, target
+
+    if (gpg_pubkey is None) == (key is None) or (gpg_pubkey is not None and not lookaside):
+        raise UsageError("give --gpg-pubkey FILE --lookaside DIR, or --key PUBLIC_KEY")
+    if provenance and key is None:
+        raise UsageError("--provenance checks a DSSE attestation: give the cosign-format public key with --key")
+    options = _registry(ctx, opts, quiet=True)
+    if key is not None:
+        from lamina.sign import cosign, dsse
+
+        cosign.load_public(key)  # a bad key file fails before the registry is asked
+        signed = target.resolve(reference, options)
+        line = cosign.verify(signed, key, options)
+        click.echo(f"{line}; {dsse.verify(signed, key, options)}" if provenance else line)
+        return
+    where = simple.lookaside_dir(lookaside)  # type: ignore[arg-type]
+    click.echo(simple.verify(target.resolve(reference, options), gpg_pubkey, where))  # type: ignore[arg-type]
 
 
 @main.command()
@@ -311,7 +372,7 @@ def push(ctx: click.Context, image: Path, reference: str, metadata_file: Path | 
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin (the only way: never on the command line).")
 @_registry_options
 @click.pass_context
-def login(ctx: click.Context, registry: str, username: str, password_stdin: bool, **opts: Any) -> None:
+def login(ctx: click.Context, /, registry: str, username: str, password_stdin: bool, **opts: Any) -> None:
     """Check credentials against REGISTRY and store them in $DOCKER_CONFIG/config.json."""
     from lamina.errors import UsageError
     from lamina.registry import api
@@ -362,7 +423,7 @@ def inspect(image: Path, files: bool, sizes: bool, as_json: bool) -> None:
 @click.option("--platform", metavar="OS/ARCH", help="Which platform of multi-platform images (default linux/amd64).")
 @_registry_options
 @click.pass_context
-def diff_command(ctx: click.Context, first: str, second: str, platform: str | None, **opts: Any) -> None:
+def diff_command(ctx: click.Context, /, first: str, second: str, platform: str | None, **opts: Any) -> None:
     """Explain why two images differ: config, then layer by layer, entry by entry."""
     from lamina.diff import diff_refs
     from lamina.model import Platform
@@ -384,17 +445,19 @@ def lint_command(image: Path, ignore: tuple[str, ...], as_json: bool) -> None:
     import json
 
     from lamina.errors import LintError
-    from lamina.lint import lint_stored
+    from lamina.lint import lint_stored, summarise
 
     if image.suffix == ".toml":
-        findings = _lint_spec(image, _lint_ids(ignore))
+        from lamina.api import lint_spec
+
+        findings = lint_spec(image, _lint_ids(ignore))
     else:
         findings = lint_stored(str(image), _lint_ids(ignore))
     if as_json:
         click.echo(json.dumps([{"platform": str(p), **f.to_json()} for p, f in findings], indent=2))
     else:
-        for platform, finding in findings:
-            click.echo(f"{platform}: {finding.line()}")
+        for platform, line in summarise(findings):
+            click.echo(f"{platform}: {line}")
     errors = sum(1 for _, f in findings if f.severity == "error")
     if errors:
         raise LintError(f"{errors} lint error(s) in {image}")

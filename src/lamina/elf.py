@@ -92,7 +92,8 @@ def _parse(f: Any, image_path: str) -> ElfInfo | None:
 
     def read(offset: int, size: int) -> bytes:
         f.seek(offset)
-        return f.read(size)
+        data: bytes = f.read(size)
+        return data
 
     loads, interpreter, dynamic = [], None, None
     for i in range(min(phnum, 256)):
@@ -107,7 +108,8 @@ def _parse(f: Any, image_path: str) -> ElfInfo | None:
             interpreter = read(p_offset, p_filesz).split(b"\0", 1)[0].decode()
         elif p_type == 2:  # PT_DYNAMIC
             dynamic = (p_offset, p_filesz)
-    needed, search = [], []
+    needed: list[str] = []
+    search: list[str] = []
     if dynamic is not None:
         size = 16 if wide else 8
         raw = read(*dynamic)

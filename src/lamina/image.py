@@ -131,6 +131,10 @@ def compose(layers: Sequence[Layer], changes: ConfigChanges, *, platform: Platfo
     base_layers = base.layers if base is not None else ()
     all_layers = (*base_layers, *layers)
     history = base.config.history if base is not None else ()
+    # History entries name layers in order: a base that lacks some (a hand-made archive) gets
+    # blank ones, so that the new layers' entries do not slide onto the base's layers.
+    history += tuple(HistoryEntry(created="", created_by="") for _ in range(
+        len(base_layers) - (len(base.config.layer_history()) if base is not None else 0)))
     history += tuple(HistoryEntry(created=created, created_by=layer.created_by) for layer in layers)
     config = ConfigFile(
         platform=platform,

@@ -6,29 +6,34 @@ import hashlib
 import io
 import stat
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from lamina.errors import ImageError
-from lamina.image import Image
-from lamina.model import Layer
-from lamina.sources.archive import ImageSource, entries, images, is_index, manifests
-from lamina.sources.rootfs import hidden, whiteout_of
-from lamina.sources.tarball import PaddedAtEnd, open_decompressed
+from lamina.model import mediatypes
+from lamina.sources.archive import ImageSource, entries, images, is_index, layer_openers, manifests
+from lamina.sources.rootfs import MergedFS, whiteout_of
+from lamina.sources.tarball import detect
+
+_MAGIC_TYPES = {"gzip": mediatypes.OCI_LAYER_GZIP, "zstd": mediatypes.OCI_LAYER_ZSTD, "tar": mediatypes.OCI_LAYER}
 
 _KIND_CHAR = {
     tarfile.DIRTYPE: "d", tarfile.SYMTYPE: "l", tarfile.LNKTYPE: "h", tarfile.CHRTYPE: "c",
     tarfile.BLKTYPE: "b", tarfile.FIFOTYPE: "p",
 }
 
+Opener = Callable[[], BinaryIO]
+
 
 class _Counting(io.RawIOBase):
-    """Counts (and hashes) the bytes read through it: compressed streams cannot tell()."""
+    """Counts and hashes the stored bytes read through it, and keeps their first bytes (the
+    compression's magic): compressed streams cannot tell()."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: BinaryIO) -> None:
         self._inner = inner
         self.count = 0
         self.hash = hashlib.sha256()
+        self.head = b""
 
     def readable(self) -> bool:
         return True
@@ -37,85 +42,93 @@ class _Counting(io.RawIOBase):
         data = self._inner.read(len(buffer))
         n = len(data)
         buffer[:n] = data
+        if len(self.head) < 8:
+            self.head += data[: 8 - len(self.head)]
         self.count += n
         self.hash.update(data)
         return n
 
-
-def _layer_record(image: Image, layer: Layer) -> dict[str, Any]:
-    members: list[dict[str, Any]] = []
-    assert image.blobs is not None
-    with image.blobs.open(layer.descriptor) as raw:
-        stored = _Counting(raw)
-        try:
-            stream = _Counting(open_decompressed(io.BufferedReader(stored, 1 << 20)))  # type: ignore[arg-type]
-            with tarfile.open(fileobj=io.BufferedReader(PaddedAtEnd(stream), 1 << 20), mode="r|") as archive:
-                for member in archive:
-                    members.append({
-                        "path": member.name,
-                        "type": _KIND_CHAR.get(member.type, "-"),
-                        "mode": member.mode & 0o7777,
-                        "uid": member.uid,
-                        "gid": member.gid,
-                        "size": member.size if member.isfile() else 0,
-                        "mtime": int(member.mtime),
-                        **({"link": member.linkname} if member.linkname else {}),
-                    })
-            while stream.read(1 << 20):  # drain, so the blob's digest is verified
-                pass
-            while stored.read(1 << 20):
-                pass
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise ImageError(f"{image.describe()}: layer {layer.descriptor.digest} is not a readable tar ({exc})") from None
-    if stream.hash.hexdigest() != layer.diff_id.hex:
-        raise ImageError(f"{image.describe()}: layer {layer.descriptor.digest}: uncompressed content does not match "
-                         f"its diff_id {layer.diff_id}")
-    return {
-        "digest": str(layer.descriptor.digest),
-        "media_type": layer.descriptor.media_type,
-        "size": stored.count,
-        "uncompressed_size": stream.count,
-        "diff_id": str(layer.diff_id),
-        "files": len(members),
-        "entries": members,
-    }
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()
 
 
-def size_report(layers: list[list[dict[str, Any]]], top: int = 5) -> dict[str, Any]:
-    """The filesystem a container sees (layers applied, whiteouts honoured), and per layer:
-    its largest files and directories, and the bytes later layers delete or overwrite."""
-    sizes: dict[str, tuple[int, int]] = {}  # path -> (size, layer index)
-    wasted = [0] * len(layers)
+def read_layers(name: str, openers: list[Opener]) -> tuple[MergedFS, list[dict[str, Any]]]:
+    """The seam inspect reads images through: each layer's stored (any compression) tar
+    stream → the merged filesystem and, per layer, its stored and unpacked sizes, digest,
+    compression and members, in one pass."""
+    counted: list[_Counting] = []
+    members: list[list[dict[str, Any]]] = [[] for _ in openers]
 
-    def drop(paths: list[str]) -> None:
-        for p in paths:
-            size, layer = sizes.pop(p)
-            wasted[layer] += size
+    def counting(opener: Opener) -> Opener:
+        def open_counted() -> BinaryIO:
+            counted.append(_Counting(opener()))
+            reader: Any = io.BufferedReader(counted[-1], 1 << 20)
+            return reader  # type: ignore[no-any-return]
+        return open_counted
 
-    for index, layer_entries in enumerate(layers):
-        for e in layer_entries:
-            path = e["path"].rstrip("/")
-            whiteout = whiteout_of(path)
-            if whiteout is not None:
-                drop([p for p, (_, i) in sizes.items() if i < index and hidden(p, *whiteout)])
-                continue
-            if path in sizes and sizes[path][1] < index:
-                drop([path])
-            sizes[path] = (e["size"], index)
+    def visit(index: int, path: str, member: tarfile.TarInfo, _archive: tarfile.TarFile) -> None:
+        members[index].append({
+            "path": path or ".",
+            "type": _KIND_CHAR.get(member.type, "-"),
+            "mode": member.mode & 0o7777,
+            "uid": member.uid,
+            "gid": member.gid,
+            "size": member.size if member.isfile() else 0,
+            "mtime": int(member.mtime),
+            **({"link": member.linkname} if member.linkname else {}),
+        })
+
+    fs = MergedFS.read(name, [counting(o) for o in openers], visit)
+    records = []
+    for index, stored in enumerate(counted):
+        records.append({
+            "digest": f"sha256:{stored.hash.hexdigest()}",
+            "media_type": _MAGIC_TYPES.get(detect(stored.head), detect(stored.head)),
+            "size": stored.count,
+            "uncompressed_size": fs.unpacked[index],
+            "diff_id": None,
+            "files": len(members[index]),
+            "entries": members[index],
+        })
+    return fs, records
+
+
+def size_report(fs: MergedFS, layers: list[dict[str, Any]], top: int = 5) -> dict[str, Any]:
+    """The filesystem a container sees (the merged filesystem: layers applied, whiteouts
+    honoured), and per layer: its largest files and directories, and the bytes later layers
+    delete or overwrite."""
     per_layer = []
-    for index, layer_entries in enumerate(layers):
-        regular = [e for e in layer_entries if e["type"] == "-" and whiteout_of(e["path"].rstrip("/")) is None]
+    for index, layer in enumerate(layers):
+        regular = [e for e in layer["entries"] if e["type"] == "-" and whiteout_of(e["path"]) is None]
         files = sorted(regular, key=lambda e: (-e["size"], e["path"]))[:top]
         dirs: dict[str, int] = {}
         for e in regular:
-            d = e["path"].rstrip("/").rpartition("/")[0] or "/"
+            d = e["path"].rpartition("/")[0] or "/"
             dirs[d] = dirs.get(d, 0) + e["size"]
         per_layer.append({
-            "wasted": wasted[index],
+            "wasted": fs.wasted_in(index),
             "largest_files": [{"path": e["path"], "size": e["size"]} for e in files],
             "largest_dirs": [{"path": d, "size": n} for d, n in sorted(dirs.items(), key=lambda x: (-x[1], x[0]))[:top]],
         })
-    return {"bytes": sum(s for s, _ in sizes.values()), "entries": len(sizes), "wasted": sum(wasted), "layers": per_layer}
+    return {"bytes": fs.size, "entries": len(fs.nodes), "files": len(fs.files()),
+            "wasted": sum(fs.wasted_in(i) for i in range(len(layers))), "layers": per_layer}
+
+
+def describe(name: str, config: dict[str, Any], openers: list[Opener],
+             stored: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One image's record from its config and layer openers. Each layer's digest, size and
+    media type are first those of the bytes its opener gives; ``stored`` (per layer: digest,
+    media_type, size, diff_id, created_by) puts what the manifest and reader say instead."""
+    fs, layers = read_layers(name, openers)
+    report = size_report(fs, layers)
+    for i, (layer, sizes) in enumerate(zip(layers, report.pop("layers"))):
+        layer["created_by"] = ""
+        layer.update({k: v for k, v in (stored[i] if stored else {}).items() if v is not None})
+        layer["sizes"] = sizes
+    return {"filesystem": report, "created": config.get("created"), "config": config.get("config") or {},
+            "layers": layers}
 
 
 def _indexes(source: ImageSource) -> dict[str, list[str]]:
@@ -134,24 +147,19 @@ def inspect_image(path: Path) -> list[dict[str, Any]]:
         indexes = _indexes(source)
         out = []
         for image in images(source):
-            layers = []
-            for layer in image.layers:
-                record = _layer_record(image, layer)
-                record["created_by"] = layer.created_by
-                layers.append(record)
-            report = size_report([layer["entries"] for layer in layers])
-            for layer, sizes in zip(layers, report.pop("layers")):
-                layer["sizes"] = sizes
+            stored = [{"digest": str(layer.descriptor.digest), "media_type": layer.descriptor.media_type,
+                       "size": layer.descriptor.size, "diff_id": str(layer.diff_id), "created_by": layer.created_by}
+                      for layer in image.layers]
+            record = describe(image.describe(), image.config.to_json(), layer_openers(image), stored)
             out.append({
                 "index": next(iter(indexes), None),
                 "names": list(image.names),
-                "filesystem": report,
                 "manifest_digest": None if image.derived_manifest else str(image.digest),
                 "config_digest": str(image.config_descriptor.digest),
                 "platform": str(image.platform),
+                **record,
                 "created": image.config.created or None,
                 "config": image.config.config.to_json(),
-                "layers": layers,
             })
         return out
 

@@ -1,9 +1,10 @@
 """lamina lint: what breaks on a minimal image, found at build time instead of at run time.
 
 Findings have stable ids; errors stop ``lamina build`` (unless ``--no-lint``), warnings are
-printed. The filesystem checked is the image's merged filesystem; file contents are read
-where lamina has them (files added from the host or copied out of images, and /etc/passwd
-from anywhere).
+printed. The filesystem checked is the image's merged filesystem, the same model for a
+build and for ``lamina lint IMAGE``; the contents of executables, shared objects and the
+account files are read wherever they come from (host files, rootfs tarballs, the base).
+Per-file findings (L006-L008) are summarised for people, one line per id (``summarise``).
 
     L001 error    dynamically linked ELF whose interpreter or library the image lacks
     L002 error    entrypoint/cmd program missing, not executable, or a symlink leaving the image
@@ -18,17 +19,20 @@ from anywhere).
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
-from collections.abc import Callable, Iterable
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from typing import BinaryIO
 
 import attrs
 
 from lamina.elf import ElfInfo, mismatch, read_elf  # a struct-based reader, checked against pyelftools in tests
-from lamina.errors import InputError
+from lamina.errors import InputError, LintError
 from lamina.essentials import SYSTEM_BUNDLES
 from lamina.layers.entries import Kind
 from lamina.model import ContainerConfig, Platform
-from lamina.sources.rootfs import MergedFS
+from lamina.sources.rootfs import MergedFS, Node
 
 _LIB_DIRS = ("lib", "usr/lib", "lib64", "usr/lib64", "usr/local/lib")
 _MULTIARCH = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu", "arm": "arm-linux-gnueabihf",
@@ -42,6 +46,7 @@ class Finding:
     severity: str  # "error" or "warning"
     path: str
     message: str
+    note: str = ""  # a few words beside the path when findings of one id are summarised (L006: the owner)
 
     def line(self) -> str:
         return f"{self.id} {self.severity}: {self.path}: {self.message}"
@@ -50,59 +55,111 @@ class Finding:
         return {"id": self.id, "severity": self.severity, "path": self.path, "message": self.message}
 
 
-@attrs.define
+Opener = Callable[[], BinaryIO]
+_MAX_READ = 8 << 20  # account files, CA bundles, ld.so.conf: small, and an image does not choose how much we read
+
+
 class LintImage:
-    """The merged filesystem plus ways to read file contents."""
+    """An image's merged filesystem, plus the bytes of the files lint and essentials read.
 
-    fs: MergedFS
-    host: dict[str, str]  # image path -> host file with the same bytes
-    read_other: Callable[[str], bytes | None] = lambda _: None  # contents lamina has no host copy of
+    One model for a build and for a finished image, so both give the same findings: the
+    bytes are taken from ``host`` (the files a build just wrote into a layer, keyed by the
+    node's ``data``) and otherwise extracted from the image's layers, each file once.
+    """
 
-    def read(self, path: str) -> bytes | None:
-        if path in self.host:
-            try:
-                with open(self.host[path], "rb") as f:
-                    return f.read()
-            except OSError:
-                return None
-        return self.read_other(path)
+    def __init__(self, fs: MergedFS, openers: list[Opener], spool: str,
+                 host: dict[tuple[int, str], str] | None = None) -> None:
+        self.fs = fs
+        self._openers = openers
+        self._spool = spool
+        self._files: dict[tuple[int, str], str] = dict(host or {})
+
+    def node(self, path: str) -> Node | None:
+        """The node at ``path``, symlinks followed inside the image; None if absent or unresolvable."""
+        try:
+            return self.fs.get(self.fs.resolve(path.lstrip("/")))
+        except InputError:
+            return None
 
     def exists(self, path: str) -> bool:
-        try:
-            return self.fs.get(self.fs.resolve(path.lstrip("/"))) is not None
-        except InputError:
-            return False
+        return self.node(path) is not None
+
+    def fetch(self, nodes: Iterable[Node]) -> None:
+        """Have the bytes of these regular files on disk: one pass over each layer that holds some."""
+        missing = {n.data: n for n in nodes if n.data is not None and n.data not in self._files}
+        if missing:
+            spool = tempfile.mkdtemp(prefix="lint-", dir=self._spool)  # extract() numbers files from 0 each call
+            self._files.update(self.fs.extract(missing.values(), self._openers, spool))
+
+    def fetch_paths(self, paths: Iterable[str]) -> None:
+        self.fetch(n for n in map(self.node, paths) if n is not None and n.entry.kind is Kind.FILE)
+
+    def file(self, node: Node) -> str | None:
+        """A file on disk with the node's bytes."""
+        if node.data is None:
+            return None
+        self.fetch([node])
+        return self._files.get(node.data)
+
+    def read(self, path: str) -> bytes | None:
+        """The bytes of a small regular file; None when the image has none there."""
+        node = self.node(path)
+        if node is None or node.entry.kind is not Kind.FILE:
+            return None
+        if node.entry.size > _MAX_READ:
+            raise InputError(f"{self.fs.name}: /{node.entry.path} is {node.entry.size} bytes; lamina reads at most {_MAX_READ}")
+        host = self.file(node)
+        if host is None:
+            return None
+        with open(host, "rb") as f:
+            return f.read(_MAX_READ)
 
 
 def _ids(image: LintImage, path: str, field: int) -> dict[str, int]:
-    data = image.read(path)
+    """name -> numeric field of an /etc/passwd or /etc/group; comments and odd lines skipped."""
     out: dict[str, int] = {}
-    for line in (data or b"").decode(errors="replace").splitlines():
-        parts = line.split(":")
-        if len(parts) > field and parts[field].isdigit():
-            out[parts[0]] = int(parts[field])
+    for line in (image.read(path) or b"").decode(errors="replace").splitlines():
+        parts = line.strip().split(":")
+        if len(parts) > field and parts[0] and not parts[0].startswith("#") and parts[field].isdigit():
+            out.setdefault(parts[0], int(parts[field]))
     return out
 
 
-def _lib_dirs(image: LintImage, info: ElfInfo, platform: Platform) -> list[str]:
+def _ld_conf(image: LintImage, path: str, depth: int = 0) -> list[str]:
+    """Directories of an ld.so.conf, ``include`` globs followed (as Debian's includes ld.so.conf.d/*.conf)."""
+    dirs: list[str] = []
+    for raw in (image.read(path) or b"").decode(errors="replace").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("include") and depth < 4:
+            for pattern in line.split()[1:]:
+                pattern = posixpath.join(posixpath.dirname("/" + path), pattern).lstrip("/")
+                parent = image.fs.resolve(posixpath.dirname(pattern)) if image.exists(posixpath.dirname(pattern)) else ""
+                if not parent:
+                    continue
+                names = sorted(p for p in image.fs.nodes if posixpath.dirname(p) == parent
+                               and fnmatch.fnmatchcase(posixpath.basename(p), posixpath.basename(pattern)))
+                for name in names:
+                    dirs += _ld_conf(image, name, depth + 1)
+        elif line.startswith("/"):
+            dirs.append(line.lstrip("/"))
+    return dirs
+
+
+def _lib_dirs(image: LintImage, info: ElfInfo, platform: Platform, conf: list[str]) -> list[str]:
     dirs = [d.lstrip("/") for d in info.search]
     triple = _MULTIARCH.get(platform.architecture)
     if triple:
         dirs += [f"lib/{triple}", f"usr/lib/{triple}"]
-    dirs += list(_LIB_DIRS)
-    conf = image.read("etc/ld.so.conf") or b""
-    dirs += [line.strip().lstrip("/") for line in conf.decode(errors="replace").splitlines()
-             if line.strip().startswith("/")]
-    return dirs
+    return dirs + list(_LIB_DIRS) + conf
 
 
-def _check_elf(image: LintImage, path: str, info: ElfInfo, platform: Platform) -> Iterable[Finding]:
+def _check_elf(image: LintImage, path: str, info: ElfInfo, platform: Platform, conf: list[str]) -> Iterable[Finding]:
     fix = "link statically (CGO_ENABLED=0, musl-gcc -static) or use a base with glibc"
     if info.interpreter and not image.exists(info.interpreter):
         yield Finding("L001", "error", f"/{path}",
                       f"dynamically linked, needs {info.interpreter} which the image lacks — {fix}")
         return
-    dirs = _lib_dirs(image, info, platform)
+    dirs = _lib_dirs(image, info, platform, conf)
     for lib in info.needed:
         if not any(image.exists(posixpath.join(d, lib)) for d in dirs):
             yield Finding("L001", "error", f"/{path}", f"dynamically linked, needs {lib} which the image lacks — {fix}")
@@ -155,22 +212,43 @@ def _check_user(image: LintImage, config: ContainerConfig) -> Iterable[Finding]:
         yield Finding("L004", "error", "/etc/passwd", f"USER {name!r}: {where} — use --accounts (and --user NAME:UID), or a numeric uid")
 
 
+def _owner_findings(image: LintImage) -> Iterable[Finding]:
+    """L006, when the image has an /etc/passwd: a gid counts as listed by /etc/group or as a
+    user's primary group in /etc/passwd."""
+    if image.node("etc/passwd") is None:
+        return
+    uids = set(_ids(image, "etc/passwd", 2).values())
+    gids = set(_ids(image, "etc/group", 2).values()) | set(_ids(image, "etc/passwd", 3).values())
+    for path, node in sorted(image.fs.nodes.items()):
+        uid, gid = node.entry.uid, node.entry.gid
+        if uid not in uids or gid not in gids:
+            yield Finding("L006", "warning", f"/{path}", f"owned by {uid}:{gid}, which /etc/passwd or /etc/group does not list",
+                          note=f"{uid}:{gid}")
+
+
+_READS = ("etc/passwd", "etc/group", "etc/ld.so.conf")
+
+
 def lint(image: LintImage, config: ContainerConfig, platform: Platform, ignore: Iterable[str] = ()) -> list[Finding]:
+    """Every finding for one platform's image, in a stable order (by check, then by path)."""
     findings: list[Finding] = []
+    candidates = {p: n for p, n in sorted(image.fs.nodes.items()) if n.entry.kind is Kind.FILE and n.data is not None
+                  and (n.entry.mode & 0o111 or ".so" in posixpath.basename(p))}
+    small = [n for p, n in image.fs.nodes.items() if n.entry.kind is Kind.FILE and posixpath.dirname(p) == "etc/ld.so.conf.d"]
+    image.fetch([*candidates.values(), *small, *(n for n in map(image.node, _READS) if n is not None)])  # one pass
+    conf = _ld_conf(image, "etc/ld.so.conf")
     elves: dict[str, ElfInfo] = {}
-    for path, host in sorted(image.host.items()):
-        node = image.fs.get(path)
-        if node is None or node.entry.kind is not Kind.FILE:
+    for path, node in candidates.items():
+        host = image.file(node)
+        info = read_elf(host, path) if host is not None else None
+        if host is None or info is None:
             continue
-        if node.entry.mode & 0o111 or ".so" in posixpath.basename(path):
-            info = read_elf(host, path)
-            if info is not None:
-                elves[path] = info
-                findings.extend(_check_elf(image, path, info, platform))
-                with open(host, "rb") as f:
-                    wrong = mismatch(f.read(20), platform)
-                if wrong:
-                    findings.append(Finding("L009", "error", f"/{path}", f"{wrong} — build it for {platform}"))
+        elves[path] = info
+        findings.extend(_check_elf(image, path, info, platform, conf))
+        with open(host, "rb") as f:
+            wrong = mismatch(f.read(20), platform)
+        if wrong:
+            findings.append(Finding("L009", "error", f"/{path}", f"{wrong} — build it for {platform}"))
     findings.extend(_check_command(image, config))
     findings.extend(_check_user(image, config))
     cert_dirs = ("etc/ssl/certs/", "etc/pki/tls/certs/")  # Go's certDirectories: any file there counts
@@ -181,13 +259,7 @@ def lint(image: LintImage, config: ContainerConfig, platform: Platform, ignore: 
             if info.tls:
                 what = "a Go binary using crypto/tls" if info.go else "a binary linking libssl"
                 findings.append(Finding("L005", "warning", f"/{path}", f"{what}, and the image has no CA bundle — add --ca-certs"))
-    if image.exists("etc/passwd"):
-        uids = set(_ids(image, "etc/passwd", 2).values())
-        gids = set(_ids(image, "etc/group", 2).values())
-        for path, node in sorted(image.fs.nodes.items()):
-            if node.entry.uid not in uids or node.entry.gid not in gids:
-                findings.append(Finding("L006", "warning", f"/{path}",
-                                        f"owned by {node.entry.uid}:{node.entry.gid}, which /etc/passwd or /etc/group does not list"))
+    findings.extend(_owner_findings(image))
     for path, node in sorted(image.fs.nodes.items()):
         e = node.entry
         if e.kind in (Kind.FILE, Kind.DIR) and e.mode & 0o002 and not e.mode & 0o1000:
@@ -198,10 +270,59 @@ def lint(image: LintImage, config: ContainerConfig, platform: Platform, ignore: 
     return [f for f in findings if f.id not in skip]
 
 
+# Findings about single files come in thousands on a distribution's rootfs: a person reads one
+# line per id (how many, a few examples); ``--json`` keeps every one.
+PER_FILE = {
+    "L006": "files owned by a uid or gid that /etc/passwd or /etc/group does not list",
+    "L007": "files or directories world-writable without the sticky bit",
+    "L008": "setuid or setgid files: make sure the image needs them",
+}
+EXAMPLES = 3
+
+
+def summarise(findings: Sequence[tuple[Platform, Finding]]) -> list[tuple[Platform, str]]:
+    """The lines a person reads, in the findings' order: each finding on its own line, except
+    that the findings of one platform and one per-file id (PER_FILE) share a line."""
+    groups: dict[tuple[Platform, str], list[Finding]] = {}
+    order: list[tuple[Platform, str] | tuple[Platform, Finding]] = []
+    for platform, finding in findings:
+        if finding.id not in PER_FILE:
+            order.append((platform, finding))
+            continue
+        key = (platform, finding.id)
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(finding)
+    lines: list[tuple[Platform, str]] = []
+    for platform, item in order:
+        if isinstance(item, Finding):
+            lines.append((platform, item.line()))
+            continue
+        group = groups[(platform, item)]
+        if len(group) == 1:
+            lines.append((platform, group[0].line()))
+            continue
+        examples = ", ".join(f.path + (f" ({f.note})" if f.note else "") for f in group[:EXAMPLES])
+        more = ", …" if len(group) > EXAMPLES else ""
+        lines.append((platform, f"{item} {group[0].severity}: {len(group)} {PER_FILE[item]}, e.g. {examples}{more} "
+                                "(lamina lint --json IMAGE lists each)"))
+    return lines
+
+
+def check_findings(findings: Sequence[tuple[Platform, Finding]], report: Callable[[str], None]) -> None:
+    """The build's lint policy: every finding reported (summarised); errors stop the build
+    before anything is written."""
+    several = len({platform for platform, _ in findings}) > 1
+    for platform, line in summarise(findings):
+        report(f"{platform}: {line}" if several else line)
+    errors = sum(1 for _, f in findings if f.severity == "error")
+    if errors:
+        raise LintError(f"lint found {errors} error(s) that would break the image; fix them, --ignore the id, or use --no-lint")
+
+
 def lint_stored(path: str, ignore: Iterable[str] = ()) -> list[tuple[Platform, Finding]]:
-    """Lint a finished image (tarball or layout), every platform: contents are extracted for
-    executables, shared objects and the account files only."""
-    import tempfile
+    """Lint a finished image (tarball or layout), every platform."""
     from pathlib import Path
 
     from lamina.sources.archive import ImageSource, images, layer_openers
@@ -210,11 +331,6 @@ def lint_stored(path: str, ignore: Iterable[str] = ()) -> list[tuple[Platform, F
     with ImageSource.open(Path(path)) as source, tempfile.TemporaryDirectory(prefix="lamina-lint-") as spool:
         for image in images(source):
             openers = layer_openers(image)
-            fs = MergedFS.read(path, openers)  # type: ignore[arg-type]
-            wanted = [n for p, n in fs.nodes.items() if n.entry.kind is Kind.FILE and n.data is not None and (
-                n.entry.mode & 0o111 or ".so" in posixpath.basename(p) or p in ("etc/passwd", "etc/group", "etc/ld.so.conf"))]
-            written = fs.extract(wanted, openers, spool)  # type: ignore[arg-type]
-            host = {p: written[n.data] for p, n in fs.nodes.items() if n.data in written}
-            config = image.config.config
-            out.extend((image.platform, f) for f in lint(LintImage(fs, host), config, image.platform, ignore))
+            fs = MergedFS.read(path, openers)
+            out.extend((image.platform, f) for f in lint(LintImage(fs, openers, spool), image.config.config, image.platform, ignore))
     return out

@@ -55,6 +55,10 @@ class Resolver:
         root, desc = fetch(text, self.platform, options.registry, self._note)
         return open_descriptor(root, desc, self.platform, text)
 
+    def opened(self) -> dict[str, Image]:
+        """Every image opened so far, by the name it was asked for (for provenance)."""
+        return dict(self._images)
+
     def openers(self, text: str) -> list[Callable[[], BinaryIO]]:
         """Each layer's verified uncompressed tar stream."""
         return layer_openers(self.image(text))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tarfile
 import tempfile
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -22,8 +23,7 @@ from lamina.image import Image
 from lamina.model import Descriptor, Digest, canonical, mediatypes
 from lamina.model.config import rfc3339
 from lamina.sources.archive import ARTIFACT_TYPE
-from lamina.sources.rootfs import hidden, whiteout_of
-from lamina.sources.tarball import layer_tar
+from lamina.sources.rootfs import MergedFS, Origin
 
 SPDX_MEDIA_TYPE = "application/spdx+json"
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
@@ -39,26 +39,17 @@ class _File:
 
 
 def _filesystem(openers: list[Callable[[], BinaryIO]]) -> dict[str, _File]:
-    """Regular files of the merged filesystem with their digests (whiteouts applied)."""
-    files: dict[str, tuple[_File, int]] = {}  # path -> (file, layer index)
+    """Every regular file of the merged filesystem (rootfs.MergedFS: whiteouts applied,
+    hardlinks included) with its digests, in one pass over the layers."""
+    hashed: dict[Origin, _File] = {}
     with tempfile.TemporaryDirectory(prefix="lamina-sbom-") as spool:
-        for index, opener in enumerate(openers):
-            with opener() as raw, layer_tar(raw) as archive:
-                for member in archive:
-                    path = member.name.strip("/").removeprefix("./")
-                    whiteout = whiteout_of(path)
-                    if whiteout is not None:
-                        for p in [p for p, (_, i) in files.items() if i < index and hidden(p, *whiteout)]:
-                            del files[p]
-                    elif member.islnk():
-                        target = member.linkname.strip("/").removeprefix("./")
-                        if target in files:
-                            files[path] = (files[target][0], index)
-                    elif member.isfile():
-                        files[path] = (_hash(archive.extractfile(member), spool), index)  # type: ignore[arg-type]
-                    else:
-                        files.pop(path, None)
-    return {path: f for path, (f, _) in files.items()}
+
+        def visit(index: int, _path: str, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+            if member.isfile():  # a later member of the same name replaces it, as in the filesystem
+                hashed[(index, member.name)] = _hash(archive.extractfile(member), spool)  # type: ignore[arg-type]
+
+        fs = MergedFS.read("image", openers, visit)
+    return {path: hashed[node.data] for path, node in fs.files().items() if node.data is not None}
 
 
 def _hash(data: BinaryIO, spool: str) -> _File:

@@ -80,6 +80,7 @@ class BuildSpec:
     lint_ignore: tuple[str, ...] = ()
     sbom: str | None = None  # "spdx": an SPDX 2.3 document beside the output
     sbom_attach: bool = False  # ... and as an OCI artifact referring to the image
+    provenance: bool = False  # SLSA provenance attached to the image (lamina.provenance)
     config: ConfigChanges = ConfigChanges()
     essentials: Essentials = Essentials()
     tags: tuple[Reference, ...] = ()
@@ -210,7 +211,7 @@ def parse_tag(text: str) -> Reference:
 
 _TOP_KEYS = {
     "layer", "base", "remove", "hermetic", "platform", "platforms", "docker_platform", "arch_check",
-    "ca_certs", "accounts", "tmp", "tzdata", "lint", "lint_ignore", "sbom", "sbom_attach", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
+    "ca_certs", "accounts", "tmp", "tzdata", "lint", "lint_ignore", "sbom", "sbom_attach", "provenance", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
     "expose", "stop_signal", "tags", "output", "oci_dir", "compression", "source_date_epoch",
     "metadata_file",
 }
@@ -253,7 +254,8 @@ class _Reader:
         value = self.typed(data, key, (str, list))
         if isinstance(value, str):
             return (value,)
-        return self.wrap(key, _string_list, value, key)
+        strings: tuple[str, ...] = self.wrap(key, _string_list, value, key)
+        return strings
 
     def layer(self, index: int, data: Any) -> LayerSpec:
         where = f"layer[{index}]"
@@ -278,7 +280,7 @@ class _Reader:
     def pin(self, data: Mapping[str, Any], where: str) -> str | None:
         if "sha256" not in data:
             return None
-        value = self.typed(data, "sha256", str, where + ".")
+        value: str = self.typed(data, "sha256", str, where + ".")
         if not re.match(r"^(sha256:)?[0-9a-f]{64}$", value):
             raise self.fail(f"{where}.sha256", f"not a sha256 digest: {value!r}")
         return value.removeprefix("sha256:")
@@ -378,6 +380,8 @@ class _Reader:
             fields["sbom"] = self.wrap("sbom", parse_sbom, self.typed(data, "sbom", str))
         if "sbom_attach" in data:
             fields["sbom_attach"] = self.typed(data, "sbom_attach", bool)
+        if "provenance" in data:
+            fields["provenance"] = self.typed(data, "provenance", bool)
         if "lint_ignore" in data:
             ids = self.typed(data, "lint_ignore", list)
             if not all(isinstance(i, str) and re.match(r"^L\d{3}$", i) for i in ids):
@@ -458,6 +462,8 @@ def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
         changes["sbom"] = flags["sbom"]
     if flags.get("sbom_attach"):
         changes["sbom_attach"] = True
+    if flags.get("provenance"):
+        changes["provenance"] = True
     if flags.get("lint_ignore"):
         changes["lint_ignore"] = (*file_spec.lint_ignore, *flags["lint_ignore"])
     if flags.get("remove"):
@@ -481,9 +487,10 @@ def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
     if flags.get("ca_certs"):
         given = tuple(p for p in flags["ca_certs"] if p != SYSTEM_CA)
         essentials = attrs.evolve(essentials, ca_certs=given)
-    for key in ("accounts", "tmp"):
-        if flags.get(key):
-            essentials = attrs.evolve(essentials, **{key: True})
+    if flags.get("accounts"):
+        essentials = attrs.evolve(essentials, accounts=True)
+    if flags.get("tmp"):
+        essentials = attrs.evolve(essentials, tmp=True)
     if flags.get("tzdata") is not None:
         essentials = attrs.evolve(essentials, tzdata="" if flags["tzdata"] == SYSTEM_TZ else flags["tzdata"])
     changes["essentials"] = essentials

@@ -93,3 +93,25 @@ def test_accounts_let_nonroot_resolve(dockerd, testdata_out: Path, tmp_path: Pat
     _load(dockerd, out)
     res = dockerd.docker("run", "--pull", "never", "--rm", "--network", "none", "lamina-e2e/accounts")
     assert res.stdout.split() == ["65532", "nonroot", "drwxrwxrwt"]
+
+
+def test_dash_pipes_into_docker_load(dockerd, testdata_out: Path) -> None:
+    """lamina build -o - | docker load, as docker save | docker load."""
+    import os
+    import subprocess
+    import sys
+
+    from support.cli import SRC
+
+    build = subprocess.Popen(
+        [sys.executable, "-m", "lamina", "build", "--add", f"{testdata_out / 'hello-amd64'}:/hello", "--cmd", '["/hello"]',
+         "-t", "lamina-e2e/piped:v1", "-o", "-"],
+        env={**os.environ, "PYTHONPATH": str(SRC)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert build.stdout is not None
+    loaded = dockerd.docker("load", stdin=build.stdout)
+    build.stdout.close()
+    _, err = build.communicate(timeout=300)
+    assert build.returncode == 0, err
+    assert "Loaded image: lamina-e2e/piped:v1" in loaded.stdout, loaded.stdout
+    assert err.decode().splitlines()[-1].startswith("sha256:")  # the digest, on stderr: stdout was the tarball
+    assert dockerd.docker("run", "--rm", "--pull", "never", "--network", "none", "lamina-e2e/piped:v1").stdout == "hello, scratch!\n"

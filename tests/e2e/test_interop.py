@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -119,3 +120,20 @@ def test_podman_loads_the_tarball(image, tmp_path: Path) -> None:
     assert inspected[0]["Config"]["Entrypoint"] == ["/app/bin/tool"]
     subprocess.run(["podman", *storage, "rmi", "-a", "-f"], capture_output=True, timeout=120)
     subprocess.run(["rm", "-rf", runroot], timeout=60)
+
+
+def test_a_layout_shared_with_skopeo_keeps_its_images(image, tmp_path: Path) -> None:
+    """skopeo puts two tags in a layout; lamina adds a third; skopeo and umoci still see all three."""
+    require("skopeo")
+    require("umoci")
+    layout = tmp_path / "shared"
+    for tag in ("one", "two"):
+        run("skopeo", "copy", "--quiet", f"oci:{image['layout']}:v1", f"oci:{layout}:{tag}")
+    (layout / "NOTES.txt").write_text("kept")
+    digest = build_ok("--add", f"{image['dir'] / 'img.tar'}:/img.tar", "-t", "x:three", "--oci-dir", str(layout))
+    assert (layout / "NOTES.txt").read_text() == "kept"
+    for tag, expected in (("one", image["digest"]), ("two", image["digest"]), ("three", digest)):
+        raw = run("skopeo", "inspect", "--raw", f"oci:{layout}:{tag}")
+        assert "sha256:" + hashlib.sha256(raw.encode()).hexdigest() == expected
+    assert sorted(run("umoci", "ls", "--layout", str(layout)).split()) == ["one", "three", "two"]
+    validate_image(layout)

@@ -23,7 +23,7 @@ from lamina.layers.compression import Compression
 from lamina.layers.entries import Entry, Kind
 from lamina.model import Layer, Platform, Reference
 from lamina.sbom import artifact
-from lamina.sinks.layout import write_layout
+from lamina.sinks.layout import stage_layout
 from lamina.sinks.tarball import write_tarball
 from lamina.image import Image
 from lamina.sources.archive import ImageSource, entries, images
@@ -41,7 +41,7 @@ FILES: dict[str, tuple[Kind, int, bytes | str]] = {
     "etc": (Kind.DIR, 0o755, b""),
     "etc/conf": (Kind.FILE, 0o644, b"key = value\n"),
 }
-SECOND = {"etc/second": (Kind.FILE, 0o644, b"from the second layer\n")}
+SECOND: dict[str, tuple[Kind, int, bytes | str]] = {"etc/second": (Kind.FILE, 0o644, b"from the second layer\n")}
 
 
 def _items(files: dict[str, tuple[Kind, int, bytes | str]], host: Path) -> Iterator[tuple[Entry, Any]]:
@@ -78,10 +78,11 @@ def _image(tmp_path: Path, compression: Compression, platform: Platform = AMD64)
 def _write(kind: str, built: Image | ImageIndex, store: BlobStore, out: Path, tags: tuple[Reference, ...] = (),
            docker_image: Image | None = None, extras: Any = ()) -> Path:
     if kind == "layout":
-        write_layout(built, store, out, tags, extras)
+        stage_layout(built, store, out, tags, extras).commit()
     else:
         first = built if isinstance(built, Image) else built.images[0]
-        write_tarball(built, store, out, tags, epoch=EPOCH, docker_image=docker_image or first, extras=extras)
+        with open(out, "wb") as f:
+            write_tarball(built, store, f, tags, epoch=EPOCH, docker_image=docker_image or first, extras=extras)
     return out
 
 

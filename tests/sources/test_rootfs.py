@@ -4,7 +4,7 @@ import tarfile
 import pytest
 
 from lamina.errors import ImageError, InputError
-from lamina.layers.entries import Kind
+from lamina.layers.entries import Entry, Kind
 from lamina.sources.rootfs import MergedFS
 
 
@@ -79,3 +79,184 @@ def test_hardlinks_share_data_and_extract_writes_each_origin_once(tmp_path) -> N
 def test_hardlink_to_a_missing_member_is_an_image_error() -> None:
     with pytest.raises(ImageError, match="hardlink 'a' to missing 'nope'"):
         _fs(_layer(("a", "h", "nope")))
+
+
+def _entry(path: str, kind: Kind = Kind.FILE, **kw) -> Entry:  # type: ignore[no-untyped-def]
+    return Entry(path, kind, **kw)
+
+
+def test_names_are_one_path_however_a_layer_spells_them() -> None:
+    fs, _ = _fs(_layer(("./", "d", ""), ("./data/", "d", ""), ("./data/big", "f", "B" * 50), ("/data/small", "f", "s")),
+                _layer(("data/.wh.big", "f", ""), ("data//small/", "f", "S2")))
+    assert sorted(fs.nodes) == ["data", "data/small"]
+    assert fs.get("data/small").entry.size == 2 and fs.get("data/small").layer == 1
+    assert fs.wasted == [51, 0]  # big deleted, small overwritten
+    assert fs.size == 2 and list(fs.files()) == ["data/small"]
+
+
+def test_wasted_bytes_count_data_no_node_shows_any_more() -> None:
+    fs, _ = _fs(
+        _layer(("bin/busybox", "f", "B" * 100), ("bin/sh", "h", "bin/busybox"), ("etc/motd", "f", "hi"), ("old/x", "f", "xxx")),
+        _layer((".wh.old", "f", ""), ("bin/.wh.busybox", "f", ""), ("etc/motd", "f", "hello")),
+    )
+    # busybox's bytes live on through the hardlink bin/sh: not wasted; old/x and the first motd are
+    assert fs.wasted == [5, 0]
+    assert fs.size == 105 and sorted(fs.files()) == ["bin/sh", "etc/motd"]
+    assert fs.get("bin/sh").size == 100 and fs.get("bin/sh").layer == 0
+
+
+def test_whiteouts_hide_only_lower_layers_and_implied_directories_go_with_their_contents() -> None:
+    fs, _ = _fs(_layer(("a/b/c", "f", "1"), ("a/keep", "f", "k")), _layer(("a/b/new", "f", "2"), ("a/b/.wh..wh..opq", "f", "")),
+                _layer(("a/.wh.b", "f", "")))
+    assert sorted(fs.nodes) == ["a/keep"]
+    assert not fs.exists("a/b") and fs.exists("a") and fs.children("a") == ["a/keep"]
+    assert fs.wasted == [1, 1, 0]
+
+
+def test_subtree_and_children_use_the_index() -> None:
+    fs, _ = _fs(_layer(("usr/", "d", ""), ("usr/bin/", "d", ""), ("usr/bin/a", "f", "a"), ("usr/lib/x/y", "f", "y"),
+                       ("usrx", "f", "not under usr")))
+    assert [n.entry.path for n in fs.subtree("usr")] == ["usr/bin", "usr/bin/a", "usr/lib/x/y"]
+    assert fs.children("") == ["usr", "usrx"] and fs.children("usr/lib") == ["usr/lib/x"]
+    assert fs.subtree("nope") == []
+
+
+def test_copy_is_independent() -> None:
+    fs, _ = _fs(_layer(("a/f", "f", "1")))
+    other = fs.copy("other")
+    other.apply(1, _entry("a", Kind.SYMLINK, linkname="/b"))
+    assert sorted(fs.nodes) == ["a/f"] and sorted(other.nodes) == ["a"]
+    assert fs.wasted == [0] and other.wasted == [1, 0]
+
+
+@pytest.mark.parametrize("below, entry, message", [
+    ([("x", "l", "/somewhere")], "x/file", r"^layer 1: /x/file would be written through the symlink /x -> /somewhere"),
+    ([("etc", "l", "/etc")], "etc/cron.d/evil", r"^layer 1: /etc/cron.d/evil would be written through the symlink /etc -> /etc"),
+    ([("usr/bin/", "d", ""), ("bin", "l", "usr/bin")], "bin/a/b", r"written through the symlink /bin -> usr/bin"),
+    ([("x", "f", "data")], "x/child", r"^layer 1: /x/child is under /x, which is not a directory \(a file of layer 0\)"),
+])
+def test_entries_consumers_would_extract_differently_are_refused(below, entry, message) -> None:  # type: ignore[no-untyped-def]
+    fs, _ = _fs(_layer(*below))
+    with pytest.raises(InputError, match=message):
+        fs.lay(1, _entry(entry), "layer 1")
+    assert entry not in fs.nodes
+
+
+def test_a_directory_may_replace_a_symlink_or_a_file_and_then_hold_children() -> None:
+    fs, _ = _fs(_layer(("x", "l", "/somewhere"), ("y", "f", "data")))
+    for path in ("x", "y"):
+        fs.lay(1, _entry(path, Kind.DIR))
+        fs.lay(1, _entry(f"{path}/file"))
+    assert sorted(fs.nodes) == ["x", "x/file", "y", "y/file"]
+    assert fs.wasted == [4, 0]
+
+
+def test_a_file_then_a_child_in_the_same_layer_is_refused() -> None:
+    fs = MergedFS("new")
+    fs.lay(0, _entry("x"))
+    with pytest.raises(InputError, match=r"^/x/y is under /x, which is not a directory"):
+        fs.lay(0, _entry("x/y"))
+
+
+def test_names_and_paths_over_linux_limits_are_refused() -> None:
+    fs = MergedFS("new")
+    fs.lay(0, _entry("d/" + "n" * 255))  # NAME_MAX itself is fine
+    with pytest.raises(InputError, match=r"is 256 bytes; Linux allows 255"):
+        fs.lay(0, _entry("d/" + "n" * 256))
+    with pytest.raises(InputError, match=r"is 256 bytes; Linux allows 255"):
+        fs.lay(0, _entry("d/" + "é" * 128))  # bytes, not characters
+    legal = "/".join(["p" * 200] * 20) + "/" + "q" * 74  # 4094 bytes + the leading "/" = PATH_MAX
+    fs.lay(0, _entry(legal))
+    with pytest.raises(InputError, match=r"the path is 4096 bytes; Linux allows 4095"):
+        fs.lay(0, _entry(legal + "q"))
+
+
+def test_lookups_on_a_deep_tree_are_linear() -> None:
+    """2,000 levels (within PATH_MAX): building, resolving and walking cost what the paths cost."""
+    import time
+
+    fs = MergedFS("deep")
+    start = time.perf_counter()
+    path = ""
+    for _ in range(2000):
+        path = f"{path}/d" if path else "d"
+        fs.apply(0, _entry(path, Kind.DIR))
+    fs.apply(0, _entry(path + "/f"))
+    fs.apply(0, _entry("l", Kind.SYMLINK, linkname=path))
+    assert fs.resolve("l/f") == path + "/f"
+    assert len(fs.subtree("d")) == 2000
+    fs.apply(1, _entry(".wh.d"))
+    assert sorted(fs.nodes) == ["l"]
+    assert time.perf_counter() - start < 2.0  # quadratic in characters was ~10 s
+
+
+def test_lint_on_a_tree_2000_levels_deep_costs_at_most_the_build_itself(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """lint merges the tree and resolves paths in it: on a legal 2,000-level tree (within
+    PATH_MAX) that must stay linear, so building with lint takes at most twice as long."""
+    import time
+    from pathlib import Path
+
+    from lamina.build import build
+    from lamina.spec import BuildSpec, TarballLayer
+
+    names = []
+    for _ in range(2000):
+        names.append(f"{names[-1]}/d" if names else "d")
+    deep = tmp_path / "deep.tar"
+    deep.write_bytes(_layer(*[(n, "d", "") for n in names], (names[-1] + "/f", "f", "x")))
+
+    def seconds(lint) -> float:  # type: ignore[no-untyped-def]
+        spec = BuildSpec(layers=(TarballLayer(str(deep)),), output=Path(tmp_path / "out.tar"))
+        start = time.perf_counter()
+        build(spec, epoch=0, use_cache=False, lint=lint)
+        return time.perf_counter() - start
+
+    findings: list = []
+    for _ in range(3):  # the best of a few runs: the machine may be shared
+        without, with_lint = seconds(None), seconds(findings.extend)
+        if with_lint <= 2 * without:
+            break
+    assert with_lint <= 2 * without, (with_lint, without)
+    assert findings == []
+
+
+@pytest.mark.parametrize("members, message", [
+    ([("x", "l", "/somewhere"), ("x/file", "f", "evil")],
+     "/x/file would be written through the symlink /x -> /somewhere"),
+    ([("etc", "l", "/etc"), ("etc/cron.d/evil", "f", "* * * * * root sh")],
+     "/etc/cron.d would be written through the symlink /etc -> /etc"),
+    ([("x", "f", "a file"), ("x/child", "f", "c")], "/x/child is under /x, which is not a directory"),
+    ([("d/" + "n" * 256, "f", "")], f"/d/{'n' * 256}: the name {'n' * 40}... is 256 bytes; Linux allows 255"),
+    ([("/".join(["p" * 250] * 17), "f", "")], f"/{'p' * 60}...: the path is {1 + 250 * 17 + 16} bytes; Linux allows 4095"),
+])
+def test_build_refuses_such_a_layer_with_one_line_and_writes_nothing(tmp_path, members, message) -> None:  # type: ignore[no-untyped-def]
+    from support.cli import lamina
+
+    (tmp_path / "t.tar").write_bytes(_layer(*members))
+    res = lamina("build", "--no-lint", "--tarball", str(tmp_path / "t.tar"), "-o", str(tmp_path / "out.tar"))
+    assert res.returncode == 1
+    assert res.stderr.startswith(f"lamina: error: add tarball t.tar -> /: {message}"), res.stderr
+    assert res.stderr.count("\n") == 1
+    assert not (tmp_path / "out.tar").exists()
+
+
+def test_a_later_layer_with_its_own_directory_replaces_a_symlink(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Not refused: every consumer replaces a symlink by a directory entry, then writes in the directory."""
+    from support.cli import lamina
+
+    (tmp_path / "a.tar").write_bytes(_layer(("etc", "l", "/etc")))
+    (tmp_path / "b.tar").write_bytes(_layer(("etc/cron.d/", "d", ""), ("etc/cron.d/evil", "f", "x")))
+    with tarfile.open(tmp_path / "b.tar") as tf:
+        assert [m.name for m in tf] == ["etc/cron.d", "etc/cron.d/evil"]
+    res = lamina("build", "--no-lint", "--tarball", str(tmp_path / "a.tar"), "--tarball", f"{tmp_path / 'b.tar'}:/",
+                 "-o", str(tmp_path / "out.tar"))
+    assert res.returncode == 0, res.stderr  # the second tarball brings its own /etc directory: it replaces the link
+
+
+def test_a_corrupt_header_is_not_taken_for_the_end_of_a_layer() -> None:
+    good = _layer(("a", "f", "1"), ("b", "f", "2"))
+    corrupt = bytearray(good)
+    corrupt[1024 + 148] ^= 0x7  # the second member's header checksum: tarfile would stop there silently
+    with pytest.raises(ImageError, match=r"test-image: layer 0: corrupt tar header after member 'a'"):
+        _fs(bytes(corrupt))
+    assert sorted(_fs(good + b"\0" * 10240)[0].nodes) == ["a", "b"]  # zero padding is fine

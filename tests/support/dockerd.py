@@ -98,7 +98,7 @@ class DockerDaemon:
         except OSError:
             return "(no log)"
 
-    def docker(self, *args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
+    def docker(self, *args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
         """Run the docker CLI against this daemon, capturing text output.
 
         A `run` must say `--pull never`: a test runs what it loaded, and a daemon that

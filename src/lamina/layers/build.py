@@ -57,7 +57,7 @@ def build_layer(
                     if opener is None and entry.source is None:
                         raise InputError(f"{entry.path}: no data for a regular file")
                     try:
-                        src = opener() if opener is not None else open(entry.source, "rb")  # type: ignore[arg-type]
+                        src: BinaryIO = opener() if opener is not None else open(str(entry.source), "rb")
                     except OSError as exc:
                         raise InputError(f"cannot read {entry.source or entry.path!r}: {exc.strerror}") from exc
                     with src:

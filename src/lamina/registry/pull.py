@@ -82,7 +82,8 @@ class Puller:
 
     def _refs(self) -> dict[str, dict[str, object]]:
         try:
-            return json.loads((self.root / "refs.json").read_text())
+            refs: dict[str, dict[str, object]] = json.loads((self.root / "refs.json").read_text())
+            return refs
         except (OSError, json.JSONDecodeError):
             return {}
 
@@ -188,7 +189,7 @@ def fetch(text: str, platform: Platform | None, registry_for: object, note: obje
     except RegistryError as exc:
         if cached is None:
             raise
-        desc = Descriptor.from_json(cached)  # type: ignore[arg-type]
+        desc = Descriptor.from_json(cached)
         if callable(note):
             note(f"{text}: registry unreachable ({exc}); using the cached {desc.digest}")
     finally:

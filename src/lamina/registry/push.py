@@ -146,7 +146,8 @@ class Pusher:
     def exists(self, desc: Descriptor) -> bool:
         response = self.registry.request("HEAD", self._blob_url(desc.digest), what=f"check blob {desc.digest}",
                                          scopes=self._scopes, ok=(200, 404))
-        return response.status_code == 200
+        found: bool = response.status_code == 200
+        return found
 
     def _mount(self, desc: Descriptor) -> str | None:
         """Try a cross-repository mount; returns an upload URL if the registry fell back to one."""
@@ -306,6 +307,7 @@ class Pusher:
             self.push_manifest(desc, data, str(desc.digest))
         top, data = self.plan.manifests[-1]
         self.push_manifest(top, data, ref.tag or str(top.digest))
+        index_referrer(self.registry, self.repository, top, data)
         remember_locations(self.registry.host, self.repository, [d.digest for d in self.plan.blobs])
         return top.digest
 
@@ -329,3 +331,56 @@ def artifact_plan(desc: Descriptor, manifest: bytes, blobs: dict[Digest, bytes])
     children = tuple(Descriptor.from_json(d) for d in [parts["config"], *parts["layers"]])
     return PushPlan(children, ((Descriptor(desc.media_type, desc.digest, desc.size), manifest),),
                     lambda digest: io.BytesIO(blobs[digest]))
+
+
+MAX_REFERRERS_INDEX = 4 << 20
+
+
+def index_referrer(registry: Registry, repository: str, desc: Descriptor, manifest: bytes) -> None:
+    """A manifest with a ``subject`` (an attached SBOM, provenance) must be findable from the
+    image. Registries with the referrers API index it themselves; for those without it
+    (distribution 2.8 answers 404 on ``/v2/<name>/referrers/``), the distribution spec's
+    fallback: an OCI index tagged ``<alg>-<hex>`` of the subject, listing every referrer with
+    its ``artifactType`` and annotations, read, extended and written back."""
+    try:
+        doc = json.loads(manifest)
+    except ValueError:
+        return
+    subject = doc.get("subject") if isinstance(doc, dict) else None
+    if not isinstance(subject, dict) or "digest" not in subject:
+        return
+    subject_digest = Digest.parse(str(subject["digest"]))
+    scopes = (f"repository:{repository}:pull,push",)
+    probe = registry.request("GET", f"/v2/{repository}/referrers/{subject_digest}", what="check the referrers API",
+                             scopes=scopes, ok=(200, 404), headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+    if probe.status_code == 200 and "json" in probe.headers.get("content-type", ""):
+        return  # the registry keeps the referrers index itself
+    tag = f"{subject_digest.algorithm}-{subject_digest.hex}"
+    index_type = "application/vnd.oci.image.index.v1+json"
+    found = registry.request("GET", f"/v2/{repository}/manifests/{tag}", what=f"get referrers index {tag}",
+                             scopes=scopes, ok=(200, 404), headers={"Accept": index_type})
+    index: dict[str, object] = {"schemaVersion": 2, "mediaType": index_type, "manifests": []}
+    if found.status_code == 200:
+        if len(found.content) > MAX_REFERRERS_INDEX:
+            raise RegistryError(f"{registry.host}: the referrers index {tag} is larger than {MAX_REFERRERS_INDEX} bytes")
+        try:
+            existing = json.loads(found.content)
+        except ValueError:
+            existing = None
+        if not isinstance(existing, dict) or not isinstance(existing.get("manifests"), list):
+            raise RegistryError(f"{registry.host}: tag {tag} exists and is not a referrers index; not overwriting it")
+        index = existing
+    entries: list[object] = index["manifests"]  # type: ignore[assignment]
+    if any(isinstance(e, dict) and e.get("digest") == str(desc.digest) for e in entries):
+        return
+    entry: dict[str, object] = {"mediaType": desc.media_type, "digest": str(desc.digest), "size": desc.size}
+    artifact_type = doc.get("artifactType") or (doc.get("config") or {}).get("mediaType")
+    if artifact_type:
+        entry["artifactType"] = artifact_type
+    if doc.get("annotations"):
+        entry["annotations"] = doc["annotations"]
+    entries.append(entry)
+    data = json.dumps(index, separators=(",", ":")).encode()
+    registry.request("PUT", f"/v2/{repository}/manifests/{tag}", what=f"put referrers index {tag}", scopes=scopes,
+                     body=lambda: data, ok=(201, 200),
+                     headers={"Content-Type": index_type, "Content-Length": str(len(data))})

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from lamina.image import Built, Image, ImageIndex
 from lamina.model import Reference
-from lamina.sinks.atomic import atomic_file
 
 
 def metadata(built: Built, tags: Sequence[Reference]) -> dict[str, object]:
@@ -45,9 +44,18 @@ def _image(image: Image, tags: Sequence[Reference]) -> dict[str, object]:
     }
 
 
-def write_metadata(image: Built, tags: Sequence[Reference], path: Path, *, pushed: str | None = None) -> None:
+def metadata_bytes(image: Built, tags: Sequence[Reference], *, pushed: str | None = None) -> bytes:
+    """The --metadata-file's contents (the caller stages and commits it with the other outputs)."""
     record = metadata(image, tags)
     if pushed:
         record["pushed"] = pushed
+    return json.dumps(record, indent=2).encode() + b"\n"
+
+
+def write_pushed(path: Path, reference: str) -> None:
+    """``lamina push --metadata-file``: the pushed reference and its digest."""
+    from lamina.sinks.atomic import atomic_file
+
+    record = {"pushed": reference, "digest": reference.split("@")[1]}
     with atomic_file(path) as out:
         out.write(json.dumps(record, indent=2).encode() + b"\n")

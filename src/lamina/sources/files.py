@@ -17,6 +17,7 @@ import os
 import posixpath
 import stat
 from collections.abc import Callable, Iterable
+from typing import BinaryIO
 
 import attrs
 
@@ -75,7 +76,7 @@ class LayerContext:
     epoch: int = 0
     base: MergedFS | None = None
     # Returns the merged filesystem of an image named in --copy-from, plus its layer openers.
-    open_image: Callable[[str], tuple[MergedFS, list[Callable[[], object]]]] | None = None
+    open_image: Callable[[str], tuple[MergedFS, list[Callable[[], BinaryIO]]]] | None = None
     spool: str = ""
     shuffle: bool = False  # walk directories in random order (--check-reproducible proves it does not matter)
 
@@ -99,20 +100,20 @@ def _error(spec: AddSpec, path: str, exc: OSError) -> InputError:
 
 def _entry_for(spec: AddSpec, host: str, dest: str, st: os.stat_result, epoch: int) -> _Found:
     mode = spec.mode if spec.mode is not None else stat.S_IMODE(st.st_mode)
-    common = {"path": dest, "uid": spec.uid, "gid": spec.gid, "mtime": epoch}
+    common = Entry(dest, Kind.DIR, mode=mode, uid=spec.uid, gid=spec.gid, mtime=epoch)
     if stat.S_ISLNK(st.st_mode):
         try:
             target = os.readlink(host)
         except OSError as exc:
             raise _error(spec, host, exc) from exc
-        return _Found(Entry(kind=Kind.SYMLINK, mode=0o777, linkname=target, **common), None)
+        return _Found(attrs.evolve(common, kind=Kind.SYMLINK, mode=0o777, linkname=target), None)
     if stat.S_ISDIR(st.st_mode):
-        return _Found(Entry(kind=Kind.DIR, mode=mode, **common), None)
+        return _Found(common, None)
     if stat.S_ISREG(st.st_mode):
         inode = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
-        return _Found(Entry(kind=Kind.FILE, mode=mode, size=st.st_size, source=host, **common), inode)
+        return _Found(attrs.evolve(common, kind=Kind.FILE, size=st.st_size, source=host), inode)
     if stat.S_ISFIFO(st.st_mode):
-        return _Found(Entry(kind=Kind.FIFO, mode=mode, **common), None)
+        return _Found(attrs.evolve(common, kind=Kind.FIFO), None)
     raise InputError(f"add {spec.src}:{spec.dst}: {host!r} is a socket or device; lamina adds files, directories and symlinks")
 
 
@@ -212,7 +213,7 @@ def collect_from_image(spec: CopyFromSpec, ctx: LayerContext) -> list[_Found]:
                 selected.append((child, f"{base_dest}/{rel}" if base_dest else rel))
         else:
             selected.append((node, posixpath.join(dest, posixpath.basename(real)) if into_dir else dest))
-    spooled = fs.extract([n for n, _ in selected], openers, ctx.spool)  # type: ignore[arg-type]
+    spooled = fs.extract([n for n, _ in selected], openers, ctx.spool)
     counts: dict[tuple[int, str], int] = {}
     for node, _ in selected:
         if node.data is not None:

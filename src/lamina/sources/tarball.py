@@ -14,6 +14,7 @@ an endless skip, and decompressors' own errors surface as ``tarfile.ReadError``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import sys
 import tarfile
@@ -99,7 +100,7 @@ def open_decompressed(raw: BinaryIO) -> BinaryIO:
     if kind == "gzip":
         from isal import igzip
 
-        return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value,no-untyped-call]
+        return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call,return-value]
     if kind == "xz":
         import lzma
 
@@ -216,11 +217,15 @@ def _entries(path: str, archive: tarfile.TarFile, prefix: str, epoch: int) -> It
         for member in archive:
             last = member.name
             for entry, opener in _member(path, archive, member, prefix, epoch, seen, dirs, links):
-                # Archives may omit directories; the layer gets them as 0755 root dirs.
-                for parent in parents(entry.path):
-                    if parent not in seen:
-                        seen.add(parent)
-                        yield Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None
+                # Archives may omit directories; the layer gets them as 0755 root dirs. Climb only
+                # to the first one seen (its own parents were seen before it): linear in depth.
+                missing, parent = [], entry.path.rpartition("/")[0]
+                while parent and parent not in seen:
+                    missing.append(parent)
+                    parent = parent.rpartition("/")[0]
+                for parent in reversed(missing):
+                    seen.add(parent)
+                    yield Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None
                 yield entry, opener
         # tarfile takes a corrupt header for the end of the archive: after the end, only zero
         # blocks may follow, and reading on to the end checks a compressed stream's checksum.
@@ -287,5 +292,12 @@ def _member(path: str, archive: tarfile.TarFile, member: tarfile.TarInfo, prefix
     opener: Opener = None
     if kind is Kind.FILE:
         # Read before the next member; a read that fails names the tarball and this member.
-        opener = lambda: cast(BinaryIO, _MemberData(archive.extractfile(member), path, member.name))  # type: ignore[arg-type]  # noqa: E731
+        opener = functools.partial(_member_data, archive, member, path)
     yield entry, opener
+
+
+def _member_data(archive: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> BinaryIO:
+    data = archive.extractfile(member)
+    if data is None:
+        raise InputError(f"tarball {path!r}: member {member.name!r}: no data for a regular file")
+    return cast(BinaryIO, _MemberData(data, path, member.name))  # type: ignore[arg-type]  # ExFileObject reads bytes
