@@ -2,8 +2,9 @@
 
 Compression is detected by magic bytes, never by file name. Member names are normalised
 in ``entries.normalize``; owners' numeric ids are kept and names dropped; mtimes are
-clamped to the build's epoch. A member escaping the root, a member below a symlink, or a
-hardlink to a member not yet seen, is an error naming the member.
+clamped to the build's epoch. A member escaping the root, or a hardlink to a member not
+yet seen, is an error naming the member (a member below a symlink is refused where every
+new layer's entries are checked: rootfs.MergedFS.check).
 
 Every tar lamina reads (rootfs tarballs here, stored layers through ``layer_tar``) is read
 by ``StreamTar``: bounded memory whatever the archive says (extended headers are capped,
@@ -96,7 +97,12 @@ def detect(head: bytes) -> str:
 
 def open_decompressed(raw: BinaryIO) -> BinaryIO:
     """Wrap a (possibly compressed) stream so it reads as plain tar."""
-    kind = detect(raw.peek(8)[:8] if hasattr(raw, "peek") else b"")
+    try:
+        kind = detect(raw.peek(8)[:8] if hasattr(raw, "peek") else b"")
+    except tarfile.TarError:
+        raise
+    except _read_errors() as exc:  # ``raw`` may itself be decompressing (a stored layer)
+        raise tarfile.ReadError(f"corrupt compressed data ({exc})") from None
     if kind == "gzip":
         from isal import igzip
 
@@ -211,12 +217,11 @@ def _entries(path: str, archive: tarfile.TarFile, prefix: str, epoch: int) -> It
         seen.add(parent)
         yield Entry(parent, Kind.DIR, mode=0o755, mtime=epoch), None
     dirs: set[str] = set()
-    links: set[str] = set()
     try:
         last = None
         for member in archive:
             last = member.name
-            for entry, opener in _member(path, archive, member, prefix, epoch, seen, dirs, links):
+            for entry, opener in _member(path, archive, member, prefix, epoch, seen, dirs):
                 # Archives may omit directories; the layer gets them as 0755 root dirs. Climb only
                 # to the first one seen (its own parents were seen before it): linear in depth.
                 missing, parent = [], entry.path.rpartition("/")[0]
@@ -238,10 +243,8 @@ def _entries(path: str, archive: tarfile.TarFile, prefix: str, epoch: int) -> It
 
 
 def _member(path: str, archive: tarfile.TarFile, member: tarfile.TarInfo, prefix: str,
-            epoch: int, seen: set[str], dirs: set[str] | None = None,
-            links: set[str] | None = None) -> Iterator[tuple[Entry, Opener]]:
+            epoch: int, seen: set[str], dirs: set[str] | None = None) -> Iterator[tuple[Entry, Opener]]:
     dirs = dirs if dirs is not None else set()
-    links = links if links is not None else set()
     kind = _KINDS.get(member.type)
     if kind is None:
         raise InputError(f"tarball {path!r}: entry {member.name!r} has unsupported type {member.type!r}")
@@ -249,16 +252,6 @@ def _member(path: str, archive: tarfile.TarFile, member: tarfile.TarInfo, prefix
     if not name:
         return  # the archive's own root ('./'): the destination directory is already there
     full = f"{prefix}/{name}" if prefix else name
-    # A member below a symlink of the same archive would be written through the link by
-    # whoever unpacks the layer: where it lands depends on the unpacker. Refused.
-    for parent in parents(full):
-        if parent in links:
-            raise InputError(f"tarball {path!r}: entry {member.name!r} lies below the symlink {parent!r} "
-                             "(an earlier member); it would be written through the link")
-    if kind is Kind.SYMLINK:
-        links.add(full)
-    else:
-        links.discard(full)  # a later member of the same name replaces the symlink
     linkname = member.linkname
     if kind is Kind.HARDLINK:
         target = normalize(linkname, what=f"tarball {path!r}: hardlink {member.name!r} ->")
