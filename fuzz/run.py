@@ -91,6 +91,9 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     while (left := int(deadline - time.monotonic())) > 5:
         runs += 1
+        for d in (corpus, work, crashes):
+            d.mkdir(parents=True, exist_ok=True)
+        before = set(crashes.iterdir())
         cmd = [sys.executable, __file__, "--child", target,
                f"-max_total_time={left}", f"-max_len={MAX_LEN[target]}", "-timeout=20", "-rss_limit_mb=1536",
                f"-artifact_prefix={crashes}/", "-print_final_stats=1", str(work), str(corpus)]
@@ -100,8 +103,8 @@ def main() -> int:
         # corpus, or the restarted run would meet it again first thing.
         for artifact in crashes.glob("*-*"):
             (work / artifact.name.split("-", 1)[1]).unlink(missing_ok=True)
-        if code == 0:
-            break
+        if code == 0 or set(crashes.iterdir()) == before:
+            break  # done, or failed without finding anything: running again would fail again
     return 0
 
 
