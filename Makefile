@@ -36,13 +36,17 @@ demo: setup testdata
 	fi
 
 # Everything, end to end: installs what is missing, starts its own dockerd, runs pytest.
-test: setup testdata
+test: setup testdata typecheck
 	$(BIN)/pytest
 
 # The quick loop: every test not marked e2e or slow, across the whole tree. No daemon;
 # tests that need a Debian tool or testdata/ skip without it (CI=true makes them fail).
-test-fast: setup
+test-fast: setup typecheck
 	$(BIN)/pytest -m 'not e2e and not slow'
+
+# The package ships py.typed: its types are part of what it promises.
+typecheck: setup
+	$(BIN)/mypy --strict src/lamina
 
 # Peers and floors to measure against: buildah, igzip (ISA-L's CLI) and zstd, besides the test tools.
 bench: setup testdata

@@ -17,7 +17,7 @@
 #     gets this machine's environment;
 #   - /proc, /sys and /dev, which dockerd needs. The chroot is bind-mounted onto itself so
 #     that its / is a mount point dockerd can remount.
-# Nothing else: no pip configuration, no installed packages, no ../shared.
+# Nothing else: no pip configuration, no installed packages, nothing from beside the checkout.
 set -euo pipefail
 
 if [ "$EUID" -ne 0 ]; then

@@ -287,3 +287,24 @@ def test_a_real_debian_rootfs_build_prints_a_few_lines(tmp_path: Path) -> None:
     assert len(lines) <= 40, lines[:50]
     assert not [line for line in lines if "L006" in line or "L001" in line], lines
     assert json.loads(lamina("lint", "--json", str(tmp_path / "d.tar")).stdout) != []  # the setuid programs, at least
+
+
+def test_build_time_lint_reads_a_tarball_once(testdata_out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lint's bytes of a rootfs tarball's executables and account files are copied as the layer
+    streams by (cold and from the cache): no second pass over the layer to extract them."""
+    from lamina.api import build_image
+    from lamina.spec import BuildSpec, TarballLayer
+
+    rootfs = busybox_with_accounts(testdata_out, tmp_path / "bb.tar.gz")
+
+    def no_second_pass(*args: object, **kwargs: object) -> None:
+        raise AssertionError("lint extracted files from a layer again")
+
+    monkeypatch.setattr(MergedFS, "extract", no_second_pass)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lines: list[str] = []
+    for run in ("cold", "cached"):
+        spec = BuildSpec(layers=(TarballLayer(str(rootfs), "/"),), output=tmp_path / f"{run}.tar")
+        build_image(spec, report=lines.append)
+    assert (tmp_path / "cold.tar").read_bytes() == (tmp_path / "cached.tar").read_bytes()
+    assert lines[: len(lines) // 2] == lines[len(lines) // 2:]  # the same findings, cold and cached

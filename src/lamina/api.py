@@ -65,17 +65,7 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
             for line in differences:
                 report(line)
             raise LaminaError("not reproducible: two builds of the same inputs differ (above)")
-    pusher = None
-    if push is not None:
-        from lamina.registry import api as registry_api
-        from lamina.registry.options import Options
-
-        options = registry or Options()
-
-        def pusher(plan: Any, digest: Any = None) -> Any:
-            target = push if digest is None else f"{Reference.parse(push).name}@{digest}"
-            return registry_api.push(plan, target, options)
-
+    pusher = _pusher(push, registry)
     result = build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_path), push=pusher,
                    registry=registry, use_cache=use_cache, meter=meter,
                    lint=(lambda found: check_findings(found, report)) if spec.lint else None,
@@ -143,6 +133,49 @@ def push_image(path: Path, reference: str, registry: Any = None, metadata_file: 
     return pushed
 
 
+def index_images(names: list[str], *, output: Path | None = None, oci_dir: Path | None = None,
+                 tags: tuple[Reference, ...] = (), push: str | None = None, docker_platform: Platform | None = None,
+                 metadata_file: Path | None = None, registry: Any = None, epoch: int | None = None,
+                 check_elf: bool = True) -> BuildResult:
+    """Join the named images (tarballs, layouts, registry references; single- or multi-platform)
+    into one index, written and pushed as a build's outputs are."""
+    from lamina.join import join
+    from lamina.resolve import Resolver
+    from lamina.sinks.outputs import emit
+
+    from lamina.build import check_outputs, docker_image_of
+
+    spec = BuildSpec(tags=tags, output=output, oci_dir=oci_dir, docker_platform=docker_platform,
+                     metadata_file=metadata_file)
+    outputs = tuple(check_outputs(spec, pushing=push is not None))
+    if epoch is None:
+        epoch = epoch_from_env(os.environ)
+    pusher = _pusher(push, registry)
+    with contextlib.ExitStack() as stack:
+        built = join(Resolver(stack, None, registry), names, check_elf=check_elf)
+        docker_image = docker_image_of(list(built.images), docker_platform)
+        pushed = emit(spec, built, epoch=epoch, docker_image=docker_image if output is not None else None,
+                      sboms=(), extras=(), push=pusher)
+    return BuildResult(built, outputs, pushed)
+
+
+def _pusher(push: str | None, registry: Any) -> Callable[..., Any] | None:
+    """What sends a push plan to ``push`` (a tag; attached artifacts by digest), or None."""
+    if push is None:
+        return None
+    from lamina.registry import api as registry_api
+    from lamina.registry.options import Options
+
+    Reference.parse(push)
+    options = registry or Options()
+
+    def pusher(plan: Any, digest: Any = None) -> Any:
+        target = push if digest is None else f"{Reference.parse(push).name}@{digest}"
+        return registry_api.push(plan, target, options)
+
+    return pusher
+
+
 @contextlib.contextmanager
 def open_image(name: str, *, platform: Platform | None = None, registry: Any = None) -> Iterator[Image]:
     """The image ``name`` names (as ``--from`` takes it), open until the block ends."""
@@ -152,4 +185,4 @@ def open_image(name: str, *, platform: Platform | None = None, registry: Any = N
         yield Resolver(stack, platform, registry).image(name)
 
 
-__all__ = ["BuildResult", "BuildSpec", "build_image", "lint_spec", "open_image", "push_image"]
+__all__ = ["BuildResult", "BuildSpec", "build_image", "index_images", "lint_spec", "open_image", "push_image"]

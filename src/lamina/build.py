@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import sqlite3
 import tempfile
@@ -17,7 +18,7 @@ from lamina.cache import LayerCache
 from lamina.errors import InputError, OutputError, UsageError
 from lamina.layers.entries import Entry, Kind, normalize
 from lamina.essentials import Essentials, configure, materialize
-from lamina.image import Base, Built, ConfigChanges, Image, compose, compose_index
+from lamina.image import Base, Built, ConfigChanges, Image, compose, compose_index, images_of
 from lamina.platforms import for_platform
 from lamina.layers.build import Opener, build_layer
 from lamina.sources.imported import import_layer
@@ -120,25 +121,69 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
                 key = cache.key_for_tarball(layer.src, f"{settings}\0{normalize(layer.dst)}\0{ctx.epoch}")
                 hit = _from_cache(cache, key, store, created_by)
                 if hit is not None:
-                    if record is not None:  # lint needs the members: read the headers again
+                    if record is not None:  # lint needs the members (and what it reads): one pass
                         with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members:
-                            record.extend(e for e, _ in members)
+                            for entry, opener in _recorded(members, record, ctx.spool + "-lint"):
+                                if opener is not None and record[-1].source:
+                                    with opener() as data:
+                                        while data.read(1 << 20):
+                                            pass
                     return hit
         with read_tarball(layer.src, layer.dst, epoch=ctx.epoch) as members, _metered(meter, created_by, None) as on_bytes:
-            built = build_layer(_recorded(members, record), compression=spec.compression, store=store,
-                                created_by=created_by, on_bytes=on_bytes)
+            built = build_layer(_recorded(members, record, ctx.spool + "-lint"), compression=spec.compression,
+                                store=store, created_by=created_by, on_bytes=on_bytes)
     if cache is not None and key is not None:
         with _cache_errors_ignored():
             cache.put(key, built, store.path(built.descriptor.digest))
     return built
 
 
-def _recorded(items: Iterator[tuple[Entry, Opener]], record: list[Entry] | None) -> Iterator[tuple[Entry, Opener]]:
-    """The entries as they stream by, each also appended to ``record`` (for lint)."""
+def _recorded(items: Iterator[tuple[Entry, Opener]], record: list[Entry] | None,
+              keep: str = "") -> Iterator[tuple[Entry, Opener]]:
+    """The entries as they stream by, each also appended to ``record`` (for lint). The bytes of
+    the members lint will read (lint.reads) are copied into ``keep`` as the layer reads them, and
+    the recorded entry points at the copy: lint then needs no second pass over the layer."""
+    from lamina.lint import reads
+
+    where = ""
     for entry, opener in items:
+        recorded = entry
+        if record is not None and keep and opener is not None and entry.kind is Kind.FILE and reads(entry.path, entry.mode):
+            if not where:
+                os.makedirs(keep, exist_ok=True)
+                where = tempfile.mkdtemp(dir=keep)  # one directory per layer read
+            copy = os.path.join(where, f"{len(record):08d}")
+            opener = functools.partial(_Tee.open, opener, copy)
+            recorded = attrs.evolve(entry, source=copy)  # build_layer reads the opener, lint the copy
         if record is not None:
-            record.append(entry)
+            record.append(recorded)
         yield entry, opener
+
+
+class _Tee(io.RawIOBase):
+    """A member's bytes as the layer reads them, written to a file on the side."""
+
+    def __init__(self, inner: BinaryIO, copy: BinaryIO) -> None:
+        self._inner, self._copy = inner, copy
+
+    @classmethod
+    def open(cls, opener: Callable[[], BinaryIO], path: str) -> BinaryIO:
+        return io.BufferedReader(cls(opener(), open(path, "wb")), 1 << 20)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._inner.read(len(buffer))
+        self._copy.write(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._copy.close()
+            self._inner.close()
+        super().close()
 
 
 @contextlib.contextmanager
@@ -178,7 +223,7 @@ def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore,
     return images.base(text, layers)
 
 
-def _outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
+def check_outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
     """The paths a build will write (``-o -`` is standard output, not a path), checked up front."""
     outputs = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None and p != STDOUT]
     resolved = [p.resolve() for p in outputs]
@@ -308,7 +353,7 @@ def _open_cache(note: Progress) -> LayerCache | None:
         return None
 
 
-def _sboms(spec: BuildSpec, images: list[Image], store: BlobStore, epoch: int) -> tuple[list[tuple[Path, bytes]], list[Any]]:
+def _sboms(spec: BuildSpec, images: list[Image], epoch: int) -> tuple[list[tuple[Path, bytes]], list[Any]]:
     """SPDX documents (path beside the output, bytes) and, with --sbom-attach, their artifacts."""
     if spec.sbom is None:
         return [], []
@@ -338,7 +383,7 @@ def _provenance(spec: BuildSpec, built: Built, run: _Run, invocation: Any) -> by
     return provenance.statement(built, spec, run.epoch, invocation or provenance.Invocation(), used)
 
 
-def _docker_image(images: list[Image], wanted: Platform | None) -> Image:
+def docker_image_of(images: list[Image], wanted: Platform | None) -> Image:
     if wanted is None:
         return images[0]
     for image in images:
@@ -353,59 +398,89 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
           registry: Any = None, use_cache: bool = True, meter: Meter | None = None,
           lint: Callable[[list[Any]], None] | None = None, lint_ignore: tuple[str, ...] = (),
           shuffle: bool = False, invocation: Any = None) -> BuildResult:
-    """``lint`` receives every finding (before outputs are written) and may raise to stop the build."""
-    """``push`` takes a PushPlan and returns what registry.api.push returns."""
+    """Plan → build → check → emit, each stage taking the finished values of the one before.
+
+    ``lint`` receives every finding before anything is written, and may raise to stop the
+    build; ``push`` takes a PushPlan and returns what registry.api.push returns."""
     say = progress or (lambda _: None)
-    outputs = _outputs(spec, pushing=push is not None)
+    outputs = _plan(spec, lock, pushing=push is not None)
+    with WorkDir(spec) as tmp, contextlib.ExitStack() as stack:  # beside the first output
+        run = _start(spec, Path(tmp), stack, epoch, say, note or say, registry, meter, use_cache, shuffle)
+        findings: list[tuple[Platform, Any]] = []
+        if lint is not None:
+            run.lint = _linter(spec, lint_ignore, findings)
+        built = _build_images(run)
+        if lint is not None:
+            lint(findings)  # check: errors stop here, before any output exists
+        pushed, statement = _emit(run, built, invocation, push)
+    return BuildResult(built, tuple(outputs), pushed, statement)
+
+
+def _plan(spec: BuildSpec, lock: dict[str, str] | None, *, pushing: bool) -> list[Path]:
+    """What is checked before any work: the outputs can be written, the inputs are pinned."""
+    outputs = check_outputs(spec, pushing=pushing)
     if spec.hermetic:
         from lamina.pins import verify
 
         verify(spec, lock or {})
-    workdir = WorkDir(spec)  # beside the first output; clears what killed builds left there
-    with workdir as tmp, contextlib.ExitStack() as stack:
-        spool = Path(tmp) / "spool"
-        spool.mkdir()
-        cache = _open_cache(note or say) if use_cache else None
-        if cache is not None:
-            stack.callback(cache.close)
-        run = _Run(spec, BlobStore(Path(tmp)), stack, str(spool), epoch, say, note or say, registry, cache, meter)
-        run.config = spec.config
-        run.shuffle = shuffle
-        findings: list[Any] = []
-        if lint is not None:
-            from lamina.lint import lint as run_lint
+    return outputs
 
-            ignored = (*lint_ignore, *(() if spec.arch_check else ("L009",)))  # --no-arch-check covers L009
 
-            def check(lint_image: Any, image: Image, platform: Platform) -> None:
-                for finding in run_lint(lint_image, image.config.config, platform, ignored):
-                    findings.append((platform, finding))
+def _start(spec: BuildSpec, tmp: Path, stack: contextlib.ExitStack, epoch: int, say: Progress, note: Progress,
+           registry: Any, meter: Meter | None, use_cache: bool, shuffle: bool) -> _Run:
+    spool = tmp / "spool"
+    spool.mkdir()
+    cache = _open_cache(note) if use_cache else None
+    if cache is not None:
+        stack.callback(cache.close)
+    run = _Run(spec, BlobStore(tmp), stack, str(spool), epoch, say, note, registry, cache, meter)
+    run.config = spec.config
+    run.shuffle = shuffle
+    if spec.essentials.wanted:
+        run.config = configure(spec.essentials, spec.config)
+        run.essentials = spec.essentials
+    return run
 
-            run.lint = check
-        if spec.essentials.wanted:
-            run.config = configure(spec.essentials, spec.config)
-            run.essentials = spec.essentials
-        requested: tuple[Platform | None, ...] = spec.platforms or (None,)
-        images = []
-        for platform in requested:
-            try:
-                images.append(run.image(platform))
-            except InputError as exc:
-                if len(requested) > 1:
-                    raise InputError(f"platform {platform}: {exc}") from exc
-                raise
-        built: Built = images[0] if len(images) == 1 else compose_index(images)
-        if lint is not None:
-            lint(findings)
-        sboms, extras = _sboms(attrs.evolve(spec, output=None) if spec.output == STDOUT else spec, images, run.store, epoch)
-        statement = _provenance(spec, built, run, invocation) if spec.provenance else None
-        if statement is not None:
-            from lamina.provenance import artifact
 
-            extras.append(artifact(built, statement))
-        docker_image = _docker_image(images, spec.docker_platform) if spec.output is not None else None
-        pushed = emit(spec, built, run.store, epoch=epoch, docker_image=docker_image, sboms=sboms, extras=extras, push=push)
-    return BuildResult(built, tuple(outputs), pushed, statement)
+def _linter(spec: BuildSpec, ignore: tuple[str, ...], findings: list[tuple[Platform, Any]]
+            ) -> Callable[[Any, Image, Platform], None]:
+    """What lints each platform's image as it is built, collecting (platform, finding)."""
+    from lamina.lint import lint as run_lint
+
+    ignored = (*ignore, *(() if spec.arch_check else ("L009",)))  # --no-arch-check covers L009
+
+    def check(lint_image: Any, image: Image, platform: Platform) -> None:
+        findings.extend((platform, finding) for finding in run_lint(lint_image, image.config.config, platform, ignored))
+
+    return check
+
+
+def _build_images(run: _Run) -> Built:
+    """Every requested platform's image (layers built once, shared), one index for several."""
+    requested: tuple[Platform | None, ...] = run.spec.platforms or (None,)
+    images = []
+    for platform in requested:
+        try:
+            images.append(run.image(platform))
+        except InputError as exc:
+            if len(requested) > 1:
+                raise InputError(f"platform {platform}: {exc}") from exc
+            raise
+    return images[0] if len(images) == 1 else compose_index(images)
+
+
+def _emit(run: _Run, built: Built, invocation: Any, push: Callable[[Any], Any] | None) -> tuple[str | None, bytes | None]:
+    """The attachments (SBOM, provenance), then every output staged and committed, and the push."""
+    spec, images = run.spec, list(images_of(built))
+    sboms, extras = _sboms(attrs.evolve(spec, output=None) if spec.output == STDOUT else spec, images, run.epoch)
+    statement = _provenance(spec, built, run, invocation) if spec.provenance else None
+    if statement is not None:
+        from lamina.provenance import artifact
+
+        extras.append(artifact(built, statement))
+    docker_image = docker_image_of(images, spec.docker_platform) if spec.output is not None else None
+    pushed = emit(spec, built, epoch=run.epoch, docker_image=docker_image, sboms=sboms, extras=extras, push=push)
+    return pushed, statement
 
 
 def check_reproducible(spec: BuildSpec, *, epoch: int, registry: Any = None) -> list[str]:

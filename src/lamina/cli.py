@@ -417,6 +417,39 @@ def inspect(image: Path, files: bool, sizes: bool, as_json: bool) -> None:
         click.echo(render(records, files=files, sizes=sizes))
 
 
+@main.command(name="index")
+@click.argument("images", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path, allow_dash=True), help="Write the tarball here (- for stdout).")
+@click.option("--oci-dir", type=click.Path(path_type=Path), help="Write (or add to) an OCI image layout here.")
+@click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="Image name (repeatable).")
+@click.option("--push", "push_to", metavar="REF", help="Push the index to a registry (prints REF@sha256:…).")
+@click.option("--docker-platform", metavar="OS/ARCH[/VARIANT]",
+              help="Which platform the tarball's manifest.json (docker load) describes (default: the first).")
+@click.option("--metadata-file", type=click.Path(path_type=Path), help="Write digests and sizes as JSON here.")
+@click.option("--no-arch-check", "arch_check", flag_value=False, default=True,
+              help="Do not check that each manifest's executables are for its platform.")
+@_registry_options
+@click.pass_context
+def index_command(ctx: click.Context, /, images: tuple[str, ...], output: Path | None, oci_dir: Path | None,
+                  tags: tuple[str, ...], push_to: str | None, docker_platform: str | None, metadata_file: Path | None,
+                  arch_check: bool, **opts: Any) -> None:
+    """Join IMAGES (tarballs, layouts, registry references; one or more platforms each) into
+    one multi-platform image: per-platform manifests kept byte for byte, platforms unique."""
+    from lamina.api import index_images
+    from lamina.model import Platform
+    from lamina.spec import parse_tag
+
+    streaming = output == Path("-")
+    if streaming and (sys.stdout is None or sys.stdout.isatty()):
+        from lamina.errors import UsageError
+
+        raise UsageError("-o - writes the tarball to stdout, which is a terminal or closed; redirect it or give -o PATH")
+    result = index_images(list(images), output=output, oci_dir=oci_dir, tags=tuple(parse_tag(t) for t in tags),
+                          push=push_to, docker_platform=Platform.parse(docker_platform) if docker_platform else None,
+                          metadata_file=metadata_file, registry=_registry(ctx, opts), check_elf=arch_check)
+    click.echo(result.pushed or str(result.image.digest), err=streaming)
+
+
 @main.command(name="diff")
 @click.argument("first")
 @click.argument("second")

@@ -16,7 +16,7 @@ from lamina.image import Base, Image
 from lamina.model import Layer
 from lamina.model import Platform, Reference
 from lamina.sources.archive import layer_openers
-from lamina.sources.base import BaseRef, open_image
+from lamina.sources.base import BaseRef, open_all, open_image
 from lamina.sources.rootfs import MergedFS
 
 Note = Callable[[str], None]
@@ -58,6 +58,34 @@ class Resolver:
     def opened(self) -> dict[str, Image]:
         """Every image opened so far, by the name it was asked for (for provenance)."""
         return dict(self._images)
+
+    def all_platforms(self, text: str) -> list[Image]:
+        """Every platform's image that ``text`` names: one for a single image, each manifest
+        of an index (a registry index is pulled platform by platform)."""
+        from lamina.registry.pull import is_registry_ref
+
+        if not is_registry_ref(text):
+            source, found = open_all(BaseRef.parse(text))
+            self._stack.callback(source.close)
+            return found
+        from lamina.registry.options import Options
+        from lamina.registry.pull import fetch
+        from lamina.sources.archive import ImageSource, is_index, manifests
+        from lamina.sources.base import open_descriptor
+
+        options = self._registry or Options()
+        root, top = fetch(text, self.platform, options.registry, self._note)
+        if not is_index(top):
+            return [self.image(text)]
+        with ImageSource.open(root) as cache:
+            children = [c for c in manifests(cache, top) if c.platform is not None]
+        out = []
+        for child in children:
+            fetch(text, child.platform, options.registry, self._note)  # that platform's blobs
+            source, image = open_descriptor(root, child, child.platform, text)
+            self._stack.callback(source.close)
+            out.append(image)
+        return out
 
     def openers(self, text: str) -> list[Callable[[], BinaryIO]]:
         """Each layer's verified uncompressed tar stream."""

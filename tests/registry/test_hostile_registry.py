@@ -71,7 +71,7 @@ def plan(layer: bytes = b"layer " * 1000, corrupt: bool = False) -> PushPlan:
     ldesc = Descriptor("application/vnd.oci.image.layer.v1.tar", Digest.of_bytes(layer), len(layer))
     manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": cdesc.to_json(),
                            "layers": [ldesc.to_json()]}).encode()
-    stored = {cdesc.digest: config, ldesc.digest: (b"X" + layer[1:]) if corrupt else layer}
+    stored = {cdesc.digest: config, ldesc.digest: bytes([layer[0] ^ 0xFF]) + layer[1:] if corrupt else layer}
     return PushPlan((cdesc, ldesc), ((Descriptor(OCI_MANIFEST, Digest.of_bytes(manifest), len(manifest)), manifest),),
                     lambda digest: io.BytesIO(stored[digest]))
 

@@ -72,17 +72,17 @@ def _image(tmp_path: Path, compression: Compression, platform: Platform = AMD64)
     layers = _layers(store, tmp_path / "host", compression)
     changes = ConfigChanges(cmd=("/app/hello",), env=(("A", "1"),), labels=(("l", "v"),),
                             annotations=(("org.opencontainers.image.source", "roundtrip"),))
-    return store, compose(layers, changes, platform=platform, epoch=EPOCH)
+    return store, compose(layers, changes, platform=platform, epoch=EPOCH, blobs=store)
 
 
 def _write(kind: str, built: Image | ImageIndex, store: BlobStore, out: Path, tags: tuple[Reference, ...] = (),
            docker_image: Image | None = None, extras: Any = ()) -> Path:
     if kind == "layout":
-        stage_layout(built, store, out, tags, extras).commit()
+        stage_layout(built, out, tags, extras).commit()
     else:
         first = built if isinstance(built, Image) else built.images[0]
         with open(out, "wb") as f:
-            write_tarball(built, store, f, tags, epoch=EPOCH, docker_image=docker_image or first, extras=extras)
+            write_tarball(built, f, tags, epoch=EPOCH, docker_image=docker_image or first, extras=extras)
     return out
 
 
@@ -132,7 +132,7 @@ def test_one_image_comes_back_as_it_went_in(tmp_path: Path, sink: str, compressi
 def test_an_index_with_tags_and_an_attached_artifact(tmp_path: Path, sink: str) -> None:
     store = BlobStore(tmp_path / "store")
     layers = _layers(store, tmp_path / "host", Compression.GZIP)
-    built = compose_index([compose(layers, ConfigChanges(), platform=p, epoch=EPOCH) for p in (AMD64, ARM64)])
+    built = compose_index([compose(layers, ConfigChanges(), platform=p, epoch=EPOCH, blobs=store) for p in (AMD64, ARM64)])
     tags = (Reference.parse("example.com/app:v1"), Reference.parse("app:latest"))
     sbom = b'{"spdxVersion":"SPDX-2.3"}'
     extra = artifact(built.images[0], sbom)

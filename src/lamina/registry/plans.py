@@ -12,15 +12,18 @@ from lamina.model import Descriptor, Digest
 from lamina.registry.pull import descriptors, document
 from lamina.registry.push import PushPlan
 from lamina.sources.archive import ImageSource, entries, index_children, is_index, verifying
-from lamina.store import BlobStore
+from lamina.sinks.blobs import layer_blobs
 
 
 def _plain(desc: Descriptor) -> Descriptor:
     return Descriptor(desc.media_type, desc.digest, desc.size)
 
 
-def from_build(built: Built, store: BlobStore) -> PushPlan:
+def from_build(built: Built) -> PushPlan:
+    """Every blob and manifest of an image (or index) as lamina holds it: JSON as bytes,
+    layers through each image's blobs."""
     jsons = json_blobs(built)
+    layers = layer_blobs(built)
     blobs: dict[Digest, Descriptor] = {}
     manifests = []
     for image in images_of(built):
@@ -34,7 +37,8 @@ def from_build(built: Built, store: BlobStore) -> PushPlan:
     def open_blob(digest: Digest) -> BinaryIO:
         if digest in jsons:
             return io.BytesIO(jsons[digest])
-        return open(store.path(digest), "rb")
+        descriptor, blobs = layers[digest]
+        return blobs.open(descriptor)
 
     return PushPlan(tuple(blobs.values()), tuple(manifests), open_blob)
 

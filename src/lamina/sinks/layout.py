@@ -20,33 +20,26 @@ from pathlib import Path
 from typing import Any
 
 from lamina.errors import OutputError
-from lamina.image import Built, images_of, json_blobs, top_descriptor
+from lamina.image import Blobs, Built, top_descriptor
 from lamina.model import Descriptor, Digest, Reference, canonical, mediatypes
 from lamina.sinks.atomic import check_replaceable_dir, hold, temp_prefix
+from lamina.sinks.blobs import Extra, held_bytes, layer_blobs, write_blob
 from lamina.sinks.naming import index_for
 from lamina.sources.archive import ARTIFACT_TYPE
-from lamina.store import BlobStore
-
-# (manifest descriptor, manifest bytes, every blob it needs including itself)
-Extra = tuple[Descriptor, bytes, dict[Digest, bytes]]
 
 OCI_LAYOUT = canonical.dumps({"imageLayoutVersion": mediatypes.OCI_LAYOUT_VERSION})
 LOCK = ".lamina.lock"
 MAX_INDEX = 64 << 20  # an index.json larger than this is not one lamina will rewrite
 
 
-def blob_digests(built: Built) -> list[Digest]:
-    """Every blob an image (or index) needs, each once — shared layers too — in a fixed order."""
-    seen = set(json_blobs(built))
-    for image in images_of(built):
-        seen |= {layer.descriptor.digest for layer in image.layers}
-    return sorted(seen)
-
-
-def _place(src: Path, dst: Path) -> None:
-    """A copy, made by the kernel: the store's blobs may be hardlinks into the layer cache,
-    and nothing a user does to an output may reach the cache."""
-    shutil.copyfile(src, dst)
+def _place(blob: bytes | tuple[Descriptor, Blobs], dst: Path) -> None:
+    """One blob as a file: a copy, never a link, for the store's blobs may be links into the
+    layer cache, and nothing a user does to an output may reach the cache."""
+    with open(dst, "wb") as out:
+        if isinstance(blob, bytes):
+            out.write(blob)
+        else:
+            write_blob(blob[1], blob[0], out)
     dst.chmod(0o644)  # fixed modes, whatever the umask
 
 
@@ -217,13 +210,13 @@ def _add_blobs(source: Path, layout: Path) -> None:
             os.replace(blob, target)
 
 
-def _blob_into(store: BlobStore, digest: Digest, layout: Path) -> None:
+def _blob_into(blob: bytes | tuple[Descriptor, Blobs], digest: Digest, layout: Path) -> None:
     """One blob into an existing layout: written beside, renamed into blobs/sha256 whole."""
     target = layout / "blobs" / "sha256" / digest.hex
-    src = store.path(digest)
-    if target.is_file() and target.stat().st_size == src.stat().st_size:
+    size = len(blob) if isinstance(blob, bytes) else blob[0].size
+    if target.is_file() and target.stat().st_size == size:
         return  # same name, same size: the same content (content addressing)
-    tmp = _write_temp(layout, Path(digest.hex), lambda p: shutil.copyfile(src, p))
+    tmp = _write_temp(layout, Path(digest.hex), lambda p: _place(blob, p))
     try:
         os.replace(tmp, target)
     except BaseException:
@@ -231,24 +224,19 @@ def _blob_into(store: BlobStore, digest: Digest, layout: Path) -> None:
         raise
 
 
-def stage_layout(built: Built, store: BlobStore, path: Path, tags: Sequence[Reference],
-                 extras: Sequence[Extra] = ()) -> StagedLayout:
+def stage_layout(built: Built, path: Path, tags: Sequence[Reference], extras: Sequence[Extra] = ()) -> StagedLayout:
     """``extras``: more top-level manifests (attached SBOMs) with the blobs they need."""
     check_replaceable_dir(path)
     if path.is_symlink() and path.is_dir():
         path = path.resolve()  # write into the directory it names, never over the link
-    for data in json_blobs(built).values():
-        store.put_bytes(data)
-    for _, _, extra_blobs in extras:
-        for data in extra_blobs.values():
-            store.put_bytes(data)
-    digests = sorted({*blob_digests(built), *(d for _, _, b in extras for d in b)})
+    sources: dict[Digest, bytes | tuple[Descriptor, Blobs]] = {**layer_blobs(built), **held_bytes(built, extras)}
+    digests = sorted(sources)
     index = index_for(top_descriptor(built), tags, [d for d, _, _ in extras]).to_bytes()
     if (path / "oci-layout").is_file():
         try:
             (path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
             for digest in digests:
-                _blob_into(store, digest, path)
+                _blob_into(sources[digest], digest, path)
         except OSError as exc:
             raise _fail(path, exc) from exc
         return StagedLayout(path, index, None)
@@ -265,7 +253,7 @@ def stage_layout(built: Built, store: BlobStore, path: Path, tags: Sequence[Refe
         blobs = tmp / "blobs" / "sha256"
         blobs.mkdir(parents=True)
         for digest in digests:
-            _place(store.path(digest), blobs / digest.hex)
+            _place(sources[digest], blobs / digest.hex)
         (tmp / "oci-layout").write_bytes(OCI_LAYOUT)
         (tmp / "index.json").write_bytes(index)
         for file in (tmp / "oci-layout", tmp / "index.json"):

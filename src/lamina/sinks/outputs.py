@@ -23,12 +23,18 @@ from typing import Any, BinaryIO
 
 from lamina.errors import OutputError
 from lamina.image import Built, Image
-from lamina.sinks.atomic import check_replaceable_file, clean_stale, hold, temp_prefix, work_prefix
-from lamina.sinks.layout import Extra, StagedLayout, stage_layout
+from lamina.sinks.atomic import (
+    check_replaceable_file,
+    clean_stale,
+    hold,
+    temp_prefix,
+    work_prefix,
+)
+from lamina.sinks.blobs import Extra
+from lamina.sinks.layout import StagedLayout, stage_layout
 from lamina.sinks.metadata import metadata_bytes
 from lamina.sinks.tarball import write_tarball
 from lamina.spec import BuildSpec
-from lamina.store import BlobStore
 
 STDOUT = Path("-")  # -o -: the tarball goes to standard output
 
@@ -135,27 +141,27 @@ def _stream(write: Callable[[BinaryIO], None]) -> None:
         raise OutputError(f"cannot write the tarball to standard output: {exc.strerror}") from exc
 
 
-def _push(push: Callable[..., Any], built: Built, store: BlobStore, extras: Sequence[Extra]) -> str:
+def _push(push: Callable[..., Any], built: Built, extras: Sequence[Extra]) -> str:
     from lamina.registry.plans import from_build
     from lamina.registry.push import artifact_plan
 
-    pushed = str(push(from_build(built, store)).reference)
+    pushed = str(push(from_build(built)).reference)
     for desc, manifest, blobs in extras:  # attached SBOMs: after the image they refer to
         push(artifact_plan(desc, manifest, blobs), digest=desc.digest)
     return pushed
 
 
-def emit(spec: BuildSpec, built: Built, store: BlobStore, *, epoch: int, docker_image: Image | None,
+def emit(spec: BuildSpec, built: Built, *, epoch: int, docker_image: Image | None,
          sboms: Sequence[tuple[Path, bytes]], extras: Sequence[Extra],
          push: Callable[..., Any] | None = None) -> str | None:
     """Stage every local output, push (if asked), then commit; returns the pushed reference."""
     with Staging() as staging:
         if spec.oci_dir is not None:
-            staging.layout(stage_layout(built, store, spec.oci_dir, spec.tags, extras))
+            staging.layout(stage_layout(built, spec.oci_dir, spec.tags, extras))
 
         def tarball(out: BinaryIO) -> None:
             assert docker_image is not None
-            write_tarball(built, store, out, spec.tags, epoch=epoch, docker_image=docker_image, extras=extras)
+            write_tarball(built, out, spec.tags, epoch=epoch, docker_image=docker_image, extras=extras)
 
         if spec.output is not None and spec.output != STDOUT:
             with staging.file(spec.output) as out:
@@ -165,7 +171,7 @@ def emit(spec: BuildSpec, built: Built, store: BlobStore, *, epoch: int, docker_
                 out.write(data)
         if spec.output == STDOUT:
             _stream(tarball)
-        pushed = _push(push, built, store, extras) if push is not None else None
+        pushed = _push(push, built, extras) if push is not None else None
         try:
             if spec.metadata_file is not None:
                 with staging.file(spec.metadata_file) as out:

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import BinaryIO
 
-from lamina.image import Built, Image, json_blobs, top_descriptor
+from lamina.image import Built, Image, top_descriptor
 from lamina.layers import tarformat
 from lamina.layers.entries import Entry, Kind
 from lamina.model import Reference, canonical
-from lamina.sinks.layout import OCI_LAYOUT, Extra, blob_digests
+from lamina.sinks.blobs import Extra, held_bytes, layer_blobs, write_blob
+from lamina.sinks.layout import OCI_LAYOUT
 from lamina.sinks.naming import index_for, repo_tag
-from lamina.store import BlobStore
 
 
 def docker_manifest(image: Image, tags: Sequence[Reference]) -> bytes:
@@ -45,25 +45,23 @@ def _write_bytes(out: BinaryIO, name: str, data: bytes, epoch: int) -> None:
     out.write(tarformat.padding(len(data)))
 
 
-def write_tarball(built: Built, store: BlobStore, out: BinaryIO, tags: Sequence[Reference], *, epoch: int,
+def write_tarball(built: Built, out: BinaryIO, tags: Sequence[Reference], *, epoch: int,
                   docker_image: Image, extras: Sequence[Extra] = ()) -> None:
     """Write the tarball to ``out`` (a staged file, or a pipe for ``-o -``). ``docker_image`` is
     the one manifest.json describes (it can describe one image per tag)."""
     image = docker_image
     for directory in ("blobs", "blobs/sha256"):
         out.write(tarformat.header(Entry(directory, Kind.DIR, mode=0o755, mtime=epoch)))
-    blobs = json_blobs(built)
-    for _, _, extra in extras:
-        blobs.update(extra)
-    for digest in sorted({*blob_digests(built), *blobs}):
+    held, layers = held_bytes(built, extras), layer_blobs(built)
+    for digest in sorted({*layers, *held}):
         name = f"blobs/sha256/{digest.hex}"
-        if digest in blobs:
-            _write_bytes(out, name, blobs[digest], epoch)
+        if digest in held:
+            _write_bytes(out, name, held[digest], epoch)
             continue
-        size = store.path(digest).stat().st_size
-        out.write(tarformat.header(Entry(name, Kind.FILE, mode=0o644, mtime=epoch, size=size)))
-        store.copy_into(digest, out)
-        out.write(tarformat.padding(size))
+        descriptor, blobs = layers[digest]
+        out.write(tarformat.header(Entry(name, Kind.FILE, mode=0o644, mtime=epoch, size=descriptor.size)))
+        write_blob(blobs, descriptor, out)
+        out.write(tarformat.padding(descriptor.size))
     _write_bytes(out, "index.json", index_for(top_descriptor(built), tags, [d for d, _, _ in extras]).to_bytes(), epoch)
     _write_bytes(out, "manifest.json", docker_manifest(image, tags), epoch)
     _write_bytes(out, "oci-layout", OCI_LAYOUT, epoch)

@@ -168,3 +168,21 @@ def open_descriptor(root: Path, desc: Descriptor, platform: Platform | None, nam
     except BaseException:
         source.close()
         raise
+
+
+def open_all(ref: BaseRef) -> tuple[ImageSource, list[Image]]:
+    """Every platform of the one image the archive names (for ``lamina index``); the caller
+    closes the source."""
+    path = Path(ref.path)
+    if not path.exists():
+        raise ImageError(f"{ref}: {ref.path!r}: no such file or directory")
+    source = ImageSource.open(path)
+    try:
+        entry = _select_entry(source, ref)
+        if entry.docker is not None and ref.transport not in ("oci", "oci-archive"):
+            return source, [load_docker(source, entry.docker, entry.names)]
+        assert entry.descriptor is not None
+        return source, [load_manifest(source, desc, entry.names) for desc in manifests(source, entry.descriptor)]
+    except BaseException:
+        source.close()
+        raise
