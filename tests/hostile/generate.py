@@ -598,6 +598,15 @@ def corrupt_second_header(d: Path, c: Canary) -> Path:
     return path
 
 
+def docker_config_not_a_string(d: Path, c: Canary) -> Path:
+    """manifest.json with two images, one whose Config is a list (not a path)."""
+    img = docker_dir(d / "img", ["good.tar"])
+    records = json.loads((img / "manifest.json").read_text())
+    records.append({"Config": ["config.json"], "RepoTags": ["other:latest"], "Layers": ["good.tar"]})
+    (img / "manifest.json").write_text(json.dumps(records))
+    return img
+
+
 def truncated_archive(d: Path, c: Canary) -> Path:
     """An OCI archive (tar) cut in the middle of its last member's data."""
     path = as_tar(oci_dir(d / "img"))
@@ -631,6 +640,7 @@ IMAGE_CASES: list[ImageCase] = [
     ImageCase("corrupt-gzip-layer", corrupt_gzip_layer("bitflip"), "layer"),
     ImageCase("bad-gzip-header-layer", corrupt_gzip_layer("header"), "layer"),
     ImageCase("truncated-archive", truncated_archive, "img.tar"),
+    ImageCase("docker-config-not-a-string", docker_config_not_a_string, "Config"),
 ]
 SLOW_IMAGE_CASES = [ImageCase("config-huge", config_huge, "config")]
 
