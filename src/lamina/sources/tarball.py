@@ -70,7 +70,10 @@ class _Header(tarfile.TarInfo):
         if self.type in _EXTENDED and self.size > MAX_EXTENDED_HEADER:
             kind = "GNU long name" if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) else "PAX"
             raise tarfile.ReadError(f"a {kind} header of {self.size} bytes (at most {MAX_EXTENDED_HEADER} are read)")
-        member: tarfile.TarInfo = super()._proc_member(tarfile_)  # type: ignore[misc]
+        try:
+            member: tarfile.TarInfo = super()._proc_member(tarfile_)  # type: ignore[misc]
+        except (IndexError, ValueError, OverflowError) as exc:  # tarfile's parsers trust lengths (fuzz)
+            raise tarfile.ReadError(f"malformed {self.type!r} header ({exc!r})") from None
         if member.size < 0:
             raise tarfile.ReadError(f"member {member.name!r} has a negative size ({member.size})")
         return member
