@@ -106,10 +106,12 @@ def test_layer_reader_refuses_a_huge_pax_header_in_bounded_memory(tmp_path: Path
 
 @pytest.mark.slow
 def test_many_members_in_bounded_memory(tmp_path: Path, canary: Canary) -> None:
-    """tarfile keeps every header it has read; lamina's reader forgets them (255 -> 110 MB here)."""
+    """tarfile keeps every header it has read; lamina's reader forgets them (255 -> 110 MB here,
+    measured before the build kept a tree of every path for MergedFS.check, which adds ~100 MB;
+    the old reader would add its ~145 MB on top of that)."""
     res, output = _build(TarCase("many", many_members), tmp_path, canary)
     assert res.code == 0, res
-    assert_bounded(res, 180 << 10)
+    assert_bounded(res, 300 << 10)
 
 
 def test_layer_reader_does_not_skip_forever_past_the_end(tmp_path: Path, canary: Canary) -> None:
