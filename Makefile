@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LAMINA := $(BIN)/lamina
 DEMO := demo
 
-.PHONY: setup deps testdata demo test test-fast typecheck bench clean
+.PHONY: setup deps testdata demo test test-fast typecheck bench fuzz clean
 
 # A venv with lamina (editable) and the test tools; redone when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -53,6 +53,18 @@ bench: setup testdata
 	@command -v buildah >/dev/null && command -v igzip >/dev/null && command -v zstd >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah isal zstd >/dev/null)
 	$(BIN)/python bench/run.py
+
+# Coverage-guided fuzzing (atheris): each target for FUZZ_SECONDS, niced; findings land in
+# fuzz/crashes/<target>/ and `make test` replays them (tests/hostile/test_fuzz_replay.py).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= tar image spec
+fuzz: setup
+	@$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/pip install --quiet --disable-pip-version-check -e '.[fuzz]'
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $$t for $(FUZZ_SECONDS) s (log: fuzz/work/$$t.log)"; \
+	  mkdir -p fuzz/work; nice $(BIN)/python fuzz/run.py $$t $(FUZZ_SECONDS) > fuzz/work/$$t.log 2>&1 || exit 1; \
+	  grep -E '^(stat::number_of_executed_units|== finding)' fuzz/work/$$t.log || true; \
+	done
 
 clean:
 	rm -rf $(DEMO) testdata/out

@@ -21,6 +21,17 @@ class Kind(enum.Enum):
     DIR = b"5"
     FIFO = b"6"
 
+    @property
+    def noun(self) -> str:
+        """What the kind is called in a message ("a symlink", never "a file" for one)."""
+        return _NOUNS[self]
+
+
+_NOUNS = {
+    Kind.FILE: "a file", Kind.HARDLINK: "a hardlink", Kind.SYMLINK: "a symlink", Kind.CHAR: "a character device",
+    Kind.BLOCK: "a block device", Kind.DIR: "a directory", Kind.FIFO: "a FIFO",
+}
+
 
 @attrs.frozen(slots=True)
 class Entry:
@@ -64,6 +75,13 @@ def normalize(path: str, *, what: str = "path") -> str:
             continue
         parts.append(part)
     return "/".join(parts)
+
+
+def display(path: str) -> str:
+    """A path as text that can be printed or put in JSON: bytes that are not UTF-8 (which
+    tarfile and os.fsdecode carry as lone surrogates, and which JSON cannot hold) become
+    ``\\xNN`` escapes, so ``caf\\xe9`` shows the byte the name really has."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def parents(path: str) -> list[str]:

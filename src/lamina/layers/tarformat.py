@@ -22,6 +22,15 @@ def _fits(value: int, width: int) -> bool:
     return 0 <= value <= _MAX_OCTAL[width]
 
 
+def _utf8(text: str) -> bool:
+    """Whether a name's bytes are UTF-8: names that are not arrive surrogate-escaped."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _pax_record(key: str, value: str) -> bytes:
     body = f" {key}={value}\n".encode("utf-8", "surrogateescape")
     length = len(body) + 1
@@ -61,12 +70,20 @@ def header(entry: Entry) -> bytes:
     link = entry.linkname.encode("utf-8", "surrogateescape")
     size = entry.size if entry.kind is Kind.FILE else 0
     pax: list[bytes] = []
+    # Names whose bytes are not UTF-8 go in the ustar fields as they are, as GNU tar writes
+    # them; only when too long for those do they need PAX records, which are UTF-8 unless
+    # hdrcharset=BINARY says otherwise (POSIX).
+    pax_link = len(link) > 100 or (not entry.linkname.isascii() and _utf8(entry.linkname))
+    pax_name = len(name) > 100 or (not entry.tar_name.isascii() and _utf8(entry.tar_name))
+    binary = (pax_link and not _utf8(entry.linkname)) or (pax_name and not _utf8(entry.tar_name))
     # Records in a fixed order (alphabetical by key), so the bytes never depend on dict order.
     if not _fits(entry.gid, 8):
         pax.append(_pax_record("gid", str(entry.gid)))
-    if len(link) > 100 or not entry.linkname.isascii():
+    if binary:
+        pax.append(_pax_record("hdrcharset", "BINARY"))
+    if pax_link:
         pax.append(_pax_record("linkpath", entry.linkname))
-    if len(name) > 100 or not entry.tar_name.isascii():
+    if pax_name:
         pax.append(_pax_record("path", entry.tar_name))
     if not _fits(size, 12):
         pax.append(_pax_record("size", str(size)))

@@ -246,7 +246,7 @@ def _finish(merged: dict[str, _Found], ctx: LayerContext) -> list[tuple[Entry, O
             found = merged.get(parent)
             if found is not None:
                 if found.entry.kind is not Kind.DIR:
-                    raise InputError(f"{parent!r} is added as a file and also as the parent directory of {child!r}")
+                    raise InputError(f"{parent!r} is added as {found.entry.kind.noun} and also as the parent directory of {child!r}")
                 break
             merged[parent] = _Found(_parent_entry(parent, ctx), None)
             child, parent = parent, posixpath.dirname(parent)

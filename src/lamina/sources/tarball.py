@@ -3,7 +3,13 @@
 Compression is detected by magic bytes, never by file name. Member names are normalised
 in ``entries.normalize``; owners' numeric ids are kept and names dropped; mtimes are
 clamped to the build's epoch. A member escaping the root, or a hardlink to a member not
-yet seen, is an error naming the member.
+yet seen, is an error naming the member (a member below a symlink is refused where every
+new layer's entries are checked: rootfs.MergedFS.check).
+
+Every tar lamina reads (rootfs tarballs here, stored layers through ``layer_tar``) is read
+by ``StreamTar``: bounded memory whatever the archive says (extended headers are capped,
+members are not kept), a size that runs past the end of the data is an error instead of
+an endless skip, and decompressors' own errors surface as ``tarfile.ReadError``.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import io
 import sys
 import tarfile
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from lamina.errors import InputError
 from lamina.layers.build import Opener
@@ -30,6 +36,7 @@ _KINDS = {
     tarfile.REGTYPE: Kind.FILE,
     tarfile.AREGTYPE: Kind.FILE,
     tarfile.CONTTYPE: Kind.FILE,
+    tarfile.GNUTYPE_SPARSE: Kind.FILE,  # old GNU sparse: tarfile fills the holes with zeros
     tarfile.LNKTYPE: Kind.HARDLINK,
     tarfile.SYMTYPE: Kind.SYMLINK,
     tarfile.CHRTYPE: Kind.CHAR,
@@ -39,14 +46,49 @@ _KINDS = {
 }
 
 
+# PAX and GNU long-name headers are read whole into memory by tarfile: a real one is a few
+# hundred bytes; a hostile one claims gigabytes of (compressible) records.
+MAX_EXTENDED_HEADER = 1 << 20
+_EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+
+
 def _read_errors() -> tuple[type[BaseException], ...]:
     """What a corrupt archive raises; evaluated when an error is being handled, so the
     decompressors stay unimported until an archive needs them."""
     errors: list[type[BaseException]] = [tarfile.TarError, OSError, EOFError, ValueError]
-    for module, name in (("lzma", "LZMAError"), ("zstandard", "ZstdError"), ("isal.igzip_lib", "IsalError")):
+    for module, name in (("lzma", "LZMAError"), ("zstandard", "ZstdError"), ("zlib", "error"),
+                         ("isal.isal_zlib", "error"), ("isal.igzip_lib", "IsalError")):
         if module in sys.modules:
             errors.append(getattr(sys.modules[module], name))
     return tuple(errors)
+
+
+class _Header(tarfile.TarInfo):
+    """tarfile's header parser, with the sizes it trusts checked first."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED and self.size > MAX_EXTENDED_HEADER:
+            kind = "GNU long name" if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) else "PAX"
+            raise tarfile.ReadError(f"a {kind} header of {self.size} bytes (at most {MAX_EXTENDED_HEADER} are read)")
+        try:
+            member: tarfile.TarInfo = super()._proc_member(tarfile_)  # type: ignore[misc]
+        except (IndexError, ValueError, OverflowError) as exc:  # tarfile's parsers trust lengths (fuzz)
+            raise tarfile.ReadError(f"malformed {self.type!r} header ({exc!r})") from None
+        if member.size < 0:
+            raise tarfile.ReadError(f"member {member.name!r} has a negative size ({member.size})")
+        return member
+
+
+class StreamTar(tarfile.TarFile):
+    """A tar read front to back (mode ``r|``) that forgets each member once past it:
+    tarfile keeps every header otherwise, and a million tiny members would fill memory."""
+
+    tarinfo = _Header
+
+    def next(self) -> tarfile.TarInfo | None:
+        member = super().next()
+        self.members.clear()  # type: ignore[attr-defined]  # typeshed leaves it out
+        return member
 
 
 def detect(head: bytes) -> str:
@@ -60,7 +102,12 @@ def open_decompressed(raw: BinaryIO) -> BinaryIO:
     """Wrap a (possibly compressed) stream so it reads as plain tar. A corrupt compressed
     stream raises OSError, as Python's gzip does, whichever decompressor found it, so every
     reader's ``except OSError`` names the file it was reading."""
-    kind = detect(raw.peek(8)[:8] if hasattr(raw, "peek") else b"")
+    try:
+        kind = detect(raw.peek(8)[:8] if hasattr(raw, "peek") else b"")
+    except tarfile.TarError:
+        raise
+    except _read_errors() as exc:  # ``raw`` may itself be decompressing (a stored layer)
+        raise tarfile.ReadError(f"corrupt compressed data ({exc})") from None
     inner: Any
     if kind == "gzip":
         from isal import igzip
@@ -109,24 +156,42 @@ class _Corrupt(io.RawIOBase):
 
 
 class PaddedAtEnd(io.RawIOBase):
-    """Adds the zero blocks some writers leave out (umoci insert ends a layer right after
-    the last member's data, with no padding and no end-of-archive blocks), so layers that
-    docker and containerd accept are read here too."""
+    """The decompressed stream as tarfile reads it.
 
-    def __init__(self, inner: BinaryIO) -> None:
+    Adds the zero blocks some writers leave out (umoci insert ends a layer right after the
+    last member's data, with no padding and no end-of-archive blocks), so layers that docker
+    and containerd accept are read here too (``pad=0``: nothing added, for rootfs tarballs).
+    Turns the decompressors' errors into ``tarfile.ReadError``, which every caller handles.
+    And ends tarfile's forward seeks past the end of the data: skipping a member whose size
+    runs past the end reads on, a buffer at a time, for as long as the size says.
+    """
+
+    _EOF_READS = 64  # tarfile asks a few times at a real end; a skip past it asks forever
+
+    def __init__(self, inner: BinaryIO, pad: int = 2 * 512 + 512) -> None:
         self._inner = inner
-        self._pad = 2 * 512 + 512
+        self._pad = pad
+        self._eof_reads = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._inner.read(len(buffer))
+        try:
+            data = self._inner.read(len(buffer))
+        except tarfile.TarError:
+            raise
+        except _read_errors() as exc:
+            raise tarfile.ReadError(f"corrupt compressed data ({exc})") from None
         if not data and self._pad:
             n = min(self._pad, len(buffer))
             self._pad -= n
             buffer[:n] = b"\0" * n
             return n
+        if not data:
+            self._eof_reads += 1
+            if self._eof_reads > self._EOF_READS:
+                raise tarfile.ReadError("unexpected end of data (a member's size runs past the end of the archive)")
         buffer[: len(data)] = data
         return len(data)
 
@@ -134,7 +199,30 @@ class PaddedAtEnd(io.RawIOBase):
 def layer_tar(raw: BinaryIO) -> tarfile.TarFile:
     """A stored layer (any compression) as a streaming tarfile, tolerant of a missing end."""
     stream = io.BufferedReader(PaddedAtEnd(open_decompressed(raw)), 1 << 20)
-    return tarfile.open(fileobj=stream, mode="r|")
+    return StreamTar.open(fileobj=stream, mode="r|")
+
+
+class _MemberData(io.RawIOBase):
+    """One rootfs tarball member's bytes; a read that fails names the tarball and the member."""
+
+    def __init__(self, inner: BinaryIO | None, path: str, name: str) -> None:
+        self._inner, self._path, self._name = inner, path, name
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._inner is None:
+            return b""
+        try:
+            return self._inner.read(size)
+        except _read_errors() as exc:
+            raise InputError(f"tarball {self._path!r}: member {self._name!r} is truncated or corrupt ({exc})") from None
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 @contextlib.contextmanager
@@ -147,8 +235,9 @@ def read_tarball(path: str, dst: str, *, epoch: int) -> Iterator[Iterator[tuple[
     with raw:
         prefix = normalize(dst, what=f"destination of tarball {path}")
         try:
-            stream = open_decompressed(raw)
-            archive = tarfile.open(fileobj=stream, mode="r|")
+            # Unbuffered: tarfile reads 10 KiB at a time, so a corrupt stream fails while the
+            # member it belongs to is read, and the error can name that member.
+            archive = StreamTar.open(fileobj=PaddedAtEnd(open_decompressed(raw), pad=0), mode="r|")
         except _read_errors() as exc:
             raise InputError(f"tarball {path!r}: not a readable tar archive ({exc})") from exc
         with archive:
@@ -182,7 +271,8 @@ def _entries(path: str, archive: tarfile.TarFile, prefix: str, epoch: int) -> It
             if chunk.count(0) != len(chunk):
                 raise InputError(f"tarball {path!r}: corrupt header after member {last!r} (data follows the end of the archive)")
     except _read_errors() as exc:
-        raise InputError(f"tarball {path!r}: truncated or corrupt archive ({exc})") from exc
+        after = f" after member {last!r}" if last is not None else ""
+        raise InputError(f"tarball {path!r}: truncated or corrupt archive{after} ({exc})") from exc
 
 
 def _member(path: str, archive: tarfile.TarFile, member: tarfile.TarInfo, prefix: str,
@@ -227,12 +317,13 @@ def _member(path: str, archive: tarfile.TarFile, member: tarfile.TarInfo, prefix
     seen.add(full)
     opener: Opener = None
     if kind is Kind.FILE:
-        opener = functools.partial(_member_data, archive, member)  # read before the next member
+        # Read before the next member; a read that fails names the tarball and this member.
+        opener = functools.partial(_member_data, archive, member, path)
     yield entry, opener
 
 
-def _member_data(archive: tarfile.TarFile, member: tarfile.TarInfo) -> BinaryIO:
+def _member_data(archive: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> BinaryIO:
     data = archive.extractfile(member)
     if data is None:
-        raise InputError(f"{member.name!r}: no data for a regular file")
-    return data  # type: ignore[return-value]  # tarfile's ExFileObject is a binary reader
+        raise InputError(f"tarball {path!r}: member {member.name!r}: no data for a regular file")
+    return cast(BinaryIO, _MemberData(data, path, member.name))  # type: ignore[arg-type]  # ExFileObject reads bytes
