@@ -127,7 +127,7 @@ def open_decompressed(raw: BinaryIO) -> BinaryIO:
         inner = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
     else:
         return raw
-    return io.BufferedReader(_Corrupt(inner, kind), 1 << 20)
+    return _Corrupt(inner, kind)  # type: ignore[return-value]  # unbuffered: errors surface at the member read
 
 
 class _Corrupt(io.RawIOBase):
