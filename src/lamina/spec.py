@@ -89,6 +89,7 @@ class BuildSpec:
     compression: Compression = Compression.GZIP
     source_date_epoch: int | None = None
     metadata_file: Path | None = None
+    depfile: Path | None = None  # Make rule: the outputs depend on every file the build read
 
 
 # ---- value parsers shared by flags and the file; each raises UsageError with the bad value
@@ -213,7 +214,7 @@ _TOP_KEYS = {
     "layer", "base", "remove", "hermetic", "platform", "platforms", "docker_platform", "arch_check",
     "ca_certs", "accounts", "tmp", "tzdata", "lint", "lint_ignore", "sbom", "sbom_attach", "provenance", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
     "expose", "stop_signal", "tags", "output", "oci_dir", "compression", "source_date_epoch",
-    "metadata_file",
+    "metadata_file", "depfile",
 }
 
 
@@ -423,7 +424,7 @@ class _Reader:
             if not all(isinstance(t, str) for t in tags):
                 raise self.fail("tags", "expected a list of strings")
             fields["tags"] = tuple(self.wrap(f"tags[{i}]", parse_tag, t) for i, t in enumerate(tags))
-        for key in ("output", "oci_dir", "metadata_file"):
+        for key in ("output", "oci_dir", "metadata_file", "depfile"):
             if key in data:
                 fields[key] = Path(self.rel(self.typed(data, key, str)))
         if "compression" in data:
@@ -449,7 +450,7 @@ def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
     """Apply flag values (already parsed; None or empty means "not given") over a file spec."""
     changes: dict[str, Any] = {}
     for key in ("platforms", "docker_platform", "output", "oci_dir", "compression", "source_date_epoch",
-                "metadata_file", "base"):
+                "metadata_file", "depfile", "base"):
         if flags.get(key) is not None:
             changes[key] = flags[key]
     if flags.get("hermetic"):
