@@ -53,7 +53,6 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
     Outputs already up to date (lamina.uptodate) are left as they are, unless ``force``;
     the result then says ``up_to_date`` and its image is read from the outputs.
     """
-    from lamina.depfile import inputs as read_inputs
     from lamina.lint import check_findings
     from lamina.pins import read_lock
 
@@ -75,7 +74,7 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
         return BuildResult(_read_outputs(spec, registry), tuple(uptodate.outputs(spec)), up_to_date=True)
     pusher = _pusher(push, registry)
     fp = _fingerprint(spec, spec_path, epoch, note) if trackable else None
-    inputs = fp.inputs if fp is not None else read_inputs(spec, spec_path) if spec.depfile is not None else None
+    inputs = fp.inputs if fp is not None else _inputs(spec, spec_path)
     result = build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_path), push=pusher,
                    registry=registry, use_cache=use_cache, meter=meter,
                    lint=(lambda found: check_findings(found, report)) if spec.lint else None,
@@ -120,9 +119,24 @@ def _fingerprint(spec: BuildSpec, spec_path: Path | None, epoch: int, note: Say)
     cache = _open_cache(note)
     try:
         return uptodate.tracked(spec, spec_path, epoch, cache.file_digest if cache is not None else None)
+    except LaminaError:
+        return None  # an input is missing or unreadable: the build says so, in its own words
     finally:
         if cache is not None:
             cache.close()
+
+
+def _inputs(spec: BuildSpec, spec_path: Path | None) -> Any:
+    """What the build reads, for --depfile; None (the build reads them itself, after it has
+    said what is wrong with them) when they cannot be read now."""
+    from lamina.depfile import inputs as read_inputs
+
+    if spec.depfile is None:
+        return None
+    try:
+        return read_inputs(spec, spec_path)
+    except LaminaError:
+        return None
 
 
 def _read_outputs(spec: BuildSpec, registry: Any) -> Any:

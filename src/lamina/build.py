@@ -365,8 +365,6 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
     the caller's when it has them (lamina.uptodate), read from ``spec`` otherwise."""
     say = progress or (lambda _: None)
     outputs = _plan(spec, lock, pushing=push is not None)
-    if spec.depfile is not None and inputs is None:
-        inputs = read_inputs(spec)
     with WorkDir(spec) as tmp, contextlib.ExitStack() as stack:  # beside the first output
         run = _start(spec, Path(tmp), stack, epoch, say, note or say, registry, meter, use_cache, shuffle)
         findings: list[tuple[Platform, Any]] = []
@@ -444,7 +442,8 @@ def _emit(run: _Run, built: Built, invocation: Any, push: Callable[[Any], Any] |
         extras.append(artifact(built, statement))
     docker_image = docker_image_of(images, spec.docker_platform) if spec.output is not None else None
     depfile = None
-    if spec.depfile is not None and inputs is not None:
+    if spec.depfile is not None:
+        inputs = inputs or read_inputs(spec)  # after the build: any input it could not read, it has named
         targets = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None and p != STDOUT]
         depfile = (spec.depfile, make_rule(targets, inputs))
     pushed = emit(spec, built, epoch=run.epoch, docker_image=docker_image, sboms=sboms, extras=extras, push=push,
