@@ -95,21 +95,32 @@ class Fingerprint:
     contents: tuple[str, ...]  # per input: a file's sha256, a symlink's target, "" for the rest
     digest: str  # sha256:…
     taken_ns: int  # when the stats were read (for the racy-clean rule)
+    hashed: int = 0  # inputs whose stat was not the one remembered (so their content was read)
 
 
 def fingerprint(found: Inputs, settings_digest: str, previous: dict[str, Any] | None = None,
-                file_digest: Callable[[str], str] | None = None) -> Fingerprint:
-    """The inputs' fingerprint; ``previous`` (path → stat + content) spares hashing unchanged files."""
+                file_digest: Callable[[str], str] | None = None, recorded: str | None = None) -> Fingerprint:
+    """The inputs' fingerprint; ``previous`` (path → stat + content) spares hashing unchanged
+    files. ``recorded``: the fingerprint ``previous`` was recorded with; when every input has
+    the stat remembered, and there are no others, it is the fingerprint still."""
     previous = previous or {}
     digest_of = file_digest or _hash_file
-    h = hashlib.sha256(settings_digest.encode() + b"\n")
     taken = time.time_ns()
-    contents = []
+    if recorded is not None and len(previous) == len(found.entries):
+        same = [seen for path, st in found.entries
+                if (seen := previous.get(path)) is not None and seen[:6] == _stat(st)]
+        if len(same) == len(found.entries):
+            return Fingerprint(found, settings_digest, tuple(str(seen[6]) for seen in same), recorded, taken)
+    contents, lines, hashed = [], [settings_digest], 0
     for path, st in found.entries:
         seen = previous.get(path)
         if seen is not None and seen[:6] == _stat(st):
             content = str(seen[6])
-        elif stat.S_ISREG(st.st_mode):
+            contents.append(content)
+            lines.append(f"{path}\0{st.st_mode:o}\0{content}")
+            continue
+        hashed += 1
+        if stat.S_ISREG(st.st_mode):
             try:
                 content = digest_of(path)
             except OSError as exc:
@@ -121,16 +132,49 @@ def fingerprint(found: Inputs, settings_digest: str, previous: dict[str, Any] | 
         else:
             content = ""
         contents.append(content)
-        h.update(f"{path}\0{st.st_mode:o}\0{content}\n".encode(errors="surrogateescape"))
-    return Fingerprint(found, settings_digest, tuple(contents), "sha256:" + h.hexdigest(), taken)
+        lines.append(f"{path}\0{st.st_mode:o}\0{content}")
+    digest = hashlib.sha256(("\n".join(lines) + "\n").encode(errors="surrogateescape")).hexdigest()
+    return Fingerprint(found, settings_digest, tuple(contents), "sha256:" + digest, taken, hashed)
 
 
-def _load(path: Path) -> dict[str, Any] | None:
+def _load(path: Path, *, inputs: bool = True) -> dict[str, Any] | None:
+    """The record: a small head (settings, fingerprint, digest, the outputs' stats, a digest of
+    every input's stat), and beside it the inputs' stats and contents, which a no-op neither
+    reads nor writes (``inputs``: None when the two files do not belong together)."""
     try:
         record = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("record") == RECORD else None
+    if not isinstance(record, dict) or record.get("record") != RECORD:
+        return None
+    if inputs:
+        _load_inputs(path, record)
+    return record
+
+
+def _load_inputs(path: Path, record: dict[str, Any]) -> None:
+    try:
+        found = json.loads(_inputs_path(path).read_bytes())
+    except (OSError, ValueError):
+        found = None
+    record["inputs"] = found.get("inputs") if isinstance(found, dict) and found.get("id") == record.get("inputs_id") else None
+
+
+def _stats_digest(found: Inputs) -> str:
+    """Every input's path and stat, in one digest: equal, and no content needs a look."""
+    text = "\n".join(f"{path}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}"
+                     for path, st in found.entries)
+    return hashlib.sha256(text.encode(errors="surrogateescape")).hexdigest()
+
+
+def _inputs_path(head: Path) -> Path:
+    return head.with_name(head.name.removesuffix(".json") + ".inputs.json")
+
+
+def _write(path: Path, data: object) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":")))
+    os.replace(tmp, path)
 
 
 def _output_stats(spec: BuildSpec) -> dict[str, _Stat] | None:
@@ -143,24 +187,27 @@ def _output_stats(spec: BuildSpec) -> dict[str, _Stat] | None:
     return stats
 
 
-def _save(spec: BuildSpec, fp: Fingerprint, digest: str) -> None:
+def _save(spec: BuildSpec, fp: Fingerprint, digest: str, inputs_id: str | None = None,
+          stats_digest: str | None = None) -> None:
     """Remember ``fp`` for the outputs just written (or refreshed). Best effort: the record
-    only saves time, and a missing one means building."""
+    only saves time, and a missing one means building. ``inputs_id``: the inputs' part
+    already on disk, still right (nothing was hashed), kept as it is."""
     where = _record_path(spec)
     stats = _output_stats(spec)
     if where is None or stats is None:
         return
-    trusted = fp.taken_ns - RACY_NS
-    record = {
-        "record": RECORD, "settings": fp.settings, "fingerprint": fp.digest, "digest": digest, "outputs": stats,
-        "inputs": {path: [*_stat(st), content] for (path, st), content in zip(fp.inputs.entries, fp.contents)
-                   if st.st_ctime_ns < trusted},
-    }
     with contextlib.suppress(OSError):
         where.parent.mkdir(parents=True, exist_ok=True)
-        tmp = where.with_name(f"{where.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, separators=(",", ":")))
-        os.replace(tmp, where)
+        trusted = fp.taken_ns - RACY_NS
+        if inputs_id is None:
+            inputs_id = os.urandom(8).hex()
+            _write(_inputs_path(where), {"id": inputs_id, "inputs": {
+                path: [*_stat(st), content] for (path, st), content in zip(fp.inputs.entries, fp.contents)
+                if st.st_ctime_ns < trusted}})
+        racy = any(st.st_ctime_ns >= trusted for _, st in fp.inputs.entries)
+        _write(where, {"record": RECORD, "settings": fp.settings, "fingerprint": fp.digest, "digest": digest,
+                       "outputs": stats, "inputs_id": inputs_id,
+                       "stats": None if racy else stats_digest or _stats_digest(fp.inputs)})
 
 
 def tracked(spec: BuildSpec, spec_path: Path | None, epoch: int,
@@ -184,8 +231,8 @@ def record(spec: BuildSpec, fp: Fingerprint, digest: str) -> None:
 def check(spec: BuildSpec, spec_path: Path | None, epoch: int) -> str | None:
     """The digest the outputs hold when they are up to date (their mtimes then refreshed), else None."""
     where = _record_path(spec)
-    previous = _load(where) if where is not None else None
-    if previous is None or previous.get("settings") != settings(spec, epoch):
+    previous = _load(where, inputs=False) if where is not None else None
+    if where is None or previous is None or previous.get("settings") != settings(spec, epoch):
         return None
     if _output_stats(spec) != previous.get("outputs"):
         return None
@@ -195,14 +242,19 @@ def check(spec: BuildSpec, spec_path: Path | None, epoch: int) -> str | None:
         return None  # the build will say what is wrong
     if not found.pinned:
         return None
-    fp = fingerprint(found, previous["settings"], previous.get("inputs"))
-    if fp.digest != previous.get("fingerprint"):
-        return None
+    stats = _stats_digest(found)
+    if previous.get("stats") is not None and previous["stats"] == stats:
+        fp = Fingerprint(found, previous["settings"], (), previous["fingerprint"], time.time_ns())  # stat first
+    else:
+        _load_inputs(where, previous)
+        fp = fingerprint(found, previous["settings"], previous.get("inputs"), recorded=previous.get("fingerprint"))
+        if fp.digest != previous.get("fingerprint"):
+            return None
     for path in _touched(spec):
         with contextlib.suppress(OSError):
             os.utime(path)
     digest = str(previous["digest"])
-    _save(spec, fp, digest)
+    _save(spec, fp, digest, inputs_id=previous.get("inputs_id") if fp.hashed == 0 else None, stats_digest=stats)
     return digest
 
 
