@@ -93,6 +93,8 @@ def test_what_changes_the_outputs_rebuilds(app: Path, change: str) -> None:
         assert after != digest
     else:
         assert after == digest and (app / "out" / "i.tar").read_bytes() == before["i.tar"][1]
+    rebuilt = _state(app)
+    assert _build(app, *extra) == after and _state(app) == rebuilt  # what the rebuild recorded holds
 
 
 def test_force_rebuilds(app: Path) -> None:

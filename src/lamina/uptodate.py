@@ -210,6 +210,11 @@ def _save(spec: BuildSpec, fp: Fingerprint, digest: str, inputs_id: str | None =
                        "stats": None if racy else stats_digest or _stats_digest(fp.inputs)})
 
 
+# The fingerprint a check found stale, by what it checked: the build that follows in the same
+# process records it instead of walking the inputs a second time.
+_stale: dict[tuple[str, Path | None, int], Fingerprint] = {}
+
+
 def tracked(spec: BuildSpec, spec_path: Path | None, epoch: int,
             file_digest: Callable[[str], str] | None = None) -> Fingerprint | None:
     """The fingerprint to record for this build's outputs; None when the build is not
@@ -217,6 +222,9 @@ def tracked(spec: BuildSpec, spec_path: Path | None, epoch: int,
     where = _record_path(spec)
     if where is None:
         return None
+    stale = _stale.pop((repr(spec), spec_path, epoch), None)
+    if stale is not None:
+        return stale
     found = read_inputs(spec, spec_path)
     if not found.pinned:
         return None
@@ -249,6 +257,8 @@ def check(spec: BuildSpec, spec_path: Path | None, epoch: int) -> str | None:
         _load_inputs(where, previous)
         fp = fingerprint(found, previous["settings"], previous.get("inputs"), recorded=previous.get("fingerprint"))
         if fp.digest != previous.get("fingerprint"):
+            _stale.clear()
+            _stale[(repr(spec), spec_path, epoch)] = fp
             return None
     for path in _touched(spec):
         with contextlib.suppress(OSError):
