@@ -71,31 +71,35 @@ def _tops(spec: BuildSpec, spec_path: Path | None) -> Iterator[str | None]:
         yield essentials.tzdata or SYSTEM_ZONEINFO
 
 
-def _walk(top: str) -> Iterator[tuple[str, os.stat_result]]:
+def _walk(top: str, into: dict[str, os.stat_result]) -> None:
+    """``top`` and, for a directory, everything under it (by name, depth first) into ``into``:
+    a stat per entry and as little else as Python allows (a no-op rebuild is mostly this)."""
     try:
         st = os.stat(top)
     except OSError as exc:
         raise InputError(f"cannot read {top!r}: {exc.strerror}") from None
-    yield top, st
+    into.setdefault(top, st)
     if not stat.S_ISDIR(st.st_mode):
         return
-    pending = [top]
+    isdir, pending = stat.S_ISDIR, [top]
     while pending:
         directory = pending.pop()
         try:
             with os.scandir(directory) as it:
-                children = sorted(it, key=lambda e: e.name)
+                children = sorted((e.name, e) for e in it)
         except OSError as exc:
             raise InputError(f"cannot read {directory!r}: {exc.strerror}") from None
         subdirs = []
-        for child in children:
+        for _, child in children:
+            path = child.path
             try:
                 child_st = child.stat(follow_symlinks=False)
             except OSError as exc:
-                raise InputError(f"cannot read {child.path!r}: {exc.strerror}") from None
-            yield child.path, child_st
-            if stat.S_ISDIR(child_st.st_mode):
-                subdirs.append(child.path)
+                raise InputError(f"cannot read {path!r}: {exc.strerror}") from None
+            if path not in into:
+                into[path] = child_st
+            if isdir(child_st.st_mode):
+                subdirs.append(path)
         pending.extend(reversed(subdirs))
 
 
@@ -107,10 +111,8 @@ def inputs(spec: BuildSpec, spec_path: Path | None = None) -> Inputs:
         if top is None:
             pinned = False
             continue
-        if top in seen:
-            continue
-        for path, st in _walk(top):
-            seen.setdefault(path, st)
+        if top not in seen:
+            _walk(top, seen)
     return Inputs(tuple(seen.items()), pinned)
 
 
