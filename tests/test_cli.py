@@ -54,9 +54,10 @@ def test_build_prints_digest_and_writes_every_output(app: Path) -> None:
     assert manifest["annotations"] == {"org.opencontainers.image.source": "testdata"}
     assert all(l["annotations"]["dev.lamina.layer.compressor"].startswith("isal-") for l in manifest["layers"])
     meta = json.loads((app / "out" / "meta.json").read_text())
-    assert meta["manifest_digest"] == digest
-    assert meta["config_digest"] == manifest["config"]["digest"]
-    assert [l["diff_id"] for l in meta["layers"]] == config["rootfs"]["diff_ids"]
+    [record] = meta["platforms"]  # one shape for one platform or several (docs/metadata.schema.json)
+    assert meta["digest"] == record["manifest_digest"] == digest
+    assert record["config_digest"] == manifest["config"]["digest"]
+    assert [l["diff_id"] for l in record["layers"]] == config["rootfs"]["diff_ids"]
     with tarfile.open(app / "out" / "hello.tar") as tf:
         docker = json.load(tf.extractfile("manifest.json"))
         assert docker[0]["RepoTags"] == ["hello:latest", "example.com/hello:v1"]

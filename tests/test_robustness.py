@@ -112,7 +112,7 @@ def test_clashing_output_paths_are_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("f")
     res = lamina("build", "--add", f"{tmp_path / 'f'}:/f", "-o", str(tmp_path / "same"), "--metadata-file", str(tmp_path / "same"))
     assert (res.returncode, res.stderr.strip()) == (
-        2, "lamina: error: the tarball, --oci-dir and --metadata-file must be different paths")
+        2, "lamina: error: the tarball, --oci-dir, --metadata-file and --depfile must be different paths")
 
 
 def test_non_utf8_names_and_bad_spec_types(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from lamina.version import __version__
 _LAZY = {
     "build_image": "lamina.api",
     "open_image": "lamina.api",
+    "up_to_date": "lamina.api",
     "BuildResult": "lamina.build",
     "BuildSpec": "lamina.spec",
     "read_spec": "lamina.spec",
@@ -21,7 +22,7 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
-    from lamina.api import build_image, open_image
+    from lamina.api import build_image, open_image, up_to_date
     from lamina.build import BuildResult
     from lamina.image import Image
     from lamina.spec import BuildSpec, read_spec

@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from lamina import uptodate
 from lamina.build import BuildResult, build, check_reproducible, epoch_from_env
 from lamina.errors import LaminaError, UsageError
 from lamina.image import Image
@@ -42,13 +43,15 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
                 reproducible_check: bool = False, progress: Say = _quiet, note: Say = _quiet,
                 report: Say = _quiet, meter: Any = None, invocation: Any = None,
                 sign_gpg_key: str | None = None, lookaside: str | None = None,
-                attest_key: Any = None) -> BuildResult:
+                attest_key: Any = None, force: bool = False) -> BuildResult:
     """Build ``spec``: lint it, write its outputs, push it when ``push`` names a reference.
 
     ``epoch``: the build's time (default: the spec's, else $SOURCE_DATE_EPOCH, else 0).
     Lint findings are summarised through ``report`` before anything is written; errors
     among them raise LintError. ``sign_gpg_key``/``lookaside`` sign what was pushed (simple
     signing); ``attest_key`` signs the provenance statement (DSSE), beside the outputs and pushed.
+    Outputs already up to date (lamina.uptodate) are left as they are, unless ``force``;
+    the result then says ``up_to_date`` and its image is read from the outputs.
     """
     from lamina.lint import check_findings
     from lamina.pins import read_lock, read_locked_packages
@@ -67,11 +70,20 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
             for line in differences:
                 report(line)
             raise LaminaError("not reproducible: two builds of the same inputs differ (above)")
+    trackable = _trackable(spec, push=push, use_cache=use_cache, reproducible_check=reproducible_check,
+                           attest_key=attest_key)
+    if trackable and not force and uptodate.check(spec, spec_path, epoch) is not None:
+        return BuildResult(_read_outputs(spec, registry), tuple(uptodate.outputs(spec)), up_to_date=True)
     pusher = _pusher(push, registry)
+    fp = _fingerprint(spec, spec_path, epoch, note) if trackable else None
+    inputs = fp.inputs if fp is not None else _inputs(spec, spec_path)
     result = build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_path), push=pusher,
                    registry=registry, use_cache=use_cache, meter=meter,
                    lint=(lambda found: check_findings(found, report)) if spec.lint else None,
-                   lint_ignore=spec.lint_ignore, invocation=invocation)
+                   lint_ignore=spec.lint_ignore, invocation=invocation, inputs=inputs,
+                   fingerprint=fp.digest if fp is not None else None)
+    if fp is not None:
+        uptodate.record(spec, fp, str(result.image.digest))
     if attest_key is not None and result.provenance is not None:
         _attest(result, attest_key, spec, push, registry, note)
     if sign_gpg_key and push and lookaside and result.pushed:
@@ -81,6 +93,65 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
         signed = Target(Reference.parse(push), Digest.parse(result.pushed.split("@", 1)[1]))
         note(f"wrote {simple.sign(signed, sign_gpg_key, simple.lookaside_dir(lookaside))}")
     return result
+
+
+def _trackable(spec: BuildSpec, *, push: str | None, use_cache: bool, reproducible_check: bool,
+               attest_key: Any) -> bool:
+    """Whether the outputs alone are the build's effect (no push, no signature, no cache
+    refused), so that outputs up to date mean nothing to do."""
+    return (use_cache and push is None and not reproducible_check and attest_key is None
+            and spec.output != Path("-") and (spec.output is not None or spec.oci_dir is not None))
+
+
+def up_to_date(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | None = None) -> str | None:
+    """The digest ``spec``'s outputs hold when a build would change nothing (their mtimes are
+    then refreshed, for Make), else None. Nothing else is read or written."""
+    if epoch is None:
+        epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
+    if not _trackable(spec, push=None, use_cache=True, reproducible_check=False, attest_key=None):
+        return None
+    return uptodate.check(spec, spec_path, epoch)
+
+
+def _fingerprint(spec: BuildSpec, spec_path: Path | None, epoch: int, note: Say) -> uptodate.Fingerprint | None:
+    """The inputs' fingerprint, hashed through the layer cache's content digests (remembered
+    by stat), so that the fingerprint and the layers read each input once between them."""
+    from lamina.build import _open_cache
+
+    cache = _open_cache(note)
+    try:
+        return uptodate.tracked(spec, spec_path, epoch, cache.file_digest if cache is not None else None)
+    except LaminaError:
+        return None  # an input is missing or unreadable: the build says so, in its own words
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def _inputs(spec: BuildSpec, spec_path: Path | None) -> Any:
+    """What the build reads, for --depfile; None (the build reads them itself, after it has
+    said what is wrong with them) when they cannot be read now."""
+    from lamina.depfile import inputs as read_inputs
+
+    if spec.depfile is None:
+        return None
+    try:
+        return read_inputs(spec, spec_path)
+    except LaminaError:
+        return None
+
+
+def _read_outputs(spec: BuildSpec, registry: Any) -> Any:
+    """The image an up-to-date build wrote, read back from its outputs (metadata only)."""
+    from lamina.join import join
+    from lamina.resolve import Resolver
+
+    name = f"oci:{spec.oci_dir}" if spec.oci_dir is not None else str(spec.output)
+    with contextlib.ExitStack() as stack:
+        resolver = Resolver(stack, None, registry)
+        if len(spec.platforms) > 1:
+            return join(resolver, [name], check_elf=False)
+        return resolver.image(name)
 
 
 def _attest(result: BuildResult, key: Any, spec: BuildSpec, push: str | None, options: Any, note: Say) -> None:
@@ -187,4 +258,5 @@ def open_image(name: str, *, platform: Platform | None = None, registry: Any = N
         yield Resolver(stack, platform, registry).image(name)
 
 
-__all__ = ["BuildResult", "BuildSpec", "build_image", "index_images", "lint_spec", "open_image", "push_image"]
+__all__ = ["BuildResult", "BuildSpec", "build_image", "index_images", "lint_spec", "open_image", "push_image",
+           "up_to_date"]

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import attrs
 
 from lamina.cache import LayerCache
+from lamina.depfile import Inputs, make_rule
+from lamina.depfile import inputs as read_inputs
 from lamina.errors import InputError, OutputError, UsageError
 from lamina.layers.entries import Entry, Kind, normalize
 from lamina.essentials import Essentials, configure, materialize
@@ -51,6 +53,7 @@ class BuildResult:
     pushed: str | None = None  # name@sha256:… when pushed
     provenance: bytes | None = None  # the in-toto statement attached, for signing beside the output
     packages: tuple[Any, ...] = ()  # sources.apt.Locked: every Debian package installed, per platform
+    up_to_date: bool = False  # nothing was built: the outputs already held this image (lamina.uptodate)
 
 
 def epoch_from_env(environ: dict[str, str] | os._Environ[str]) -> int:
@@ -260,15 +263,15 @@ def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore,
 
 def check_outputs(spec: BuildSpec, *, pushing: bool = False) -> list[Path]:
     """The paths a build will write (``-o -`` is standard output, not a path), checked up front."""
-    outputs = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None and p != STDOUT]
+    outputs = [p for p in (spec.output, spec.oci_dir, spec.metadata_file, spec.depfile) if p is not None and p != STDOUT]
     resolved = [p.resolve() for p in outputs]
     if len(set(resolved)) != len(resolved):
-        raise UsageError("the tarball, --oci-dir and --metadata-file must be different paths")
+        raise UsageError("the tarball, --oci-dir, --metadata-file and --depfile must be different paths")
     if spec.output is None and spec.oci_dir is None and not pushing:
         raise UsageError("nothing to write: give -o/--output PATH (a tarball), --oci-dir DIR or --push REF")
     for path in outputs:
         _check_writable(path)
-    for file in (spec.output, spec.metadata_file):
+    for file in (spec.output, spec.metadata_file, spec.depfile):
         if file is not None and file != STDOUT:
             check_replaceable_file(file)
     if spec.oci_dir is not None:
@@ -467,11 +470,14 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
           lock: dict[str, str] | None = None, push: Callable[[Any], Any] | None = None,
           registry: Any = None, use_cache: bool = True, meter: Meter | None = None,
           lint: Callable[[list[Any]], None] | None = None, lint_ignore: tuple[str, ...] = (),
-          shuffle: bool = False, invocation: Any = None) -> BuildResult:
+          shuffle: bool = False, invocation: Any = None, inputs: Inputs | None = None,
+          fingerprint: str | None = None) -> BuildResult:
     """Plan → build → check → emit, each stage taking the finished values of the one before.
 
     ``lint`` receives every finding before anything is written, and may raise to stop the
-    build; ``push`` takes a PushPlan and returns what registry.api.push returns."""
+    build; ``push`` takes a PushPlan and returns what registry.api.push returns. ``inputs``
+    (what the build reads, for --depfile) and ``fingerprint`` (for the metadata file) are
+    the caller's when it has them (lamina.uptodate), read from ``spec`` otherwise."""
     say = progress or (lambda _: None)
     outputs = _plan(spec, lock, pushing=push is not None)
     with WorkDir(spec) as tmp, contextlib.ExitStack() as stack:  # beside the first output
@@ -485,7 +491,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
         built = _build_images(run)
         if lint is not None:
             lint(findings)  # check: errors stop here, before any output exists
-        pushed, statement = _emit(run, built, invocation, push)
+        pushed, statement = _emit(run, built, invocation, push, inputs, fingerprint)
     return BuildResult(built, tuple(outputs), pushed, statement, tuple(run.packages.packages))
 
 
@@ -542,7 +548,8 @@ def _build_images(run: _Run) -> Built:
     return images[0] if len(images) == 1 else compose_index(images)
 
 
-def _emit(run: _Run, built: Built, invocation: Any, push: Callable[[Any], Any] | None) -> tuple[str | None, bytes | None]:
+def _emit(run: _Run, built: Built, invocation: Any, push: Callable[[Any], Any] | None,
+          inputs: Inputs | None = None, fingerprint: str | None = None) -> tuple[str | None, bytes | None]:
     """The attachments (SBOM, provenance), then every output staged and committed, and the push."""
     spec, images = run.spec, list(images_of(built))
     sboms, extras = _sboms(attrs.evolve(spec, output=None) if spec.output == STDOUT else spec, images, run.epoch,
@@ -553,10 +560,16 @@ def _emit(run: _Run, built: Built, invocation: Any, push: Callable[[Any], Any] |
 
         extras.append(artifact(built, statement))
     docker_image = docker_image_of(images, spec.docker_platform) if spec.output is not None else None
+    depfile = None
+    if spec.depfile is not None:
+        inputs = inputs or read_inputs(spec)  # after the build: any input it could not read, it has named
+        targets = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None and p != STDOUT]
+        depfile = (spec.depfile, make_rule(targets, inputs))
     log = run.log
     assert log is not None  # build() gives every run one
     pushed = emit(spec, built, epoch=run.epoch, docker_image=docker_image, sboms=sboms, extras=extras,
-                  push=log.wrap_push(push, run.store) if push is not None else None, sources=log.sources)
+                  push=log.wrap_push(push, run.store) if push is not None else None, sources=log.sources,
+                  depfile=depfile, fingerprint=fingerprint)
     log.publish(run.store, pushed)  # only now that the build has succeeded
     if (summary := log.summary()) is not None:
         run.note(summary)

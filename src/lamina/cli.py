@@ -166,6 +166,9 @@ def _debs_layer(debs: tuple[str, ...], packages: tuple[str, ...]) -> list[Any]:
 @click.option("--compression", metavar="gzip|zstd|none", help="Layer compression (default gzip).")
 @click.option("--source-date-epoch", metavar="N", help="Timestamp for config and files (default $SOURCE_DATE_EPOCH, else 0).")
 @click.option("--metadata-file", type=click.Path(path_type=Path), help="Write digests and sizes as JSON here.")
+@click.option("--depfile", type=click.Path(path_type=Path),
+              help="Write a Make rule here: the outputs depend on every file the build read (as gcc -MD).")
+@click.option("--force", is_flag=True, help="Build even when the outputs are up to date with the inputs.")
 @click.option("--no-cache", is_flag=True, help="Build every layer; do not use or fill the layer cache.")
 @click.option("--check-reproducible", is_flag=True,
               help="Build twice (cold cache, shuffled walk) first; fail with the diff if the digests differ.")
@@ -255,6 +258,7 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
         "metadata_file": opts["metadata_file"],
         "cache_repo": _cache_repo(opts["cache_repo"]),
         "cache_repo_readonly": opts["cache_repo_readonly"],
+        "depfile": opts["depfile"],
     }
     if spec_file is None and not flags["layers"] and Path(specs.DEFAULT_SPEC).is_file():
         spec_file = Path(specs.DEFAULT_SPEC)
@@ -275,6 +279,14 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
     def report(line: str) -> None:  # lint findings, summarised; the diff of --check-reproducible
         click.echo(f"lamina: {line}", err=True)
 
+    if not (opts["force"] or no_cache or check or push_to or attest_key):
+        from lamina.api import up_to_date
+
+        digest = up_to_date(spec, spec_path=spec_file)
+        if digest is not None:  # nothing to do: the outputs hold this image (lamina.uptodate)
+            progress("lamina: up to date")
+            click.echo(digest, err=streaming)
+            return
     from lamina.api import build_image
     from lamina.provenance import Invocation
 
@@ -282,7 +294,7 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
     result = build_image(spec, spec_path=spec_file, push=push_to, registry=registry_options, use_cache=not no_cache,
                          reproducible_check=check, progress=progress, note=note, report=report, meter=_meter(chatty),
                          invocation=Invocation(spec_file, given), sign_gpg_key=sign_key, lookaside=lookaside,
-                         attest_key=attest_key)
+                         attest_key=attest_key, force=True)  # up to date was checked above
     if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)

@@ -108,6 +108,7 @@ class BuildSpec:
     locked_packages: tuple[Locked, ...] = ()  # from lamina.lock: packages fetched as pinned, never re-resolved
     cache_repo: str | None = None  # REGISTRY/REPO: the layer cache shared through a registry
     cache_repo_readonly: bool = False  # look layers up there, never write (untrusted branches)
+    depfile: Path | None = None  # Make rule: the outputs depend on every file the build read
 
 
 # ---- value parsers shared by flags and the file; each raises UsageError with the bad value
@@ -232,7 +233,7 @@ _TOP_KEYS = {
     "layer", "base", "remove", "hermetic", "platform", "platforms", "docker_platform", "arch_check",
     "ca_certs", "accounts", "tmp", "tzdata", "lint", "lint_ignore", "sbom", "sbom_attach", "provenance", "entrypoint", "cmd", "env", "workdir", "user", "labels", "annotations",
     "expose", "stop_signal", "tags", "output", "oci_dir", "compression", "source_date_epoch",
-    "metadata_file", "apt", "cache_repo",
+    "metadata_file", "apt", "cache_repo", "depfile",
 }
 
 
@@ -485,7 +486,7 @@ class _Reader:
             if not all(isinstance(t, str) for t in tags):
                 raise self.fail("tags", "expected a list of strings")
             fields["tags"] = tuple(self.wrap(f"tags[{i}]", parse_tag, t) for i, t in enumerate(tags))
-        for key in ("output", "oci_dir", "metadata_file"):
+        for key in ("output", "oci_dir", "metadata_file", "depfile"):
             if key in data:
                 fields[key] = Path(self.rel(self.typed(data, key, str)))
         if "compression" in data:
@@ -517,7 +518,7 @@ def merge(file_spec: BuildSpec, flags: Mapping[str, Any]) -> BuildSpec:
     """Apply flag values (already parsed; None or empty means "not given") over a file spec."""
     changes: dict[str, Any] = {}
     for key in ("platforms", "docker_platform", "output", "oci_dir", "compression", "source_date_epoch",
-                "metadata_file", "base", "cache_repo"):
+                "metadata_file", "depfile", "base", "cache_repo"):
         if flags.get(key) is not None:
             changes[key] = flags[key]
     if flags.get("hermetic"):

@@ -37,7 +37,7 @@ def test_index_with_one_manifest_per_platform_and_a_shared_layer(multi) -> None:
     blobs = sorted(p.name for p in (multi["layout"] / "blobs" / "sha256").iterdir())
     assert len(blobs) == 8  # index, 2 manifests, 2 configs, 2 binaries, 1 shared certificate layer
     meta = json.loads((multi["dir"] / "meta.json").read_text())
-    assert meta["index_digest"] == multi["digest"]
+    assert meta["digest"] == multi["digest"] and meta["media_type"] == top["mediaType"]
     assert [p["platform"] for p in meta["platforms"]] == ["linux/amd64", "linux/arm64"]
 
 

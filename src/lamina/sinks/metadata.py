@@ -10,20 +10,23 @@ from lamina.image import Built, Image, ImageIndex
 from lamina.model import Digest, Reference
 
 
+SCHEMA_VERSION = 1  # docs/metadata.schema.json describes this shape; bump it when the shape changes
+
+
 def metadata(built: Built, tags: Sequence[Reference], sources: Mapping[Digest, str] | None = None) -> dict[str, object]:
-    """Single image: its fields at the top. Index: the index digest, and one record per platform.
+    """One shape for one platform or several: the digest a build prints (the manifest's, or
+    the index's), and one record per platform.
 
     ``sources``: where each layer came from (built, local cache, cache repo, base), recorded
     per layer as ``source``, so CI can see that a warm runner did no compression work."""
-    if isinstance(built, ImageIndex):
-        return {
-            "digest": str(built.digest),
-            "index_digest": str(built.digest),
-            "media_type": built.descriptor.media_type,
-            "tags": [str(t) for t in tags],
-            "platforms": [_image(image, tags, sources or {}) for image in built.images],
-        }
-    return {"digest": str(built.digest), **_image(built, tags, sources or {})}
+    images = built.images if isinstance(built, ImageIndex) else (built,)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "digest": str(built.digest),
+        "media_type": built.descriptor.media_type if isinstance(built, ImageIndex) else built.manifest_descriptor.media_type,
+        "tags": [str(t) for t in tags],
+        "platforms": [_image(image, tags, sources or {}) for image in images],
+    }
 
 
 def _image(image: Image, tags: Sequence[Reference], sources: Mapping[Digest, str]) -> dict[str, object]:
@@ -49,11 +52,14 @@ def _image(image: Image, tags: Sequence[Reference], sources: Mapping[Digest, str
 
 
 def metadata_bytes(image: Built, tags: Sequence[Reference], *, pushed: str | None = None,
-                   sources: Mapping[Digest, str] | None = None) -> bytes:
-    """The --metadata-file's contents (the caller stages and commits it with the other outputs)."""
+                   sources: Mapping[Digest, str] | None = None, fingerprint: str | None = None) -> bytes:
+    """The --metadata-file's contents (the caller stages and commits it with the other outputs).
+    ``fingerprint``: the inputs' (lamina.uptodate), which says whether the outputs are up to date."""
     record = metadata(image, tags, sources)
     if pushed:
         record["pushed"] = pushed
+    if fingerprint:
+        record["inputs_fingerprint"] = fingerprint
     return json.dumps(record, indent=2).encode() + b"\n"
 
 

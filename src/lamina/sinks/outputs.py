@@ -50,7 +50,7 @@ class WorkDir:
     builds killed mid-way beside every output."""
 
     def __init__(self, spec: BuildSpec) -> None:
-        files = [p for p in (spec.output, spec.metadata_file) if p is not None and p != STDOUT]
+        files = [p for p in (spec.output, spec.metadata_file, spec.depfile) if p is not None and p != STDOUT]
         first = spec.oci_dir or (spec.output if spec.output != STDOUT else None)
         parent = first.parent if first is not None else Path(tempfile.gettempdir())
         for directory in dict.fromkeys([parent, *(p.parent for p in files),
@@ -154,9 +154,11 @@ def _push(push: Callable[..., Any], built: Built, extras: Sequence[Extra]) -> st
 
 def emit(spec: BuildSpec, built: Built, *, epoch: int, docker_image: Image | None,
          sboms: Sequence[tuple[Path, bytes]], extras: Sequence[Extra],
-         push: Callable[..., Any] | None = None, sources: Mapping[Digest, str] | None = None) -> str | None:
+         push: Callable[..., Any] | None = None, sources: Mapping[Digest, str] | None = None,
+         depfile: tuple[Path, bytes] | None = None, fingerprint: str | None = None) -> str | None:
     """Stage every local output, push (if asked), then commit; returns the pushed reference.
-    ``sources``: where each layer came from, for the metadata file."""
+    ``sources``: where each layer came from, for the metadata file; ``depfile``: (path, Make
+    rule); ``fingerprint``: the inputs', for the metadata file."""
     with Staging() as staging:
         if spec.oci_dir is not None:
             staging.layout(stage_layout(built, spec.oci_dir, spec.tags, extras))
@@ -168,7 +170,7 @@ def emit(spec: BuildSpec, built: Built, *, epoch: int, docker_image: Image | Non
         if spec.output is not None and spec.output != STDOUT:
             with staging.file(spec.output) as out:
                 tarball(out)
-        for path, data in sboms:
+        for path, data in (*sboms, *((depfile,) if depfile is not None else ())):
             with staging.file(path) as out:
                 out.write(data)
         if spec.output == STDOUT:
@@ -177,7 +179,7 @@ def emit(spec: BuildSpec, built: Built, *, epoch: int, docker_image: Image | Non
         try:
             if spec.metadata_file is not None:
                 with staging.file(spec.metadata_file) as out:
-                    out.write(metadata_bytes(built, spec.tags, pushed=pushed, sources=sources))
+                    out.write(metadata_bytes(built, spec.tags, pushed=pushed, sources=sources, fingerprint=fingerprint))
             staging.commit()
         except OutputError as exc:
             if pushed is None:

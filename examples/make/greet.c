@@ -1,0 +1,7 @@
+/* The example's static C program (musl), for amd64. */
+#include <stdio.h>
+
+int main(void) {
+    puts("greetings");
+    return 0;
+}

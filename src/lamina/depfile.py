@@ -1,0 +1,147 @@
+"""Everything a build reads, and ``--depfile``: that list in Make's syntax, as ``gcc -MD -MP``
+writes it, so that Make (or Ninja) rebuilds an image exactly when one of its inputs changes.
+
+The inputs are the spec and its lock, every ``--add`` source (directories walked, as the
+build walks them: symlinks inside a tree are not followed), tarballs, the archives and
+layouts of the base and ``--copy-from`` images, and the CA and tzdata inputs. Which inputs a
+build has is lamina.pins's to say (the one list of a build's inputs); this module walks them.
+A registry image named by tag is no file: it leaves the build unpinned (see lamina.uptodate).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import attrs
+
+from lamina.errors import InputError, UsageError
+from lamina.sources.files import AddSpec, Source
+from lamina.spec import BuildSpec, FilesLayer, LayerSpec
+
+
+@attrs.frozen
+class Inputs:
+    """What a build reads: each path once, in the order first met, with its stat (``lstat``
+    inside a walked tree, ``stat`` for a path the user named, which the build follows)."""
+
+    entries: tuple[tuple[str, os.stat_result], ...]
+    pinned: bool  # False: an input (a registry tag) can change without any file changing
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(path for path, _ in self.entries)
+
+
+def _per_platform(layer: LayerSpec) -> LayerSpec:
+    """A spec entry's per-platform table as one source per platform: all are inputs."""
+    if not isinstance(layer, FilesLayer) or not any(isinstance(a, AddSpec) and a.per_platform for a in layer.adds):
+        return layer
+    adds: list[Source] = []
+    for add in layer.adds:
+        if isinstance(add, AddSpec) and add.per_platform:
+            adds.extend(attrs.evolve(add, src=src, per_platform=()) for _, src in add.per_platform)
+        else:
+            adds.append(add)
+    return attrs.evolve(layer, adds=tuple(adds))
+
+
+def _tops(spec: BuildSpec, spec_path: Path | None) -> Iterator[str | None]:
+    """The paths the user named (None: a registry tag)."""
+    from lamina.pins import LOCK_NAME, inputs
+
+    if spec_path is not None:
+        yield str(spec_path)
+        lock = spec_path.parent / LOCK_NAME
+        if lock.is_file():
+            yield str(lock)
+    expanded = attrs.evolve(spec, layers=tuple(_per_platform(layer) for layer in spec.layers))
+    for item in inputs(expanded):
+        yield item.path
+    essentials = spec.essentials
+    if essentials.ca_certs is not None:
+        from lamina.essentials import system_bundle
+
+        yield from essentials.ca_certs or (system_bundle(),)
+    if essentials.tzdata is not None:
+        from lamina.essentials import SYSTEM_ZONEINFO
+
+        yield essentials.tzdata or SYSTEM_ZONEINFO
+
+
+def _walk(top: str, into: dict[str, os.stat_result]) -> None:
+    """``top`` and, for a directory, everything under it (by name, depth first) into ``into``:
+    a stat per entry and as little else as Python allows (a no-op rebuild is mostly this)."""
+    try:
+        st = os.stat(top)
+    except OSError as exc:
+        raise InputError(f"cannot read {top!r}: {exc.strerror}") from None
+    into.setdefault(top, st)
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    isdir, pending = stat.S_ISDIR, [top]
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(directory) as it:
+                children = sorted((e.name, e) for e in it)
+        except OSError as exc:
+            raise InputError(f"cannot read {directory!r}: {exc.strerror}") from None
+        subdirs = []
+        for _, child in children:
+            path = child.path
+            try:
+                child_st = child.stat(follow_symlinks=False)
+            except OSError as exc:
+                raise InputError(f"cannot read {path!r}: {exc.strerror}") from None
+            if path not in into:
+                into[path] = child_st
+            if isdir(child_st.st_mode):
+                subdirs.append(path)
+        pending.extend(reversed(subdirs))
+
+
+def inputs(spec: BuildSpec, spec_path: Path | None = None) -> Inputs:
+    """Every file, directory and symlink the build of ``spec`` reads."""
+    seen: dict[str, os.stat_result] = {}
+    pinned = True
+    for top in _tops(spec, spec_path):
+        if top is None:
+            pinned = False
+            continue
+        if top not in seen:
+            _walk(top, seen)
+    return Inputs(tuple(seen.items()), pinned)
+
+
+def _escape(path: str) -> str:
+    """A path as Make reads it in a rule: spaces and ``#`` backslashed, ``$`` doubled."""
+    if "\n" in path or "\r" in path:
+        raise UsageError(f"--depfile: {path!r} holds a line break, which Make cannot read")
+    if not any(c in path for c in " \t#$"):
+        return path  # the common case, at a stat's cost for 12k inputs
+    out = []
+    backslashes = 0
+    for char in path:
+        if char in " \t":
+            out.append("\\" * backslashes + "\\")  # gcc: backslashes before a space are doubled
+        elif char == "#":
+            out.append("\\")
+        elif char == "$":
+            out.append("$")
+        out.append(char)
+        backslashes = backslashes + 1 if char == "\\" else 0
+    return "".join(out)
+
+
+def make_rule(targets: Sequence[Path], found: Inputs) -> bytes:
+    """``targets: inputs``, then an empty rule per input (``-MP``), so that deleting an input
+    makes Make rebuild instead of failing. Dangling symlinks (which Make cannot stat) are left
+    out: their directory is listed, and replacing one changes it."""
+    paths = [p for p, st in found.entries if not stat.S_ISLNK(st.st_mode) or os.path.exists(p)]
+    head = " ".join(_escape(str(t)) for t in targets) + ":"
+    lines = [head + "".join(f" \\\n  {_escape(p)}" for p in paths), ""]
+    lines += [f"{_escape(p)}:" for p in paths]
+    return ("\n".join(lines) + "\n").encode()

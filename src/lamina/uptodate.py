@@ -1,0 +1,275 @@
+"""Up to date means no work: a build whose outputs exist, unchanged since lamina wrote them,
+and whose inputs still have the fingerprint recorded for those outputs, writes no byte.
+
+The fingerprint is the sha256 of the build's settings (the spec, the epoch, the working
+directory, lamina's own code) and of every input's path, kind, mode and content (a file's
+sha256, a symlink's target; lamina.depfile lists the inputs). It is recorded in the cache,
+keyed by the outputs' paths, beside each input's stat, so that checking it costs a stat per
+input: content is hashed only where the stat changed (touched, rewritten), as git's index
+does, and a stat is trusted only once its ctime is older than a second ("racy clean"). Each
+output's stat is recorded too: an output changed by anyone but lamina is rebuilt. The
+metadata file carries the fingerprint as ``inputs_fingerprint``.
+
+When up to date, the outputs' mtimes are set to now, so that Make, which compares mtimes,
+sees them newer than a touched but unchanged input. A registry tag is no file and can move:
+a build with one is never up to date. ``--force`` (``force=True``) rebuilds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from lamina.depfile import Inputs
+from lamina.depfile import inputs as read_inputs
+from lamina.errors import LaminaError
+from lamina.home import cache_home
+from lamina.spec import BuildSpec
+
+RECORD = 1  # the record's format
+RACY_NS = 1_000_000_000  # a stat whose ctime is younger than this is not trusted next time
+_Stat = list[int]  # (mode, size, mtime_ns, ctime_ns, ino, dev)
+
+
+def _stat(st: os.stat_result) -> _Stat:
+    return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _code() -> str:
+    """lamina's own code: a change to the builder must not leave old outputs up to date."""
+    from lamina.version import __version__
+
+    h = hashlib.sha256(__version__.encode())
+    root = os.path.dirname(os.path.abspath(__file__))  # the lamina package
+    for directory, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(directory, name))
+                h.update(f"{directory}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def settings(spec: BuildSpec, epoch: int) -> str:
+    """Everything besides the input files that decides the outputs' bytes."""
+    text = f"{RECORD}\0{_code()}\0{epoch}\0{os.getcwd()}\0{spec!r}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def outputs(spec: BuildSpec) -> list[Path]:
+    """The files whose stat says whether the outputs are as lamina left them."""
+    files = [p for p in (spec.output, spec.metadata_file, spec.depfile) if p is not None and str(p) != "-"]
+    if spec.oci_dir is not None:
+        files.append(spec.oci_dir / "index.json")
+    return files
+
+
+def _record_path(spec: BuildSpec) -> Path | None:
+    if spec.output is None and spec.oci_dir is None or str(spec.output) == "-":
+        return None
+    key = "\0".join(str(p.absolute()) for p in outputs(spec))
+    return cache_home() / "uptodate" / (hashlib.sha256(key.encode()).hexdigest()[:40] + ".json")
+
+
+def _hash_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@attrs.frozen
+class Fingerprint:
+    inputs: Inputs
+    settings: str
+    contents: tuple[str, ...]  # per input: a file's sha256, a symlink's target, "" for the rest
+    digest: str  # sha256:…
+    taken_ns: int  # when the stats were read (for the racy-clean rule)
+    hashed: int = 0  # inputs whose stat was not the one remembered (so their content was read)
+
+
+def fingerprint(found: Inputs, settings_digest: str, previous: dict[str, Any] | None = None,
+                file_digest: Callable[[str], str] | None = None, recorded: str | None = None) -> Fingerprint:
+    """The inputs' fingerprint; ``previous`` (path → stat + content) spares hashing unchanged
+    files. ``recorded``: the fingerprint ``previous`` was recorded with; when every input has
+    the stat remembered, and there are no others, it is the fingerprint still."""
+    previous = previous or {}
+    digest_of = file_digest or _hash_file
+    taken = time.time_ns()
+    if recorded is not None and len(previous) == len(found.entries):
+        same = [seen for path, st in found.entries
+                if (seen := previous.get(path)) is not None and seen[:6] == _stat(st)]
+        if len(same) == len(found.entries):
+            return Fingerprint(found, settings_digest, tuple(str(seen[6]) for seen in same), recorded, taken)
+    contents, lines, hashed = [], [settings_digest], 0
+    for path, st in found.entries:
+        seen = previous.get(path)
+        if seen is not None and seen[:6] == _stat(st):
+            content = str(seen[6])
+            contents.append(content)
+            lines.append(f"{path}\0{st.st_mode:o}\0{content}")
+            continue
+        hashed += 1
+        if stat.S_ISREG(st.st_mode):
+            try:
+                content = digest_of(path)
+            except OSError as exc:
+                from lamina.errors import InputError
+
+                raise InputError(f"cannot read {path!r}: {exc.strerror}") from None
+        elif stat.S_ISLNK(st.st_mode):
+            content = "-> " + os.readlink(path)
+        else:
+            content = ""
+        contents.append(content)
+        lines.append(f"{path}\0{st.st_mode:o}\0{content}")
+    digest = hashlib.sha256(("\n".join(lines) + "\n").encode(errors="surrogateescape")).hexdigest()
+    return Fingerprint(found, settings_digest, tuple(contents), "sha256:" + digest, taken, hashed)
+
+
+def _load(path: Path, *, inputs: bool = True) -> dict[str, Any] | None:
+    """The record: a small head (settings, fingerprint, digest, the outputs' stats, a digest of
+    every input's stat), and beside it the inputs' stats and contents, which a no-op neither
+    reads nor writes (``inputs``: None when the two files do not belong together)."""
+    try:
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("record") != RECORD:
+        return None
+    if inputs:
+        _load_inputs(path, record)
+    return record
+
+
+def _load_inputs(path: Path, record: dict[str, Any]) -> None:
+    try:
+        found = json.loads(_inputs_path(path).read_bytes())
+    except (OSError, ValueError):
+        found = None
+    record["inputs"] = found.get("inputs") if isinstance(found, dict) and found.get("id") == record.get("inputs_id") else None
+
+
+def _stats_digest(found: Inputs) -> str:
+    """Every input's path and stat, in one digest: equal, and no content needs a look."""
+    text = "\n".join(f"{path}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}"
+                     for path, st in found.entries)
+    return hashlib.sha256(text.encode(errors="surrogateescape")).hexdigest()
+
+
+def _inputs_path(head: Path) -> Path:
+    return head.with_name(head.name.removesuffix(".json") + ".inputs.json")
+
+
+def _write(path: Path, data: object) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":")))
+    os.replace(tmp, path)
+
+
+def _output_stats(spec: BuildSpec) -> dict[str, _Stat] | None:
+    stats = {}
+    for path in outputs(spec):
+        try:
+            stats[str(path)] = _stat(os.stat(path))
+        except OSError:
+            return None
+    return stats
+
+
+def _save(spec: BuildSpec, fp: Fingerprint, digest: str, inputs_id: str | None = None,
+          stats_digest: str | None = None) -> None:
+    """Remember ``fp`` for the outputs just written (or refreshed). Best effort: the record
+    only saves time, and a missing one means building. ``inputs_id``: the inputs' part
+    already on disk, still right (nothing was hashed), kept as it is."""
+    where = _record_path(spec)
+    stats = _output_stats(spec)
+    if where is None or stats is None:
+        return
+    with contextlib.suppress(OSError):
+        where.parent.mkdir(parents=True, exist_ok=True)
+        trusted = fp.taken_ns - RACY_NS
+        if inputs_id is None:
+            inputs_id = os.urandom(8).hex()
+            _write(_inputs_path(where), {"id": inputs_id, "inputs": {
+                path: [*_stat(st), content] for (path, st), content in zip(fp.inputs.entries, fp.contents)
+                if st.st_ctime_ns < trusted}})
+        racy = any(st.st_ctime_ns >= trusted for _, st in fp.inputs.entries)
+        _write(where, {"record": RECORD, "settings": fp.settings, "fingerprint": fp.digest, "digest": digest,
+                       "outputs": stats, "inputs_id": inputs_id,
+                       "stats": None if racy else stats_digest or _stats_digest(fp.inputs)})
+
+
+# The fingerprint a check found stale, by what it checked: the build that follows in the same
+# process records it instead of walking the inputs a second time.
+_stale: dict[tuple[str, Path | None, int], Fingerprint] = {}
+
+
+def tracked(spec: BuildSpec, spec_path: Path | None, epoch: int,
+            file_digest: Callable[[str], str] | None = None) -> Fingerprint | None:
+    """The fingerprint to record for this build's outputs; None when the build is not
+    trackable (no output file, or an input that can move: a registry tag)."""
+    where = _record_path(spec)
+    if where is None:
+        return None
+    stale = _stale.pop((repr(spec), spec_path, epoch), None)
+    if stale is not None:
+        return stale
+    found = read_inputs(spec, spec_path)
+    if not found.pinned:
+        return None
+    record = _load(where) or {}
+    return fingerprint(found, settings(spec, epoch), record.get("inputs"), file_digest)
+
+
+def record(spec: BuildSpec, fp: Fingerprint, digest: str) -> None:
+    _save(spec, fp, digest)
+
+
+def check(spec: BuildSpec, spec_path: Path | None, epoch: int) -> str | None:
+    """The digest the outputs hold when they are up to date (their mtimes then refreshed), else None."""
+    where = _record_path(spec)
+    previous = _load(where, inputs=False) if where is not None else None
+    if where is None or previous is None or previous.get("settings") != settings(spec, epoch):
+        return None
+    if _output_stats(spec) != previous.get("outputs"):
+        return None
+    try:
+        found = read_inputs(spec, spec_path)
+    except LaminaError:
+        return None  # the build will say what is wrong
+    if not found.pinned:
+        return None
+    stats = _stats_digest(found)
+    if previous.get("stats") is not None and previous["stats"] == stats:
+        fp = Fingerprint(found, previous["settings"], (), previous["fingerprint"], time.time_ns())  # stat first
+    else:
+        _load_inputs(where, previous)
+        fp = fingerprint(found, previous["settings"], previous.get("inputs"), recorded=previous.get("fingerprint"))
+        if fp.digest != previous.get("fingerprint"):
+            _stale.clear()
+            _stale[(repr(spec), spec_path, epoch)] = fp
+            return None
+    for path in _touched(spec):
+        with contextlib.suppress(OSError):
+            os.utime(path)
+    digest = str(previous["digest"])
+    _save(spec, fp, digest, inputs_id=previous.get("inputs_id") if fp.hashed == 0 else None, stats_digest=stats)
+    return digest
+
+
+def _touched(spec: BuildSpec) -> Iterator[Path]:
+    """What Make compares: each output file, the layout's index.json and directory."""
+    yield from outputs(spec)
+    if spec.oci_dir is not None:
+        yield spec.oci_dir

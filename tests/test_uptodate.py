@@ -1,0 +1,143 @@
+"""Up to date means no work, and the metadata file has one documented shape."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+from support.cli import lamina
+
+from lamina import uptodate
+from lamina.spec import BaseSpec, BuildSpec
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "metadata.schema.json").read_text())
+ARGS = ("build", "--add", "tree:/tree", "--env", "A=1", "-o", "out/i.tar", "--oci-dir", "out/l",
+        "--metadata-file", "out/m.json", "--depfile", "out/i.d")
+OUTPUTS = ("i.tar", "m.json", "i.d", "l/index.json")
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "f").write_text("f")
+    (tmp_path / "tree" / "g").write_text("g")
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+def _build(app: Path, *extra: str) -> str:
+    res = lamina(*ARGS, *extra, cwd=app)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip().splitlines()[-1]
+
+
+def _state(app: Path) -> dict[str, tuple[int, bytes]]:
+    """Each output's inode and bytes: a staged rewrite renames a new inode into place."""
+    return {name: ((app / "out" / name).stat().st_ino, (app / "out" / name).read_bytes()) for name in OUTPUTS}
+
+
+def _age(app: Path) -> None:
+    """Every input a few seconds in the past (past the racy-clean window). Outputs are left
+    alone: an output whose stat changed is one someone else may have written, and is rebuilt."""
+    past = time.time() - 5
+    for path in [app / "tree", *(app / "tree").rglob("*")]:
+        os.utime(path, (past, past), follow_symlinks=False)
+
+
+def test_unchanged_inputs_rewrite_nothing_and_refresh_mtimes(app: Path) -> None:
+    digest = _build(app)
+    _age(app)
+    _build(app)  # the first build's stats were too young to trust: this one hashes, then trusts them
+    before = _state(app)
+    old = (app / "out" / "i.tar").stat().st_mtime_ns
+    time.sleep(0.05)
+    assert _build(app) == digest
+    assert _state(app) == before  # not one byte rewritten, not one file replaced
+    assert (app / "out" / "i.tar").stat().st_mtime_ns > old  # refreshed: Make sees it newer than its inputs
+    assert (app / "out" / "l").stat().st_mtime_ns > old
+
+
+def test_a_touched_but_unchanged_input_is_still_up_to_date(app: Path) -> None:
+    digest = _build(app)
+    _age(app)
+    before = _state(app)
+    os.utime(app / "tree" / "g")  # stat changed, content not: hashed, and equal
+    assert _build(app) == digest
+    assert _state(app) == before
+
+
+@pytest.mark.parametrize("change", ["content", "mode", "new file", "setting", "output"])
+def test_what_changes_the_outputs_rebuilds(app: Path, change: str) -> None:
+    digest = _build(app)
+    _age(app)
+    before = _state(app)
+    extra: tuple[str, ...] = ()
+    if change == "content":
+        (app / "tree" / "sub" / "f").write_text("F")  # one byte, same size
+    elif change == "mode":
+        os.chmod(app / "tree" / "g", 0o600)
+    elif change == "new file":
+        (app / "tree" / "sub" / "h").write_text("")
+    elif change == "setting":
+        extra = ("--env", "A=2")
+    else:
+        with open(app / "out" / "i.tar", "r+b") as f:  # someone else wrote to an output
+            f.write(b"x")
+    after = _build(app, *extra)
+    assert _state(app)["i.tar"][0] != before["i.tar"][0]
+    if change != "output":
+        assert after != digest
+    else:
+        assert after == digest and (app / "out" / "i.tar").read_bytes() == before["i.tar"][1]
+    rebuilt = _state(app)
+    assert _build(app, *extra) == after and _state(app) == rebuilt  # what the rebuild recorded holds
+
+
+def test_force_rebuilds(app: Path) -> None:
+    digest = _build(app)
+    _age(app)
+    before = _state(app)
+    assert _build(app, "--force") == digest
+    assert _state(app)["i.tar"][0] != before["i.tar"][0]
+
+
+def test_a_registry_tag_is_never_up_to_date(tmp_path: Path) -> None:
+    spec = BuildSpec(base=BaseSpec("registry.example/base:latest"), output=tmp_path / "i.tar")
+    assert uptodate.tracked(spec, None, 0) is None
+    assert uptodate.check(spec, None, 0) is None
+
+
+def test_metadata_has_one_shape_for_one_platform_or_several(app: Path) -> None:
+    single = _build(app)
+    meta = json.loads((app / "out" / "m.json").read_text())
+    jsonschema.validate(meta, SCHEMA)
+    assert meta["schema_version"] == 1 and meta["digest"] == single
+    assert meta["inputs_fingerprint"].startswith("sha256:")
+    multi = _build(app, "--platform", "linux/amd64,linux/arm64")
+    meta = json.loads((app / "out" / "m.json").read_text())
+    jsonschema.validate(meta, SCHEMA)
+    assert meta["digest"] == multi != single
+    assert [p["platform"] for p in meta["platforms"]] == ["linux/amd64", "linux/arm64"]
+    assert meta["media_type"] == "application/vnd.oci.image.index.v1+json"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**meta, "schema_version": 2}, SCHEMA)
+
+
+def test_the_api_says_up_to_date_and_reads_the_image_back(app: Path) -> None:
+    from lamina.api import build_image
+    from lamina.spec import FilesLayer, parse_add
+
+    os.chdir(app)
+    spec = BuildSpec(layers=(FilesLayer((parse_add("tree:/tree"),)),), oci_dir=Path("out/api"))
+    first = build_image(spec)
+    _age(app)
+    build_image(spec)
+    again = build_image(spec)
+    assert not first.up_to_date and again.up_to_date
+    assert again.image.digest == first.image.digest
+    assert [l.diff_id for l in again.image.layers] == [l.diff_id for l in first.image.layers]
+    assert not build_image(spec, force=True).up_to_date
