@@ -75,9 +75,9 @@ def test_two_runners_share_layers_through_the_registry(registry: Proxy, tree: Pa
                    "--metadata-file", str(tmp_path / "one.json"), env=runner(tmp_path, "a"))
     assert first.returncode == 0, first.stderr
     one = json.loads((tmp_path / "one.json").read_text())
-    assert [layer["source"] for layer in one["layers"]] == ["built"] * 3
+    assert [layer["source"] for layer in one["platforms"][0]["layers"]] == ["built"] * 3
     assert "layers: 3 built, 0 from the local cache, 0 from" in first.stderr
-    digests = {layer["digest"] for layer in one["layers"]}
+    digests = {layer["digest"] for layer in one["platforms"][0]["layers"]}
     entries = [full for m, _, full in registry.requests if m == "PUT" and "/manifests/lamina-layer-" in full]
     assert len(entries) == 3  # one cache entry per layer, after the build
     raw = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
@@ -92,7 +92,7 @@ def test_two_runners_share_layers_through_the_registry(registry: Proxy, tree: Pa
                     "--metadata-file", str(tmp_path / "two.json"), env=runner(tmp_path, "b"))
     assert second.returncode == 0, second.stderr
     two = json.loads((tmp_path / "two.json").read_text())
-    assert [layer["source"] for layer in two["layers"]] == ["cache repo"] * 3, second.stderr  # no compression work
+    assert [layer["source"] for layer in two["platforms"][0]["layers"]] == ["cache repo"] * 3, second.stderr  # no compression work
     assert "layers: 0 built, 0 from the local cache, 3 from" in second.stderr and "(0 bytes downloaded)" in second.stderr
     assert two["digest"] == one["digest"]
     assert layer_uploads(registry, digests) == []  # 0 layer bytes uploaded ...
@@ -115,7 +115,7 @@ def test_a_tarball_build_downloads_verified_into_the_local_cache(registry: Proxy
     assert warm.stdout == fresh.stdout
     # a cached layer is byte-identical to a fresh build: the two tarballs are the same file
     assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
-    layer = json.loads((tmp_path / "b.json").read_text())["layers"][0]
+    layer = json.loads((tmp_path / "b.json").read_text())["platforms"][0]["layers"][0]
     assert layer["source"] == "cache repo"
     assert registry.count("GET", f"/blobs/{layer['digest']}") == 1
     local = Path(runner(tmp_path, "b")["XDG_CACHE_HOME"]) / "lamina" / "layers" / "blobs" / "sha256" / layer["digest"][7:]
@@ -124,7 +124,7 @@ def test_a_tarball_build_downloads_verified_into_the_local_cache(registry: Proxy
     registry.reset()
     again = lamina(*args, "-o", str(tmp_path / "c.tar"), "--metadata-file", str(tmp_path / "c.json"), env=runner(tmp_path, "b"))
     assert again.returncode == 0, again.stderr
-    assert json.loads((tmp_path / "c.json").read_text())["layers"][0]["source"] == "local cache"
+    assert json.loads((tmp_path / "c.json").read_text())["platforms"][0]["layers"][0]["source"] == "local cache"
     assert registry.count("GET", "/manifests/lamina-layer-") == 0
 
 
@@ -139,7 +139,7 @@ def test_poisoned_entries_are_ignored_and_rebuilt(registry: Proxy, server: Distr
     args = ("build", "--add", f"{data}:/data", "--cache-repo", cache)
     fresh = lamina(*args, "-o", str(tmp_path / "a.tar"), "--metadata-file", str(tmp_path / "a.json"), env=runner(tmp_path, "a"))
     assert fresh.returncode == 0, fresh.stderr
-    digest = json.loads((tmp_path / "a.json").read_text())["layers"][0]["digest"]
+    digest = json.loads((tmp_path / "a.json").read_text())["platforms"][0]["layers"][0]["digest"]
     # Replaced: the registry's stored bytes are no longer the blob its digest names.
     blob = _blob_file(server, digest)
     original = blob.read_bytes()
@@ -148,7 +148,7 @@ def test_poisoned_entries_are_ignored_and_rebuilt(registry: Proxy, server: Distr
         res = lamina(*args, "-o", str(tmp_path / "b.tar"), "--metadata-file", str(tmp_path / "b.json"), env=runner(tmp_path, "b"))
         assert res.returncode == 0, res.stderr
         assert "ignored" in res.stderr and "building the layer" in res.stderr
-        assert json.loads((tmp_path / "b.json").read_text())["layers"][0]["source"] == "built"
+        assert json.loads((tmp_path / "b.json").read_text())["platforms"][0]["layers"][0]["source"] == "built"
         assert (tmp_path / "b.tar").read_bytes() == (tmp_path / "a.tar").read_bytes()
     finally:
         blob.write_bytes(original)
@@ -162,10 +162,10 @@ def test_poisoned_entries_are_ignored_and_rebuilt(registry: Proxy, server: Distr
                  env=runner(tmp_path, "c"))
     assert res.returncode == 0, res.stderr
     assert f"its layer {digest} is missing" in res.stderr
-    assert json.loads((tmp_path / "c.json").read_text())["layers"][0]["source"] == "built"
+    assert json.loads((tmp_path / "c.json").read_text())["platforms"][0]["layers"][0]["source"] == "built"
     assert res.stdout.strip().split("@")[1] == fresh.stdout.strip()
     res = lamina(*args, "-o", str(tmp_path / "d.tar"), "--metadata-file", str(tmp_path / "d.json"), env=runner(tmp_path, "d"))
-    assert json.loads((tmp_path / "d.json").read_text())["layers"][0]["source"] == "cache repo", res.stderr
+    assert json.loads((tmp_path / "d.json").read_text())["platforms"][0]["layers"][0]["source"] == "cache repo", res.stderr
 
 
 def test_readonly_never_writes(registry: Proxy, tmp_path: Path) -> None:
@@ -218,7 +218,7 @@ def test_prune_remote_deletes_old_entries(registry: Proxy, tmp_path: Path) -> No
     assert (drop.returncode, drop.stdout.strip()) == (0, f"deleted 1 cache entries from {cache}; 0 remain"), drop.stderr
     res = lamina("build", "--add", f"{data}:/data", "-o", str(tmp_path / "b.tar"),
                  "--metadata-file", str(tmp_path / "b.json"), env={**runner(tmp_path, "b"), "LAMINA_CACHE_REPO": cache})
-    assert json.loads((tmp_path / "b.json").read_text())["layers"][0]["source"] == "built", res.stderr
+    assert json.loads((tmp_path / "b.json").read_text())["platforms"][0]["layers"][0]["source"] == "built", res.stderr
     assert "layers: 1 built" in res.stderr  # the environment named the cache repository
     shutil.rmtree(tmp_path / "a", ignore_errors=True)
 
@@ -263,7 +263,7 @@ def test_a_hit_pushed_to_another_registry_is_fetched_then_verified(registry: Pro
         res = lamina("build", "--add", f"{data}:/data", "--cache-repo", cache, "--push", f"{other.host}/lamina/far:v1",
                      "--metadata-file", str(tmp_path / "b.json"), env=runner(tmp_path, "b"))
         assert res.returncode == 0, res.stderr
-        layer = json.loads((tmp_path / "b.json").read_text())["layers"][0]
+        layer = json.loads((tmp_path / "b.json").read_text())["platforms"][0]["layers"][0]
         assert layer["source"] == "cache repo"
         assert registry.count("GET", f"/blobs/{layer['digest']}") == 1  # fetched once, for the upload
         assert res.stdout.strip().split("@")[1] == first.stdout.strip()
@@ -293,7 +293,7 @@ def test_a_tarball_layer_is_shared_too_and_lint_reads_the_input(registry: Proxy,
     second = lamina(*args, "--push", f"{registry.host}/lamina/rootfs:b", "--metadata-file", str(tmp_path / "b.json"),
                     env=runner(tmp_path, "b"))
     assert second.returncode == 0, second.stderr
-    layer = json.loads((tmp_path / "b.json").read_text())["layers"][0]
+    layer = json.loads((tmp_path / "b.json").read_text())["platforms"][0]["layers"][0]
     assert layer["source"] == "cache repo"
     assert registry.count("GET", f"/blobs/{layer['digest']}") == 0
     assert second.stdout.strip().split("@")[1] == first.stdout.strip().split("@")[1]
