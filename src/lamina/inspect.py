@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from lamina.layers.entries import display
 from lamina.model import mediatypes
 from lamina.sources.archive import ImageSource, entries, images, is_index, layer_openers, manifests
 from lamina.sources.rootfs import MergedFS, whiteout_of
@@ -70,14 +71,14 @@ def read_layers(name: str, openers: list[Opener]) -> tuple[MergedFS, list[dict[s
 
     def visit(index: int, path: str, member: tarfile.TarInfo, _archive: tarfile.TarFile) -> None:
         members[index].append({
-            "path": path or ".",
+            "path": display(path) or ".",
             "type": _KIND_CHAR.get(member.type, "-"),
             "mode": member.mode & 0o7777,
             "uid": member.uid,
             "gid": member.gid,
             "size": member.size if member.isfile() else 0,
             "mtime": int(member.mtime),
-            **({"link": member.linkname} if member.linkname else {}),
+            **({"link": display(member.linkname)} if member.linkname else {}),
         })
 
     fs = MergedFS.read(name, [counting(o) for o in openers], visit)

@@ -31,7 +31,7 @@ import attrs
 from lamina.elf import ElfInfo, mismatch, read_elf  # a struct-based reader, checked against pyelftools in tests
 from lamina.errors import InputError, LintError
 from lamina.essentials import SYSTEM_BUNDLES
-from lamina.layers.entries import Kind
+from lamina.layers.entries import Kind, display
 from lamina.model import ContainerConfig, Platform
 from lamina.sources.rootfs import MergedFS, Node
 
@@ -53,7 +53,7 @@ class Finding:
         return f"{self.id} {self.severity}: {self.path}: {self.message}"
 
     def to_json(self) -> dict[str, str]:
-        return {"id": self.id, "severity": self.severity, "path": self.path, "message": self.message}
+        return {"id": self.id, "severity": self.severity, "path": display(self.path), "message": display(self.message)}
 
 
 Opener = Callable[[], BinaryIO]

@@ -26,7 +26,7 @@ from lamina.limits import MAX_SPEC, TooLarge, read_limited
 from lamina.sources.base import BaseRef
 from lamina.sources.files import AddSpec, CopyFromSpec
 from lamina.sources.apt import Locked
-from lamina.spec import BuildSpec, DebsLayer, FilesLayer, TarballLayer
+from lamina.spec import BuildSpec, DebsLayer, FilesLayer, TarballLayer, shallow_toml
 
 LOCK_NAME = "lamina.lock"
 
@@ -120,7 +120,7 @@ def _read_lock_file(spec_path: Path | None) -> tuple[dict[str, str], tuple[Locke
         return {}, ()
     try:
         with open(lock, "rb") as f:
-            data = tomllib.loads(read_limited(f, MAX_SPEC).decode())
+            data = tomllib.loads(shallow_toml(read_limited(f, MAX_SPEC).decode(), str(lock)))
     except OSError as exc:
         raise SpecError(str(lock), "", f"cannot read: {exc.strerror}") from None
     except TooLarge as exc:

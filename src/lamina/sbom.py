@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
+from lamina.layers.entries import display
 from lamina.version import __version__
 from lamina.elf import go_modules
 from lamina.image import Attachment, Image, attachment
@@ -112,7 +113,7 @@ def document(image: Image, name: str, openers: list[Callable[[], BinaryIO]], epo
     modules: dict[tuple[str, str], str] = {}
     for n, (path, f) in enumerate(sorted(files.items())):
         file_id = f"SPDXRef-File-{n}"
-        spdx_files.append({"SPDXID": file_id, "fileName": f"./{path}", "checksums": [
+        spdx_files.append({"SPDXID": file_id, "fileName": f"./{display(path)}", "checksums": [
             {"algorithm": "SHA1", "checksumValue": f.sha1}, {"algorithm": "SHA256", "checksumValue": f.sha256}]})
         relationships.append({"spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS", "relatedSpdxElement": file_id})
         for module in f.go or []:

@@ -679,7 +679,7 @@ SPEC_CASES: list[SpecCase] = [
     SpecCase("deep-array", lambda: b"cmd = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested"),
     SpecCase("deep-inline-table", lambda: b"labels = " + b"{a=" * 3000 + b"1" + b"}" * 3000 + b"\n", "nested"),
     # 40 kB: tomllib keeps every prefix of a dotted key, so memory grows with the square of its depth.
-    SpecCase("deep-dotted-key", lambda: b"labels." + b".".join([b"a"] * 20000) + b" = 1\n", "labels.a"),
+    SpecCase("deep-dotted-key", lambda: b"labels." + b".".join([b"a"] * 20000) + b" = 1\n", "nested more than"),
     SpecCase("not-utf8", lambda: b'workdir = "\xe9"\n', "TOML"),
     SpecCase("nul-byte", lambda: b'workdir = "a\0b"\n', "TOML"),
     SpecCase("layer-not-list", lambda: b'layer = "x"\n', "layer"),

@@ -26,11 +26,7 @@ COMMANDS = {
 }
 
 # (case, command or "*") -> why it fails today; all in the readers the lead is rewriting.
-KNOWN: dict[tuple[str, str], str] = {
-    ("truncated-archive", "*"): "tarfile.ReadError from getmembers() in ImageSource._member is not caught: exit 70",
-    ("docker-config-not-a-string", "build"): "sources/base.py _select_entry hashes each record's Config: a list "
-                                             "raises TypeError, exit 70",
-}
+KNOWN: dict[tuple[str, str], str] = {}  # (case, command or '*') -> why it still fails: none now
 ONLY = {"diff-id-mismatch": ("build",)}  # the diff_id is checked when the layer is imported
 
 

@@ -14,8 +14,7 @@ from hostile.generate import SPEC_CASES, SpecCase
 from hostile.harness import assert_bounded, assert_clean_error, lamina
 
 
-KNOWN = {"deep-dotted-key": "tomllib holds every prefix of a 20,000-part dotted key: 1.6 GB for a 40 kB file "
-                            "(spec.py parses before any check on key depth)"}
+KNOWN: dict[str, str] = {}  # case name -> why it still fails (none: spec.py checks key depth first)
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=[pytest.mark.xfail(strict=True, reason=KNOWN[c.name])]

@@ -207,7 +207,11 @@ class ImageSource:
         assert self._tar is not None
         if self._members is None:
             members: dict[str, tarfile.TarInfo] = {}
-            for m in self._tar.getmembers():
+            try:
+                listed = self._tar.getmembers()
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise ImageError(f"{self.name}: not a readable image tarball ({exc})") from None
+            for m in listed:
                 try:
                     members[normalize(m.name)] = m
                 except UnsafePathError:
@@ -350,8 +354,8 @@ def entries(source: ImageSource) -> list[Entry]:
         records = _list(source.read_json("manifest.json"), None, source, "manifest.json")
         out = []
         for record in records:
-            if not isinstance(record, dict):
-                raise ImageError(f"{source.name}: manifest.json entries must be JSON objects")
+            if not isinstance(record, dict) or not isinstance(record.get("Config"), str):
+                raise ImageError(f"{source.name}: manifest.json entries must be JSON objects with a Config path")
             tags = record.get("RepoTags") or ()
             if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
                 raise ImageError(f"{source.name}: manifest.json RepoTags must be a list of strings")
