@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from lamina.errors import DigestMismatch, ImageError, LaminaError, ParseError, UnsafePathError
+from lamina.errors import DigestMismatch, ImageError, ParseError, UnsafePathError
 from lamina.hashing import sha256_stream
 from lamina.image import Image
 from lamina.layers.entries import normalize
@@ -129,9 +129,9 @@ class _Slice(io.RawIOBase):
 
 
 class _Decompressed(io.RawIOBase):
-    """A decompressing reader that also closes (and so verifies) the stream under it, and
-    turns whatever a decompressor raises on corrupt input (zstd, lzma, zlib errors) into one
-    ImageError naming the layer."""
+    """A decompressing reader that also closes (and so verifies) the stream under it; corrupt
+    compressed data (an OSError from open_decompressed, whichever decompressor found it)
+    becomes one ImageError naming the layer."""
 
     def __init__(self, inner: BinaryIO, under: BinaryIO, what: str = "layer") -> None:
         self._inner, self._under, self._what = inner, under, what
@@ -142,9 +142,7 @@ class _Decompressed(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         try:
             data = self._inner.read(len(buffer))
-        except LaminaError:
-            raise
-        except Exception as exc:  # each decompressor has its own error type
+        except OSError as exc:
             raise ImageError(f"{self._what}: cannot be decompressed ({exc})") from None
         buffer[: len(data)] = data
         return len(data)
