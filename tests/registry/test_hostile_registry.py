@@ -34,17 +34,6 @@ from lamina.store import BlobStore
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    """An empty docker config and cache, no credentials in the environment, quick retries."""
-    for name in list(os.environ):
-        if name.startswith("LAMINA_REGISTRY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(client, "RETRIES", 1)
-    monkeypatch.setattr(client, "BACKOFF", 0.01)
-    return monkeypatch
 
 
 def credentials(monkeypatch: pytest.MonkeyPatch, host: str, user: str, password: str) -> None:
