@@ -11,9 +11,9 @@ set -euo pipefail
 # would otherwise leave them out).
 PACKAGES=(docker.io skopeo umoci busybox-static golang-go musl-tools openssl ca-certificates podman qemu-user-static
           docker-registry apache2-utils gcc libc6-dev make golang-github-opencontainers-image-spec-dev gnupg
-          dpkg-dev apt-utils)
+          dpkg-dev apt-utils debootstrap)
 COMMANDS=(dockerd skopeo umoci go musl-gcc openssl podman gcc make qemu-aarch64-static docker-registry htpasswd gpg gpgconf
-          dpkg-scanpackages apt-ftparchive gpgv)
+          dpkg-scanpackages apt-ftparchive gpgv debootstrap)
 
 missing=()
 for cmd in "${COMMANDS[@]}"; do
