@@ -29,6 +29,7 @@ from typing import Any
 import attrs
 
 from lamina.errors import InputError, LaminaError, OutputError, UsageError
+from lamina.limits import TooLarge, read_limited
 from lamina.model import Descriptor, Digest, canonical, mediatypes
 from lamina.registry.options import Options
 from lamina.sign.simple import VerificationError
@@ -147,12 +148,11 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 def _read_small(path: Path, what: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_KEY_FILE + 1)
+            return read_limited(f, MAX_KEY_FILE)
     except OSError as exc:
         raise InputError(f"cannot read the {what} {str(path)!r}: {exc.strerror}") from None
-    if len(data) > MAX_KEY_FILE:
-        raise KeyFileError(f"{path}: too large for a {what}")
-    return data
+    except TooLarge:
+        raise KeyFileError(f"{path}: too large for a {what}") from None
 
 
 def load_private(path: Path, password: bytes) -> Any:

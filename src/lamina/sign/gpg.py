@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 
 from lamina.errors import InputError, LaminaError, UsageError
+from lamina.limits import TooLarge, read_limited
 
 MAX_SIGNATURE = 4 << 20  # signature files are a few hundred bytes; more is hostile
 MAX_PUBKEY = 4 << 20
@@ -101,11 +102,11 @@ def keyring(pubkey: Path) -> Iterator[Keyring]:
     """The public keys of one file, in a throwaway home that is removed (agent too) after."""
     try:
         with open(pubkey, "rb") as f:
-            data = f.read(MAX_PUBKEY + 1)
+            data = read_limited(f, MAX_PUBKEY)
     except OSError as exc:
         raise InputError(f"cannot read the public key {str(pubkey)!r}: {exc.strerror}") from None
-    if len(data) > MAX_PUBKEY:
-        raise InputError(f"{pubkey}: too large for a public key file")
+    except TooLarge:
+        raise InputError(f"{pubkey}: too large for a public key file") from None
     home = tempfile.mkdtemp(prefix="lamina-gpg-")
     try:
         gpg = _gpg(home)

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import attrs
 
-from lamina.version import __version__
 from lamina.errors import LaminaError, OutputError, UsageError
 from lamina.model import Digest, Reference
 from lamina.sign import gpg
 from lamina.sign.target import Target
+from lamina.version import __version__
 
 SIGNATURE_TYPE = "atomic container signature"
 MAX_SIGNATURES = 128  # per manifest; a lookaside directory with more is not one lamina wrote
