@@ -302,12 +302,14 @@ class _Run:
     used: list[tuple[str, Image]] = attrs.field(factory=list)  # (name, image) of every image read
     packages: Installs = attrs.field(factory=Installs)  # what the package layers installed
     log: LayerLog | None = None  # where each layer came from; with a cache repository, a CacheRepo
+    inputs: Inputs | None = None  # the walk of the host inputs already taken (lamina.uptodate): trees are not walked again
 
     def image(self, requested: Platform | None) -> Image:
         spec = self.spec
         images = Resolver(self.stack, requested, self.registry, self.note)
         ctx = LayerContext(workdir=spec.config.workdir or "", epoch=self.epoch, open_image=images.filesystem,
-                           spool=self.spool, shuffle=self.shuffle)
+                           spool=self.spool, shuffle=self.shuffle,
+                           listing=self.inputs.listing if self.inputs is not None else None)
         platform = requested or DEFAULT_PLATFORM
         base, base_key = None, None
         if spec.base is not None and spec.base.image != "scratch":
@@ -371,16 +373,18 @@ class _Run:
         fs = ctx.base.copy("image") if ctx.base is not None else MergedFS("image")
         openers = images.openers(spec.base.image) if ctx.base is not None and spec.base is not None else []
         host: dict[tuple[int, str], str] = {}
+        spool, file, hardlink = self.spool + os.sep, Kind.FILE, Kind.HARDLINK
         for index, (layer, entries) in enumerate(zip(layers, recorded), start=len(openers)):
             openers.append(self._blob(layer))
+            what = layer.created_by.removeprefix("lamina: ")
             for entry in entries:
-                fs.check(entry, layer.created_by.removeprefix("lamina: "))
-                data = (index, entry.tar_name) if entry.kind is Kind.FILE else None
-                if entry.kind is Kind.HARDLINK:  # as MergedFS reads a hardlink member: the target's file
+                fs.check(entry, what)
+                data = (index, entry.path) if entry.kind is file else None  # a file's tar name is its path
+                if entry.kind is hardlink:  # as MergedFS reads a hardlink member: the target's file
                     target = fs.get(normalize(entry.linkname))
                     if target is not None and target.data is not None:
                         entry, data = attrs.evolve(entry, kind=Kind.FILE, size=target.entry.size, linkname=""), target.data
-                elif data is not None and entry.source and not entry.source.startswith(self.spool + os.sep):
+                elif data is not None and entry.source and not entry.source.startswith(spool):
                     host[data] = entry.source  # not --copy-from's spool files: a later extraction may reuse their names
                 fs.apply(index, entry, data)
             fs.layers = index + 1
@@ -482,6 +486,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
     outputs = _plan(spec, lock, pushing=push is not None)
     with WorkDir(spec) as tmp, contextlib.ExitStack() as stack:  # beside the first output
         run = _start(spec, Path(tmp), stack, epoch, say, note or say, registry, meter, use_cache, shuffle)
+        run.inputs = inputs
         run.log = _layer_log(spec, registry, note or say, run.cache is not None,
                              need_bytes=push is None or bool(spec.output or spec.oci_dir or spec.sbom))
         stack.callback(run.log.close)

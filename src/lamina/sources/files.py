@@ -79,6 +79,9 @@ class LayerContext:
     open_image: Callable[[str], tuple[MergedFS, list[Callable[[], BinaryIO]]]] | None = None
     spool: str = ""
     shuffle: bool = False  # walk directories in random order (--check-reproducible proves it does not matter)
+    # A directory's children (name, path, lstat) as the build's walk of its inputs found them
+    # (lamina.depfile.Inputs.listing); None, or a directory it did not list: scandir now.
+    listing: Callable[[str], list[tuple[str, str, os.stat_result]] | None] | None = None
 
     def dest(self, path: str) -> str:
         """Resolve a destination's parent directories through the base's symlinks."""
@@ -99,43 +102,44 @@ def _error(spec: AddSpec, path: str, exc: OSError) -> InputError:
 
 
 def _entry_for(spec: AddSpec, host: str, dest: str, st: os.stat_result, epoch: int) -> _Found:
-    mode = spec.mode if spec.mode is not None else stat.S_IMODE(st.st_mode)
-    common = Entry(dest, Kind.DIR, mode=mode, uid=spec.uid, gid=spec.gid, mtime=epoch)
-    if stat.S_ISLNK(st.st_mode):
+    """One host path as an entry (built directly: this runs once per file of every tree added)."""
+    mode, uid, gid = spec.mode if spec.mode is not None else st.st_mode & 0o7777, spec.uid, spec.gid
+    kind = st.st_mode & 0o170000
+    if kind == stat.S_IFREG:
+        inode = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
+        return _Found(Entry(dest, Kind.FILE, mode, uid, gid, epoch, st.st_size, source=host), inode)
+    if kind == stat.S_IFDIR:
+        return _Found(Entry(dest, Kind.DIR, mode, uid, gid, epoch), None)
+    if kind == stat.S_IFLNK:
         try:
             target = os.readlink(host)
         except OSError as exc:
             raise _error(spec, host, exc) from exc
-        return _Found(attrs.evolve(common, kind=Kind.SYMLINK, mode=0o777, linkname=target), None)
-    if stat.S_ISDIR(st.st_mode):
-        return _Found(common, None)
-    if stat.S_ISREG(st.st_mode):
-        inode = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
-        return _Found(attrs.evolve(common, kind=Kind.FILE, size=st.st_size, source=host), inode)
-    if stat.S_ISFIFO(st.st_mode):
-        return _Found(attrs.evolve(common, kind=Kind.FIFO), None)
+        return _Found(Entry(dest, Kind.SYMLINK, 0o777, uid, gid, epoch, linkname=target), None)
+    if kind == stat.S_IFIFO:
+        return _Found(Entry(dest, Kind.FIFO, mode, uid, gid, epoch), None)
     raise InputError(f"add {spec.src}:{spec.dst}: {host!r} is a socket or device; lamina adds files, directories and symlinks")
 
 
-def _walk(spec: AddSpec, host_dir: str, dest_dir: str, epoch: int, shuffle: bool = False) -> Iterable[_Found]:
-    try:
-        with os.scandir(host_dir) as it:
-            children = sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        raise _error(spec, host_dir, exc) from exc
-    if shuffle:
+def _walk(spec: AddSpec, host_dir: str, dest_dir: str, ctx: LayerContext) -> Iterable[_Found]:
+    children = ctx.listing(host_dir) if ctx.listing is not None else None
+    if children is None:
+        try:
+            with os.scandir(host_dir) as it:
+                found = sorted(it, key=lambda e: e.name)
+            children = [(child.name, child.path, child.stat(follow_symlinks=False)) for child in found]
+        except OSError as exc:
+            raise _error(spec, getattr(exc, "filename", None) or host_dir, exc) from exc
+    if ctx.shuffle:
         import random
 
+        children = list(children)
         random.shuffle(children)
-    for child in children:
-        try:
-            st = child.stat(follow_symlinks=False)
-        except OSError as exc:
-            raise _error(spec, child.path, exc) from exc
-        dest = f"{dest_dir}/{child.name}" if dest_dir else child.name
-        yield _entry_for(spec, child.path, dest, st, epoch)
+    for name, path, st in children:
+        dest = f"{dest_dir}/{name}" if dest_dir else name
+        yield _entry_for(spec, path, dest, st, ctx.epoch)
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(spec, child.path, dest, epoch, shuffle)
+            yield from _walk(spec, path, dest, ctx)
 
 
 def _destination(dst: str, workdir: str, what: str) -> tuple[str, bool]:
@@ -157,7 +161,7 @@ def collect(spec: AddSpec, ctx: LayerContext) -> list[_Found]:
     if stat.S_ISDIR(st.st_mode):
         dest = ctx.base.resolve(dest) if ctx.base is not None and dest else dest
         found = [_Found(Entry(dest, Kind.DIR, mode=spec.mode or 0o755, uid=spec.uid, gid=spec.gid, mtime=ctx.epoch), None)] if dest else []
-        found.extend(_walk(spec, spec.src, dest, ctx.epoch, ctx.shuffle))
+        found.extend(_walk(spec, spec.src, dest, ctx))
         return found
     if into_dir:
         name = os.path.basename(os.path.normpath(spec.src))
