@@ -30,7 +30,7 @@ from lamina.sinks.outputs import STDOUT, WorkDir, emit
 from lamina.resolve import Resolver
 from lamina.sources.archive import layer_openers
 from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
-from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer
+from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer, tree_stamp
 from lamina.sources.packages import Installs, package_items
 from lamina.sources.rootfs import MergedFS
 from lamina.sources.tarball import read_tarball
@@ -129,20 +129,39 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
         log.built(None, debs, BUILT)  # package layers are not cached (resolution decides their inputs)
         return debs
     if isinstance(layer, FilesLayer):
-        items = tree_layer(layer.adds, ctx)
+        # Host trees whose stats are as a build of this layer found them: its entries and key
+        # as they were then (checked then for this platform), nothing walked into or hashed.
+        stamp = tree_stamp(layer.adds, ctx, f"{settings}\0{spec.arch_check}\0{platform}") if cache is not None else None
+        memo = None
+        if stamp is not None and cache is not None:
+            with _cache_errors_ignored():
+                memo = cache.tree(stamp.digest)
+        if memo is not None:
+            key, entries = memo
+            items = [(e, None) for e in entries]
+        else:
+            items = tree_layer(layer.adds, ctx)
+            if spec.arch_check:
+                _check_arch(items, platform)
         if record is not None:
             record.extend(e for e, _ in items)
-        if spec.arch_check:
-            _check_arch(items, platform)
+
+        def remember(key: str | None) -> None:
+            if stamp is not None and stamp.trusted and memo is None and key is not None and cache is not None:
+                with _cache_errors_ignored():
+                    cache.remember_tree(stamp.digest, key, (e for e, _ in items))
+
         # Layers copied out of images are not cached: extracting them is the costly part.
         if cache is not None and not any(isinstance(a, CopyFromSpec) for a in layer.adds):
             with _cache_errors_ignored():
-                key = cache.key_for_entries(items, settings)
+                key = key or cache.key_for_entries(items, settings)
                 hit = _from_cache(cache, key, store, created_by)
                 if hit is not None:
                     log.built(key, hit, LOCAL)
+                    remember(key)
                     return hit
             if key is not None and (hit := log.lookup(key, created_by, store, put_local)) is not None:
+                remember(key)
                 return hit
         total = sum(e.size for e, _ in items if e.kind is Kind.FILE)
         with _metered(meter, created_by, total) as on_bytes:
@@ -172,6 +191,8 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
     if cache is not None and key is not None:
         with _cache_errors_ignored():
             cache.put(key, built, store.path(built.descriptor.digest))
+            if isinstance(layer, FilesLayer):
+                remember(key)
     log.built(key, built, BUILT)
     return built
 
@@ -309,7 +330,7 @@ class _Run:
         images = Resolver(self.stack, requested, self.registry, self.note)
         ctx = LayerContext(workdir=spec.config.workdir or "", epoch=self.epoch, open_image=images.filesystem,
                            spool=self.spool, shuffle=self.shuffle,
-                           listing=self.inputs.listing if self.inputs is not None else None)
+                           walked=self.inputs)
         platform = requested or DEFAULT_PLATFORM
         base, base_key = None, None
         if spec.base is not None and spec.base.image != "scratch":
@@ -319,6 +340,7 @@ class _Run:
             platform = requested or stored.platform
             images.platform = platform  # --copy-from images follow the base's platform
             base_key = str(stored.config_descriptor.digest)
+            ctx.below = base_key
             if spec.layers or spec.remove:
                 ctx.base = images.filesystem(spec.base.image)[0]
         if (self.lint is not None or self.essentials is not None) and base is not None and ctx.base is None:
@@ -353,7 +375,7 @@ class _Run:
             adds = materialize(self.essentials, spec.config, below, Path(self.spool).parent / "essentials")
             if adds:
                 essentials = FilesLayer(tuple(adds), label="essentials")
-                add(essentials, (essentials, base_key, *(l.diff_id for l in layers)), attrs.evolve(ctx, base=below.fs))
+                add(essentials, (essentials, base_key, *(l.diff_id for l in layers)), attrs.evolve(ctx, base=below.fs, below=None))
         image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base, blobs=self.store)
         self.used.extend(images.opened().items())
         merged = self._lint_image(ctx, images, spec, layers, recorded)  # checks every new layer, lint or not

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -31,6 +32,8 @@ class Inputs:
     pinned: bool  # False: an input (a registry tag) can change without any file changing
     # Each directory the walk listed: its children as (name, path, lstat), sorted by name.
     dirs: dict[str, list[tuple[str, str, os.stat_result]]] = attrs.field(factory=dict, eq=False, repr=False)
+    taken_ns: int = 0  # when the walk began: a stat whose ctime is near it may hide a later write
+    _by_path: dict[str, os.stat_result] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -41,6 +44,12 @@ class Inputs:
         that the build lays out the very stats the fingerprint was taken from, and a tree is
         listed and stat'd once per build."""
         return self.dirs.get(directory)
+
+    def stat(self, path: str) -> os.stat_result | None:
+        """The stat this walk took of ``path`` (None: not an input it met)."""
+        if not self._by_path:
+            self._by_path.update(self.entries)
+        return self._by_path.get(path)
 
 
 def _per_platform(layer: LayerSpec) -> LayerSpec:
@@ -118,14 +127,14 @@ def inputs(spec: BuildSpec, spec_path: Path | None = None) -> Inputs:
     """Every file, directory and symlink the build of ``spec`` reads."""
     seen: dict[str, os.stat_result] = {}
     dirs: dict[str, list[tuple[str, str, os.stat_result]]] = {}
-    pinned = True
+    pinned, taken = True, time.time_ns()
     for top in _tops(spec, spec_path):
         if top is None:
             pinned = False
             continue
         if top not in seen:
             _walk(top, seen, dirs)
-    return Inputs(tuple(seen.items()), pinned, dirs)
+    return Inputs(tuple(seen.items()), pinned, dirs, taken)
 
 
 def _escape(path: str) -> str:
