@@ -10,6 +10,7 @@ A registry image named by tag is no file: it leaves the build unpinned (see lami
 
 from __future__ import annotations
 
+import operator
 import os
 import stat
 import time
@@ -88,6 +89,9 @@ def _tops(spec: BuildSpec, spec_path: Path | None) -> Iterator[str | None]:
         yield essentials.tzdata or SYSTEM_ZONEINFO
 
 
+_name = operator.attrgetter("name")
+
+
 def _walk(top: str, into: dict[str, os.stat_result], dirs: dict[str, list[tuple[str, str, os.stat_result]]]) -> None:
     """``top`` and, for a directory, everything under it (by name, depth first) into ``into``,
     and each directory's children into ``dirs``: a stat per entry and as little else as
@@ -104,19 +108,18 @@ def _walk(top: str, into: dict[str, os.stat_result], dirs: dict[str, list[tuple[
         directory = pending.pop()
         try:
             with os.scandir(directory) as it:
-                found = sorted((e.name, e) for e in it)
+                found = sorted(it, key=_name)
         except OSError as exc:
             raise InputError(f"cannot read {directory!r}: {exc.strerror}") from None
         subdirs, children = [], []
-        for name, child in found:
+        for child in found:
             path = child.path
             try:
                 child_st = child.stat(follow_symlinks=False)
             except OSError as exc:
                 raise InputError(f"cannot read {path!r}: {exc.strerror}") from None
-            children.append((name, path, child_st))
-            if path not in into:
-                into[path] = child_st
+            children.append((child.name, path, child_st))
+            into.setdefault(path, child_st)
             if isdir(child_st.st_mode):
                 subdirs.append(path)
         dirs[directory] = children

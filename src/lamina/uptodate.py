@@ -166,8 +166,9 @@ def _load_inputs(path: Path, record: dict[str, Any]) -> None:
 
 def _stats_digest(found: Inputs, keys: list[str] | tuple[str, ...]) -> str:
     """Every input's path and stat, in one digest: equal, and no content needs a look."""
-    text = "\n".join(f"{path}\0{key}" for (path, _), key in zip(found.entries, keys))
-    return hashlib.sha256(text.encode(errors="surrogateescape")).hexdigest()
+    h = hashlib.sha256("\0".join(path for path, _ in found.entries).encode(errors="surrogateescape"))  # no path holds NUL
+    h.update(b"\n" + "\n".join(keys).encode())
+    return h.hexdigest()
 
 
 def _inputs_path(head: Path) -> Path:
