@@ -271,3 +271,107 @@ def _cache_blob_of(root: Path) -> Path:
     """The cached blob of the /tree layer (the larger of the two)."""
     blobs = (root / "cache" / "lamina" / "layers" / "blobs" / "sha256").iterdir()
     return max(blobs, key=lambda p: p.stat().st_size)
+
+
+# ---- tree stamps: an unchanged host tree costs a stat per path, no entry built, no file hashed
+
+
+def _walked(spec: BuildSpec, *, age_ns: int = 2_000_000_000):  # type: ignore[no-untyped-def]
+    """The build's walk of its inputs, as if taken ``age_ns`` after the files were last
+    changed (the racy-clean rule trusts a stat only once its ctime is a second older)."""
+    import attrs
+
+    from lamina.depfile import inputs as read_inputs
+
+    found = read_inputs(spec)
+    return attrs.evolve(found, taken_ns=found.taken_ns + age_ns)
+
+
+def _trees(root: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(root / "cache" / "lamina" / "layers" / "index.sqlite") as db:
+        return int(db.execute("SELECT COUNT(*) FROM trees").fetchone()[0])
+
+
+def test_an_unchanged_tree_is_neither_walked_into_entries_nor_hashed(inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lamina.cache import LayerCache
+
+    walks: list[int] = []
+    hashed: list[str] = []
+    real_tree, real_digest = build_module.tree_layer, LayerCache.file_digest
+    monkeypatch.setattr(build_module, "tree_layer", lambda specs, ctx: walks.append(1) or real_tree(specs, ctx))
+    monkeypatch.setattr(LayerCache, "file_digest", lambda self, path: hashed.append(path) or real_digest(self, path))
+    spec = _spec(inputs, "cold.tar")
+    cold = build_module.build(spec, epoch=0, inputs=_walked(spec))
+    assert len(walks) == 2 and len(hashed) == 21 and _trees(inputs) == 2
+    walks.clear(), hashed.clear()
+    spec = _spec(inputs, "warm.tar")
+    warm = build_module.build(spec, epoch=0, inputs=_walked(spec))
+    assert walks == [] and hashed == []  # both layers from their stamps
+    assert warm.image.digest == cold.image.digest
+    assert (inputs / "warm.tar").read_bytes() == (inputs / "cold.tar").read_bytes()
+    # A file rewritten in place with the same size and its old mtime put back: its ctime moved.
+    victim = inputs / "tree" / "f3"
+    before = victim.stat()
+    victim.write_bytes(os.urandom(10_000))
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+    spec = _spec(inputs, "changed.tar")
+    changed = build_module.build(spec, epoch=0, inputs=_walked(spec))
+    assert len(walks) == 1 and str(victim) in hashed  # only the tree's layer is laid out again
+    fresh = build_module.build(_spec(inputs, "fresh.tar"), epoch=0, use_cache=False)
+    assert changed.image.digest == fresh.image.digest != cold.image.digest
+
+
+def test_a_tree_changed_within_the_racy_second_is_not_remembered(inputs: Path) -> None:
+    spec = _spec(inputs, "a.tar")
+    build_module.build(spec, epoch=0, inputs=_walked(spec, age_ns=0))  # files written just now
+    assert _trees(inputs) == 0
+    build_module.build(spec, epoch=0, inputs=_walked(spec))
+    assert _trees(inputs) == 2
+
+
+def test_tree_stamps_follow_what_decides_the_entries(inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Destination, mode, epoch and platform are in the stamp: each change lays the tree out again."""
+    import attrs
+
+    walks: list[int] = []
+    real_tree = build_module.tree_layer
+    monkeypatch.setattr(build_module, "tree_layer", lambda specs, ctx: walks.append(1) or real_tree(specs, ctx))
+    spec = _spec(inputs, "a.tar")
+    build_module.build(spec, epoch=0, inputs=_walked(spec))
+    assert len(walks) == 2
+    moved = attrs.evolve(spec, layers=(FilesLayer((AddSpec(str(inputs / "tree"), "/elsewhere"),)), spec.layers[1]))
+    result = build_module.build(moved, epoch=0, inputs=_walked(moved))
+    assert len(walks) == 3
+    assert any(p.startswith("elsewhere/") for p in _paths(inputs / "a.tar", result))
+    build_module.build(spec, epoch=5, inputs=_walked(spec))
+    assert len(walks) == 5
+    os.symlink("f1", inputs / "tree" / "link")  # a new entry: the directory's listing changed
+    build_module.build(spec, epoch=0, inputs=_walked(spec))
+    assert len(walks) == 6
+
+
+def _paths(tarball: Path, result) -> list[str]:  # type: ignore[no-untyped-def]
+    import tarfile
+
+    image = result.image
+    names = []
+    with tarfile.open(tarball) as outer:
+        for layer in image.layers:
+            member = outer.extractfile(f"blobs/sha256/{layer.descriptor.digest.hex}")
+            assert member is not None
+            with tarfile.open(fileobj=member, mode="r|*") as inner:
+                names += [m.name for m in inner]
+    return names
+
+
+def test_a_stamped_tree_whose_blob_is_gone_is_built_from_its_remembered_entries(inputs: Path) -> None:
+    spec = _spec(inputs, "a.tar")
+    first = build_module.build(spec, epoch=0, inputs=_walked(spec))
+    for blob in (inputs / "cache" / "lamina" / "layers" / "blobs" / "sha256").iterdir():
+        blob.unlink()
+    spec = _spec(inputs, "b.tar")
+    again = build_module.build(spec, epoch=0, inputs=_walked(spec))
+    assert again.image.digest == first.image.digest
+    assert (inputs / "b.tar").read_bytes() == (inputs / "a.tar").read_bytes()

@@ -30,7 +30,7 @@ from lamina.sinks.outputs import STDOUT, WorkDir, emit
 from lamina.resolve import Resolver
 from lamina.sources.archive import layer_openers
 from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
-from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer
+from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer, tree_stamp
 from lamina.sources.packages import Installs, package_items
 from lamina.sources.rootfs import MergedFS
 from lamina.sources.tarball import read_tarball
@@ -129,20 +129,39 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
         log.built(None, debs, BUILT)  # package layers are not cached (resolution decides their inputs)
         return debs
     if isinstance(layer, FilesLayer):
-        items = tree_layer(layer.adds, ctx)
+        # Host trees whose stats are as a build of this layer found them: its entries and key
+        # as they were then (checked then for this platform), nothing walked into or hashed.
+        stamp = tree_stamp(layer.adds, ctx, f"{settings}\0{spec.arch_check}\0{platform}") if cache is not None else None
+        memo = None
+        if stamp is not None and cache is not None:
+            with _cache_errors_ignored():
+                memo = cache.tree(stamp.digest)
+        if memo is not None:
+            key, entries = memo
+            items = [(e, None) for e in entries]
+        else:
+            items = tree_layer(layer.adds, ctx)
+            if spec.arch_check:
+                _check_arch(items, platform)
         if record is not None:
             record.extend(e for e, _ in items)
-        if spec.arch_check:
-            _check_arch(items, platform)
+
+        def remember(key: str | None) -> None:
+            if stamp is not None and stamp.trusted and memo is None and key is not None and cache is not None:
+                with _cache_errors_ignored():
+                    cache.remember_tree(stamp.digest, key, (e for e, _ in items))
+
         # Layers copied out of images are not cached: extracting them is the costly part.
         if cache is not None and not any(isinstance(a, CopyFromSpec) for a in layer.adds):
             with _cache_errors_ignored():
-                key = cache.key_for_entries(items, settings)
+                key = key or cache.key_for_entries(items, settings)
                 hit = _from_cache(cache, key, store, created_by)
                 if hit is not None:
                     log.built(key, hit, LOCAL)
+                    remember(key)
                     return hit
             if key is not None and (hit := log.lookup(key, created_by, store, put_local)) is not None:
+                remember(key)
                 return hit
         total = sum(e.size for e, _ in items if e.kind is Kind.FILE)
         with _metered(meter, created_by, total) as on_bytes:
@@ -172,6 +191,8 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
     if cache is not None and key is not None:
         with _cache_errors_ignored():
             cache.put(key, built, store.path(built.descriptor.digest))
+            if isinstance(layer, FilesLayer):
+                remember(key)
     log.built(key, built, BUILT)
     return built
 
@@ -302,12 +323,14 @@ class _Run:
     used: list[tuple[str, Image]] = attrs.field(factory=list)  # (name, image) of every image read
     packages: Installs = attrs.field(factory=Installs)  # what the package layers installed
     log: LayerLog | None = None  # where each layer came from; with a cache repository, a CacheRepo
+    inputs: Inputs | None = None  # the walk of the host inputs already taken (lamina.uptodate): trees are not walked again
 
     def image(self, requested: Platform | None) -> Image:
         spec = self.spec
         images = Resolver(self.stack, requested, self.registry, self.note)
         ctx = LayerContext(workdir=spec.config.workdir or "", epoch=self.epoch, open_image=images.filesystem,
-                           spool=self.spool, shuffle=self.shuffle)
+                           spool=self.spool, shuffle=self.shuffle,
+                           walked=self.inputs)
         platform = requested or DEFAULT_PLATFORM
         base, base_key = None, None
         if spec.base is not None and spec.base.image != "scratch":
@@ -317,6 +340,7 @@ class _Run:
             platform = requested or stored.platform
             images.platform = platform  # --copy-from images follow the base's platform
             base_key = str(stored.config_descriptor.digest)
+            ctx.below = base_key
             if spec.layers or spec.remove:
                 ctx.base = images.filesystem(spec.base.image)[0]
         if (self.lint is not None or self.essentials is not None) and base is not None and ctx.base is None:
@@ -351,7 +375,7 @@ class _Run:
             adds = materialize(self.essentials, spec.config, below, Path(self.spool).parent / "essentials")
             if adds:
                 essentials = FilesLayer(tuple(adds), label="essentials")
-                add(essentials, (essentials, base_key, *(l.diff_id for l in layers)), attrs.evolve(ctx, base=below.fs))
+                add(essentials, (essentials, base_key, *(l.diff_id for l in layers)), attrs.evolve(ctx, base=below.fs, below=None))
         image = compose(layers, self.config, platform=platform, epoch=self.epoch, base=base, blobs=self.store)
         self.used.extend(images.opened().items())
         merged = self._lint_image(ctx, images, spec, layers, recorded)  # checks every new layer, lint or not
@@ -371,16 +395,18 @@ class _Run:
         fs = ctx.base.copy("image") if ctx.base is not None else MergedFS("image")
         openers = images.openers(spec.base.image) if ctx.base is not None and spec.base is not None else []
         host: dict[tuple[int, str], str] = {}
+        spool, file, hardlink = self.spool + os.sep, Kind.FILE, Kind.HARDLINK
         for index, (layer, entries) in enumerate(zip(layers, recorded), start=len(openers)):
             openers.append(self._blob(layer))
+            what = layer.created_by.removeprefix("lamina: ")
             for entry in entries:
-                fs.check(entry, layer.created_by.removeprefix("lamina: "))
-                data = (index, entry.tar_name) if entry.kind is Kind.FILE else None
-                if entry.kind is Kind.HARDLINK:  # as MergedFS reads a hardlink member: the target's file
+                fs.check(entry, what)
+                data = (index, entry.path) if entry.kind is file else None  # a file's tar name is its path
+                if entry.kind is hardlink:  # as MergedFS reads a hardlink member: the target's file
                     target = fs.get(normalize(entry.linkname))
                     if target is not None and target.data is not None:
                         entry, data = attrs.evolve(entry, kind=Kind.FILE, size=target.entry.size, linkname=""), target.data
-                elif data is not None and entry.source and not entry.source.startswith(self.spool + os.sep):
+                elif data is not None and entry.source and not entry.source.startswith(spool):
                     host[data] = entry.source  # not --copy-from's spool files: a later extraction may reuse their names
                 fs.apply(index, entry, data)
             fs.layers = index + 1
@@ -482,6 +508,7 @@ def build(spec: BuildSpec, *, epoch: int, progress: Progress | None = None, note
     outputs = _plan(spec, lock, pushing=push is not None)
     with WorkDir(spec) as tmp, contextlib.ExitStack() as stack:  # beside the first output
         run = _start(spec, Path(tmp), stack, epoch, say, note or say, registry, meter, use_cache, shuffle)
+        run.inputs = inputs
         run.log = _layer_log(spec, registry, note or say, run.cache is not None,
                              need_bytes=push is None or bool(spec.output or spec.oci_dir or spec.sbom))
         stack.callback(run.log.close)

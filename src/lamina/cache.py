@@ -77,6 +77,7 @@ class LayerCache:
         self.db.execute("CREATE TABLE IF NOT EXISTS layers (key TEXT PRIMARY KEY, record TEXT, digest TEXT, size INTEGER, used INTEGER)")
         self.db.execute("CREATE TABLE IF NOT EXISTS files (dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER, sha256 TEXT, PRIMARY KEY (dev, ino))")
         self.db.execute("CREATE TABLE IF NOT EXISTS verified (digest TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS trees (stamp TEXT PRIMARY KEY, key TEXT, entries TEXT)")
 
     def _clean_tmp(self) -> None:
         """Temporary blobs of builds killed mid-put (``<hex>.<pid>[.<n>]``)."""
@@ -130,6 +131,27 @@ class LayerCache:
         finally:
             self.db.execute("COMMIT")
         return h.hexdigest()
+
+    def tree(self, stamp: str) -> tuple[str, list[Entry]] | None:
+        """The cache key and entries a layer had when its host trees had this stamp
+        (sources.files.tree_stamp); None if unknown or unreadable."""
+        row = self.db.execute("SELECT key, entries FROM trees WHERE stamp=?", (stamp,)).fetchone()
+        if row is None:
+            return None
+        try:
+            entries = [Entry(path, Kind(kind.encode()), mode, uid, gid, mtime, size, linkname, source=source)
+                       for path, kind, mode, uid, gid, mtime, size, linkname, source in json.loads(row[1])]
+        except (ValueError, TypeError):
+            self.db.execute("DELETE FROM trees WHERE stamp=?", (stamp,))
+            return None
+        return str(row[0]), entries
+
+    def remember_tree(self, stamp: str, key: str, entries: Iterable[Entry]) -> None:
+        """Keep a layer's key and entries under its trees' stamp (only entries of host files:
+        no device numbers)."""
+        rows = [[e.path, e.kind.value.decode(), e.mode, e.uid, e.gid, e.mtime, e.size, e.linkname, e.source]
+                for e in entries]
+        self.db.execute("INSERT OR REPLACE INTO trees VALUES (?, ?, ?)", (stamp, key, json.dumps(rows, separators=(",", ":"))))
 
     def key_for_tarball(self, path: str, settings: str) -> str:
         return hashlib.sha256(f"lamina-tarball-{FORMAT}\0{settings}\0{self.file_digest(path)}".encode()).hexdigest()
@@ -241,6 +263,7 @@ class LayerCache:
             if blob.name not in keep:
                 freed += _remove_unless_held(blob)
         self.db.execute("DELETE FROM verified WHERE digest NOT IN (SELECT digest FROM layers)")
+        self.db.execute("DELETE FROM trees WHERE key NOT IN (SELECT key FROM layers)")
         return removed, freed
 
     def stats(self) -> tuple[int, int]:

@@ -10,8 +10,10 @@ A registry image named by tag is no file: it leaves the build unpinned (see lami
 
 from __future__ import annotations
 
+import operator
 import os
 import stat
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -29,10 +31,26 @@ class Inputs:
 
     entries: tuple[tuple[str, os.stat_result], ...]
     pinned: bool  # False: an input (a registry tag) can change without any file changing
+    # Each directory the walk listed: its children as (name, path, lstat), sorted by name.
+    dirs: dict[str, list[tuple[str, str, os.stat_result]]] = attrs.field(factory=dict, eq=False, repr=False)
+    taken_ns: int = 0  # when the walk began: a stat whose ctime is near it may hide a later write
+    _by_path: dict[str, os.stat_result] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     @property
     def paths(self) -> tuple[str, ...]:
         return tuple(path for path, _ in self.entries)
+
+    def listing(self, directory: str) -> list[tuple[str, str, os.stat_result]] | None:
+        """A directory's children as this walk found them (None: one it did not list), so
+        that the build lays out the very stats the fingerprint was taken from, and a tree is
+        listed and stat'd once per build."""
+        return self.dirs.get(directory)
+
+    def stat(self, path: str) -> os.stat_result | None:
+        """The stat this walk took of ``path`` (None: not an input it met)."""
+        if not self._by_path:
+            self._by_path.update(self.entries)
+        return self._by_path.get(path)
 
 
 def _per_platform(layer: LayerSpec) -> LayerSpec:
@@ -71,9 +89,13 @@ def _tops(spec: BuildSpec, spec_path: Path | None) -> Iterator[str | None]:
         yield essentials.tzdata or SYSTEM_ZONEINFO
 
 
-def _walk(top: str, into: dict[str, os.stat_result]) -> None:
-    """``top`` and, for a directory, everything under it (by name, depth first) into ``into``:
-    a stat per entry and as little else as Python allows (a no-op rebuild is mostly this)."""
+_name = operator.attrgetter("name")
+
+
+def _walk(top: str, into: dict[str, os.stat_result], dirs: dict[str, list[tuple[str, str, os.stat_result]]]) -> None:
+    """``top`` and, for a directory, everything under it (by name, depth first) into ``into``,
+    and each directory's children into ``dirs``: a stat per entry and as little else as
+    Python allows (a no-op rebuild is mostly this)."""
     try:
         st = os.stat(top)
     except OSError as exc:
@@ -86,34 +108,36 @@ def _walk(top: str, into: dict[str, os.stat_result]) -> None:
         directory = pending.pop()
         try:
             with os.scandir(directory) as it:
-                children = sorted((e.name, e) for e in it)
+                found = sorted(it, key=_name)
         except OSError as exc:
             raise InputError(f"cannot read {directory!r}: {exc.strerror}") from None
-        subdirs = []
-        for _, child in children:
+        subdirs, children = [], []
+        for child in found:
             path = child.path
             try:
                 child_st = child.stat(follow_symlinks=False)
             except OSError as exc:
                 raise InputError(f"cannot read {path!r}: {exc.strerror}") from None
-            if path not in into:
-                into[path] = child_st
+            children.append((child.name, path, child_st))
+            into.setdefault(path, child_st)
             if isdir(child_st.st_mode):
                 subdirs.append(path)
+        dirs[directory] = children
         pending.extend(reversed(subdirs))
 
 
 def inputs(spec: BuildSpec, spec_path: Path | None = None) -> Inputs:
     """Every file, directory and symlink the build of ``spec`` reads."""
     seen: dict[str, os.stat_result] = {}
-    pinned = True
+    dirs: dict[str, list[tuple[str, str, os.stat_result]]] = {}
+    pinned, taken = True, time.time_ns()
     for top in _tops(spec, spec_path):
         if top is None:
             pinned = False
             continue
         if top not in seen:
-            _walk(top, seen)
-    return Inputs(tuple(seen.items()), pinned)
+            _walk(top, seen, dirs)
+    return Inputs(tuple(seen.items()), pinned, dirs, taken)
 
 
 def _escape(path: str) -> str:

@@ -25,7 +25,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -35,13 +35,20 @@ from lamina.errors import LaminaError
 from lamina.home import cache_home
 from lamina.spec import BuildSpec
 
-RECORD = 1  # the record's format
+RECORD = 2  # the record's format
 RACY_NS = 1_000_000_000  # a stat whose ctime is younger than this is not trusted next time
 _Stat = list[int]  # (mode, size, mtime_ns, ctime_ns, ino, dev)
 
 
 def _stat(st: os.stat_result) -> _Stat:
     return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _keys(found: Inputs) -> list[str]:
+    """Each input's stat as one string (mode, size, mtime, ctime, inode, device), made once per
+    build: compared with the record, hashed into the stats digest, written to the record."""
+    return [f"{st.st_mode}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"
+            for _, st in found.entries]
 
 
 def _code() -> str:
@@ -96,45 +103,42 @@ class Fingerprint:
     digest: str  # sha256:…
     taken_ns: int  # when the stats were read (for the racy-clean rule)
     hashed: int = 0  # inputs whose stat was not the one remembered (so their content was read)
+    keys: tuple[str, ...] = ()  # per input: its stat (_keys); empty when not yet made
 
 
 def fingerprint(found: Inputs, settings_digest: str, previous: dict[str, Any] | None = None,
-                file_digest: Callable[[str], str] | None = None, recorded: str | None = None) -> Fingerprint:
-    """The inputs' fingerprint; ``previous`` (path → stat + content) spares hashing unchanged
-    files. ``recorded``: the fingerprint ``previous`` was recorded with; when every input has
-    the stat remembered, and there are no others, it is the fingerprint still."""
+                file_digest: Callable[[str], str] | None = None, recorded: str | None = None,
+                keys: list[str] | None = None) -> Fingerprint:
+    """The inputs' fingerprint; ``previous`` (path → [stat key, content]) spares hashing
+    unchanged files. ``recorded``: the fingerprint ``previous`` was recorded with; when every
+    input has the stat remembered, and there are no others, it is the fingerprint still."""
     previous = previous or {}
     digest_of = file_digest or _hash_file
     taken = time.time_ns()
-    if recorded is not None and len(previous) == len(found.entries):
-        same = [seen for path, st in found.entries
-                if (seen := previous.get(path)) is not None and seen[:6] == _stat(st)]
-        if len(same) == len(found.entries):
-            return Fingerprint(found, settings_digest, tuple(str(seen[6]) for seen in same), recorded, taken)
-    contents, lines, hashed = [], [settings_digest], 0
-    for path, st in found.entries:
-        seen = previous.get(path)
-        if seen is not None and seen[:6] == _stat(st):
-            content = str(seen[6])
-            contents.append(content)
-            lines.append(f"{path}\0{st.st_mode:o}\0{content}")
-            continue
-        hashed += 1
-        if stat.S_ISREG(st.st_mode):
-            try:
-                content = digest_of(path)
-            except OSError as exc:
-                from lamina.errors import InputError
+    keys = keys if keys is not None else _keys(found)
+    remembered = [seen[1] if (seen := previous.get(path)) is not None and seen[0] == key else None
+                  for (path, _), key in zip(found.entries, keys)]
+    if recorded is not None and len(previous) == len(found.entries) and None not in remembered:
+        return Fingerprint(found, settings_digest, tuple(cast(list[str], remembered)), recorded, taken, 0, tuple(keys))
+    contents, hashed = [], 0
+    for (path, st), content in zip(found.entries, remembered):
+        if content is None:
+            hashed += 1
+            if stat.S_ISREG(st.st_mode):
+                try:
+                    content = digest_of(path)
+                except OSError as exc:
+                    from lamina.errors import InputError
 
-                raise InputError(f"cannot read {path!r}: {exc.strerror}") from None
-        elif stat.S_ISLNK(st.st_mode):
-            content = "-> " + os.readlink(path)
-        else:
-            content = ""
+                    raise InputError(f"cannot read {path!r}: {exc.strerror}") from None
+            elif stat.S_ISLNK(st.st_mode):
+                content = "-> " + os.readlink(path)
+            else:
+                content = ""
         contents.append(content)
-        lines.append(f"{path}\0{st.st_mode:o}\0{content}")
+    lines = [settings_digest, *(f"{path}\0{st.st_mode:o}\0{content}" for (path, st), content in zip(found.entries, contents))]
     digest = hashlib.sha256(("\n".join(lines) + "\n").encode(errors="surrogateescape")).hexdigest()
-    return Fingerprint(found, settings_digest, tuple(contents), "sha256:" + digest, taken, hashed)
+    return Fingerprint(found, settings_digest, tuple(contents), "sha256:" + digest, taken, hashed, tuple(keys))
 
 
 def _load(path: Path, *, inputs: bool = True) -> dict[str, Any] | None:
@@ -160,11 +164,11 @@ def _load_inputs(path: Path, record: dict[str, Any]) -> None:
     record["inputs"] = found.get("inputs") if isinstance(found, dict) and found.get("id") == record.get("inputs_id") else None
 
 
-def _stats_digest(found: Inputs) -> str:
+def _stats_digest(found: Inputs, keys: list[str] | tuple[str, ...]) -> str:
     """Every input's path and stat, in one digest: equal, and no content needs a look."""
-    text = "\n".join(f"{path}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}"
-                     for path, st in found.entries)
-    return hashlib.sha256(text.encode(errors="surrogateescape")).hexdigest()
+    h = hashlib.sha256("\0".join(path for path, _ in found.entries).encode(errors="surrogateescape"))  # no path holds NUL
+    h.update(b"\n" + "\n".join(keys).encode())
+    return h.hexdigest()
 
 
 def _inputs_path(head: Path) -> Path:
@@ -199,15 +203,16 @@ def _save(spec: BuildSpec, fp: Fingerprint, digest: str, inputs_id: str | None =
     with contextlib.suppress(OSError):
         where.parent.mkdir(parents=True, exist_ok=True)
         trusted = fp.taken_ns - RACY_NS
+        keys = fp.keys or tuple(_keys(fp.inputs))
         if inputs_id is None:
             inputs_id = os.urandom(8).hex()
             _write(_inputs_path(where), {"id": inputs_id, "inputs": {
-                path: [*_stat(st), content] for (path, st), content in zip(fp.inputs.entries, fp.contents)
+                path: [key, content] for (path, st), key, content in zip(fp.inputs.entries, keys, fp.contents)
                 if st.st_ctime_ns < trusted}})
         racy = any(st.st_ctime_ns >= trusted for _, st in fp.inputs.entries)
         _write(where, {"record": RECORD, "settings": fp.settings, "fingerprint": fp.digest, "digest": digest,
                        "outputs": stats, "inputs_id": inputs_id,
-                       "stats": None if racy else stats_digest or _stats_digest(fp.inputs)})
+                       "stats": None if racy else stats_digest or _stats_digest(fp.inputs, keys)})
 
 
 # The fingerprint a check found stale, by what it checked: the build that follows in the same
@@ -250,12 +255,13 @@ def check(spec: BuildSpec, spec_path: Path | None, epoch: int) -> str | None:
         return None  # the build will say what is wrong
     if not found.pinned:
         return None
-    stats = _stats_digest(found)
+    keys = _keys(found)
+    stats = _stats_digest(found, keys)
     if previous.get("stats") is not None and previous["stats"] == stats:
-        fp = Fingerprint(found, previous["settings"], (), previous["fingerprint"], time.time_ns())  # stat first
+        fp = Fingerprint(found, previous["settings"], (), previous["fingerprint"], time.time_ns(), 0, tuple(keys))  # stat first
     else:
         _load_inputs(where, previous)
-        fp = fingerprint(found, previous["settings"], previous.get("inputs"), recorded=previous.get("fingerprint"))
+        fp = fingerprint(found, previous["settings"], previous.get("inputs"), recorded=previous.get("fingerprint"), keys=keys)
         if fp.digest != previous.get("fingerprint"):
             _stale.clear()
             _stale[(repr(spec), spec_path, epoch)] = fp

@@ -25,6 +25,36 @@ from lamina.errors import OutputError
 _STALE = re.compile(r"^(?:\.lamina-build-|\..*\.lamina-tmp-)(\d+)-")
 
 
+_EXCHANGE_FROM = 1 << 20  # below this, replacing costs nothing worth a system call more
+
+
+def replace(tmp: str, path: Path) -> None:
+    """Rename ``tmp`` over ``path``, atomically. Over an existing large file the two are
+    exchanged (renameat2 RENAME_EXCHANGE) and the old one, now at ``tmp``, unlinked: ext4
+    writes back a new file's delayed blocks when it is renamed over another (auto_da_alloc),
+    which made replacing a 240 MB tarball cost 0.1-0.2 s. Elsewhere (no such file, another
+    kernel or filesystem): os.replace."""
+    try:
+        if os.lstat(path).st_size >= _EXCHANGE_FROM and _exchange(tmp, path):
+            with contextlib.suppress(OSError):  # left behind, it is a dead build's litter (clean_stale)
+                os.unlink(tmp)
+            return
+    except FileNotFoundError:
+        pass
+    os.replace(tmp, path)
+
+
+def _exchange(a: str, b: Path) -> bool:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return bool(renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0)
+
+
 def temp_prefix(path: Path) -> str:
     return f".{path.name}.lamina-tmp-{os.getpid()}-"
 

@@ -25,6 +25,7 @@ from lamina.errors import OutputError
 from lamina.image import Built, Image
 from lamina.model import Digest
 from lamina.sinks.atomic import (
+    replace,
     check_replaceable_file,
     clean_stale,
     hold,
@@ -114,7 +115,7 @@ class Staging:
         while self._files:
             path, tmp, fd = self._files[0]
             try:
-                os.replace(tmp, path)
+                replace(tmp, path)
             except OSError as exc:
                 raise _fail(path, exc) from exc
             self._files.pop(0)

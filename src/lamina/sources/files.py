@@ -13,11 +13,12 @@ entries from images keep theirs, clamped to it.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import posixpath
 import stat
 from collections.abc import Callable, Iterable
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import attrs
 
@@ -68,6 +69,17 @@ class CopyFromSpec:
 Source = AddSpec | CopyFromSpec
 
 
+class Walked(Protocol):
+    """A walk of the host inputs, taken once per build (lamina.depfile.Inputs)."""
+
+    @property
+    def taken_ns(self) -> int: ...
+
+    def listing(self, directory: str) -> list[tuple[str, str, os.stat_result]] | None: ...
+
+    def stat(self, path: str) -> os.stat_result | None: ...
+
+
 @attrs.define
 class LayerContext:
     """What every layer of one build shares: workdir, epoch, the base's filesystem, images."""
@@ -79,6 +91,12 @@ class LayerContext:
     open_image: Callable[[str], tuple[MergedFS, list[Callable[[], BinaryIO]]]] | None = None
     spool: str = ""
     shuffle: bool = False  # walk directories in random order (--check-reproducible proves it does not matter)
+    # The build's walk of its host inputs (lamina.depfile.Inputs): trees are laid out from the
+    # stats it took; None, or a directory it did not list: scandir now.
+    walked: Walked | None = None
+    # What the image below is (the base's config digest, "" for scratch); None: not known
+    # (the essentials layer, on the layers just built), and no tree stamp is taken.
+    below: str | None = ""
 
     def dest(self, path: str) -> str:
         """Resolve a destination's parent directories through the base's symlinks."""
@@ -99,43 +117,88 @@ def _error(spec: AddSpec, path: str, exc: OSError) -> InputError:
 
 
 def _entry_for(spec: AddSpec, host: str, dest: str, st: os.stat_result, epoch: int) -> _Found:
-    mode = spec.mode if spec.mode is not None else stat.S_IMODE(st.st_mode)
-    common = Entry(dest, Kind.DIR, mode=mode, uid=spec.uid, gid=spec.gid, mtime=epoch)
-    if stat.S_ISLNK(st.st_mode):
+    """One host path as an entry (built directly: this runs once per file of every tree added)."""
+    mode, uid, gid = spec.mode if spec.mode is not None else st.st_mode & 0o7777, spec.uid, spec.gid
+    kind = st.st_mode & 0o170000
+    if kind == stat.S_IFREG:
+        inode = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
+        return _Found(Entry(dest, Kind.FILE, mode, uid, gid, epoch, st.st_size, source=host), inode)
+    if kind == stat.S_IFDIR:
+        return _Found(Entry(dest, Kind.DIR, mode, uid, gid, epoch), None)
+    if kind == stat.S_IFLNK:
         try:
             target = os.readlink(host)
         except OSError as exc:
             raise _error(spec, host, exc) from exc
-        return _Found(attrs.evolve(common, kind=Kind.SYMLINK, mode=0o777, linkname=target), None)
-    if stat.S_ISDIR(st.st_mode):
-        return _Found(common, None)
-    if stat.S_ISREG(st.st_mode):
-        inode = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
-        return _Found(attrs.evolve(common, kind=Kind.FILE, size=st.st_size, source=host), inode)
-    if stat.S_ISFIFO(st.st_mode):
-        return _Found(attrs.evolve(common, kind=Kind.FIFO), None)
+        return _Found(Entry(dest, Kind.SYMLINK, 0o777, uid, gid, epoch, linkname=target), None)
+    if kind == stat.S_IFIFO:
+        return _Found(Entry(dest, Kind.FIFO, mode, uid, gid, epoch), None)
     raise InputError(f"add {spec.src}:{spec.dst}: {host!r} is a socket or device; lamina adds files, directories and symlinks")
 
 
-def _walk(spec: AddSpec, host_dir: str, dest_dir: str, epoch: int, shuffle: bool = False) -> Iterable[_Found]:
-    try:
-        with os.scandir(host_dir) as it:
-            children = sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        raise _error(spec, host_dir, exc) from exc
-    if shuffle:
+def _walk(spec: AddSpec, host_dir: str, dest_dir: str, ctx: LayerContext) -> Iterable[_Found]:
+    children = ctx.walked.listing(host_dir) if ctx.walked is not None else None
+    if children is None:
+        try:
+            with os.scandir(host_dir) as it:
+                found = sorted(it, key=lambda e: e.name)
+            children = [(child.name, child.path, child.stat(follow_symlinks=False)) for child in found]
+        except OSError as exc:
+            raise _error(spec, getattr(exc, "filename", None) or host_dir, exc) from exc
+    if ctx.shuffle:
         import random
 
+        children = list(children)
         random.shuffle(children)
-    for child in children:
-        try:
-            st = child.stat(follow_symlinks=False)
-        except OSError as exc:
-            raise _error(spec, child.path, exc) from exc
-        dest = f"{dest_dir}/{child.name}" if dest_dir else child.name
-        yield _entry_for(spec, child.path, dest, st, epoch)
+    for name, path, st in children:
+        dest = f"{dest_dir}/{name}" if dest_dir else name
+        yield _entry_for(spec, path, dest, st, ctx.epoch)
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(spec, child.path, dest, epoch, shuffle)
+            yield from _walk(spec, path, dest, ctx)
+
+
+@attrs.frozen
+class TreeStamp:
+    """A layer's host sources by their stats: an equal stamp means equal entries."""
+
+    digest: str
+    trusted: bool  # every stat in it was older than a second when the walk began ("racy clean")
+
+
+def tree_stamp(specs: Iterable[Source], ctx: LayerContext, settings: str) -> TreeStamp | None:
+    """The stamp of a layer whose sources are all host paths the build's walk met: every
+    source spec, each path's stat (mode, size, mtime, ctime, inode, device, links), the
+    layer's context and ``settings``. A rebuild with the stamp it had can take the layer's
+    entries and cache key as they were, with no entry built and no file hashed (as git's
+    index spares unchanged files). None when a source is not such a path."""
+    walked = ctx.walked
+    if walked is None or ctx.below is None or ctx.shuffle:
+        return None
+    parts = [f"lamina-tree-1\0{settings}\0{ctx.workdir}\0{ctx.epoch}\0{ctx.below}\0{os.getcwd()}\n"]
+    newest = 0
+    for spec in specs:
+        if not isinstance(spec, AddSpec):
+            return None
+        top = walked.stat(spec.src)
+        if top is None or stat.S_ISLNK(top.st_mode):  # a symlink met inside another tree: not what the build follows
+            return None
+        parts.append(f"{spec!r}\0{top.st_mode}:{top.st_size}:{top.st_mtime_ns}:{top.st_ctime_ns}:{top.st_ino}:"
+                     f"{top.st_dev}:{top.st_nlink}\n")
+        newest = max(newest, top.st_ctime_ns)
+        pending = [spec.src] if stat.S_ISDIR(top.st_mode) else []
+        while pending:
+            children = walked.listing(pending.pop())
+            if children is None:
+                return None
+            for _, path, st in children:
+                parts.append(f"{path}\0{st.st_mode}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:"
+                             f"{st.st_dev}:{st.st_nlink}\n")
+                if st.st_ctime_ns > newest:
+                    newest = st.st_ctime_ns
+                if stat.S_ISDIR(st.st_mode):
+                    pending.append(path)
+    digest = hashlib.sha256("".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+    return TreeStamp(digest, newest < walked.taken_ns - 1_000_000_000)
 
 
 def _destination(dst: str, workdir: str, what: str) -> tuple[str, bool]:
@@ -157,7 +220,7 @@ def collect(spec: AddSpec, ctx: LayerContext) -> list[_Found]:
     if stat.S_ISDIR(st.st_mode):
         dest = ctx.base.resolve(dest) if ctx.base is not None and dest else dest
         found = [_Found(Entry(dest, Kind.DIR, mode=spec.mode or 0o755, uid=spec.uid, gid=spec.gid, mtime=ctx.epoch), None)] if dest else []
-        found.extend(_walk(spec, spec.src, dest, ctx.epoch, ctx.shuffle))
+        found.extend(_walk(spec, spec.src, dest, ctx))
         return found
     if into_dir:
         name = os.path.basename(os.path.normpath(spec.src))

@@ -210,7 +210,7 @@ class MergedFS:
         if index >= self.layers:
             self.layers = index + 1
         path = entry.path
-        whiteout = whiteout_of(path)
+        whiteout = whiteout_of(path) if WHITEOUT in path else None
         if whiteout is not None:
             target, opaque = whiteout
             self._prune(target, below=index, with_root=not opaque)
@@ -228,7 +228,7 @@ class MergedFS:
         elif entry.kind is Kind.FILE and data is None:
             origin = (index, "\0" + path)  # a host file's bytes: no tar member name can equal this
         old = self.nodes.get(path)
-        if entry.kind is not Kind.DIR or (old is not None and old.entry.kind is not Kind.DIR):
+        if path in self._children and (entry.kind is not Kind.DIR or (old is not None and old.entry.kind is not Kind.DIR)):
             self._prune(path, below=None, with_root=False)  # a non-directory replaces a whole subtree
         if old is not None:
             self._unref(old)
@@ -296,15 +296,16 @@ class MergedFS:
         or not at all (under a regular file, a name over NAME_MAX, a path over PATH_MAX)."""
         where = f"{what}: " if what else ""
         path = entry.path
-        raw = path.encode("utf-8", "surrogateescape")
-        if len(raw) + 1 > PATH_MAX:
-            raise InputError(f"{where}/{path[:60]}...: the path is {len(raw) + 1} bytes; Linux allows {PATH_MAX}")
-        parts = raw.split(b"/")
-        for part in parts if max(map(len, parts)) > NAME_MAX else ():
-            if len(part) > NAME_MAX:
-                raise InputError(f"{where}/{path}: the name {part[:40].decode(errors='replace')}... is {len(part)} bytes; "
-                                 f"Linux allows {NAME_MAX}")
-        if len(entry.linkname.encode("utf-8", "surrogateescape")) > PATH_MAX:
+        if 4 * len(path) > NAME_MAX:  # a character is at most 4 bytes: shorter paths need no count
+            raw = path.encode("utf-8", "surrogateescape")
+            if len(raw) + 1 > PATH_MAX:
+                raise InputError(f"{where}/{path[:60]}...: the path is {len(raw) + 1} bytes; Linux allows {PATH_MAX}")
+            parts = raw.split(b"/")
+            for part in parts if max(map(len, parts)) > NAME_MAX else ():
+                if len(part) > NAME_MAX:
+                    raise InputError(f"{where}/{path}: the name {part[:40].decode(errors='replace')}... is {len(part)} bytes; "
+                                     f"Linux allows {NAME_MAX}")
+        if 4 * len(entry.linkname) > PATH_MAX and len(entry.linkname.encode("utf-8", "surrogateescape")) > PATH_MAX:
             raise InputError(f"{where}/{path}: the link target is over {PATH_MAX} bytes; Linux allows {PATH_MAX}")
         parent = path.rpartition("/")[0]
         while parent:
