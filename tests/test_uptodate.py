@@ -141,3 +141,19 @@ def test_the_api_says_up_to_date_and_reads_the_image_back(app: Path) -> None:
     assert again.image.digest == first.image.digest
     assert [l.diff_id for l in again.image.layers] == [l.diff_id for l in first.image.layers]
     assert not build_image(spec, force=True).up_to_date
+
+
+@pytest.mark.parametrize("damage", ["truncated", "another id", "empty"])
+def test_a_damaged_inputs_record_costs_a_rebuild_never_a_wrong_answer(app: Path, damage: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(app / "cache"))
+    _build(app)
+    time.sleep(1.1)  # past the racy-clean second: the next build records every input
+    _build(app)
+    (record,) = (app / "cache" / "lamina" / "uptodate").glob("*.inputs")
+    data = record.read_bytes()
+    record.write_bytes({"truncated": data[: len(data) // 2], "another id": b"0" * 16 + data[16:], "empty": b""}[damage])
+    (app / "tree" / "g").write_text("G")  # one input changed: the record's contents are consulted
+    digest = _build(app)
+    fresh = lamina(*ARGS, "--force", cwd=app)
+    assert fresh.returncode == 0 and fresh.stdout.strip().splitlines()[-1] == digest

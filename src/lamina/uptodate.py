@@ -35,7 +35,7 @@ from lamina.errors import LaminaError
 from lamina.home import cache_home
 from lamina.spec import BuildSpec
 
-RECORD = 2  # the record's format
+RECORD = 3  # the record's format
 RACY_NS = 1_000_000_000  # a stat whose ctime is younger than this is not trusted next time
 _Stat = list[int]  # (mode, size, mtime_ns, ctime_ns, ino, dev)
 
@@ -157,11 +157,18 @@ def _load(path: Path, *, inputs: bool = True) -> dict[str, Any] | None:
 
 
 def _load_inputs(path: Path, record: dict[str, Any]) -> None:
+    """The inputs' part, if it is the one the head names: ``id`` then, NUL-separated (no path,
+    stat key or link target holds NUL), path, stat key and content of each input; read as a
+    dict path → (stat key, content). Plain fields, not JSON: 12,000 inputs load in a few ms."""
+    record["inputs"] = None
     try:
-        found = json.loads(_inputs_path(path).read_bytes())
-    except (OSError, ValueError):
-        found = None
-    record["inputs"] = found.get("inputs") if isinstance(found, dict) and found.get("id") == record.get("inputs_id") else None
+        fields = _inputs_path(path).read_bytes().decode("utf-8", "surrogateescape").split("\0")
+    except OSError:
+        return
+    if fields[0] != record.get("inputs_id") or len(fields) % 3 != 1:
+        return
+    it = iter(fields[1:])
+    record["inputs"] = dict(zip(it, zip(it, it)))
 
 
 def _stats_digest(found: Inputs, keys: list[str] | tuple[str, ...]) -> str:
@@ -172,12 +179,12 @@ def _stats_digest(found: Inputs, keys: list[str] | tuple[str, ...]) -> str:
 
 
 def _inputs_path(head: Path) -> Path:
-    return head.with_name(head.name.removesuffix(".json") + ".inputs.json")
+    return head.with_name(head.name.removesuffix(".json") + ".inputs")
 
 
 def _write(path: Path, data: object) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
+    tmp.write_bytes(data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":")).encode())
     os.replace(tmp, path)
 
 
@@ -206,9 +213,11 @@ def _save(spec: BuildSpec, fp: Fingerprint, digest: str, inputs_id: str | None =
         keys = fp.keys or tuple(_keys(fp.inputs))
         if inputs_id is None:
             inputs_id = os.urandom(8).hex()
-            _write(_inputs_path(where), {"id": inputs_id, "inputs": {
-                path: [key, content] for (path, st), key, content in zip(fp.inputs.entries, keys, fp.contents)
-                if st.st_ctime_ns < trusted}})
+            fields = [inputs_id]
+            for (path, st), key, content in zip(fp.inputs.entries, keys, fp.contents):
+                if st.st_ctime_ns < trusted:
+                    fields += (path, key, content)
+            _write(_inputs_path(where), "\0".join(fields).encode("utf-8", "surrogateescape"))
         racy = any(st.st_ctime_ns >= trusted for _, st in fp.inputs.entries)
         _write(where, {"record": RECORD, "settings": fp.settings, "fingerprint": fp.digest, "digest": digest,
                        "outputs": stats, "inputs_id": inputs_id,
