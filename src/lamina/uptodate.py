@@ -136,8 +136,12 @@ def fingerprint(found: Inputs, settings_digest: str, previous: dict[str, Any] | 
             else:
                 content = ""
         contents.append(content)
-    lines = [settings_digest, *(f"{path}\0{st.st_mode:o}\0{content}" for (path, st), content in zip(found.entries, contents))]
-    digest = hashlib.sha256(("\n".join(lines) + "\n").encode(errors="surrogateescape")).hexdigest()
+    # Three NUL-separated lists (no path or link target holds NUL): paths, modes, contents.
+    h = hashlib.sha256(f"{settings_digest}\n".encode())
+    h.update("\0".join(path for path, _ in found.entries).encode(errors="surrogateescape") + b"\n")
+    h.update(" ".join([str(st.st_mode) for _, st in found.entries]).encode() + b"\n")
+    h.update("\0".join(contents).encode(errors="surrogateescape"))
+    digest = h.hexdigest()
     return Fingerprint(found, settings_digest, tuple(contents), "sha256:" + digest, taken, hashed, tuple(keys))
 
 
