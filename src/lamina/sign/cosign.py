@@ -23,6 +23,7 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +266,23 @@ def push_layer(target: Target, tag: str, layer: Descriptor, body: bytes, options
     return where
 
 
+def attached(options: Options, target: Target, layers: list[dict[str, Any]], noun: str,
+             reasons: list[str]) -> Iterator[tuple[int, dict[str, Any], bytes]]:
+    """(number, layer, bytes) of each layer of an attached manifest (signatures, attestations),
+    fetched capped and checked against its digest; one that is not adds a reason and is skipped."""
+    for n, layer in enumerate(layers, start=1):
+        try:
+            digest = Digest.parse(str(layer.get("digest")))
+        except (LaminaError, ValueError):
+            reasons.append(f"{noun} {n}: malformed")
+            continue
+        body = _get(options, target, f"blobs/{digest}", f"get {noun} {digest}", None, MAX_PAYLOAD)
+        if body is None or Digest.of_bytes(body) != digest:
+            reasons.append(f"{noun} {n}: missing or not matching its digest")
+            continue
+        yield n, layer, body
+
+
 def verify(target: Target, pub_path: Path, options: Options) -> str:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
@@ -275,33 +293,28 @@ def verify(target: Target, pub_path: Path, options: Options) -> str:
     layers = _existing(options, target, signature_tag(target.digest))
     if not layers:
         raise VerificationError(f"{what}: no cosign signature ({signature_tag(target.digest)} not found)")
-    reasons = []
-    for n, layer in enumerate(layers, start=1):
+    reasons: list[str] = []
+    for n, layer, body in attached(options, target, layers, "signature", reasons):
         try:
-            digest = Digest.parse(str(layer.get("digest")))
             signature = base64.b64decode(str((layer.get("annotations") or {}).get(ANNOTATION, "")), validate=True)
-        except (LaminaError, ValueError):
-            reasons.append(f"layer {n}: malformed")
-            continue
-        body = _get(options, target, f"blobs/{digest}", f"get signature payload {digest}", None, MAX_PAYLOAD)
-        if body is None or Digest.of_bytes(body) != digest:
-            reasons.append(f"layer {n}: payload missing or not matching its digest")
+        except ValueError:
+            reasons.append(f"signature {n}: malformed")
             continue
         try:
             key.verify(signature, body, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
-            reasons.append(f"layer {n}: not signed by {pub_path}")
+            reasons.append(f"signature {n}: not signed by {pub_path}")
             continue
         try:
             critical = json.loads(body)["critical"]
             claimed = (critical["type"], critical["image"]["docker-manifest-digest"], critical["identity"]["docker-reference"])
         except (ValueError, KeyError, TypeError):
-            reasons.append(f"layer {n}: bad payload")
+            reasons.append(f"signature {n}: bad payload")
             continue
         if claimed[:2] != (SIGNATURE_TYPE, str(target.digest)):
-            reasons.append(f"layer {n}: signs {claimed[1]}, not this manifest")
+            reasons.append(f"signature {n}: signs {claimed[1]}, not this manifest")
         elif claimed[2] != target.reference.name:
-            reasons.append(f"layer {n}: signs {claimed[2]}, not {target.reference.name}")
+            reasons.append(f"signature {n}: signs {claimed[2]}, not {target.reference.name}")
         else:
             return f"verified {what}: cosign signature {n} by {pub_path}"
     raise VerificationError(f"{what}: no valid cosign signature ({'; '.join(reasons)})")

@@ -56,7 +56,7 @@ def verify(target: Target, pub_path: Path, options: Options) -> str:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from lamina.sign.cosign import MAX_PAYLOAD, _existing, _get, load_public
+    from lamina.sign.cosign import _existing, attached, load_public
     from lamina.sign.simple import VerificationError
 
     key = load_public(pub_path)
@@ -64,17 +64,8 @@ def verify(target: Target, pub_path: Path, options: Options) -> str:
     layers = _existing(options, target, tag, ENVELOPE_MEDIA_TYPE)
     if not layers:
         raise VerificationError(f"{target.reference} ({target.digest}): no signed provenance ({tag} not found)")
-    reasons = []
-    for n, layer in enumerate(layers, start=1):
-        try:
-            digest = Digest.parse(str(layer.get("digest")))
-        except ValueError:
-            reasons.append(f"attestation {n}: malformed")
-            continue
-        data = _get(options, target, f"blobs/{digest}", f"get attestation {digest}", None, MAX_PAYLOAD)
-        if data is None or Digest.of_bytes(data) != digest:
-            reasons.append(f"attestation {n}: missing or not matching its digest")
-            continue
+    reasons: list[str] = []
+    for n, _, data in attached(options, target, layers, "attestation", reasons):
         try:
             doc = json.loads(data)
             body = base64.b64decode(doc["payload"], validate=True)
