@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +34,6 @@ def test_neither_file_installs_lamina_by_name() -> None:
         assert "pip install" in text
         assert not re.search(r"pip install\s+(-\S+\s+)*[\"']?lamina\b", text), path
         assert "docker" not in re.sub(r"(?m)#.*$", "", text).lower(), path  # no daemon, no dind
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[DistributionRegistry]:
-    server = DistributionRegistry(require("docker-registry"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

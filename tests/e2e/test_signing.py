@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from support.cli import build_ok, lamina
-from support.registry import DistributionRegistry
 from support.tools import require
 
 pytestmark = pytest.mark.e2e
@@ -59,13 +58,6 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, GnupgHo
     yield homes
     for home in homes.values():
         home.forget_passphrase()
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[DistributionRegistry]:
-    server = DistributionRegistry(require("docker-registry"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
