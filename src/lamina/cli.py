@@ -101,12 +101,12 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 
 def _debs_layer(debs: tuple[str, ...], packages: tuple[str, ...]) -> list[Any]:
     """All --deb and --package flags together: one package layer (none if neither is given)."""
+    if not debs and not packages:
+        return []
     from lamina.sources.apt import parse_package
     from lamina.sources.deb import DebFile
     from lamina.spec import DebsLayer
 
-    if not debs and not packages:
-        return []
     return [DebsLayer(tuple(DebFile(d, key=d) for d in debs), tuple(parse_package(p) for p in packages))]
 
 
@@ -191,7 +191,6 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
     """
     from lamina import spec as specs
     from lamina.model import Platform
-    from lamina.sources.apt import parse_apt_source
 
     quiet = opts.pop("quiet")
     streaming = opts["output"] == Path("-")
@@ -221,7 +220,7 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
             *_debs_layer(opts.pop("debs"), opts.pop("packages")),
             *(specs.FilesLayer((specs.parse_add(a),)) for a in adds),
         ],
-        "apt": tuple(parse_apt_source(*a) for a in opts.pop("apt_sources")),
+        "apt": _apt_sources(opts.pop("apt_sources")),
         "apt_keyring": opts.pop("apt_keyring"),
         "base": specs.BaseSpec(opts["base"], key=opts["base"]) if opts["base"] else None,
         "remove": removes,
@@ -288,17 +287,32 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
             click.echo(digest, err=streaming)
             return
     from lamina.api import build_image
-    from lamina.provenance import Invocation
 
-    given = {k: v for k, v in ctx.params.items() if v not in (None, False, ()) and k != "spec_file"}
     result = build_image(spec, spec_path=spec_file, push=push_to, registry=registry_options, use_cache=not no_cache,
                          reproducible_check=check, progress=progress, note=note, report=report, meter=_meter(chatty),
-                         invocation=Invocation(spec_file, given), sign_gpg_key=sign_key, lookaside=lookaside,
+                         invocation=_invocation(ctx, spec_file) if spec.provenance else None,
+                         sign_gpg_key=sign_key, lookaside=lookaside,
                          attest_key=attest_key, force=True)  # up to date was checked above
     if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)
     click.echo(result.pushed or str(result.image.digest), err=streaming)  # stdout carries the tarball
+
+
+def _apt_sources(given: tuple[tuple[str, str, str], ...]) -> tuple[Any, ...]:
+    if not given:
+        return ()
+    from lamina.sources.apt import parse_apt_source
+
+    return tuple(parse_apt_source(*a) for a in given)
+
+
+def _invocation(ctx: click.Context, spec_file: Path | None) -> Any:
+    """What the user asked for, for the provenance statement (the only reader of it)."""
+    from lamina.provenance import Invocation
+
+    given = {k: v for k, v in ctx.params.items() if v not in (None, False, ()) and k != "spec_file"}
+    return Invocation(spec_file, given)
 
 
 def _check_sign_flags(key: str, lookaside: str | None, push_to: str | None) -> None:

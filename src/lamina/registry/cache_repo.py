@@ -27,11 +27,9 @@ import datetime
 import hashlib
 import io
 import json
-import platform as host_platform
 import re
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 import attrs
@@ -54,6 +52,8 @@ BUILT, LOCAL, REMOTE, BASE = "built", "local cache", "cache repo", "base"
 
 def cpu_family() -> str:
     """The CPU family whose ISA-L code paths made a gzip layer (x86-64, arm64, ...)."""
+    import platform as host_platform
+
     machine = host_platform.machine().lower()
     return {"x86_64": "x86-64", "amd64": "x86-64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine or "unknown")
 
@@ -350,6 +350,8 @@ class CacheRepo(LayerLog):
         """Upload the entries of layers built here that the repository lacks; how many were written."""
         if self.readonly or self._broken or not self._pending:
             return 0
+        from concurrent.futures import ThreadPoolExecutor  # with logging: a cache repository's, not every build's
+
         from lamina.registry.push import Pusher, PushPlan
 
         registry, repo = self.registry(), self.ref.repository
