@@ -653,4 +653,5 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def console() -> None:
+    """The entry point of installs made before lamina.__main__:main (which tunes the collector)."""
     sys.exit(run())
