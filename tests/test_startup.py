@@ -22,7 +22,7 @@ NOT_FOR_HELP = NETWORK | {"attr", "attrs", "tomllib", "sqlite3", "json", "tarfil
 # A build from flags alone, with --no-cache: no spec file, lock, cache, base image, packages,
 # registry, provenance or depfile, so none of their readers.
 NOT_FOR_HELLO = NETWORK | {
-    "tomllib", "sqlite3",
+    "tomllib", "sqlite3", "tarfile",
     "lamina.registry.api", "lamina.registry.auth", "lamina.registry.client", "lamina.registry.plans",
     "lamina.registry.pull", "lamina.registry.push",
     "lamina.sources.apt", "lamina.sources.deb", "lamina.sources.archive", "lamina.sources.imported",

@@ -26,7 +26,6 @@ from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
 from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer
 from lamina.sources.packages import Installs, package_items
 from lamina.sources.rootfs import MergedFS
-from lamina.sources.tarball import read_tarball
 from lamina.spec import BuildSpec, DebsLayer, FilesLayer, LayerSpec
 from lamina.store import BlobStore
 
@@ -136,6 +135,8 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
         with _metered(meter, created_by, total) as on_bytes:
             built = build_layer(items, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
     else:
+        from lamina.sources.tarball import read_tarball
+
         hit = None
         if cache is not None and os.path.isfile(layer.src):
             with _cache_errors_ignored():
