@@ -70,3 +70,15 @@ def test_a_cached_build_opens_the_cache(testdata_out: Path, tmp_path: Path) -> N
                               "-o", str(tmp_path / "hello.tar")], tmp_path, {"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert {"sqlite3", "lamina.cache", "lamina.uptodate"} <= modules
     assert sorted(_top(modules) & (NETWORK | {"lamina.sources.apt", "lamina.sources.deb", "lamina.provenance"})) == []
+
+
+def test_an_up_to_date_build_imports_no_builder(testdata_out: Path, tmp_path: Path) -> None:
+    """Up to date means no work (lamina.uptodate): not even importing the builder and the layer writers."""
+    args = ["build", "-q", "--add", f"{testdata_out / 'hello-amd64'}:/hello", "--cmd", "/hello",
+            "-o", str(tmp_path / "hello.tar")]
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    assert "lamina.build" in _modules_after(args, tmp_path, env)  # control: the first run builds
+    modules = _modules_after(args, tmp_path, env)
+    assert "lamina.uptodate" in modules
+    assert sorted(_top(modules) & {"lamina.build", "lamina.lint", "lamina.cache", "lamina.sinks", "isal",
+                                   "sqlite3", "tarfile", "tomllib"}) == []
