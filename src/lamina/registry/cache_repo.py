@@ -27,6 +27,7 @@ import datetime
 import hashlib
 import io
 import json
+import platform as host_platform
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -52,8 +53,6 @@ BUILT, LOCAL, REMOTE, BASE = "built", "local cache", "cache repo", "base"
 
 def cpu_family() -> str:
     """The CPU family whose ISA-L code paths made a gzip layer (x86-64, arm64, ...)."""
-    import platform as host_platform
-
     machine = host_platform.machine().lower()
     return {"x86_64": "x86-64", "amd64": "x86-64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine or "unknown")
 
