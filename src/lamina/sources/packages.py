@@ -18,7 +18,7 @@ from lamina.model import Platform
 from lamina.sources import dpkg
 from lamina.sources.rootfs import MergedFS
 
-if TYPE_CHECKING:  # apt and deb (and urllib behind apt) are imported by builds that install packages
+if TYPE_CHECKING:  # apt and deb (9 attrs classes, their regexes) are imported by builds that install packages
     from lamina.sources import apt, deb
 
 
