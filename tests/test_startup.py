@@ -82,3 +82,13 @@ def test_an_up_to_date_build_imports_no_builder(testdata_out: Path, tmp_path: Pa
     assert "lamina.uptodate" in modules
     assert sorted(_top(modules) & {"lamina.build", "lamina.lint", "lamina.cache", "lamina.sinks", "isal",
                                    "sqlite3", "tarfile", "tomllib"}) == []
+
+
+def test_the_api_module_imports_the_builder_when_asked() -> None:
+    """``up_to_date`` needs no builder; ``lamina.api.BuildResult`` (in ``__all__``) still resolves."""
+    code = ("import sys, lamina.api as api\nbefore = 'lamina.build' in sys.modules\n"
+            "from lamina.api import BuildResult\nfrom lamina.build import BuildResult as real\n"
+            "print(before, BuildResult is real)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")}).stdout
+    assert out.split() == ["False", "True"]
