@@ -6,9 +6,9 @@ is exported lazily, so that ``import lamina`` (and so the CLI's start-up) costs 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from lamina.version import __version__
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: `import lamina` loads two modules
 
 _LAZY = {
     "build_image": "lamina.api",
@@ -22,6 +22,8 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from lamina.api import build_image, open_image, up_to_date
     from lamina.build import BuildResult
     from lamina.image import Image

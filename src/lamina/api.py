@@ -20,16 +20,18 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from lamina import uptodate
-from lamina.build import BuildResult, build, check_reproducible, epoch_from_env
 from lamina.errors import LaminaError, UsageError
-from lamina.image import Image
 from lamina.model import Digest, Platform, Reference
-from lamina.spec import BuildSpec
+from lamina.spec import BuildSpec, epoch_from_env
+
+if TYPE_CHECKING:  # each function imports what it runs: `up_to_date` needs none of the build
+    from lamina import uptodate
+    from lamina.build import BuildResult
+    from lamina.image import Image
 
 Say = Callable[[str], None]
 
@@ -53,8 +55,8 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
     Outputs already up to date (lamina.uptodate) are left as they are, unless ``force``;
     the result then says ``up_to_date`` and its image is read from the outputs.
     """
+    from lamina.build import BuildResult, build, check_reproducible
     from lamina.lint import check_findings
-    from lamina.pins import read_lock, read_locked_packages
 
     if push is not None:
         Reference.parse(push)  # a bad reference is a usage error before anything is built
@@ -62,8 +64,13 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
         raise UsageError("--sign-gpg-key signs what is pushed: it needs --push REF and --lookaside DIR")
     if epoch is None:
         epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
-    if not spec.locked_packages:  # Debian packages lamina.lock pins: fetched as locked, never re-resolved
-        spec = attrs.evolve(spec, locked_packages=read_locked_packages(spec_path))
+    lock: dict[str, str] = {}
+    if spec_path is not None:  # lamina.lock lies beside a spec file; flags alone have none
+        from lamina.pins import read_lock, read_locked_packages
+
+        lock = read_lock(spec_path)
+        if not spec.locked_packages:  # Debian packages lamina.lock pins: fetched as locked, never re-resolved
+            spec = attrs.evolve(spec, locked_packages=read_locked_packages(spec_path))
     if reproducible_check:
         differences = check_reproducible(spec, epoch=epoch, registry=registry)
         if differences:
@@ -72,17 +79,20 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
             raise LaminaError("not reproducible: two builds of the same inputs differ (above)")
     trackable = _trackable(spec, push=push, use_cache=use_cache, reproducible_check=reproducible_check,
                            attest_key=attest_key)
-    if trackable and not force and uptodate.check(spec, spec_path, epoch) is not None:
-        return BuildResult(_read_outputs(spec, registry), tuple(uptodate.outputs(spec)), up_to_date=True)
+    if trackable:
+        from lamina import uptodate
+
+        if not force and uptodate.check(spec, spec_path, epoch) is not None:
+            return BuildResult(_read_outputs(spec, registry), tuple(uptodate.outputs(spec)), up_to_date=True)
     pusher = _pusher(push, registry)
     fp = _fingerprint(spec, spec_path, epoch, note) if trackable else None
     inputs = fp.inputs if fp is not None else _inputs(spec, spec_path)
-    result = build(spec, epoch=epoch, progress=progress, note=note, lock=read_lock(spec_path), push=pusher,
+    result = build(spec, epoch=epoch, progress=progress, note=note, lock=lock, push=pusher,
                    registry=registry, use_cache=use_cache, meter=meter,
                    lint=(lambda found: check_findings(found, report)) if spec.lint else None,
                    lint_ignore=spec.lint_ignore, invocation=invocation, inputs=inputs,
                    fingerprint=fp.digest if fp is not None else None)
-    if fp is not None:
+    if fp is not None:  # trackable: uptodate is imported
         uptodate.record(spec, fp, str(result.image.digest))
     if attest_key is not None and result.provenance is not None:
         _attest(result, attest_key, spec, push, registry, note)
@@ -110,12 +120,15 @@ def up_to_date(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | N
         epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
     if not _trackable(spec, push=None, use_cache=True, reproducible_check=False, attest_key=None):
         return None
+    from lamina import uptodate
+
     return uptodate.check(spec, spec_path, epoch)
 
 
 def _fingerprint(spec: BuildSpec, spec_path: Path | None, epoch: int, note: Say) -> uptodate.Fingerprint | None:
     """The inputs' fingerprint, hashed through the layer cache's content digests (remembered
     by stat), so that the fingerprint and the layers read each input once between them."""
+    from lamina import uptodate
     from lamina.build import _open_cache
 
     cache = _open_cache(note)
@@ -131,10 +144,10 @@ def _fingerprint(spec: BuildSpec, spec_path: Path | None, epoch: int, note: Say)
 def _inputs(spec: BuildSpec, spec_path: Path | None) -> Any:
     """What the build reads, for --depfile; None (the build reads them itself, after it has
     said what is wrong with them) when they cannot be read now."""
-    from lamina.depfile import inputs as read_inputs
-
     if spec.depfile is None:
         return None
+    from lamina.depfile import inputs as read_inputs
+
     try:
         return read_inputs(spec, spec_path)
     except LaminaError:
@@ -177,6 +190,7 @@ def _attest(result: BuildResult, key: Any, spec: BuildSpec, push: str | None, op
 def lint_spec(path: Path, ignore: tuple[str, ...] = ()) -> list[Any]:
     """Lint what ``path`` (a lamina.toml) would build, built in a temporary directory: the
     (platform, finding) pairs, nothing written anywhere else."""
+    from lamina.build import build
     from lamina.spec import read_spec
 
     spec = read_spec(path)
@@ -216,7 +230,7 @@ def index_images(names: list[str], *, output: Path | None = None, oci_dir: Path 
     from lamina.resolve import Resolver
     from lamina.sinks.outputs import emit
 
-    from lamina.build import check_outputs, docker_image_of
+    from lamina.build import BuildResult, check_outputs, docker_image_of
 
     spec = BuildSpec(tags=tags, output=output, oci_dir=oci_dir, docker_platform=docker_platform,
                      metadata_file=metadata_file)
@@ -256,6 +270,15 @@ def open_image(name: str, *, platform: Platform | None = None, registry: Any = N
 
     with contextlib.ExitStack() as stack:
         yield Resolver(stack, platform, registry).image(name)
+
+
+def __getattr__(name: str) -> Any:
+    """``lamina.api.BuildResult``, imported with the build only when it is asked for."""
+    if name == "BuildResult":
+        from lamina.build import BuildResult
+
+        return BuildResult
+    raise AttributeError(f"module 'lamina.api' has no attribute {name!r}")
 
 
 __all__ = ["BuildResult", "BuildSpec", "build_image", "index_images", "lint_spec", "open_image", "push_image",

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import io
 import os
-import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -14,30 +13,26 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import attrs
 
-from lamina.cache import LayerCache
-from lamina.depfile import Inputs, make_rule
-from lamina.depfile import inputs as read_inputs
 from lamina.errors import InputError, OutputError, UsageError
 from lamina.layers.entries import Entry, Kind, normalize
-from lamina.essentials import Essentials, configure, materialize
 from lamina.image import Base, Built, ConfigChanges, Image, compose, compose_index, images_of
 from lamina.platforms import for_platform
 from lamina.layers.build import Opener, build_layer
-from lamina.sources.imported import import_layer
 from lamina.model import Layer, Platform
 from lamina.sinks.atomic import check_replaceable_dir, check_replaceable_file
 from lamina.sinks.outputs import STDOUT, WorkDir, emit
 from lamina.resolve import Resolver
-from lamina.sources.archive import layer_openers
 from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
 from lamina.sources.files import CopyFromSpec, LayerContext, removal_layer, tree_layer, tree_stamp
 from lamina.sources.packages import Installs, package_items
 from lamina.sources.rootfs import MergedFS
-from lamina.sources.tarball import read_tarball
 from lamina.spec import BuildSpec, DebsLayer, FilesLayer, LayerSpec
 from lamina.store import BlobStore
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the rest is imported where a build uses it (sqlite3 with the cache, ...)
+    from lamina.cache import LayerCache
+    from lamina.depfile import Inputs
+    from lamina.essentials import Essentials
     from lamina.lint import LintImage
     from lamina.registry.cache_repo import LayerLog
 
@@ -54,14 +49,6 @@ class BuildResult:
     provenance: bytes | None = None  # the in-toto statement attached, for signing beside the output
     packages: tuple[Any, ...] = ()  # sources.apt.Locked: every Debian package installed, per platform
     up_to_date: bool = False  # nothing was built: the outputs already held this image (lamina.uptodate)
-
-
-def epoch_from_env(environ: dict[str, str] | os._Environ[str]) -> int:
-    """The one place time enters a build: SOURCE_DATE_EPOCH, else 0 (never the wall clock)."""
-    from lamina.spec import parse_epoch
-
-    raw = environ.get("SOURCE_DATE_EPOCH", "")
-    return parse_epoch(raw, "SOURCE_DATE_EPOCH") if raw.strip() else 0
 
 
 def _check_writable(path: Path) -> None:
@@ -167,6 +154,8 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
         with _metered(meter, created_by, total) as on_bytes:
             built = build_layer(items, compression=spec.compression, store=store, created_by=created_by, on_bytes=on_bytes)
     else:
+        from lamina.sources.tarball import read_tarball
+
         hit = None
         if cache is not None and os.path.isfile(layer.src):
             with _cache_errors_ignored():
@@ -258,6 +247,8 @@ def _metered(meter: Meter | None, description: str, total: int | None) -> Any:
 def _cache_errors_ignored() -> Any:
     """The cache only saves time: a locked or broken cache database, or a cache blob that cannot
     be read or linked (a full disk), means building, not failing."""
+    import sqlite3  # loaded already: only builds with a cache come here
+
     try:
         yield
     except (sqlite3.Error, OSError):
@@ -267,6 +258,8 @@ def _cache_errors_ignored() -> Any:
 def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore, note: Progress) -> Base:
     """The base's layers into the store: byte for byte where the output can carry them,
     every one checked against its digest and diff_id as it streams."""
+    from lamina.sources.imported import import_layer
+
     image = images.image(text)
     blobs = image.blobs
     assert blobs is not None
@@ -372,6 +365,8 @@ class _Run:
             add(layer, (layer, base_key, platform if isinstance(layer, DebsLayer) else None), ctx)
         if self.essentials is not None:  # last: it amends what the image below has (/etc/passwd, the CA bundle, /tmp)
             below = self._lint_image(ctx, images, spec, layers, recorded)
+            from lamina.essentials import materialize
+
             adds = materialize(self.essentials, spec.config, below, Path(self.spool).parent / "essentials")
             if adds:
                 essentials = FilesLayer(tuple(adds), label="essentials")
@@ -418,7 +413,7 @@ class _Run:
         if ctx.base is None or spec.base is None:
             return lambda _: None
         from lamina.lint import LintImage
-        from lamina.sources.packages import is_status
+        from lamina.sources.dpkg import is_status
 
         image = LintImage(ctx.base, images.openers(spec.base.image), self.spool)
         pending = [p for p in ctx.base.nodes if is_status(p)]
@@ -444,6 +439,10 @@ class _Run:
 
 def _open_cache(note: Progress) -> LayerCache | None:
     """The cache is an optimisation: if it cannot be opened, build without it and say so."""
+    import sqlite3
+
+    from lamina.cache import LayerCache
+
     try:
         return LayerCache(note=note)
     except (OSError, sqlite3.Error) as exc:
@@ -457,6 +456,7 @@ def _sboms(spec: BuildSpec, images: list[Image], epoch: int,
     if spec.sbom is None:
         return [], []
     from lamina import sbom
+    from lamina.sources.archive import layer_openers
 
     target = spec.output or spec.oci_dir
     files, extras = [], []
@@ -543,6 +543,8 @@ def _start(spec: BuildSpec, tmp: Path, stack: contextlib.ExitStack, epoch: int, 
     run.config = spec.config
     run.shuffle = shuffle
     if spec.essentials.wanted:
+        from lamina.essentials import configure
+
         run.config = configure(spec.essentials, spec.config)
         run.essentials = spec.essentials
     return run
@@ -589,6 +591,8 @@ def _emit(run: _Run, built: Built, invocation: Any, push: Callable[[Any], Any] |
     docker_image = docker_image_of(images, spec.docker_platform) if spec.output is not None else None
     depfile = None
     if spec.depfile is not None:
+        from lamina.depfile import inputs as read_inputs, make_rule
+
         inputs = inputs or read_inputs(spec)  # after the build: any input it could not read, it has named
         targets = [p for p in (spec.output, spec.oci_dir, spec.metadata_file) if p is not None and p != STDOUT]
         depfile = (spec.depfile, make_rule(targets, inputs))

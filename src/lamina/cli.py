@@ -7,12 +7,24 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lamina.version import __version__
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+class _Path:
+    """click's ``path_type`` for path options: the value becomes a pathlib.Path, and pathlib
+    (with urllib.parse behind it) is imported when a command is given a path, not for --help."""
+
+    def __new__(cls, value: str) -> Path:  # type: ignore[misc]
+        from pathlib import Path
+
+        return Path(value)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,17 +113,17 @@ def _pairs(values: tuple[str, ...], flag: str) -> tuple[tuple[str, str], ...]:
 
 def _debs_layer(debs: tuple[str, ...], packages: tuple[str, ...]) -> list[Any]:
     """All --deb and --package flags together: one package layer (none if neither is given)."""
+    if not debs and not packages:
+        return []
     from lamina.sources.apt import parse_package
     from lamina.sources.deb import DebFile
     from lamina.spec import DebsLayer
 
-    if not debs and not packages:
-        return []
     return [DebsLayer(tuple(DebFile(d, key=d) for d in debs), tuple(parse_package(p) for p in packages))]
 
 
 @main.command()
-@click.argument("spec_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("spec_file", required=False, type=click.Path(dir_okay=False, path_type=_Path))
 @click.option("--add", "adds", multiple=True, metavar="SRC:DST[:MODE]",
               help="Copy a file or directory into the image (one layer each).")
 @click.option("--tarball", "tarballs", multiple=True, metavar="PATH[:DST]",
@@ -139,7 +151,7 @@ def _debs_layer(debs: tuple[str, ...], packages: tuple[str, ...]) -> list[Any]:
 @click.option("--sbom-attach", is_flag=True, default=None, help="Also attach the SBOM as an OCI artifact (subject: the image).")
 @click.option("--provenance", is_flag=True, default=None,
               help="Attach SLSA provenance (in-toto) naming every input by digest (subject: the image).")
-@click.option("--provenance-key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY",
+@click.option("--provenance-key", type=click.Path(dir_okay=False, path_type=_Path), metavar="KEY",
               help="Also sign it (DSSE, cosign-format KEY): written beside the output, pushed as sha256-<hex>.att.")
 @click.option("--no-lint", "lint", flag_value=False, default=None, help="Do not lint the image (lint errors stop a build).")
 @click.option("--ignore", "lint_ignore", multiple=True, metavar="L00N", help="Ignore a lint finding id (repeatable).")
@@ -160,13 +172,13 @@ def _debs_layer(debs: tuple[str, ...], packages: tuple[str, ...]) -> list[Any]:
 @click.option("--no-arch-check", "arch_check", flag_value=False, default=None,
               help="Allow executables whose ELF machine does not match the platform.")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="Image name (repeatable).")
-@click.option("-o", "--output", type=click.Path(path_type=Path, allow_dash=True),
+@click.option("-o", "--output", type=click.Path(path_type=_Path, allow_dash=True),
               help="Write the image tarball here ('-': to stdout, as docker save; the digest then goes to stderr).")
-@click.option("--oci-dir", type=click.Path(path_type=Path), help="Write an OCI image layout directory here.")
+@click.option("--oci-dir", type=click.Path(path_type=_Path), help="Write an OCI image layout directory here.")
 @click.option("--compression", metavar="gzip|zstd|none", help="Layer compression (default gzip).")
 @click.option("--source-date-epoch", metavar="N", help="Timestamp for config and files (default $SOURCE_DATE_EPOCH, else 0).")
-@click.option("--metadata-file", type=click.Path(path_type=Path), help="Write digests and sizes as JSON here.")
-@click.option("--depfile", type=click.Path(path_type=Path),
+@click.option("--metadata-file", type=click.Path(path_type=_Path), help="Write digests and sizes as JSON here.")
+@click.option("--depfile", type=click.Path(path_type=_Path),
               help="Write a Make rule here: the outputs depend on every file the build read (as gcc -MD).")
 @click.option("--force", is_flag=True, help="Build even when the outputs are up to date with the inputs.")
 @click.option("--no-cache", is_flag=True, help="Build every layer; do not use or fill the layer cache.")
@@ -191,10 +203,9 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
     """
     from lamina import spec as specs
     from lamina.model import Platform
-    from lamina.sources.apt import parse_apt_source
 
     quiet = opts.pop("quiet")
-    streaming = opts["output"] == Path("-")
+    streaming = str(opts["output"]) == "-"
     if streaming and (sys.stdout is None or sys.stdout.isatty()):
         from lamina.errors import UsageError
 
@@ -221,7 +232,7 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
             *_debs_layer(opts.pop("debs"), opts.pop("packages")),
             *(specs.FilesLayer((specs.parse_add(a),)) for a in adds),
         ],
-        "apt": tuple(parse_apt_source(*a) for a in opts.pop("apt_sources")),
+        "apt": _apt_sources(opts.pop("apt_sources")),
         "apt_keyring": opts.pop("apt_keyring"),
         "base": specs.BaseSpec(opts["base"], key=opts["base"]) if opts["base"] else None,
         "remove": removes,
@@ -260,7 +271,9 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
         "cache_repo_readonly": opts["cache_repo_readonly"],
         "depfile": opts["depfile"],
     }
-    if spec_file is None and not flags["layers"] and Path(specs.DEFAULT_SPEC).is_file():
+    if spec_file is None and not flags["layers"] and os.path.isfile(specs.DEFAULT_SPEC):
+        from pathlib import Path
+
         spec_file = Path(specs.DEFAULT_SPEC)
     base = specs.read_spec(spec_file) if spec_file is not None else specs.BuildSpec()
     spec = specs.merge(base, flags)
@@ -288,17 +301,32 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
             click.echo(digest, err=streaming)
             return
     from lamina.api import build_image
-    from lamina.provenance import Invocation
 
-    given = {k: v for k, v in ctx.params.items() if v not in (None, False, ()) and k != "spec_file"}
     result = build_image(spec, spec_path=spec_file, push=push_to, registry=registry_options, use_cache=not no_cache,
                          reproducible_check=check, progress=progress, note=note, report=report, meter=_meter(chatty),
-                         invocation=Invocation(spec_file, given), sign_gpg_key=sign_key, lookaside=lookaside,
+                         invocation=_invocation(ctx, spec_file) if spec.provenance else None,
+                         sign_gpg_key=sign_key, lookaside=lookaside,
                          attest_key=attest_key, force=True)  # up to date was checked above
     if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)
     click.echo(result.pushed or str(result.image.digest), err=streaming)  # stdout carries the tarball
+
+
+def _apt_sources(given: tuple[tuple[str, str, str], ...]) -> tuple[Any, ...]:
+    if not given:
+        return ()
+    from lamina.sources.apt import parse_apt_source
+
+    return tuple(parse_apt_source(*a) for a in given)
+
+
+def _invocation(ctx: click.Context, spec_file: Path | None) -> Any:
+    """What the user asked for, for the provenance statement (the only reader of it)."""
+    from lamina.provenance import Invocation
+
+    given = {k: v for k, v in ctx.params.items() if v not in (None, False, ()) and k != "spec_file"}
+    return Invocation(spec_file, given)
 
 
 def _check_sign_flags(key: str, lookaside: str | None, push_to: str | None) -> None:
@@ -313,10 +341,10 @@ def _check_sign_flags(key: str, lookaside: str | None, push_to: str | None) -> N
 
 
 @main.command()
-@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("image", type=click.Path(path_type=_Path))
 @click.argument("reference")
 @_registry_options
-@click.option("--metadata-file", type=click.Path(path_type=Path), help="Write the pushed reference as JSON here.")
+@click.option("--metadata-file", type=click.Path(path_type=_Path), help="Write the pushed reference as JSON here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the pushed reference.")
 @click.pass_context
 def push(ctx: click.Context, /, image: Path, reference: str, metadata_file: Path | None, quiet: bool, **opts: Any) -> None:
@@ -334,7 +362,7 @@ def push(ctx: click.Context, /, image: Path, reference: str, metadata_file: Path
 @click.argument("reference")
 @click.option("--gpg-key", metavar="FINGERPRINT", help="Sign with this OpenPGP key from $GNUPGHOME (needs --lookaside).")
 @click.option("--lookaside", metavar="DIR", help="The lookaside directory registries.d points at.")
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--key", type=click.Path(dir_okay=False, path_type=_Path),
               help="Sign with this cosign-format private key (password: $LAMINA_KEY_PASSWORD or a prompt).")
 @_registry_options
 @click.pass_context
@@ -374,7 +402,7 @@ def _password(confirm: bool) -> bytes:
 
 
 @main.command()
-@click.option("--out", "prefix", required=True, type=click.Path(path_type=Path), metavar="PREFIX",
+@click.option("--out", "prefix", required=True, type=click.Path(path_type=_Path), metavar="PREFIX",
               help="Write PREFIX.key (encrypted) and PREFIX.pub.")
 def keygen(prefix: Path) -> None:
     """Make an ECDSA P-256 key pair in cosign's format, for lamina sign --key."""
@@ -386,10 +414,10 @@ def keygen(prefix: Path) -> None:
 
 @main.command()
 @click.argument("reference")
-@click.option("--gpg-pubkey", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--gpg-pubkey", type=click.Path(dir_okay=False, path_type=_Path),
               help="Accept OpenPGP signatures by the public key(s) in this file (needs --lookaside).")
 @click.option("--lookaside", metavar="DIR", help="The lookaside directory the signatures are in.")
-@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), help="Accept cosign signatures by this public key.")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=_Path), help="Accept cosign signatures by this public key.")
 @click.option("--provenance", is_flag=True, help="With --key: also require SLSA provenance signed by it (sha256-<hex>.att).")
 @_registry_options
 @click.pass_context
@@ -435,7 +463,7 @@ def login(ctx: click.Context, /, registry: str, username: str, password_stdin: b
 
 
 @main.command()
-@click.argument("spec_file", required=False, default="lamina.toml", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("spec_file", required=False, default="lamina.toml", type=click.Path(dir_okay=False, path_type=_Path))
 def lock(spec_file: Path) -> None:
     """Pin every input of SPEC_FILE by sha256 in a lamina.lock beside it (and every Debian
     package its --package requests resolve to)."""
@@ -449,7 +477,7 @@ def lock(spec_file: Path) -> None:
 
 
 @main.command()
-@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("image", type=click.Path(path_type=_Path))
 @click.option("--files", is_flag=True, help="List every entry of every layer.")
 @click.option("--sizes", is_flag=True, help="Per layer: largest files and directories, and bytes wasted.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -472,13 +500,13 @@ def inspect(image: Path, files: bool, sizes: bool, as_json: bool) -> None:
 
 @main.command(name="index")
 @click.argument("images", nargs=-1, required=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path, allow_dash=True), help="Write the tarball here (- for stdout).")
-@click.option("--oci-dir", type=click.Path(path_type=Path), help="Write (or add to) an OCI image layout here.")
+@click.option("-o", "--output", type=click.Path(path_type=_Path, allow_dash=True), help="Write the tarball here (- for stdout).")
+@click.option("--oci-dir", type=click.Path(path_type=_Path), help="Write (or add to) an OCI image layout here.")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="Image name (repeatable).")
 @click.option("--push", "push_to", metavar="REF", help="Push the index to a registry (prints REF@sha256:…).")
 @click.option("--docker-platform", metavar="OS/ARCH[/VARIANT]",
               help="Which platform the tarball's manifest.json (docker load) describes (default: the first).")
-@click.option("--metadata-file", type=click.Path(path_type=Path), help="Write digests and sizes as JSON here.")
+@click.option("--metadata-file", type=click.Path(path_type=_Path), help="Write digests and sizes as JSON here.")
 @click.option("--no-arch-check", "arch_check", flag_value=False, default=True,
               help="Do not check that each manifest's executables are for its platform.")
 @_registry_options
@@ -492,7 +520,7 @@ def index_command(ctx: click.Context, /, images: tuple[str, ...], output: Path |
     from lamina.model import Platform
     from lamina.spec import parse_tag
 
-    streaming = output == Path("-")
+    streaming = str(output) == "-"
     if streaming and (sys.stdout is None or sys.stdout.isatty()):
         from lamina.errors import UsageError
 
@@ -522,7 +550,7 @@ def diff_command(ctx: click.Context, /, first: str, second: str, platform: str |
 
 
 @main.command(name="lint")
-@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("image", type=click.Path(path_type=_Path))
 @click.option("--ignore", "ignore", multiple=True, metavar="L00N", help="Ignore a finding id (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Findings as JSON.")
 def lint_command(image: Path, ignore: tuple[str, ...], as_json: bool) -> None:
@@ -625,4 +653,5 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def console() -> None:
+    """The entry point of installs made before lamina.__main__:main (which tunes the collector)."""
     sys.exit(run())

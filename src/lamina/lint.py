@@ -215,11 +215,14 @@ def _check_user(image: LintImage, config: ContainerConfig) -> Iterable[Finding]:
 
 def _check_packages(image: LintImage) -> Iterable[Finding]:
     """Every installed package's declared dependencies, against dpkg's status and status.d."""
-    from lamina.sources.apt import installed_from, parse_relations
-    from lamina.sources.deb import STATUS_DIR, parse_control
+    from lamina.sources.dpkg import is_status
 
-    paths = [p for p, n in sorted(image.fs.nodes.items()) if n.entry.kind is Kind.FILE and
-             (p == "var/lib/dpkg/status" or posixpath.dirname(p) == STATUS_DIR)]
+    paths = [p for p, n in sorted(image.fs.nodes.items()) if n.entry.kind is Kind.FILE and is_status(p)]
+    if not paths:
+        return  # no packages: the Debian readers are not even imported
+    from lamina.sources.apt import installed_from, parse_relations
+    from lamina.sources.deb import parse_control
+
     try:
         image.fetch_paths(paths)  # one pass over the layers, not one per stanza
         texts = [(p, data.decode("utf-8", "replace")) for p in paths if (data := image.read(p)) is not None]

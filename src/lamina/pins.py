@@ -14,9 +14,9 @@ import json
 import os
 import re
 import stat
-import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -25,8 +25,10 @@ from lamina.hashing import sha256_file
 from lamina.limits import MAX_SPEC, TooLarge, read_limited
 from lamina.sources.base import BaseRef
 from lamina.sources.files import AddSpec, CopyFromSpec
-from lamina.sources.apt import Locked
 from lamina.spec import BuildSpec, DebsLayer, FilesLayer, TarballLayer, shallow_toml
+
+if TYPE_CHECKING:  # a lock file's reader only: listing inputs (--depfile, up to date) needs neither
+    from lamina.sources.apt import Locked
 
 LOCK_NAME = "lamina.lock"
 
@@ -118,6 +120,10 @@ def _read_lock_file(spec_path: Path | None) -> tuple[dict[str, str], tuple[Locke
     lock = spec_path.parent / LOCK_NAME
     if not lock.is_file():
         return {}, ()
+    import tomllib
+
+    from lamina.sources.apt import Locked
+
     try:
         with open(lock, "rb") as f:
             data = tomllib.loads(shallow_toml(read_limited(f, MAX_SPEC).decode(), str(lock)))

@@ -15,7 +15,6 @@ from lamina.errors import UsageError
 from lamina.image import Base, Image
 from lamina.model import Layer
 from lamina.model import Platform, Reference
-from lamina.sources.archive import layer_openers
 from lamina.sources.base import BaseRef, open_all, open_image
 from lamina.sources.rootfs import MergedFS
 
@@ -89,6 +88,8 @@ class Resolver:
 
     def openers(self, text: str) -> list[Callable[[], BinaryIO]]:
         """Each layer's verified uncompressed tar stream."""
+        from lamina.sources.archive import layer_openers  # a build from scratch opens no image
+
         return layer_openers(self.image(text))
 
     def filesystem(self, text: str) -> tuple[MergedFS, list[Callable[[], BinaryIO]]]:

@@ -41,7 +41,8 @@ def _filesystem(openers: list[Callable[[], BinaryIO]], status: dict[str, bytes] 
     """Every regular file of the merged filesystem (rootfs.MergedFS: whiteouts applied,
     hardlinks included) with its digests, in one pass over the layers; ``status`` receives
     the contents of dpkg's status files (sources.packages.is_status)."""
-    from lamina.sources.packages import STATUS_CAP, is_status
+    from lamina.sources.dpkg import is_status
+    from lamina.sources.packages import STATUS_CAP
 
     hashed: dict[Origin, _File] = {}
     texts: dict[Origin, bytes] = {}

@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -25,9 +24,11 @@ from lamina.essentials import Essentials
 from lamina.image import ConfigChanges
 from lamina.layers.compression import Compression
 from lamina.model import Platform, Reference
-from lamina.sources.apt import AptSource, Locked, parse_apt_source, parse_package
-from lamina.sources.deb import DebFile
 from lamina.sources.files import AddSpec, CopyFromSpec, Source
+
+if TYPE_CHECKING:  # Debian packages (apt, deb) are imported by the builds that name some
+    from lamina.sources.apt import AptSource, Locked
+    from lamina.sources.deb import DebFile
 
 DEFAULT_SPEC = "lamina.toml"
 _MODE = re.compile(r"^0?[0-7]{3,4}$")
@@ -226,6 +227,12 @@ def parse_epoch(text: str | int, what: str) -> int:
     return value
 
 
+def epoch_from_env(environ: Mapping[str, str]) -> int:
+    """The one place time enters a build: SOURCE_DATE_EPOCH, else 0 (never the wall clock)."""
+    raw = environ.get("SOURCE_DATE_EPOCH", "")
+    return parse_epoch(raw, "SOURCE_DATE_EPOCH") if raw.strip() else 0
+
+
 def parse_compression(text: str) -> Compression:
     try:
         return Compression(text)
@@ -315,6 +322,9 @@ class _Reader:
 
     def debs_layer(self, where: str, data: Mapping[str, Any]) -> DebsLayer:
         """``debs = ["x.deb", {path = "y.deb", sha256 = "…"}]`` and/or ``packages = ["libc6"]``."""
+        from lamina.sources.apt import parse_package
+        from lamina.sources.deb import DebFile
+
         unknown = set(data) - {"debs", "packages", "allow_overwrite", "comment"}
         if unknown:
             raise self.fail(f"{where}.{sorted(unknown)[0]}", "unknown key (a package layer has 'debs' and 'packages')")
@@ -338,6 +348,8 @@ class _Reader:
 
     def apt(self, data: Any) -> tuple[AptSource, ...]:
         """``[apt] sources = ["URL|DIR SUITE COMPONENT", …]``, ``keyring = "…"`` (checks their Release signatures)."""
+        from lamina.sources.apt import parse_apt_source
+
         if not isinstance(data, dict) or set(data) - {"sources", "keyring"}:
             raise self.fail("apt", "expected a table with 'sources' (a list of \"URL SUITE COMPONENT\") and 'keyring'")
         keyring = self.rel(self.typed(data, "keyring", str, "apt.")) if "keyring" in data else ""
@@ -402,6 +414,8 @@ class _Reader:
                        key=src, per_platform=per_platform, **ids)
 
     def read(self) -> BuildSpec:
+        import tomllib  # a spec file's reader only: flags alone never parse TOML
+
         try:
             with open(self.path, "rb") as f:
                 data = tomllib.loads(shallow_toml(read_limited(f, MAX_SPEC).decode(), str(self.path)))

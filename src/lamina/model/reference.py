@@ -20,11 +20,9 @@ _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-_REFERENCE = re.compile(
-    rf"^(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
-    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$",
-    re.ASCII,  # the grammar is ASCII: \w must not admit "café", which docker load refuses
-)
+# Compiled by re on first use (and cached there): a build that names no image never needs it.
+_REFERENCE = (rf"^(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+              rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$")
 
 
 @attrs.frozen
@@ -36,7 +34,7 @@ class Reference:
 
     @classmethod
     def parse(cls, text: str) -> Reference:
-        match = _REFERENCE.match(text)
+        match = re.match(_REFERENCE, text, re.ASCII)  # ASCII: \w must not admit "café", which docker load refuses
         if not match or len(match["path"]) + len(match["domain"] or "") > 255:
             raise ParseError(f"bad image reference {text!r}: expected [host[:port]/]name[:tag][@digest]")
         domain, path = match["domain"], match["path"]

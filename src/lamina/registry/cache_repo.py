@@ -31,7 +31,6 @@ import platform as host_platform
 import re
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 import attrs
@@ -350,6 +349,8 @@ class CacheRepo(LayerLog):
         """Upload the entries of layers built here that the repository lacks; how many were written."""
         if self.readonly or self._broken or not self._pending:
             return 0
+        from concurrent.futures import ThreadPoolExecutor  # with logging: a cache repository's, not every build's
+
         from lamina.registry.push import Pusher, PushPlan
 
         registry, repo = self.registry(), self.ref.repository

@@ -18,7 +18,6 @@ import hashlib
 import os
 import re
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -225,6 +224,8 @@ def _join(base: str, relative: str) -> str:
 def _read(location: str, cap: int, what: str) -> bytes | None:
     """The bytes at a URL or local path; None when it does not exist; capped."""
     if _is_url(location):
+        import urllib.request  # http.client, ssl, email: only when a repository is read over HTTP
+
         request = urllib.request.Request(location, headers={"User-Agent": "lamina"})
         try:
             with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:  # noqa: S310 (http/https only)
@@ -563,6 +564,8 @@ def fetch_url(name: str, location: str, sha256: str, size: int, authority: str, 
 
 def _stream(location: str, what: str) -> Iterable[bytes]:
     if _is_url(location):
+        import urllib.request  # http.client, ssl, email: only when a repository is read over HTTP
+
         request = urllib.request.Request(location, headers={"User-Agent": "lamina"})
         try:
             with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:  # noqa: S310

@@ -12,13 +12,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
 from lamina.errors import ImageError, UsageError
 from lamina.image import Image
 from lamina.model import Descriptor, Platform, Reference
-from lamina.sources.archive import Entry, ImageSource, entries, is_index, load_docker, load_manifest, manifests
+
+if TYPE_CHECKING:  # the archive reader, for builds that open an image (every build wants DEFAULT_PLATFORM)
+    from lamina.sources.archive import Entry, ImageSource
 
 DEFAULT_PLATFORM = Platform("linux", "amd64")  # the one default, as docker's on amd64 hosts
 
@@ -73,6 +76,8 @@ def _matches(name: str, wanted: str) -> bool:
 
 
 def _select_entry(source: ImageSource, ref: BaseRef) -> Entry:
+    from lamina.sources.archive import Entry, entries, is_index, manifests
+
     found = entries(source)
     if not found:
         raise ImageError(f"{ref}: the archive holds no image")
@@ -120,6 +125,8 @@ def _normal(p: Platform) -> Platform:
 
 def open_image(ref: BaseRef, platform: Platform | None) -> tuple[ImageSource, Image]:
     """Open the archive and select one single-platform image (the caller closes the source)."""
+    from lamina.sources.archive import ImageSource
+
     path = Path(ref.path)
     if ref.transport == "oci" and not path.is_dir():
         raise ImageError(f"{ref}: {ref.path!r} is not a directory")
@@ -141,6 +148,8 @@ def open_image(ref: BaseRef, platform: Platform | None) -> tuple[ImageSource, Im
 
 
 def _resolve(source: ImageSource, ref: BaseRef, entry: Entry, platform: Platform | None) -> Image:
+    from lamina.sources.archive import is_index, load_docker, load_manifest, manifests
+
     if entry.docker is not None and ref.transport not in ("oci", "oci-archive"):
         image = load_docker(source, entry.docker, entry.names)
     else:
@@ -162,6 +171,8 @@ def _resolve(source: ImageSource, ref: BaseRef, entry: Entry, platform: Platform
 
 def open_descriptor(root: Path, desc: Descriptor, platform: Platform | None, name: str) -> tuple[ImageSource, Image]:
     """An image known by its top descriptor in a layout directory (the registry cache)."""
+    from lamina.sources.archive import Entry, ImageSource
+
     source = ImageSource.open(root)
     try:
         return source, _resolve(source, BaseRef("oci", str(root), text=name), Entry((name,), descriptor=desc), platform)
@@ -173,6 +184,8 @@ def open_descriptor(root: Path, desc: Descriptor, platform: Platform | None, nam
 def open_all(ref: BaseRef) -> tuple[ImageSource, list[Image]]:
     """Every platform of the one image the archive names (for ``lamina index``); the caller
     closes the source."""
+    from lamina.sources.archive import ImageSource, load_docker, load_manifest, manifests
+
     path = Path(ref.path)
     if not path.exists():
         raise ImageError(f"{ref}: {ref.path!r}: no such file or directory")

@@ -36,6 +36,7 @@ from lamina.errors import InputError
 from lamina.hashing import sha256_stream
 from lamina.layers.build import Opener
 from lamina.layers.entries import Entry, Kind, normalize, parents
+from lamina.sources.dpkg import STATUS_DIR
 from lamina.sources.rootfs import MergedFS
 from lamina.sources.tarball import _member, _read_errors, open_decompressed
 
@@ -44,7 +45,6 @@ _AR_HEADER = 60
 _MAX_MEMBERS = 16  # deb(5) has three; a few more are tolerated (signatures), never thousands
 MAX_CONTROL_FILE = 16 << 20  # one control-archive member (md5sums of a large package is a few MiB)
 MAX_DATA = 16 << 30  # the uncompressed data tarball: far beyond any real package, short of a full disk
-STATUS_DIR = "var/lib/dpkg/status.d"
 INFO_DIR = "var/lib/dpkg/info"
 _SCRIPTS = ("preinst", "postinst", "prerm", "postrm", "config", "triggers")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")

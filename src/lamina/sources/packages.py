@@ -7,6 +7,7 @@ import contextlib
 import os
 import posixpath
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -14,19 +15,24 @@ from lamina.errors import InputError
 from lamina.layers.build import Opener
 from lamina.layers.entries import Entry, Kind
 from lamina.model import Platform
-from lamina.sources import apt, deb
+from lamina.sources import dpkg
 from lamina.sources.rootfs import MergedFS
+
+if TYPE_CHECKING:  # apt and deb (9 attrs classes, their regexes) are imported by builds that install packages
+    from lamina.sources import apt, deb
 
 
 def base_status(base: MergedFS | None, read: Callable[[str], bytes | None],
                 earlier: list[tuple[str, str]] | None = None) -> apt.Installed:
     """The packages the base image's dpkg status (and distroless status.d) lists, and those
     earlier package layers of this build installed."""
+    from lamina.sources import apt
+
     if base is None:
         return apt.installed_from(earlier or [])
-    paths = [p for p in ("var/lib/dpkg/status",) if base.get(p) is not None]
+    paths = [p for p in (dpkg.STATUS,) if base.get(p) is not None]
     paths += sorted(p for p, n in base.nodes.items()
-                    if posixpath.dirname(p) == deb.STATUS_DIR and n.entry.kind is Kind.FILE)
+                    if posixpath.dirname(p) == dpkg.STATUS_DIR and n.entry.kind is Kind.FILE)
     texts = []
     for path in paths:
         data = read(path)
@@ -37,6 +43,8 @@ def base_status(base: MergedFS | None, read: Callable[[str], bytes | None],
 
 def resolve_packages(packages: tuple[str, ...], sources: tuple[apt.AptSource, ...], arch: str,
                      installed: apt.Installed, note: Callable[[str], None]) -> list[apt.Candidate]:
+    from lamina.sources import apt
+
     if not packages:
         return []
     if not sources:
@@ -74,6 +82,8 @@ def package_items(debs: tuple[deb.DebFile, ...], packages: tuple[str, ...], sour
     """Every package's entries as one layer; ``installs`` receives what was installed.
     Packages the lock lists for this request and platform are fetched by its URL and sha256,
     without reading any index; ``hermetic`` refuses a request the lock does not list."""
+    from lamina.sources import apt, deb
+
     arch = deb.debian_arch(platform.architecture, platform.variant)
     installs = installs if installs is not None else Installs()
     note = installs.once(note)
@@ -116,11 +126,6 @@ def package_items(debs: tuple[deb.DebFile, ...], packages: tuple[str, ...], sour
 STATUS_CAP = 64 << 20  # a whole distribution's dpkg status is a few MiB
 
 
-def is_status(path: str) -> bool:
-    """dpkg's status file, or one of distroless's status.d stanzas."""
-    return path == "var/lib/dpkg/status" or posixpath.dirname(path) == deb.STATUS_DIR
-
-
 def purl(name: str, version: str, arch: str) -> str:
     """The package URL scanners use for a Debian package (purl-spec's deb type)."""
     from urllib.parse import quote
@@ -131,6 +136,8 @@ def purl(name: str, version: str, arch: str) -> str:
 def spdx_packages(status: dict[str, bytes], debs: tuple[apt.Locked, ...]) -> list[dict[str, object]]:
     """One SPDX package per installed Debian package (base's and the build's), sorted by name;
     the .deb's sha256 where this build installed it."""
+    from lamina.sources import deb
+
     sums = {(d.name, d.version, d.arch): d.sha256 for d in debs}
     found: dict[tuple[str, str], dict[str, str]] = {}
     for path, data in sorted(status.items()):

@@ -23,15 +23,16 @@ from __future__ import annotations
 import io
 import os
 import posixpath
-import tarfile
 from collections.abc import Callable, Iterable
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import attrs
 
 from lamina.errors import ImageError, InputError, UnsafePathError
 from lamina.layers.entries import Entry, Kind, normalize
-from lamina.sources.tarball import _KINDS, PaddedAtEnd, open_decompressed
+
+if TYPE_CHECKING:  # tarfile and the tar reader: for images read from layers, not files from the host
+    import tarfile
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -43,7 +44,7 @@ PATH_MAX = 4095  # bytes in a path, without its terminating NUL (Linux)
 Origin = tuple[int, str]
 # Called for every member of every layer read: (layer index, normalised path, member, archive);
 # the member's data can be read with archive.extractfile(member) until the next member.
-Visit = Callable[[int, str, tarfile.TarInfo, tarfile.TarFile], None]
+Visit = Callable[[int, str, "tarfile.TarInfo", "tarfile.TarFile"], None]
 
 
 def whiteout_of(path: str) -> tuple[str, bool] | None:
@@ -78,6 +79,10 @@ def walk_layer(opener: Callable[[], BinaryIO], what: str,
                visit: Callable[[str, tarfile.TarInfo, tarfile.TarFile], None]) -> int:
     """Stream one stored layer (any compression): ``visit(normalised path, member, archive)`` for
     every member, in order. Returns the layer's uncompressed size."""
+    import tarfile
+
+    from lamina.sources.tarball import PaddedAtEnd, open_decompressed
+
     raw = opener()
     try:
         readable: Any = raw if hasattr(raw, "peek") else io.BufferedReader(raw, 1 << 20)  # type: ignore[type-var]
@@ -144,9 +149,10 @@ class MergedFS:
 
     def read_layer(self, index: int, opener: Callable[[], BinaryIO], visit: Visit | None = None) -> None:
         """Lay a stored layer over the filesystem; ``visit`` sees each member too."""
+        from lamina.sources.tarball import _KINDS
 
         def member(path: str, m: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
-            self._member(index, path, m)
+            self._member(index, path, m, _KINDS)
             if visit is not None:
                 visit(index, path, m, archive)
 
@@ -186,10 +192,10 @@ class MergedFS:
 
     # ---- building
 
-    def _member(self, index: int, path: str, member: tarfile.TarInfo) -> None:
+    def _member(self, index: int, path: str, member: tarfile.TarInfo, kinds: dict[bytes, Kind]) -> None:
         # GNU sparse ('S') is a regular file to docker and to tarfile: skipping it hid the file
         # from lint, the SBOM, diff and --copy-from. Any other type docker cannot extract.
-        kind = Kind.FILE if member.isreg() else _KINDS.get(member.type)
+        kind = Kind.FILE if member.isreg() else kinds.get(member.type)
         if kind is None:
             raise ImageError(f"{self.name}: layer {index}: entry {member.name!r} has unsupported type {member.type!r}")
         linkname = ""
