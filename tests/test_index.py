@@ -3,9 +3,11 @@ build gives, byte for byte; clashes and mislabelled executables are refused."""
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cli import build_ok, lamina
@@ -76,3 +78,87 @@ def test_a_mislabelled_executable_is_refused(testdata_out: Path, tmp_path: Path)
 def test_nothing_to_write_is_a_usage_error(tmp_path: Path) -> None:
     res = lamina("index", str(tmp_path / "a.tar"))
     assert res.returncode == 2 and "nothing to write" in res.stderr
+
+
+def test_a_layer_shared_by_two_manifests_is_read_once(tmp_path: Path) -> None:
+    """Two images built from one tree share their layer: the platform check decompresses and
+    verifies it once, not once per manifest (the `lamina index` benchmark row)."""
+    import contextlib
+
+    from lamina.join import join
+    from lamina.resolve import Resolver
+    from lamina.sources import archive
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "data").write_bytes(b"shared " * 10000)
+    (tree / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (tree / "run.sh").chmod(0o755)
+    for arch in ("amd64", "arm64"):
+        build_ok("--add", f"{tree}:/app", "--platform", f"linux/{arch}", "-o", str(tmp_path / f"{arch}.tar"))
+    opened: list[str] = []
+    real_open = archive.ArchiveBlobs.open
+    real_decompress = archive.open_decompressed
+    decompressed: list[object] = []
+
+    def counting_open(self: archive.ArchiveBlobs, descriptor: Any) -> Any:
+        opened.append(str(descriptor.digest))
+        return real_open(self, descriptor)
+
+    def counting_decompress(raw: Any) -> Any:
+        decompressed.append(raw)
+        return real_decompress(raw)
+
+    with pytest.MonkeyPatch.context() as mp, contextlib.ExitStack() as stack:
+        mp.setattr(archive.ArchiveBlobs, "open", counting_open)
+        mp.setattr(archive, "open_decompressed", counting_decompress)
+        index = join(Resolver(stack, None, None), [str(tmp_path / "amd64.tar"), str(tmp_path / "arm64.tar")])
+    layers = {layer.descriptor.digest for image in index.images for layer in image.layers}
+    assert len(layers) == 1, "the two images should share their one layer"
+    assert opened == [str(d) for d in layers] and len(decompressed) == 1
+
+
+def test_a_shared_layer_is_judged_against_each_manifests_platform(testdata_out: Path, tmp_path: Path) -> None:
+    """One layer (an amd64 binary) in an amd64 and an arm64 manifest: it fits the first and
+    not the second; what is remembered of a layer is what it holds, not a verdict."""
+    build_ok("--add", f"{testdata_out / 'hello-amd64'}:/hello:0755", "--platform", "linux/amd64,linux/arm64",
+             "--no-arch-check", "--no-lint", "-o", str(tmp_path / "both.tar"))
+    res = lamina("index", str(tmp_path / "both.tar"), "-o", str(tmp_path / "x.tar"))
+    assert res.returncode == 1, res.stderr
+    assert "linux/arm64: /hello: an ELF x86-64 executable" in res.stderr, res.stderr
+    assert not (tmp_path / "x.tar").exists()
+
+
+def test_an_executable_hardlink_to_a_plain_file_is_checked(testdata_out: Path, tmp_path: Path) -> None:
+    """The bytes of an executable hardlink are those of the file it links to, which need not
+    be executable itself: they are checked all the same."""
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as t:
+        data = (testdata_out / "hello-arm64").read_bytes()
+        plain = tarfile.TarInfo("opt/blob")
+        plain.size, plain.mode = len(data), 0o644
+        t.addfile(plain, io.BytesIO(data))
+        link = tarfile.TarInfo("hello")
+        link.type, link.linkname, link.mode = tarfile.LNKTYPE, "opt/blob", 0o755
+        t.addfile(link)
+    build_ok("--tarball", str(rootfs), "--platform", "linux/amd64", "--no-arch-check", "--no-lint",
+             "-o", str(tmp_path / "linked.tar"))
+    res = lamina("index", str(tmp_path / "linked.tar"), "-o", str(tmp_path / "x.tar"))
+    assert res.returncode == 1 and "/hello: an ELF aarch64 executable" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("where", ["middle", "end"])
+def test_a_corrupt_layer_is_refused_and_nothing_is_written(hellos: dict[str, str], tmp_path: Path, where: str) -> None:
+    """The layer is read ahead on a worker thread: its digest (or decompression) failure is
+    still the command's error, and no output is written."""
+    broken = tmp_path / "broken.tar"
+    data = bytearray((tmp_path / "amd64.tar").read_bytes())
+    with tarfile.open(tmp_path / "amd64.tar") as t:
+        layer = max(t.getmembers(), key=lambda m: m.size)
+    at = layer.offset_data + (layer.size // 2 if where == "middle" else layer.size - 9)  # inside the gzip CRC
+    data[at] ^= 0xFF
+    broken.write_bytes(bytes(data))
+    res = lamina("index", str(broken), str(tmp_path / "arm64.tar"), "-o", str(tmp_path / "x.tar"))
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr and str(layer.name.rsplit("/", 1)[1]) in res.stderr, res.stderr
+    assert not (tmp_path / "x.tar").exists()

@@ -21,8 +21,10 @@ import hashlib
 import io
 import json
 import os
+import queue
 import stat
 import tarfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -35,7 +37,7 @@ from lamina.image import Image
 from lamina.layers.entries import normalize
 from lamina.limits import MAX_CONFIG, MAX_LAYERS, MAX_MANIFEST
 from lamina.model import ConfigFile, Descriptor, Digest, Layer, Manifest, mediatypes
-from lamina.sources.tarball import detect, open_decompressed
+from lamina.sources.tarball import detect, open_decompressed, read_into
 
 _MAX_NESTING = 4  # indexes of indexes: docker >= 25 writes one level; a loop must end
 
@@ -68,13 +70,12 @@ class _Verifying(io.RawIOBase):
         want = len(buffer)
         if self._size is not None:
             want = min(want, self._size - self._seen + 1)  # one byte past the size shows a longer blob
-        data = self._raw.read(want) if want > 0 else b""
-        n = len(data)
+        view = memoryview(buffer)[: max(want, 0)]
+        n = read_into(self._raw, view) if want > 0 else 0
         self._seen += n
         if self._size is not None and self._seen > self._size:
             raise DigestMismatch(f"{self._what}: longer than its descriptor's {self._size} bytes")
-        buffer[:n] = data
-        self._hash.update(data)
+        self._hash.update(view[:n])
         if n == 0:
             self._check()
         return n
@@ -118,10 +119,9 @@ class _Slice(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(min(len(buffer), self._left))
-        self._left -= len(data)
-        buffer[: len(data)] = data
-        return len(data)
+        n = read_into(self._raw, memoryview(buffer)[: min(len(buffer), self._left)])
+        self._left -= n
+        return n
 
     def close(self) -> None:
         self._raw.close()
@@ -141,11 +141,9 @@ class _Decompressed(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         try:
-            data = self._inner.read(len(buffer))
+            return read_into(self._inner, buffer)
         except OSError as exc:
             raise ImageError(f"{self._what}: cannot be decompressed ({exc})") from None
-        buffer[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         if self.closed:
@@ -300,9 +298,71 @@ class ArchiveBlobs:
         return verifying(self.source.open_file(path), descriptor.digest, descriptor.size, self.source.name)
 
 
-def open_uncompressed(image: Image, layer: Layer) -> BinaryIO:
+class _ReadAhead(io.RawIOBase):
+    """A stream read ahead by a worker thread, a few chunks at most: the worker reads,
+    verifies and decompresses the stored bytes while the caller hashes and parses the tar,
+    so both cores work (hashlib, igzip and zstd release the GIL). The worker's errors are
+    raised in the caller's thread, at the read that reaches them."""
+
+    _CHUNK = 1 << 20
+
+    def __init__(self, inner: BinaryIO, depth: int = 4) -> None:
+        self._inner = inner
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(depth)
+        self._left = memoryview(b"")
+        self._end: bytes | BaseException | None = None
+        self._stop = False
+        self._worker = threading.Thread(target=self._run, name="lamina-read-ahead", daemon=True)
+        self._worker.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop:
+                chunk = self._inner.read(self._CHUNK)
+                self._queue.put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:
+            self._queue.put(exc)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._left:
+            if self._end is not None:  # read again at the end, or after the worker's error
+                if isinstance(self._end, BaseException):
+                    raise self._end
+                return 0
+            item = self._queue.get()
+            if isinstance(item, BaseException) or not item:
+                self._end = item
+                return self.readinto(buffer)
+            self._left = memoryview(item)
+        n = min(len(buffer), len(self._left))
+        buffer[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._stop = True
+        try:
+            while self._worker.is_alive():  # unblock a worker waiting for room in the queue
+                try:
+                    self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+        finally:
+            self._inner.close()
+            super().close()
+
+
+def open_uncompressed(image: Image, layer: Layer, *, ahead: bool = False) -> BinaryIO:
     """A layer's tar stream, decompressed and verified against its diff_id (and the stored
-    bytes against the layer's digest) as it is read."""
+    bytes against the layer's digest) as it is read. ``ahead``: read, verified and
+    decompressed by a worker thread (see _ReadAhead), for a caller that reads it all."""
     if image.blobs is None:
         raise ImageError(f"{image.describe()}: its layers cannot be read")
     stored = image.blobs.open(layer.descriptor)
@@ -311,7 +371,10 @@ def open_uncompressed(image: Image, layer: Layer) -> BinaryIO:
     except BaseException:
         stored.close()
         raise
-    both = io.BufferedReader(_Decompressed(plain, stored, f"{image.describe()}: layer {layer.descriptor.digest}"), 1 << 20)
+    both: BinaryIO = io.BufferedReader(_Decompressed(plain, stored, f"{image.describe()}: layer {layer.descriptor.digest}"),
+                                       1 << 20)
+    if ahead:
+        both = _ReadAhead(both)  # type: ignore[assignment]
     what = f"{image.describe()}: layer {layer.descriptor.digest}: uncompressed content (diff_id {layer.diff_id})"
     return verifying(both, layer.diff_id, None, "", what=what)
 

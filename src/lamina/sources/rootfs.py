@@ -31,7 +31,7 @@ import attrs
 
 from lamina.errors import ImageError, InputError, UnsafePathError
 from lamina.layers.entries import Entry, Kind, normalize
-from lamina.sources.tarball import _KINDS, PaddedAtEnd, open_decompressed
+from lamina.sources.tarball import _KINDS, PaddedAtEnd, open_decompressed, read_into
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -68,10 +68,9 @@ class _Counted(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._inner.read(len(buffer))
-        buffer[: len(data)] = data
-        self.count += len(data)
-        return len(data)
+        n = read_into(self._inner, buffer)
+        self.count += n
+        return n
 
 
 def walk_layer(opener: Callable[[], BinaryIO], what: str,
