@@ -6,12 +6,15 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.cli import build_ok, lamina
 from support.oci import validate_image
+
+from lamina.errors import InputError
 
 
 def _index(tarball: Path) -> dict:
@@ -85,6 +88,7 @@ def test_a_layer_shared_by_two_manifests_is_read_once(tmp_path: Path) -> None:
     verifies it once, not once per manifest (the `lamina index` benchmark row)."""
     import contextlib
 
+    from lamina.api import index_images
     from lamina.join import join
     from lamina.resolve import Resolver
     from lamina.sources import archive
@@ -110,12 +114,65 @@ def test_a_layer_shared_by_two_manifests_is_read_once(tmp_path: Path) -> None:
         return real_decompress(raw)
 
     with pytest.MonkeyPatch.context() as mp, contextlib.ExitStack() as stack:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no census remembered from before
         mp.setattr(archive.ArchiveBlobs, "open", counting_open)
         mp.setattr(archive, "open_decompressed", counting_decompress)
         index = join(Resolver(stack, None, None), [str(tmp_path / "amd64.tar"), str(tmp_path / "arm64.tar")])
-    layers = {layer.descriptor.digest for image in index.images for layer in image.layers}
-    assert len(layers) == 1, "the two images should share their one layer"
-    assert opened == [str(d) for d in layers] and len(decompressed) == 1
+        layers = {layer.descriptor.digest for image in index.images for layer in image.layers}
+        assert len(layers) == 1, "the two images should share their one layer"
+        assert opened == [str(d) for d in layers] and len(decompressed) == 1
+        # The whole command: the outputs copy the blob the check verified, not the input's again.
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path / "cache" / "cold"))
+        opened.clear()
+        index_images([str(tmp_path / "amd64.tar"), str(tmp_path / "arm64.tar")], output=tmp_path / "joined.tar",
+                     oci_dir=tmp_path / "layout")
+        assert opened == [str(d) for d in layers]
+    validate_image(tmp_path / "joined.tar")
+    validate_image(tmp_path / "layout")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["amd64.tar", "arm64.tar", "cache", "joined.tar", "layout", "tree"]
+
+
+def test_a_census_is_remembered_by_digest_and_diff_id(testdata_out: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second `lamina index` of the same layers reads none of them for the check; what is
+    remembered is what the layer holds, so a mislabelled binary is still refused, and a
+    memo the cache mangled is no memo."""
+    import contextlib
+
+    from lamina.join import join
+    from lamina.resolve import Resolver
+    from lamina.sources import archive
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for arch in ("amd64", "arm64"):
+        build_ok("--add", f"{testdata_out / f'hello-{arch}'}:/hello:0755", "--platform", f"linux/{arch}",
+                 "-o", str(tmp_path / f"{arch}.tar"))
+    build_ok("--add", f"{testdata_out / 'hello-arm64'}:/hello:0755", "--platform", "linux/amd64", "--no-arch-check",
+             "--no-lint", "-o", str(tmp_path / "wrong.tar"))
+    decompressed: list[object] = []
+    real = archive.open_decompressed
+
+    def counting(raw: Any) -> Any:
+        decompressed.append(raw)
+        return real(raw)
+
+    monkeypatch.setattr(archive, "open_decompressed", counting)
+
+    def joined(*names: str) -> int:
+        decompressed.clear()
+        with contextlib.ExitStack() as stack:
+            join(Resolver(stack, None, None), [str(tmp_path / n) for n in names])
+        return len(decompressed)
+
+    assert joined("amd64.tar", "arm64.tar") == 2
+    assert joined("amd64.tar", "arm64.tar") == 0
+    memos = sorted((tmp_path / "cache" / "lamina" / "census").iterdir())
+    assert len(memos) == 2
+    memos[0].write_text('{"machines": [[62, 2')
+    assert joined("amd64.tar", "arm64.tar") == 1
+    for _ in range(2):  # the census of the first time, then the memo: refused both times
+        with pytest.raises(InputError, match="/hello: an ELF aarch64 executable"):
+            joined("wrong.tar")
 
 
 def test_a_shared_layer_is_judged_against_each_manifests_platform(testdata_out: Path, tmp_path: Path) -> None:
@@ -162,3 +219,54 @@ def test_a_corrupt_layer_is_refused_and_nothing_is_written(hellos: dict[str, str
     assert res.returncode == 1, res.stderr
     assert "Traceback" not in res.stderr and str(layer.name.rsplit("/", 1)[1]) in res.stderr, res.stderr
     assert not (tmp_path / "x.tar").exists()
+
+
+def test_a_layer_read_ahead_and_closed_early_still_fails_its_check(hellos: dict[str, str], tmp_path: Path) -> None:
+    """A reader that stops early (the tar's end) and closes: the worker threads had read on
+    and found the blob corrupt; closing says so instead of dropping their error."""
+    import contextlib
+
+    from lamina.errors import LaminaError
+    from lamina.resolve import Resolver
+    from lamina.sources.archive import open_uncompressed
+
+    data = bytearray((tmp_path / "amd64.tar").read_bytes())
+    with tarfile.open(tmp_path / "amd64.tar") as t:
+        layer = max(t.getmembers(), key=lambda m: m.size)
+    data[layer.offset_data + layer.size - 9] ^= 0xFF  # the gzip CRC: every byte before it decompresses
+    (tmp_path / "broken.tar").write_bytes(bytes(data))
+    with contextlib.ExitStack() as stack:
+        image = Resolver(stack, None, None).all_platforms(str(tmp_path / "broken.tar"))[0]
+        stream = open_uncompressed(image, image.layers[0], ahead=True)
+        assert len(stream.read(512)) == 512
+        time.sleep(0.5)  # the workers reach the end meanwhile
+        with pytest.raises(LaminaError):
+            stream.close()
+
+
+def test_read_ahead_raises_at_close_an_error_the_reader_did_not_reach() -> None:
+    """The worker thread read on and failed (a digest check at the end of a blob) after the
+    reader's last read: closing raises that error instead of dropping it."""
+    from lamina.errors import DigestMismatch
+    from lamina.sources.archive import _ReadAhead
+
+    class Failing(io.RawIOBase):
+        calls = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            self.calls += 1
+            if self.calls == 1:
+                buffer[:4] = b"abcd"
+                return 4
+            raise DigestMismatch("the blob does not match its digest")
+
+    ahead = _ReadAhead(Failing())  # type: ignore[arg-type]
+    assert ahead.read(4) == b"abcd"
+    deadline = time.monotonic() + 10
+    while ahead._worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(DigestMismatch):
+        ahead.close()
