@@ -270,3 +270,27 @@ def test_read_ahead_raises_at_close_an_error_the_reader_did_not_reach() -> None:
         time.sleep(0.01)
     with pytest.raises(DigestMismatch):
         ahead.close()
+
+
+@pytest.mark.e2e
+def test_a_joined_index_is_pushed_from_the_blobs_the_check_verified(hellos: dict[str, str], tmp_path: Path) -> None:
+    """--push reads the layers from the work directory's store the check filled; the registry
+    then serves the same index a local output gets."""
+    from support.registry import DistributionRegistry
+    from support.tools import require
+
+    server = DistributionRegistry(require("docker-registry"))
+    try:
+        ref = f"{server.host}/lamina/joined:v1"
+        env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "DOCKER_CONFIG": str(tmp_path / "docker")}
+        pushed = lamina("index", str(tmp_path / "amd64.tar"), str(tmp_path / "arm64.tar"), "--push", ref,
+                        "-o", str(tmp_path / "joined.tar"), env=env)
+        assert pushed.returncode == 0, pushed.stderr
+        local = lamina("index", str(tmp_path / "amd64.tar"), str(tmp_path / "arm64.tar"), "-o", str(tmp_path / "x.tar"))
+        assert pushed.stdout.strip().endswith("@" + local.stdout.strip())
+        back = lamina("index", ref, "-o", str(tmp_path / "back.tar"), env=env)
+        assert back.returncode == 0, back.stderr
+        assert back.stdout.strip() == local.stdout.strip()
+        assert [m["digest"] for m in _index(tmp_path / "back.tar")["manifests"]] == [hellos["amd64"], hellos["arm64"]]
+    finally:
+        server.stop()
