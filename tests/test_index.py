@@ -294,3 +294,37 @@ def test_a_joined_index_is_pushed_from_the_blobs_the_check_verified(hellos: dict
         assert [m["digest"] for m in _index(tmp_path / "back.tar")["manifests"]] == [hellos["amd64"], hellos["arm64"]]
     finally:
         server.stop()
+
+
+def test_a_layer_with_a_hardlink_leaving_the_root_is_refused(tmp_path: Path) -> None:
+    """The census walks each layer as every reader does: member and link names resolve inside
+    the image, or the layer is refused."""
+    import hashlib
+
+    def sha(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        link = tarfile.TarInfo("etc/notes")  # not executable: no ELF check needs its bytes
+        link.type, link.linkname, link.mode = tarfile.LNKTYPE, "../../etc/shadow", 0o644
+        t.addfile(link)
+    layer = buf.getvalue()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [sha(layer)]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": len(layer)}],
+    }).encode()
+    blobs = tmp_path / "layout" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    for blob in (layer, config, manifest):
+        (blobs / sha(blob)[7:]).write_bytes(blob)
+    (tmp_path / "layout" / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(manifest), "size": len(manifest)}]}))
+    (tmp_path / "layout" / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    res = lamina("index", f"oci:{tmp_path / 'layout'}", "-o", str(tmp_path / "x.tar"),
+                 env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "../../etc/shadow" in res.stderr and not (tmp_path / "x.tar").exists()

@@ -31,7 +31,7 @@ from typing import BinaryIO
 import attrs
 
 from lamina.elf import Ident, candidate, foreign, identify
-from lamina.errors import InputError, UnsafePathError, UsageError
+from lamina.errors import InputError, UsageError
 from lamina.home import cache_home
 from lamina.image import Image, ImageIndex, compose_index
 from lamina.layers.entries import normalize
@@ -104,14 +104,12 @@ def _census(image: Image, layer: Layer, copy_to: BinaryIO | None) -> Census:
     machines: set[Ident] = set()
     heads: dict[str, Ident | None] = {}  # path -> identity of the candidate this layer last wrote there
     unsure = False
+    what = f"{image.describe()}: layer {layer.descriptor.digest}"
 
     def visit(path: str, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
         nonlocal unsure
         if member.islnk():  # shares the bytes of a file written before it
-            try:
-                target = normalize(member.linkname, what="hardlink")
-            except UnsafePathError:
-                target = ""
+            target = normalize(member.linkname, what=f"{what}: hardlink")  # one leaving the root is refused
             if target in heads:
                 heads[path] = heads[target]
             else:
@@ -130,8 +128,7 @@ def _census(image: Image, layer: Layer, copy_to: BinaryIO | None) -> Census:
         if ident is not None:
             machines.add(ident)
 
-    walk_layer(functools.partial(open_uncompressed, image, layer, ahead=True, copy_to=copy_to),
-               f"{image.describe()}: layer {layer.descriptor.digest}", visit)
+    walk_layer(functools.partial(open_uncompressed, image, layer, ahead=True, copy_to=copy_to), what, visit)
     return Census(frozenset(machines), unsure)
 
 
