@@ -33,7 +33,8 @@ Ident = tuple[int, int, int]  # (e_machine, class, data)
 
 def candidate(path: str, mode: int) -> bool:
     """Whether a regular file is read as a possible ELF (lint's L001/L005/L009, lamina index's
-    platform check): anything executable, and shared objects, which need not be."""
+    platform check): anything executable, and shared objects, which need not be. Changing it
+    changes what a remembered census holds: bump ``join.CENSUS_FORMAT``."""
     return bool(mode & 0o111) or ".so" in posixpath.basename(path)
 
 
