@@ -3,13 +3,18 @@ build gives, byte for byte; clashes and mislabelled executables are refused."""
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cli import build_ok, lamina
 from support.oci import validate_image
+
+from lamina.errors import InputError
 
 
 def _index(tarball: Path) -> dict:
@@ -76,3 +81,250 @@ def test_a_mislabelled_executable_is_refused(testdata_out: Path, tmp_path: Path)
 def test_nothing_to_write_is_a_usage_error(tmp_path: Path) -> None:
     res = lamina("index", str(tmp_path / "a.tar"))
     assert res.returncode == 2 and "nothing to write" in res.stderr
+
+
+def test_a_layer_shared_by_two_manifests_is_read_once(tmp_path: Path) -> None:
+    """Two images built from one tree share their layer: the platform check decompresses and
+    verifies it once, not once per manifest (the `lamina index` benchmark row)."""
+    import contextlib
+
+    from lamina.api import index_images
+    from lamina.join import join
+    from lamina.resolve import Resolver
+    from lamina.sources import archive
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "data").write_bytes(b"shared " * 10000)
+    (tree / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (tree / "run.sh").chmod(0o755)
+    for arch in ("amd64", "arm64"):
+        build_ok("--add", f"{tree}:/app", "--platform", f"linux/{arch}", "-o", str(tmp_path / f"{arch}.tar"))
+    opened: list[str] = []
+    real_open = archive.ArchiveBlobs.open
+    real_decompress = archive.open_decompressed
+    decompressed: list[object] = []
+
+    def counting_open(self: archive.ArchiveBlobs, descriptor: Any) -> Any:
+        opened.append(str(descriptor.digest))
+        return real_open(self, descriptor)
+
+    def counting_decompress(raw: Any) -> Any:
+        decompressed.append(raw)
+        return real_decompress(raw)
+
+    with pytest.MonkeyPatch.context() as mp, contextlib.ExitStack() as stack:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no census remembered from before
+        mp.setattr(archive.ArchiveBlobs, "open", counting_open)
+        mp.setattr(archive, "open_decompressed", counting_decompress)
+        index = join(Resolver(stack, None, None), [str(tmp_path / "amd64.tar"), str(tmp_path / "arm64.tar")])
+        layers = {layer.descriptor.digest for image in index.images for layer in image.layers}
+        assert len(layers) == 1, "the two images should share their one layer"
+        assert opened == [str(d) for d in layers] and len(decompressed) == 1
+        # The whole command: the outputs copy the blob the check verified, not the input's again.
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path / "cache" / "cold"))
+        opened.clear()
+        index_images([str(tmp_path / "amd64.tar"), str(tmp_path / "arm64.tar")], output=tmp_path / "joined.tar",
+                     oci_dir=tmp_path / "layout")
+        assert opened == [str(d) for d in layers]
+    validate_image(tmp_path / "joined.tar")
+    validate_image(tmp_path / "layout")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["amd64.tar", "arm64.tar", "cache", "joined.tar", "layout", "tree"]
+
+
+def test_a_census_is_remembered_by_digest_and_diff_id(testdata_out: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second `lamina index` of the same layers reads none of them for the check; what is
+    remembered is what the layer holds, so a mislabelled binary is still refused, and a
+    memo the cache mangled is no memo."""
+    import contextlib
+
+    from lamina.join import join
+    from lamina.resolve import Resolver
+    from lamina.sources import archive
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for arch in ("amd64", "arm64"):
+        build_ok("--add", f"{testdata_out / f'hello-{arch}'}:/hello:0755", "--platform", f"linux/{arch}",
+                 "-o", str(tmp_path / f"{arch}.tar"))
+    build_ok("--add", f"{testdata_out / 'hello-arm64'}:/hello:0755", "--platform", "linux/amd64", "--no-arch-check",
+             "--no-lint", "-o", str(tmp_path / "wrong.tar"))
+    decompressed: list[object] = []
+    real = archive.open_decompressed
+
+    def counting(raw: Any) -> Any:
+        decompressed.append(raw)
+        return real(raw)
+
+    monkeypatch.setattr(archive, "open_decompressed", counting)
+
+    def joined(*names: str) -> int:
+        decompressed.clear()
+        with contextlib.ExitStack() as stack:
+            join(Resolver(stack, None, None), [str(tmp_path / n) for n in names])
+        return len(decompressed)
+
+    assert joined("amd64.tar", "arm64.tar") == 2
+    assert joined("amd64.tar", "arm64.tar") == 0
+    memos = sorted((tmp_path / "cache" / "lamina" / "census").iterdir())
+    assert len(memos) == 2
+    memos[0].write_text('{"machines": [[62, 2')
+    assert joined("amd64.tar", "arm64.tar") == 1
+    for _ in range(2):  # the census of the first time, then the memo: refused both times
+        with pytest.raises(InputError, match="/hello: an ELF aarch64 executable"):
+            joined("wrong.tar")
+
+
+def test_a_shared_layer_is_judged_against_each_manifests_platform(testdata_out: Path, tmp_path: Path) -> None:
+    """One layer (an amd64 binary) in an amd64 and an arm64 manifest: it fits the first and
+    not the second; what is remembered of a layer is what it holds, not a verdict."""
+    build_ok("--add", f"{testdata_out / 'hello-amd64'}:/hello:0755", "--platform", "linux/amd64,linux/arm64",
+             "--no-arch-check", "--no-lint", "-o", str(tmp_path / "both.tar"))
+    res = lamina("index", str(tmp_path / "both.tar"), "-o", str(tmp_path / "x.tar"))
+    assert res.returncode == 1, res.stderr
+    assert "linux/arm64: /hello: an ELF x86-64 executable" in res.stderr, res.stderr
+    assert not (tmp_path / "x.tar").exists()
+
+
+def test_an_executable_hardlink_to_a_plain_file_is_checked(testdata_out: Path, tmp_path: Path) -> None:
+    """The bytes of an executable hardlink are those of the file it links to, which need not
+    be executable itself: they are checked all the same."""
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as t:
+        data = (testdata_out / "hello-arm64").read_bytes()
+        plain = tarfile.TarInfo("opt/blob")
+        plain.size, plain.mode = len(data), 0o644
+        t.addfile(plain, io.BytesIO(data))
+        link = tarfile.TarInfo("hello")
+        link.type, link.linkname, link.mode = tarfile.LNKTYPE, "opt/blob", 0o755
+        t.addfile(link)
+    build_ok("--tarball", str(rootfs), "--platform", "linux/amd64", "--no-arch-check", "--no-lint",
+             "-o", str(tmp_path / "linked.tar"))
+    res = lamina("index", str(tmp_path / "linked.tar"), "-o", str(tmp_path / "x.tar"))
+    assert res.returncode == 1 and "/hello: an ELF aarch64 executable" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("where", ["middle", "end"])
+def test_a_corrupt_layer_is_refused_and_nothing_is_written(hellos: dict[str, str], tmp_path: Path, where: str) -> None:
+    """The layer is read ahead on a worker thread: its digest (or decompression) failure is
+    still the command's error, and no output is written."""
+    broken = tmp_path / "broken.tar"
+    data = bytearray((tmp_path / "amd64.tar").read_bytes())
+    with tarfile.open(tmp_path / "amd64.tar") as t:
+        layer = max(t.getmembers(), key=lambda m: m.size)
+    at = layer.offset_data + (layer.size // 2 if where == "middle" else layer.size - 9)  # inside the gzip CRC
+    data[at] ^= 0xFF
+    broken.write_bytes(bytes(data))
+    res = lamina("index", str(broken), str(tmp_path / "arm64.tar"), "-o", str(tmp_path / "x.tar"))
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr and str(layer.name.rsplit("/", 1)[1]) in res.stderr, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["amd64.tar", "arm64.tar", "broken.tar"]  # no output, no work dir
+
+
+def test_a_layer_read_ahead_and_closed_early_still_fails_its_check(hellos: dict[str, str], tmp_path: Path) -> None:
+    """A reader that stops early (the tar's end) and closes: the worker threads had read on
+    and found the blob corrupt; closing says so instead of dropping their error."""
+    import contextlib
+
+    from lamina.errors import LaminaError
+    from lamina.resolve import Resolver
+    from lamina.sources.archive import open_uncompressed
+
+    data = bytearray((tmp_path / "amd64.tar").read_bytes())
+    with tarfile.open(tmp_path / "amd64.tar") as t:
+        layer = max(t.getmembers(), key=lambda m: m.size)
+    data[layer.offset_data + layer.size - 9] ^= 0xFF  # the gzip CRC: every byte before it decompresses
+    (tmp_path / "broken.tar").write_bytes(bytes(data))
+    with contextlib.ExitStack() as stack:
+        image = Resolver(stack, None, None).all_platforms(str(tmp_path / "broken.tar"))[0]
+        stream = open_uncompressed(image, image.layers[0], ahead=True)
+        assert len(stream.read(512)) == 512
+        time.sleep(0.5)  # the workers reach the end meanwhile
+        with pytest.raises(LaminaError):
+            stream.close()
+
+
+def test_read_ahead_raises_at_close_an_error_the_reader_did_not_reach() -> None:
+    """The worker thread read on and failed (a digest check at the end of a blob) after the
+    reader's last read: closing raises that error instead of dropping it."""
+    from lamina.errors import DigestMismatch
+    from lamina.sources.archive import _ReadAhead
+
+    class Failing(io.RawIOBase):
+        calls = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            self.calls += 1
+            if self.calls == 1:
+                buffer[:4] = b"abcd"
+                return 4
+            raise DigestMismatch("the blob does not match its digest")
+
+    ahead = _ReadAhead(Failing())  # type: ignore[arg-type]
+    assert ahead.read(4) == b"abcd"
+    deadline = time.monotonic() + 10
+    while ahead._worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(DigestMismatch):
+        ahead.close()
+
+
+@pytest.mark.e2e
+def test_a_joined_index_is_pushed_from_the_blobs_the_check_verified(hellos: dict[str, str], tmp_path: Path) -> None:
+    """--push reads the layers from the work directory's store the check filled; the registry
+    then serves the same index a local output gets."""
+    from support.registry import DistributionRegistry
+    from support.tools import require
+
+    server = DistributionRegistry(require("docker-registry"))
+    try:
+        ref = f"{server.host}/lamina/joined:v1"
+        env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "DOCKER_CONFIG": str(tmp_path / "docker")}
+        pushed = lamina("index", str(tmp_path / "amd64.tar"), str(tmp_path / "arm64.tar"), "--push", ref,
+                        "-o", str(tmp_path / "joined.tar"), env=env)
+        assert pushed.returncode == 0, pushed.stderr
+        local = lamina("index", str(tmp_path / "amd64.tar"), str(tmp_path / "arm64.tar"), "-o", str(tmp_path / "x.tar"))
+        assert pushed.stdout.strip().endswith("@" + local.stdout.strip())
+        back = lamina("index", ref, "-o", str(tmp_path / "back.tar"), env=env)
+        assert back.returncode == 0, back.stderr
+        assert back.stdout.strip() == local.stdout.strip()
+        assert [m["digest"] for m in _index(tmp_path / "back.tar")["manifests"]] == [hellos["amd64"], hellos["arm64"]]
+    finally:
+        server.stop()
+
+
+def test_a_layer_with_a_hardlink_leaving_the_root_is_refused(tmp_path: Path) -> None:
+    """The census walks each layer as every reader does: member and link names resolve inside
+    the image, or the layer is refused."""
+    import hashlib
+
+    def sha(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        link = tarfile.TarInfo("etc/notes")  # not executable: no ELF check needs its bytes
+        link.type, link.linkname, link.mode = tarfile.LNKTYPE, "../../etc/shadow", 0o644
+        t.addfile(link)
+    layer = buf.getvalue()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [sha(layer)]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": len(layer)}],
+    }).encode()
+    blobs = tmp_path / "layout" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    for blob in (layer, config, manifest):
+        (blobs / sha(blob)[7:]).write_bytes(blob)
+    (tmp_path / "layout" / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(manifest), "size": len(manifest)}]}))
+    (tmp_path / "layout" / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    res = lamina("index", f"oci:{tmp_path / 'layout'}", "-o", str(tmp_path / "x.tar"),
+                 env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "../../etc/shadow" in res.stderr and not (tmp_path / "x.tar").exists()

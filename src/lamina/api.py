@@ -228,7 +228,8 @@ def index_images(names: list[str], *, output: Path | None = None, oci_dir: Path 
     into one index, written and pushed as a build's outputs are."""
     from lamina.join import join
     from lamina.resolve import Resolver
-    from lamina.sinks.outputs import emit
+    from lamina.sinks.outputs import WorkDir, emit
+    from lamina.store import BlobStore
 
     from lamina.build import BuildResult, check_outputs, docker_image_of
 
@@ -238,8 +239,8 @@ def index_images(names: list[str], *, output: Path | None = None, oci_dir: Path 
     if epoch is None:
         epoch = epoch_from_env(os.environ)
     pusher = _pusher(push, registry)
-    with contextlib.ExitStack() as stack:
-        built = join(Resolver(stack, None, registry), names, check_elf=check_elf)
+    with WorkDir(spec) as tmp, contextlib.ExitStack() as stack:  # beside the first output, as a build's
+        built = join(Resolver(stack, None, registry), names, check_elf=check_elf, store=BlobStore(Path(tmp)))
         docker_image = docker_image_of(list(built.images), docker_platform)
         pushed = emit(spec, built, epoch=epoch, docker_image=docker_image if output is not None else None,
                       sboms=(), extras=(), push=pusher)

@@ -6,6 +6,7 @@ an x86-64 ``hello-arm64`` from a real one before the image is built.
 
 from __future__ import annotations
 
+import posixpath
 import struct
 from typing import Any
 
@@ -27,8 +28,17 @@ _ARCH = {
 }
 _NAMES = {(m, c, d): n for m, c, d, n in _ARCH.values()}
 
+Ident = tuple[int, int, int]  # (e_machine, class, data)
 
-def identify(head: bytes) -> tuple[int, int, int] | None:
+
+def candidate(path: str, mode: int) -> bool:
+    """Whether a regular file is read as a possible ELF (lint's L001/L005/L009, lamina index's
+    platform check): anything executable, and shared objects, which need not be. Changing it
+    changes what a remembered census holds: bump ``join.CENSUS_FORMAT``."""
+    return bool(mode & 0o111) or ".so" in posixpath.basename(path)
+
+
+def identify(head: bytes) -> Ident | None:
     """(machine, class, data) of an ELF header, or None when this is not a well-formed ELF."""
     if len(head) < 20 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
         return None
@@ -36,7 +46,7 @@ def identify(head: bytes) -> tuple[int, int, int] | None:
     return machine, head[4], head[5]
 
 
-def describe(ident: tuple[int, int, int]) -> str:
+def describe(ident: Ident) -> str:
     name = _NAMES.get(ident)
     if name:
         return name
@@ -44,11 +54,17 @@ def describe(ident: tuple[int, int, int]) -> str:
     return f"machine {machine}, {32 if cls == 1 else 64}-bit {'little' if data == 1 else 'big'}-endian"
 
 
+def foreign(ident: Ident, platform: Platform) -> bool:
+    """Whether an ELF of this identity cannot run on ``platform`` (False for an architecture
+    lamina has no ELF identity for: nothing is refused that cannot be judged)."""
+    want = _ARCH.get(platform.architecture)
+    return want is not None and ident != want[:3]
+
+
 def mismatch(head: bytes, platform: Platform) -> str | None:
     """Why this binary cannot run on ``platform``, or None if it can (or is not ELF)."""
     ident = identify(head)
-    want = _ARCH.get(platform.architecture)
-    if ident is None or want is None or ident == want[:3]:
+    if ident is None or not foreign(ident, platform):
         return None
     return f"an ELF {describe(ident)} executable, but the image platform is {platform}"
 

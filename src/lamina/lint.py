@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 import attrs
 
-from lamina.elf import ElfInfo, mismatch, read_elf  # a struct-based reader, checked against pyelftools in tests
+from lamina.elf import ElfInfo, candidate, mismatch, read_elf  # a struct-based reader, checked against pyelftools in tests
 from lamina.errors import InputError, LintError
 from lamina.essentials import SYSTEM_BUNDLES
 from lamina.layers.entries import Kind, display
@@ -263,7 +263,7 @@ def reads(path: str, mode: int) -> bool:
     """Whether lint (or the essentials) reads this regular file's bytes: ELF candidates, the
     loader's and the account files, CA bundles. A build keeps copies of these as it streams a
     tarball, so that lint needs no second pass over the layer."""
-    return (bool(mode & 0o111) or ".so" in posixpath.basename(path) or path in _READS
+    return (candidate(path, mode) or path in _READS
             or posixpath.dirname(path) == "etc/ld.so.conf.d" or "/" + path in SYSTEM_BUNDLES)
 
 
@@ -271,7 +271,7 @@ def lint(image: LintImage, config: ContainerConfig, platform: Platform, ignore: 
     """Every finding for one platform's image, in a stable order (by check, then by path)."""
     findings: list[Finding] = []
     candidates = {p: n for p, n in sorted(image.fs.nodes.items()) if n.entry.kind is Kind.FILE and n.data is not None
-                  and (n.entry.mode & 0o111 or ".so" in posixpath.basename(p))}  # the ELF part of reads()
+                  and candidate(p, n.entry.mode)}  # the ELF part of reads()
     small = [n for p, n in image.fs.nodes.items() if n.entry.kind is Kind.FILE and posixpath.dirname(p) == "etc/ld.so.conf.d"]
     image.fetch([*candidates.values(), *small, *(n for n in map(image.node, _READS) if n is not None)])  # one pass
     conf = _ld_conf(image, "etc/ld.so.conf")

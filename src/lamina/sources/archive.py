@@ -21,8 +21,10 @@ import hashlib
 import io
 import json
 import os
+import queue
 import stat
 import tarfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -35,7 +37,7 @@ from lamina.image import Image
 from lamina.layers.entries import normalize
 from lamina.limits import MAX_CONFIG, MAX_LAYERS, MAX_MANIFEST
 from lamina.model import ConfigFile, Descriptor, Digest, Layer, Manifest, mediatypes
-from lamina.sources.tarball import detect, open_decompressed
+from lamina.sources.tarball import detect, open_decompressed, read_into
 
 _MAX_NESTING = 4  # indexes of indexes: docker >= 25 writes one level; a loop must end
 
@@ -60,6 +62,7 @@ class _Verifying(io.RawIOBase):
         self._hash = hashlib.sha256()
         self._seen = 0
         self._done = False
+        self._failure = ""
 
     def readable(self) -> bool:
         return True
@@ -68,25 +71,25 @@ class _Verifying(io.RawIOBase):
         want = len(buffer)
         if self._size is not None:
             want = min(want, self._size - self._seen + 1)  # one byte past the size shows a longer blob
-        data = self._raw.read(want) if want > 0 else b""
-        n = len(data)
+        view = memoryview(buffer)[: max(want, 0)]
+        n = read_into(self._raw, view) if want > 0 else 0
         self._seen += n
         if self._size is not None and self._seen > self._size:
             raise DigestMismatch(f"{self._what}: longer than its descriptor's {self._size} bytes")
-        buffer[:n] = data
-        self._hash.update(data)
+        self._hash.update(view[:n])
         if n == 0:
             self._check()
         return n
 
     def _check(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        if self._size is not None and self._seen != self._size:
-            raise DigestMismatch(f"{self._what}: {self._seen} bytes, not the descriptor's {self._size}")
-        if self._hash.hexdigest() != self._digest.hex:
-            raise DigestMismatch(f"{self._what}: content does not match its digest")
+        if not self._done:
+            self._done = True
+            if self._size is not None and self._seen != self._size:
+                self._failure = f"{self._what}: {self._seen} bytes, not the descriptor's {self._size}"
+            elif self._hash.hexdigest() != self._digest.hex:
+                self._failure = f"{self._what}: content does not match its digest"
+        if self._failure:  # at every read at the end: a reader that swallowed the first does not get a clean end
+            raise DigestMismatch(self._failure)
 
     def close(self) -> None:
         if self.closed:
@@ -118,10 +121,9 @@ class _Slice(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(min(len(buffer), self._left))
-        self._left -= len(data)
-        buffer[: len(data)] = data
-        return len(data)
+        n = read_into(self._raw, memoryview(buffer)[: min(len(buffer), self._left)])
+        self._left -= n
+        return n
 
     def close(self) -> None:
         self._raw.close()
@@ -141,11 +143,9 @@ class _Decompressed(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         try:
-            data = self._inner.read(len(buffer))
+            return read_into(self._inner, buffer)
         except OSError as exc:
             raise ImageError(f"{self._what}: cannot be decompressed ({exc})") from None
-        buffer[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         if self.closed:
@@ -300,18 +300,138 @@ class ArchiveBlobs:
         return verifying(self.source.open_file(path), descriptor.digest, descriptor.size, self.source.name)
 
 
-def open_uncompressed(image: Image, layer: Layer) -> BinaryIO:
+class _ReadAhead(io.RawIOBase):
+    """A stream read ahead by a worker thread, a few chunks at most: the worker reads,
+    verifies and decompresses the stored bytes while the caller hashes and parses the tar,
+    so both cores work (hashlib, igzip and zstd release the GIL). The chunks' buffers are
+    reused (fresh megabytes each time cost page faults). The worker's errors are raised in
+    the caller's thread, at the read that reaches them, or at close."""
+
+    _CHUNK = 1 << 20
+
+    def __init__(self, inner: BinaryIO, depth: int = 4) -> None:
+        self._inner = inner
+        self._full: queue.Queue[tuple[bytearray, int] | BaseException] = queue.Queue()
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(depth):
+            self._free.put(bytearray(self._CHUNK))
+        self._chunk: bytearray | None = None
+        self._at = self._size = 0
+        self._end: BaseException | None | bool = None  # True at the end of the stream
+        self._stop = False
+        self._worker = threading.Thread(target=self._run, name="lamina-read-ahead", daemon=True)
+        self._worker.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop:
+                try:
+                    chunk = self._free.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                n = read_into(self._inner, chunk)
+                self._full.put((chunk, n))
+                if not n:
+                    return
+        except BaseException as exc:
+            self._full.put(exc)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._chunk is None:
+            if self._end is not None:  # read again at the end, or after the worker's error
+                if isinstance(self._end, BaseException):
+                    raise self._end
+                return 0
+            item = self._full.get()
+            if isinstance(item, BaseException):
+                self._end = item
+                raise item
+            self._chunk, self._size = item
+            self._at = 0
+            if not self._size:
+                self._chunk, self._end = None, True
+                return 0
+        n = min(len(buffer), self._size - self._at)
+        buffer[:n] = memoryview(self._chunk)[self._at : self._at + n]
+        self._at += n
+        if self._at == self._size:
+            self._free.put(self._chunk)
+            self._chunk = None
+        return n
+
+    def close(self) -> None:
+        """Stop the worker, close the stream, and raise the worker's error if the reader
+        stopped before it: a failed check must not pass unseen."""
+        if self.closed:
+            return
+        self._stop = True
+        failed = self._end if isinstance(self._end, BaseException) else None
+        try:
+            self._worker.join()  # it waits for a free buffer at most 0.1 s, and stops
+            while not self._full.empty():
+                item = self._full.get()
+                if isinstance(item, BaseException):
+                    failed = item
+        finally:
+            self._inner.close()
+            super().close()
+        if failed is not None:
+            raise failed
+
+
+class _Copied(io.RawIOBase):
+    """A stream whose bytes are also written to ``out`` as they are read; closing reads the
+    rest through it first, so ``out`` gets the whole stream (and a verifying stream under it
+    its check) even when the reader above stops early."""
+
+    def __init__(self, inner: BinaryIO, out: BinaryIO) -> None:
+        self._inner, self._out = inner, out
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = read_into(self._inner, buffer)
+        self._out.write(memoryview(buffer)[:n])
+        return n
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            buffer = bytearray(1 << 20)
+            while self.readinto(buffer):
+                pass
+        finally:
+            self._inner.close()
+            super().close()
+
+
+def open_uncompressed(image: Image, layer: Layer, *, ahead: bool = False, copy_to: BinaryIO | None = None) -> BinaryIO:
     """A layer's tar stream, decompressed and verified against its diff_id (and the stored
-    bytes against the layer's digest) as it is read."""
+    bytes against the layer's digest) as it is read. ``ahead``: read, verified and
+    decompressed by worker threads (see _ReadAhead), for a caller that reads it all.
+    ``copy_to``: the stored bytes are written there too, all of them once the stream is
+    closed; they are the layer's blob only if closing raised nothing."""
     if image.blobs is None:
         raise ImageError(f"{image.describe()}: its layers cannot be read")
     stored = image.blobs.open(layer.descriptor)
+    if copy_to is not None:
+        stored = io.BufferedReader(_Copied(stored, copy_to), 1 << 20)
+    if ahead:
+        stored = io.BufferedReader(_ReadAhead(stored), 1 << 20)
     try:
         plain = open_decompressed(stored)
     except BaseException:
         stored.close()
         raise
-    both = io.BufferedReader(_Decompressed(plain, stored, f"{image.describe()}: layer {layer.descriptor.digest}"), 1 << 20)
+    both: BinaryIO = io.BufferedReader(_Decompressed(plain, stored, f"{image.describe()}: layer {layer.descriptor.digest}"),
+                                       1 << 20)
+    if ahead:
+        both = _ReadAhead(both)  # type: ignore[assignment]
     what = f"{image.describe()}: layer {layer.descriptor.digest}: uncompressed content (diff_id {layer.diff_id})"
     return verifying(both, layer.diff_id, None, "", what=what)
 

@@ -69,10 +69,11 @@ class _Counted(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._inner.read(len(buffer))
-        buffer[: len(data)] = data
-        self.count += len(data)
-        return len(data)
+        from lamina.sources.tarball import read_into  # once per chunk read: nothing beside the copy
+
+        n = read_into(self._inner, buffer)
+        self.count += n
+        return n
 
 
 def walk_layer(opener: Callable[[], BinaryIO], what: str,

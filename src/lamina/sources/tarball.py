@@ -130,6 +130,18 @@ def open_decompressed(raw: BinaryIO) -> BinaryIO:
     return _Corrupt(inner, kind)  # type: ignore[return-value]  # unbuffered: errors surface at the member read
 
 
+def read_into(reader: Any, buffer: Any) -> int:
+    """One read of ``reader`` into ``buffer``, straight into it where the reader can
+    (``readinto``): a stack of stream wrappers that each copied through a bytes object of
+    their own spent more CPU on copies than on decompressing and hashing a layer."""
+    readinto = getattr(reader, "readinto", None)
+    if readinto is not None:
+        return int(readinto(buffer) or 0)
+    data = reader.read(len(buffer))
+    buffer[: len(data)] = data
+    return len(data)
+
+
 class _Corrupt(io.RawIOBase):
     """A decompressor's own exceptions (IsalError, LZMAError, ZstdError, EOFError) as OSError."""
 
@@ -141,13 +153,11 @@ class _Corrupt(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         try:
-            data = self._inner.read(len(buffer))
+            return read_into(self._inner, buffer)
         except OSError:
             raise
         except Exception as exc:  # whatever the decompressor raises on bad input
             raise OSError(f"corrupt {self._kind} data: {exc or type(exc).__name__}") from None
-        buffer[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         if not self.closed:
@@ -178,22 +188,21 @@ class PaddedAtEnd(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         try:
-            data = self._inner.read(len(buffer))
+            n = read_into(self._inner, buffer)
         except tarfile.TarError:
             raise
         except _read_errors() as exc:
             raise tarfile.ReadError(f"corrupt compressed data ({exc})") from None
-        if not data and self._pad:
+        if not n and self._pad:
             n = min(self._pad, len(buffer))
             self._pad -= n
             buffer[:n] = b"\0" * n
             return n
-        if not data:
+        if not n:
             self._eof_reads += 1
             if self._eof_reads > self._EOF_READS:
                 raise tarfile.ReadError("unexpected end of data (a member's size runs past the end of the archive)")
-        buffer[: len(data)] = data
-        return len(data)
+        return n
 
 
 def layer_tar(raw: BinaryIO) -> tarfile.TarFile:
