@@ -159,9 +159,9 @@ def _transport(context: ssl.SSLContext, max_connections: int) -> Any:
         def write(self, buffer: bytes, timeout: float | None = None) -> None:
             if len(buffer) <= _WRITE:
                 return self._inner.write(buffer, budget(timeout))
-            view = memoryview(buffer)
+            view = memoryview(buffer)  # slices of it, not copies: sockets send from any buffer
             for start in range(0, len(view), _WRITE):
-                self._inner.write(bytes(view[start:start + _WRITE]), budget(timeout))
+                self._inner.write(view[start:start + _WRITE], budget(timeout))  # type: ignore[arg-type]
 
         def close(self) -> None:
             self._inner.close()
