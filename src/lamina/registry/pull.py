@@ -169,7 +169,7 @@ class _Pipe(io.RawIOBase):
     memory stays flat). A reader that gives up stops taking chunks; the feeder never blocks on it."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[bytes | None] = queue.Queue(8)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(4)
         self._left = memoryview(b"")
         self._ended = False
         self.abandoned = False
@@ -216,7 +216,7 @@ class _DiffId:
 
     def _run(self) -> None:
         from lamina.layers.pipeline import CHUNK
-        from lamina.sources.imported import content_digest
+        from lamina.hashing import content_digest
         from lamina.sources.tarball import open_decompressed
 
         try:
