@@ -120,7 +120,7 @@ class LayerCache:
         return digest
 
     def _hash_ahead(self, paths: list[str]) -> None:
-        """Remember the digests of the large files among ``paths`` that the index does not know,
+        """Remember the digests of the large files ``paths`` that the index does not know,
         hashed on several threads at once (hashlib and reads release the GIL; the cold key of a
         tree of big files is all sha256). Only what file_digest would do, in another order; a
         file that cannot be read is left for file_digest to report."""
@@ -156,7 +156,8 @@ class LayerCache:
         h = hashlib.sha256(f"lamina-layer-{FORMAT}\0{settings}\0".encode())
         self.db.execute("BEGIN IMMEDIATE")  # take the write lock now: a deferred upgrade can fail at once
         try:
-            self._hash_ahead([entry.source for entry, _ in items if entry.kind is Kind.FILE and entry.source])
+            self._hash_ahead([entry.source for entry, _ in items  # by the walk's size: small files cost no second stat
+                              if entry.kind is Kind.FILE and entry.source and entry.size >= PARALLEL_HASH_MIN])
             for entry, _ in items:
                 content = self.file_digest(entry.source) if entry.kind is Kind.FILE and entry.source else ""
                 # repr of str and int is exact and stable: a cheap canonical form.
