@@ -151,3 +151,30 @@ def test_a_record_is_not_trusted_for_cached_bytes_that_changed(env: pytest.Monke
     assert good.diff_id == Digest.parse(digest_of(tar))
     assert store.path(Digest.parse(digest)).read_bytes() == blob
     assert hashlib.sha256(store.path(Digest.parse(digest)).read_bytes()).hexdigest() == digest[7:]
+
+
+@pytest.mark.parametrize("kind", ["gzip", "two gzip members", "zstd", "tar", "tiny gzip", "corrupt gzip"])
+def test_the_download_side_diff_id_is_the_imports(kind: str) -> None:
+    """What the diff_id thread computes from network-sized pieces is exactly what an import
+    computes from the whole blob (the same decompressor, the same hash), or nothing at all."""
+    import zstandard
+
+    from lamina.hashing import content_digest
+    from lamina.registry.pull import _DiffId
+    from lamina.sources.tarball import open_decompressed
+
+    tar, _ = tar_and_gzip(1 << 20)
+    blob = {"gzip": gzip.compress(tar), "two gzip members": gzip.compress(tar[:5000]) + gzip.compress(tar[5000:]),
+            "zstd": zstandard.ZstdCompressor().compress(tar), "tar": tar, "tiny gzip": gzip.compress(b""),
+            "corrupt gzip": gzip.compress(tar)[:-9] + b"\0" * 9}[kind]
+    side = _DiffId("test")
+    for start in range(0, len(blob), 65536):
+        side.feed(blob[start:start + 65536])
+    found = side.result()
+    try:
+        expected = content_digest(open_decompressed(io.BufferedReader(io.BytesIO(blob))), "test")
+    except DigestMismatch:
+        assert found is None
+        return
+    assert found == expected
+    assert found[0] == Digest.parse(digest_of(tar if kind != "tiny gzip" else b""))

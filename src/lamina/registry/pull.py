@@ -185,15 +185,25 @@ class _Pipe(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def _next(self) -> bool:
+        """The next chunk into ``_left`` (waiting for it); False at the end."""
         while not self._left:
             if self._ended:
-                return 0
+                return False
             chunk = self._queue.get()
             if chunk is None:
                 self._ended = True
-                return 0
+                return False
             self._left = memoryview(chunk)
+        return True
+
+    def peek(self, size: int = 0) -> bytes:
+        """The next bytes, not consumed (what open_decompressed sniffs the compression from)."""
+        return bytes(self._left[:max(size, 4096)]) if self._next() else b""
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._next():
+            return 0
         n = min(len(buffer), len(self._left))
         buffer[:n] = self._left[:n]
         self._left = self._left[n:]
@@ -219,10 +229,9 @@ class _DiffId:
         from lamina.hashing import content_digest
         from lamina.sources.tarball import open_decompressed
 
-        try:
-            stored = io.BufferedReader(self._pipe, CHUNK)
-            found = content_digest(open_decompressed(stored), self._what)
-            while stored.read(CHUNK):  # bytes after the compressed stream still belong to the blob
+        try:  # the pipe read directly (it peeks): the decompressor reads into its own buffer, one copy
+            found = content_digest(open_decompressed(self._pipe), self._what)  # type: ignore[arg-type]
+            while self._pipe.read(CHUNK):  # bytes after the compressed stream still belong to the blob
                 pass
             self._found = found
         except Exception:  # noqa: BLE001 - not decompressible: no record, and the import will say so
