@@ -375,3 +375,38 @@ def test_a_stamped_tree_whose_blob_is_gone_is_built_from_its_remembered_entries(
     again = build_module.build(spec, epoch=0, inputs=_walked(spec))
     assert again.image.digest == first.image.digest
     assert (inputs / "b.tar").read_bytes() == (inputs / "a.tar").read_bytes()
+
+def test_large_inputs_hashed_on_threads_give_the_same_key_each_hashed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files over PARALLEL_HASH_MIN are hashed ahead on a thread pool: the key is the one the
+    one-by-one walk gives, each file is read once, and the digests are remembered by stat."""
+    import lamina.cache as cache_module
+    from lamina.layers.entries import Entry, Kind
+
+    files = []
+    for i in range(6):
+        path = tmp_path / f"in{i}"
+        path.write_bytes(os.urandom((2 << 20) if i % 2 else 1000))
+        files.append(path)
+    items = [(Entry(f"data/{p.name}", Kind.FILE, size=p.stat().st_size, source=str(p)), None) for p in files]
+    hashed: list[str] = []
+    real = cache_module.sha256_file
+    monkeypatch.setattr(cache_module, "sha256_file", lambda path: hashed.append(path) or real(path))
+
+    ahead = cache_module.LayerCache(tmp_path / "ahead")
+    key = ahead.key_for_entries(items, "gzip")  # type: ignore[arg-type]
+    assert sorted(hashed) == sorted(str(p) for p in files)  # each once: the walk found the big ones known
+    monkeypatch.setattr(cache_module, "PARALLEL_HASH_MIN", 1 << 40)
+    one_by_one = cache_module.LayerCache(tmp_path / "one-by-one")
+    assert one_by_one.key_for_entries(items, "gzip") == key  # type: ignore[arg-type]
+    monkeypatch.setattr(cache_module, "PARALLEL_HASH_MIN", 1 << 20)
+    del hashed[:]
+    assert ahead.key_for_entries(items, "gzip") == key  # type: ignore[arg-type]
+    assert hashed == []  # remembered by stat
+    (tmp_path / "in1").write_bytes(os.urandom(2 << 20))  # changed: a new key, that file hashed again
+    assert ahead.key_for_entries(items, "gzip") != key  # type: ignore[arg-type]
+    assert hashed == [str(tmp_path / "in1")]
+    (tmp_path / "in3").unlink()  # said by the walk, as before (the build then builds uncached)
+    with pytest.raises(FileNotFoundError, match="in3"):
+        ahead.key_for_entries(items, "gzip")  # type: ignore[arg-type]
+    ahead.close()
+    one_by_one.close()

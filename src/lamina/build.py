@@ -268,7 +268,7 @@ def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore,
             functools.partial(blobs.open, layer.descriptor),
             media_type=layer.descriptor.media_type, digest=layer.descriptor.digest, diff_id=layer.diff_id,
             annotations=layer.descriptor.annotations, compression=spec.compression, store=store,
-            created_by=layer.created_by, name=text, note=note,
+            created_by=layer.created_by, name=text, note=note, verifies=True,  # Blobs.open verifies
         )
         for layer in image.layers
     )

@@ -43,6 +43,7 @@ from lamina.model import Descriptor, Digest, Layer
 FORMAT = 1  # bump when the tar writer's output changes for the same entries
 DEFAULT_MAX = 5 << 30
 RACY_NS = 1_000_000_000  # a stat whose ctime is younger than this is not remembered as verified
+PARALLEL_HASH_MIN = 1 << 20  # files at least this large are hashed on several threads at once
 
 
 def cache_root() -> Path:
@@ -119,10 +120,45 @@ class LayerCache:
         self._known()[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest)
         return digest
 
+    def _hash_ahead(self, paths: list[str]) -> None:
+        """Remember the digests of the large files ``paths`` that the index does not know,
+        hashed on several threads at once (hashlib and reads release the GIL; the cold key of a
+        tree of big files is all sha256). Only what file_digest would do, in another order; a
+        file that cannot be read is left for file_digest to report."""
+        todo = []
+        for path in dict.fromkeys(paths):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            row = self._known().get((st.st_dev, st.st_ino))
+            if st.st_size >= PARALLEL_HASH_MIN and not (row and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns)):
+                todo.append((path, st))
+        if len(todo) < 2:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        def digest(path: str) -> str | None:
+            try:
+                return sha256_file(path)
+            except OSError:
+                return None
+
+        with ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="lamina-hash") as pool:
+            digests = list(pool.map(digest, [path for path, _ in todo]))
+        for (_, st), hexdigest in zip(todo, digests):
+            if hexdigest is not None:  # stat taken before the read, as file_digest takes it
+                self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                                (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, hexdigest))
+                self._known()[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, hexdigest)
+
     def key_for_entries(self, items: Iterable[tuple[Entry, Opener]], settings: str) -> str:
+        items = list(items)
         h = hashlib.sha256(f"lamina-layer-{FORMAT}\0{settings}\0".encode())
         self.db.execute("BEGIN IMMEDIATE")  # take the write lock now: a deferred upgrade can fail at once
         try:
+            self._hash_ahead([entry.source for entry, _ in items  # by the walk's size: small files cost no second stat
+                              if entry.kind is Kind.FILE and entry.source and entry.size >= PARALLEL_HASH_MIN])
             for entry, _ in items:
                 content = self.file_digest(entry.source) if entry.kind is Kind.FILE and entry.source else ""
                 # repr of str and int is exact and stable: a cheap canonical form.

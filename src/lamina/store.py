@@ -2,6 +2,12 @@
 
 Blobs are written to a temporary file in the store and renamed to their digest only
 once complete, so a blob under its name is always whole (umoci's ``oci/cas/dir``).
+
+A store also remembers what a layer blob decompresses to: "the bytes of sha256:X have diff_id
+Y and N uncompressed bytes", written only after both X and Y were computed from the same
+stream (the registry cache records it as it downloads). It is keyed by the content digest,
+so it is true of any copy of those bytes, wherever read, as long as the reader checks that
+what it reads hashes to X; an import that does so need not decompress the layer again.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from lamina.errors import OutputError
+from lamina.errors import LaminaError, OutputError
 from lamina.model import Descriptor, Digest
 
 
@@ -24,6 +30,7 @@ class BlobStore:
         self.root = root
         self._blobs = root / "blobs" / "sha256"
         self._tmp = root / "tmp"
+        self._diff_ids = root / "diff_ids" / "sha256"
         try:
             self._blobs.mkdir(parents=True, exist_ok=True)
             self._tmp.mkdir(exist_ok=True)
@@ -77,6 +84,30 @@ class BlobStore:
             size = os.fstat(src.fileno()).st_size
             copy_range(src, out, size)
         return size
+
+    def remember_diff_id(self, digest: Digest, diff_id: Digest, size: int) -> None:
+        """Record that the bytes of ``digest`` decompress to ``diff_id`` (``size`` bytes). Call only
+        with both digests computed from one stream of those bytes; a cache, so failing is silent."""
+        name = ""
+        try:
+            self._diff_ids.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self._tmp, prefix="diff-id-")
+            with os.fdopen(fd, "wb") as out:
+                out.write(f"{diff_id} {size}\n".encode())
+            os.replace(name, self._diff_ids / digest.hex)
+        except OSError:
+            if name:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+
+    def known_diff_id(self, digest: Digest) -> tuple[Digest, int] | None:
+        """(diff_id, uncompressed size) recorded for the bytes of ``digest``, or None."""
+        try:
+            text = (self._diff_ids / digest.hex).read_text()
+            diff_id, size = text.split()
+            return Digest.parse(diff_id), int(size)
+        except (OSError, ValueError, LaminaError):
+            return None
 
     def put_bytes(self, data: bytes) -> Digest:
         digest = Digest.of_bytes(data)

@@ -483,3 +483,33 @@ def test_registry_errors_live_in_the_one_exception_tree() -> None:
     assert issubclass(lamina.errors.RegistryError, LaminaError) and issubclass(lamina.errors.AuthError, LaminaError)
     assert client.RegistryError is lamina.errors.RegistryError and auth.AuthError is lamina.errors.AuthError
     assert ImageError is lamina.errors.ImageError
+
+
+def test_a_plain_http_loopback_registry_never_loads_the_trust_store(env: pytest.MonkeyPatch) -> None:
+    """The scheme probe asks only whether the host speaks TLS; the system store is loaded before
+    a first handshake, and a plain-HTTP registry has none."""
+    import ssl
+
+    loaded: list[bool] = []
+    real = ssl.SSLContext.load_default_certs
+    env.setattr(ssl.SSLContext, "load_default_certs", lambda self, *a: loaded.append(True) or real(self, *a))
+    with FakeRegistry() as registry:
+        registry.add_image()
+        pull(f"{registry.host}/team/app:v1")
+    assert loaded == []
+
+
+def test_a_loopback_tls_registry_is_checked_against_the_store_loaded_before_its_handshake(
+        env: pytest.MonkeyPatch, test_ca: Any) -> None:
+    """Found to speak TLS by a probe that checks no certificate; then trusted through SSL_CERT_FILE
+    (the default store, loaded lazily), and refused without it."""
+    with FakeRegistry(tls=(test_ca.cert, test_ca.key)) as registry:
+        registry.add_image()
+        env.delenv("SSL_CERT_DIR", raising=False)
+        env.setenv("SSL_CERT_FILE", str(test_ca.ca_pem))
+        pull(f"{registry.host}/team/app:v1")
+        assert registry.count("GET", "/manifests/") == 1
+        env.setenv("SSL_CERT_FILE", "/nonexistent")
+        env.setenv("SSL_CERT_DIR", "/nonexistent")
+        with pytest.raises(RegistryError, match="TLS certificate not trusted"):
+            pull(f"{registry.host}/team/app:v2")

@@ -83,6 +83,15 @@ def _is_local(host: str) -> bool:
         return False
 
 
+def _split_host(host: str) -> tuple[str, int]:
+    """``host[:port]`` (``[v6]:port`` too) as a name and a port, 443 when none is given."""
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        return name, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else 443
+    name, colon, port = host.rpartition(":")
+    return (name, int(port)) if colon and port.isdigit() else (host, 443)
+
+
 def origin(url: str) -> str:
     """``scheme://host:port`` of a URL, the port spelled out: what credentials are bound to."""
     import httpx
@@ -132,14 +141,27 @@ def _deadline_passed() -> bool:
     return left is not None and left <= 0
 
 
-def _transport(context: ssl.SSLContext, max_connections: int) -> Any:
+def _transport(context: ssl.SSLContext, max_connections: int, trust: Callable[[], None] = lambda: None) -> Any:
     """An httpx transport whose sockets give up when the calling thread's deadline passes.
 
     httpx times each read, write and connect, but nothing bounds their sum; a network backend
-    that shortens every timeout to what is left of the deadline does.
+    that shortens every timeout to what is left of the deadline does. Every TLS handshake goes
+    through its streams' ``start_tls``, which first calls ``trust`` (once): the trust store is
+    in ``context`` before any certificate is checked against it.
     """
     import httpcore
     import httpx
+
+    trusted: list[bool] = []
+    trust_lock = threading.Lock()
+
+    def load_trust(ssl_context: ssl.SSLContext) -> None:
+        if ssl_context is not context:
+            raise httpcore.ConnectError("a TLS handshake with another SSL context than lamina's")
+        with trust_lock:
+            if not trusted:
+                trust()
+                trusted.append(True)
 
     def budget(timeout: float | None) -> float | None:
         left = _time_left()
@@ -159,15 +181,16 @@ def _transport(context: ssl.SSLContext, max_connections: int) -> Any:
         def write(self, buffer: bytes, timeout: float | None = None) -> None:
             if len(buffer) <= _WRITE:
                 return self._inner.write(buffer, budget(timeout))
-            view = memoryview(buffer)
+            view = memoryview(buffer)  # slices of it, not copies: sockets send from any buffer
             for start in range(0, len(view), _WRITE):
-                self._inner.write(bytes(view[start:start + _WRITE]), budget(timeout))
+                self._inner.write(view[start:start + _WRITE], budget(timeout))  # type: ignore[arg-type]
 
         def close(self) -> None:
             self._inner.close()
 
         def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
                       timeout: float | None = None) -> httpcore.NetworkStream:
+            load_trust(ssl_context)
             return Stream(self._inner.start_tls(ssl_context, server_hostname, budget(timeout)))
 
         def get_extra_info(self, info: str) -> Any:
@@ -228,26 +251,40 @@ class Registry:
     def _probe(self) -> str:
         """Local and --insecure-registry hosts: HTTPS if they speak it (as docker does), else HTTP.
 
-        A certificate that does not verify still means HTTPS: the error then says so, rather
-        than lamina silently sending credentials in clear text.
+        The question is only whether the host completes a TLS handshake, so it is asked with a
+        handshake that checks no certificate and sends nothing over it: a certificate that does
+        not verify still means HTTPS (the first real request then says so, rather than lamina
+        silently sending credentials in clear text), and the trust store is not loaded for a
+        registry that turns out to speak plain HTTP.
         """
-        import httpx
+        import socket
 
-        _arm(min(self.deadline, 10))
+        host, port = _split_host(self.api_host)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
         try:
-            self.client().get(f"https://{self.api_host}/v2/", timeout=min(self.timeout, 5))
-            return "https"
-        except httpx.TransportError as exc:
-            return "https" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "http"
+            with socket.create_connection((host, port), timeout=min(self.timeout, 5)) as sock, \
+                    context.wrap_socket(sock, server_hostname=host):
+                return "https"
+        except OSError:  # refused, timed out, or not TLS (ssl.SSLError is an OSError)
+            return "http"
 
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
                 import httpx
 
-                context = ssl.create_default_context(cafile=self.ca_file)  # system store + SSL_CERT_FILE
+                # As ssl.create_default_context: certificates and host names checked. The system
+                # store (and SSL_CERT_FILE) is loaded before the first handshake, not before a
+                # plain-HTTP registry's first request (~50 ms); --ca-file at once, so a bad one
+                # is said here.
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                if self.ca_file:
+                    context.load_verify_locations(cafile=self.ca_file)
+                trust = (lambda: None) if self.ca_file else (lambda: context.load_default_certs(ssl.Purpose.SERVER_AUTH))
                 # identity: a body is capped as it is read, and a compressed one would grow past the cap
-                self._client = httpx.Client(transport=_transport(context, 16), timeout=httpx.Timeout(self.timeout),
+                self._client = httpx.Client(transport=_transport(context, 16, trust), timeout=httpx.Timeout(self.timeout),
                                             follow_redirects=False, trust_env=False,
                                             headers={"Accept-Encoding": "identity"})
             return self._client

@@ -10,13 +10,21 @@ What a registry sends is not trusted: a manifest fetched by tag must hash to the
 ``Docker-Content-Digest`` the registry names, one fetched by digest to that digest; a
 manifest that is not a JSON object with the fields lamina reads is an ImageError, never
 a crash; blob bodies are cut at their descriptor's size.
+
+A layer is also decompressed and hashed as it downloads (a thread beside each download), and
+once its digest has matched, the store records its diff_id (``BlobStore.remember_diff_id``):
+the import that follows checks the config's diff_id against that record instead of
+decompressing the layer a second time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,6 +42,19 @@ ACCEPT = ", ".join([mediatypes.OCI_INDEX, mediatypes.OCI_MANIFEST, mediatypes.DO
 
 def cache_dir() -> Path:
     return cache_home() / "images"
+
+
+def recorded_layer(digest: Digest, diff_id: Digest) -> tuple[Path, int] | None:
+    """The cached blob of ``digest`` and its uncompressed size, if it was recorded as it
+    downloaded to decompress to ``diff_id`` (a reader must still check the file's digest)."""
+    root = cache_dir()
+    if not (root / "diff_ids").is_dir():
+        return None
+    store = BlobStore(root)
+    known = store.known_diff_id(digest)
+    if known is None or known[0] != diff_id or not store.has(digest):
+        return None
+    return store.path(digest), known[1]
 
 
 FILE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -119,19 +140,121 @@ class Puller:
         data = self.store.path(digest).read_bytes()
         return Descriptor(_media_type(document(data, f"cached manifest {digest}")), digest, len(data))
 
-    def blob(self, desc: Descriptor) -> None:
+    def blob(self, desc: Descriptor, layer: bool = False) -> None:
+        """One blob into the cache, verified by digest; a ``layer`` also gets its diff_id recorded."""
         if self.store.has(desc.digest):
             return
         chunks = self.registry.download(f"/v2/{self.repository}/blobs/{desc.digest}", what=f"get blob {desc.digest}",
                                         scopes=self._scopes, size=desc.size)
-        with self.store.writer() as (out, named):
-            h = hashlib.sha256()
-            for chunk in chunks:  # never more than desc.size bytes
-                h.update(chunk)
-                out.write(chunk)
-            if h.hexdigest() != desc.digest.hex:
-                raise DigestMismatch(f"{self.registry.host}/{self.repository}: blob {desc.digest} does not match its digest")
-            named.append(desc.digest)
+        side = _DiffId(f"{self.registry.host}/{self.repository}: layer {desc.digest}") if layer else None
+        try:
+            with self.store.writer() as (out, named):
+                h = hashlib.sha256()
+                for chunk in chunks:  # never more than desc.size bytes
+                    h.update(chunk)
+                    out.write(chunk)
+                    if side is not None:
+                        side.feed(chunk)
+                if h.hexdigest() != desc.digest.hex:
+                    raise DigestMismatch(f"{self.registry.host}/{self.repository}: blob {desc.digest} does not match its digest")
+                named.append(desc.digest)
+        finally:
+            found = side.result() if side is not None else None
+        if found is not None:  # the digest matched: these are the bytes that decompressed to found
+            self.store.remember_diff_id(desc.digest, *found)
+
+
+class _Pipe(io.RawIOBase):
+    """Chunks handed over from a download thread, read as a file by the diff_id thread (bounded:
+    memory stays flat). A reader that gives up stops taking chunks; the feeder never blocks on it."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue(4)
+        self._left = memoryview(b"")
+        self._ended = False
+        self.abandoned = False
+
+    def feed(self, chunk: bytes | None) -> None:
+        while not self.abandoned:
+            try:
+                self._queue.put(chunk, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def readable(self) -> bool:
+        return True
+
+    def _next(self) -> bool:
+        """The next chunk into ``_left`` (waiting for it); False at the end."""
+        while not self._left:
+            if self._ended:
+                return False
+            chunk = self._queue.get()
+            if chunk is None:
+                self._ended = True
+                return False
+            self._left = memoryview(chunk)
+        return True
+
+    def peek(self, size: int = 0) -> bytes:
+        """The next bytes, not consumed (what open_decompressed sniffs the compression from)."""
+        return bytes(self._left[:max(size, 4096)]) if self._next() else b""
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._next():
+            return 0
+        n = min(len(buffer), len(self._left))
+        buffer[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+
+class _DiffId:
+    """The uncompressed digest and size of the bytes fed to it, computed on a thread of its own
+    by the very code an import uses (``open_decompressed``, ``content_digest``); None when they
+    do not decompress (the import then says why)."""
+
+    def __init__(self, what: str) -> None:
+        self._pipe = _Pipe()
+        self._what = what
+        self._found: tuple[Digest, int] | None = None
+        self._held: list[bytes] = []
+        self._size = 0
+        self._thread = threading.Thread(target=self._run, name="lamina-diff-id", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from lamina.layers.pipeline import CHUNK
+        from lamina.hashing import content_digest
+        from lamina.sources.tarball import open_decompressed
+
+        try:  # the pipe read directly (it peeks): the decompressor reads into its own buffer, one copy
+            found = content_digest(open_decompressed(self._pipe), self._what)  # type: ignore[arg-type]
+            while self._pipe.read(CHUNK):  # bytes after the compressed stream still belong to the blob
+                pass
+            self._found = found
+        except Exception:  # noqa: BLE001 - not decompressible: no record, and the import will say so
+            self._found = None
+        finally:
+            self._pipe.abandoned = True
+
+    def feed(self, chunk: bytes) -> None:
+        """Network reads are small (~64 KiB): handed over in pieces of 1 MiB, fewer hand-overs."""
+        self._held.append(chunk)
+        self._size += len(chunk)
+        if self._size >= 1 << 20:
+            self._pipe.feed(b"".join(self._held))
+            self._held, self._size = [], 0
+
+    def result(self) -> tuple[Digest, int] | None:
+        """Ends the stream and waits for the digest. Only meaningful after every byte was fed."""
+        if self._held:
+            self._pipe.feed(b"".join(self._held))
+            self._held, self._size = [], 0
+        self._pipe.feed(None)
+        self._thread.join()
+        return self._found
 
 
 def document(data: bytes, what: str) -> dict[str, Any]:
@@ -180,9 +303,10 @@ def fetch(text: str, platform: Platform | None, registry_for: object, note: obje
         manifest = document(puller.store.path(chosen.digest).read_bytes(), what)
         if "config" not in manifest:
             raise ImageError(f"{what} has no config (is it an image manifest?)")
-        blobs = [*descriptors(manifest, "config", what), *descriptors(manifest, "layers", what)]
+        config, layers = descriptors(manifest, "config", what), descriptors(manifest, "layers", what)
         with ThreadPoolExecutor(4, thread_name_prefix="lamina-pull") as pool:
-            for future in [pool.submit(puller.blob, b) for b in blobs]:
+            futures = [pool.submit(puller.blob, b) for b in config] + [pool.submit(puller.blob, b, True) for b in layers]
+            for future in futures:
                 future.result()
         if key and not expected:  # only once every blob is in: a tag never names a half-pulled image
             puller._remember(key, top)

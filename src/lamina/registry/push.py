@@ -287,12 +287,19 @@ class Pusher:
         return int(last) + 1, new_location
 
     def push_blob(self, desc: Descriptor) -> None:
-        if self.exists(desc):
+        # A blob the plan names a mount source for (a cache-repository hit) is mounted first: a
+        # mount succeeds whether or not this repository has it, so the HEAD is needed only when
+        # the mount is declined (one round trip per cached layer fewer).
+        mount_first = any(r != self.repository for r in self.plan.mounts.get(desc.digest, ()))
+        if not mount_first and self.exists(desc):
             self.stats.add("skipped")
             return
         location = self._mount(desc)
         if location == "mounted":
             self.stats.add("mounted")
+            return
+        if mount_first and self.exists(desc):  # declined, but here already (the upload just started is left to expire)
+            self.stats.add("skipped")
             return
         attempts = 0
         chunk = self.chunk_size
