@@ -296,9 +296,8 @@ def test_a_joined_index_is_pushed_from_the_blobs_the_check_verified(hellos: dict
         server.stop()
 
 
-def test_a_layer_with_a_hardlink_leaving_the_root_is_refused(tmp_path: Path) -> None:
-    """The census walks each layer as every reader does: member and link names resolve inside
-    the image, or the layer is refused."""
+def _one_layer_layout(root: Path, members: list[tarfile.TarInfo]) -> str:
+    """An OCI layout of one amd64 image whose one layer holds ``members`` (no data)."""
     import hashlib
 
     def sha(data: bytes) -> str:
@@ -306,9 +305,8 @@ def test_a_layer_with_a_hardlink_leaving_the_root_is_refused(tmp_path: Path) -> 
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        link = tarfile.TarInfo("etc/notes")  # not executable: no ELF check needs its bytes
-        link.type, link.linkname, link.mode = tarfile.LNKTYPE, "../../etc/shadow", 0o644
-        t.addfile(link)
+        for member in members:
+            t.addfile(member)
     layer = buf.getvalue()
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
                          "rootfs": {"type": "layers", "diff_ids": [sha(layer)]}}).encode()
@@ -317,14 +315,31 @@ def test_a_layer_with_a_hardlink_leaving_the_root_is_refused(tmp_path: Path) -> 
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config), "size": len(config)},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": len(layer)}],
     }).encode()
-    blobs = tmp_path / "layout" / "blobs" / "sha256"
+    blobs = root / "layout" / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     for blob in (layer, config, manifest):
         (blobs / sha(blob)[7:]).write_bytes(blob)
-    (tmp_path / "layout" / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+    (root / "layout" / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(manifest), "size": len(manifest)}]}))
-    (tmp_path / "layout" / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    res = lamina("index", f"oci:{tmp_path / 'layout'}", "-o", str(tmp_path / "x.tar"),
-                 env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    (root / "layout" / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    return f"oci:{root / 'layout'}"
+
+
+def _member(name: str, kind: bytes, linkname: str = "", mode: int = 0o644) -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)  # not executable: no ELF check needs its bytes
+    member.type, member.linkname, member.mode = kind, linkname, mode
+    return member
+
+
+@pytest.mark.parametrize("member, says", [
+    (_member("etc/notes", tarfile.LNKTYPE, "../../etc/shadow"), "../../etc/shadow"),  # leaves the root
+    (_member("etc/notes", tarfile.LNKTYPE, "etc/missing"), "etc/missing"),  # links to nothing
+    (_member("etc/tape", b"V"), "unsupported type"),  # a volume header docker cannot extract
+])
+def test_a_layer_no_reader_accepts_is_refused(tmp_path: Path, member: tarfile.TarInfo, says: str) -> None:
+    """The census walks each layer as every reader does: member and link names resolve inside
+    the image, hardlinks name a file, types are ones docker extracts; or the layer is refused."""
+    image = _one_layer_layout(tmp_path, [member])
+    res = lamina("index", image, "-o", str(tmp_path / "x.tar"), env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
-    assert "../../etc/shadow" in res.stderr and not (tmp_path / "x.tar").exists()
+    assert says in res.stderr and not (tmp_path / "x.tar").exists()

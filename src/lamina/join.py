@@ -39,7 +39,7 @@ from lamina.model import Digest, Layer, Platform
 from lamina.resolve import Resolver
 from lamina.sources.archive import layer_openers, open_uncompressed
 from lamina.sources.base import platform_matches
-from lamina.sources.rootfs import walk_layer
+from lamina.sources.rootfs import member_kind, walk_layer
 from lamina.store import BlobStore
 
 
@@ -80,8 +80,9 @@ def _same_platform(a: Platform, b: Platform) -> bool:
 @attrs.frozen
 class Census:
     """What the platform check needs of one layer: the ELF identities of its executables and
-    shared objects (lint's candidates), and whether some candidate's bytes are not in the
-    layer's own members read here (a hardlink to a lower layer's file, a sparse file)."""
+    shared objects (lint's candidates), and whether the layer needs the merged filesystem's
+    closer look: a candidate whose bytes are not in the layer's own members read here (a
+    sparse file), or a hardlink to a file this layer did not write (a lower layer's, or none)."""
 
     machines: frozenset[Ident]
     unsure: bool
@@ -101,21 +102,28 @@ def census(image: Image, layer: Layer, store: BlobStore | None = None) -> Census
 
 
 def _census(image: Image, layer: Layer, copy_to: BinaryIO | None) -> Census:
+    from lamina.sources.tarball import _KINDS
+
     machines: set[Ident] = set()
     heads: dict[str, Ident | None] = {}  # path -> identity of the candidate this layer last wrote there
+    written: set[str] = set()  # every path this layer has written so far
     unsure = False
     what = f"{image.describe()}: layer {layer.descriptor.digest}"
 
     def visit(path: str, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
         nonlocal unsure
+        member_kind(member, _KINDS, what)  # a type docker cannot extract is refused, as the merged filesystem does
         if member.islnk():  # shares the bytes of a file written before it
             target = normalize(member.linkname, what=f"{what}: hardlink")  # one leaving the root is refused
             if target in heads:
                 heads[path] = heads[target]
             else:
                 heads.pop(path, None)
-                unsure = unsure or candidate(path, member.mode)
+                # Not in this layer: a lower layer's file, or none at all; the merged filesystem decides.
+                unsure = unsure or candidate(path, member.mode) or target not in written
+            written.add(path)
             return
+        written.add(path)
         heads.pop(path, None)
         if not member.isreg() or not candidate(path, member.mode):
             return
@@ -137,7 +145,7 @@ def _census(image: Image, layer: Layer, copy_to: BinaryIO | None) -> Census:
 # once serves every later ``lamina index`` of the layer (a CI re-run, Make joining again after
 # one architecture changed) without reading it: the outputs still verify the blob's digest as
 # they copy it, and a memo can only say what a full verified pass of those very bytes found.
-CENSUS_FORMAT = 1  # bump when what a census holds, or how it is taken, changes
+CENSUS_FORMAT = 2  # bump when what a census holds, or how it is taken, changes
 _MEMO_MAX = 1 << 16
 
 

@@ -112,6 +112,16 @@ def walk_layer(opener: Callable[[], BinaryIO], what: str,
     return plain.count
 
 
+def member_kind(member: tarfile.TarInfo, kinds: dict[bytes, Kind], where: str) -> Kind:
+    """A layer member's kind (``kinds``: sources.tarball's table of tar types), or ImageError
+    for a type docker cannot extract. GNU sparse ('S') is a regular file to docker and to
+    tarfile: skipping it hid the file from lint, the SBOM, diff and --copy-from."""
+    kind = Kind.FILE if member.isreg() else kinds.get(member.type)
+    if kind is None:
+        raise ImageError(f"{where}: entry {member.name!r} has unsupported type {member.type!r}")
+    return kind
+
+
 @attrs.frozen(slots=True)
 class Node:
     entry: Entry  # path normalised; a hardlink is a FILE with its target's size
@@ -194,11 +204,7 @@ class MergedFS:
     # ---- building
 
     def _member(self, index: int, path: str, member: tarfile.TarInfo, kinds: dict[bytes, Kind]) -> None:
-        # GNU sparse ('S') is a regular file to docker and to tarfile: skipping it hid the file
-        # from lint, the SBOM, diff and --copy-from. Any other type docker cannot extract.
-        kind = Kind.FILE if member.isreg() else kinds.get(member.type)
-        if kind is None:
-            raise ImageError(f"{self.name}: layer {index}: entry {member.name!r} has unsupported type {member.type!r}")
+        kind = member_kind(member, kinds, f"{self.name}: layer {index}")
         linkname = ""
         if kind is Kind.SYMLINK:
             linkname = member.linkname
