@@ -68,6 +68,7 @@ class LayerCache:
         self.root = root or cache_root()
         self._note = note or (lambda _: None)
         self._files: dict[tuple[int, int], tuple[int, int, int, str]] | None = None
+        self._single = 64  # file digests looked up one query each before the whole table is read
         self._held: list[int] = []  # fds of blobs in use by this build, flocked shared (see prune)
         self.blobs = self.root / "blobs" / "sha256"
         self.blobs.mkdir(parents=True, exist_ok=True)
@@ -104,9 +105,26 @@ class LayerCache:
             self._files = {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows}
         return self._files
 
+    def _row(self, st: os.stat_result) -> tuple[int, int, int, str] | None:
+        """The remembered (size, mtime, ctime, digest) of a file's inode: the first few a build
+        asks about one query each (a rebuild after one file changed asks for one), then every
+        row in one query (a tree's worth)."""
+        if self._files is None and self._single > 0:
+            self._single -= 1
+            r = self.db.execute("SELECT size, mtime, ctime, sha256 FROM files WHERE dev=? AND ino=?",
+                                (st.st_dev, st.st_ino)).fetchone()
+            return (r[0], r[1], r[2], r[3]) if r is not None else None
+        return self._known().get((st.st_dev, st.st_ino))
+
+    def _note_row(self, st: os.stat_result, digest: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                        (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest))
+        if self._files is not None:
+            self._files[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest)
+
     def file_digest(self, path: str) -> str:
         st = os.stat(path)
-        row = self._known().get((st.st_dev, st.st_ino))
+        row = self._row(st)
         if row and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
             return row[3]
         try:
@@ -115,9 +133,7 @@ class LayerCache:
             from lamina.errors import InputError
 
             raise InputError(f"cannot read {path!r}: {exc.strerror}") from None
-        self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                        (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest))
-        self._known()[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest)
+        self._note_row(st, digest)
         return digest
 
     def _hash_ahead(self, paths: list[str]) -> None:
@@ -131,7 +147,7 @@ class LayerCache:
                 st = os.stat(path)
             except OSError:
                 continue
-            row = self._known().get((st.st_dev, st.st_ino))
+            row = self._row(st)
             if st.st_size >= PARALLEL_HASH_MIN and not (row and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns)):
                 todo.append((path, st))
         if len(todo) < 2:
@@ -148,9 +164,7 @@ class LayerCache:
             digests = list(pool.map(digest, [path for path, _ in todo]))
         for (_, st), hexdigest in zip(todo, digests):
             if hexdigest is not None:  # stat taken before the read, as file_digest takes it
-                self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                                (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, hexdigest))
-                self._known()[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, hexdigest)
+                self._note_row(st, hexdigest)
 
     def key_for_entries(self, items: Iterable[tuple[Entry, Opener]], settings: str) -> str:
         items = list(items)
@@ -175,9 +189,10 @@ class LayerCache:
         if row is None:
             return None
         try:
-            entries = [Entry(path, Kind(kind.encode()), mode, uid, gid, mtime, size, linkname, source=source)
+            kinds = {k.value.decode(): k for k in Kind}
+            entries = [Entry(path, kinds[kind], mode, uid, gid, mtime, size, linkname, source=source)
                        for path, kind, mode, uid, gid, mtime, size, linkname, source in json.loads(row[1])]
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, KeyError):
             self.db.execute("DELETE FROM trees WHERE stamp=?", (stamp,))
             return None
         return str(row[0]), entries
