@@ -175,10 +175,17 @@ def _load_inputs(path: Path, record: dict[str, Any]) -> None:
     record["inputs"] = dict(zip(it, zip(it, it)))
 
 
-def _stats_digest(found: Inputs, keys: list[str] | tuple[str, ...]) -> str:
-    """Every input's path and stat, in one digest: equal, and no content needs a look."""
+def _stats_digest(found: Inputs) -> str:
+    """Every input's path and stat (mode, size, mtime, ctime, inode, device), in one digest:
+    equal, and no content needs a look. Packed as 64-bit integers, not formatted: a no-op
+    rebuild of 12,000 inputs is mostly this and the walk."""
+    from array import array
+
     h = hashlib.sha256("\0".join(path for path, _ in found.entries).encode(errors="surrogateescape"))  # no path holds NUL
-    h.update(b"\n" + "\n".join(keys).encode())
+    numbers = array("q")
+    for _, st in found.entries:
+        numbers.extend((st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
+    h.update(numbers.tobytes())
     return h.hexdigest()
 
 
@@ -214,8 +221,8 @@ def _save(spec: BuildSpec, fp: Fingerprint, digest: str, inputs_id: str | None =
     with contextlib.suppress(OSError):
         where.parent.mkdir(parents=True, exist_ok=True)
         trusted = fp.taken_ns - RACY_NS
-        keys = fp.keys or tuple(_keys(fp.inputs))
         if inputs_id is None:
+            keys = fp.keys or tuple(_keys(fp.inputs))
             inputs_id = os.urandom(8).hex()
             fields = [inputs_id]
             for (path, st), key, content in zip(fp.inputs.entries, keys, fp.contents):
@@ -225,7 +232,7 @@ def _save(spec: BuildSpec, fp: Fingerprint, digest: str, inputs_id: str | None =
         racy = any(st.st_ctime_ns >= trusted for _, st in fp.inputs.entries)
         _write(where, {"record": RECORD, "settings": fp.settings, "fingerprint": fp.digest, "digest": digest,
                        "outputs": stats, "inputs_id": inputs_id,
-                       "stats": None if racy else stats_digest or _stats_digest(fp.inputs, keys)})
+                       "stats": None if racy else stats_digest or _stats_digest(fp.inputs)})
 
 
 # The fingerprint a check found stale, by what it checked: the build that follows in the same
@@ -268,11 +275,11 @@ def check(spec: BuildSpec, spec_path: Path | None, epoch: int) -> str | None:
         return None  # the build will say what is wrong
     if not found.pinned:
         return None
-    keys = _keys(found)
-    stats = _stats_digest(found, keys)
+    stats = _stats_digest(found)
     if previous.get("stats") is not None and previous["stats"] == stats:
-        fp = Fingerprint(found, previous["settings"], (), previous["fingerprint"], time.time_ns(), 0, tuple(keys))  # stat first
+        fp = Fingerprint(found, previous["settings"], (), previous["fingerprint"], time.time_ns())  # stat first
     else:
+        keys = _keys(found)
         _load_inputs(where, previous)
         fp = fingerprint(found, previous["settings"], previous.get("inputs"), recorded=previous.get("fingerprint"), keys=keys)
         if fp.digest != previous.get("fingerprint"):
