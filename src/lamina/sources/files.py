@@ -18,14 +18,28 @@ import os
 import posixpath
 import stat
 from collections.abc import Callable, Iterable
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO
 
 import attrs
 
 from lamina.errors import InputError
-from lamina.layers.build import Opener
 from lamina.layers.entries import Entry, Kind, normalize
 from lamina.sources.rootfs import WHITEOUT, MergedFS, Node
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from lamina.layers.build import Opener
+
+    class Walked(Protocol):
+        """A walk of the host inputs, taken once per build (lamina.depfile.Inputs)."""
+
+        @property
+        def taken_ns(self) -> int: ...
+
+        def listing(self, directory: str) -> list[tuple[str, str, os.stat_result]] | None: ...
+
+        def stat(self, path: str) -> os.stat_result | None: ...
 
 
 @attrs.frozen
@@ -67,17 +81,6 @@ class CopyFromSpec:
 
 
 Source = AddSpec | CopyFromSpec
-
-
-class Walked(Protocol):
-    """A walk of the host inputs, taken once per build (lamina.depfile.Inputs)."""
-
-    @property
-    def taken_ns(self) -> int: ...
-
-    def listing(self, directory: str) -> list[tuple[str, str, os.stat_result]] | None: ...
-
-    def stat(self, path: str) -> os.stat_result | None: ...
 
 
 @attrs.define
