@@ -11,7 +11,7 @@ from lamina.sinks import atomic
 
 
 def _big(path: Path, fill: bytes) -> None:
-    path.write_bytes(fill * (2 << 20))
+    path.write_bytes(fill * (33 << 20))
 
 
 def test_a_large_output_is_exchanged_and_the_old_one_unlinked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,7 +24,7 @@ def test_a_large_output_is_exchanged_and_the_old_one_unlinked(tmp_path: Path, mo
     monkeypatch.setattr(atomic, "_exchange", lambda a, b: used.append(a) or real(a, b))
     atomic.replace(str(tmp), target)
     assert used == [str(tmp)]
-    assert target.read_bytes() == b"n" * (2 << 20)
+    assert target.read_bytes() == b"n" * (33 << 20)
     assert os.listdir(tmp_path) == ["out.tar"]  # the old file went with the temporary name
     assert target.stat().st_ino != old_inode
 

@@ -25,7 +25,7 @@ from lamina.errors import OutputError
 _STALE = re.compile(r"^(?:\.lamina-build-|\..*\.lamina-tmp-)(\d+)-")
 
 
-_EXCHANGE_FROM = 1 << 20  # below this, replacing costs nothing worth a system call more
+_EXCHANGE_FROM = 32 << 20  # below this, a rename costs less than loading ctypes for renameat2
 
 
 def replace(tmp: str, path: Path) -> None:
