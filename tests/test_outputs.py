@@ -273,11 +273,11 @@ def test_a_failing_push_replaces_no_output(app: Path) -> None:
 
 
 def test_a_failure_after_the_push_says_what_was_pushed(app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lamina.registry.plans as plans
     import lamina.sinks.metadata as metadata
-    import lamina.sinks.outputs as outputs
 
     outputs_ = {"output": app / "out" / "img.tar", "metadata_file": app / "out" / "meta.json"}
-    monkeypatch.setattr(outputs, "_push", lambda *a: "example.com/x@sha256:" + "0" * 64)
+    monkeypatch.setattr(plans, "publish", lambda *a: "example.com/x@sha256:" + "0" * 64)
 
     def full(*args: object, **kw: object) -> object:
         raise OSError(errno.ENOSPC, "No space left on device")

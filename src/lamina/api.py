@@ -16,6 +16,7 @@ written for people, as the CLI prints them. Callbacks carry what a person should
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -227,6 +228,7 @@ def index_images(names: list[str], *, output: Path | None = None, oci_dir: Path 
     """Join the named images (tarballs, layouts, registry references; single- or multi-platform)
     into one index, written and pushed as a build's outputs are."""
     from lamina.join import join
+    from lamina.registry.plans import publish
     from lamina.resolve import Resolver
     from lamina.sinks.outputs import WorkDir, emit
     from lamina.store import BlobStore
@@ -243,7 +245,7 @@ def index_images(names: list[str], *, output: Path | None = None, oci_dir: Path 
         built = join(Resolver(stack, None, registry), names, check_elf=check_elf, store=BlobStore(Path(tmp)))
         docker_image = docker_image_of(list(built.images), docker_platform)
         pushed = emit(spec, built, epoch=epoch, docker_image=docker_image if output is not None else None,
-                      sboms=(), extras=(), push=pusher)
+                      sboms=(), extras=(), push=functools.partial(publish, pusher) if pusher is not None else None)
     return BuildResult(built, outputs, pushed)
 
 

@@ -598,8 +598,13 @@ def _emit(run: _Run, built: Built, invocation: Any, push: Callable[[Any], Any] |
         depfile = (spec.depfile, make_rule(targets, inputs))
     log = run.log
     assert log is not None  # build() gives every run one
+    publish = None
+    if push is not None:
+        from lamina.registry.plans import publish as push_plans
+
+        publish = functools.partial(push_plans, log.wrap_push(push, run.store))
     pushed = emit(spec, built, epoch=run.epoch, docker_image=docker_image, sboms=sboms, extras=extras,
-                  push=log.wrap_push(push, run.store) if push is not None else None, sources=log.sources,
+                  push=publish, sources=log.sources,
                   depfile=depfile, fingerprint=fingerprint)
     log.publish(run.store, pushed)  # only now that the build has succeeded
     if (summary := log.summary()) is not None:

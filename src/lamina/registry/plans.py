@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from lamina.errors import ImageError
-from lamina.image import Built, ImageIndex, images_of, json_blobs
+from lamina.image import Attachment, Built, ImageIndex, images_of, json_blobs
 from lamina.model import Descriptor, Digest
 from lamina.registry.pull import descriptors, document
 from lamina.registry.push import PushPlan
@@ -17,6 +18,18 @@ from lamina.sinks.blobs import layer_blobs
 
 def _plain(desc: Descriptor) -> Descriptor:
     return Descriptor(desc.media_type, desc.digest, desc.size)
+
+
+def publish(push: Callable[..., Any], built: Built, extras: Sequence[Attachment]) -> str:
+    """Push a built image (or index), then the artifacts attached to it (SBOMs, provenance:
+    after the image they refer to); ``push`` takes a PushPlan (and ``digest=`` for an
+    artifact) as registry.api.push does. Returns the image's pushed reference."""
+    from lamina.registry.push import artifact_plan
+
+    pushed = str(push(from_build(built)).reference)
+    for desc, manifest, blobs in extras:
+        push(artifact_plan(desc, manifest, blobs), digest=desc.digest)
+    return pushed
 
 
 def from_build(built: Built) -> PushPlan:

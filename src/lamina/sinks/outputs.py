@@ -19,11 +19,11 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from lamina.errors import OutputError
 from lamina.image import Built, Image
-from lamina.model import Digest
+from lamina.model import Digest, Reference
 from lamina.sinks.atomic import (
     replace,
     check_replaceable_file,
@@ -36,9 +36,27 @@ from lamina.sinks.blobs import Extra
 from lamina.sinks.layout import StagedLayout, stage_layout
 from lamina.sinks.metadata import metadata_bytes
 from lamina.sinks.tarball import write_tarball
-from lamina.spec import BuildSpec
 
 STDOUT = Path("-")  # -o -: the tarball goes to standard output
+
+
+class Targets(Protocol):
+    """Where outputs go (a BuildSpec is one): sinks know paths and tags, not specs."""
+
+    @property
+    def output(self) -> Path | None: ...
+
+    @property
+    def oci_dir(self) -> Path | None: ...
+
+    @property
+    def metadata_file(self) -> Path | None: ...
+
+    @property
+    def depfile(self) -> Path | None: ...
+
+    @property
+    def tags(self) -> Sequence[Reference]: ...
 
 
 def _fail(path: Path, exc: OSError) -> OutputError:
@@ -50,7 +68,7 @@ class WorkDir:
     filesystem the user chose for the image's bytes. Creating it first clears the litter of
     builds killed mid-way beside every output."""
 
-    def __init__(self, spec: BuildSpec) -> None:
+    def __init__(self, spec: Targets) -> None:
         files = [p for p in (spec.output, spec.metadata_file, spec.depfile) if p is not None and p != STDOUT]
         first = spec.oci_dir or (spec.output if spec.output != STDOUT else None)
         parent = first.parent if first is not None else Path(tempfile.gettempdir())
@@ -143,23 +161,15 @@ def _stream(write: Callable[[BinaryIO], None]) -> None:
         raise OutputError(f"cannot write the tarball to standard output: {exc.strerror}") from exc
 
 
-def _push(push: Callable[..., Any], built: Built, extras: Sequence[Extra]) -> str:
-    from lamina.registry.plans import from_build
-    from lamina.registry.push import artifact_plan
-
-    pushed = str(push(from_build(built)).reference)
-    for desc, manifest, blobs in extras:  # attached SBOMs: after the image they refer to
-        push(artifact_plan(desc, manifest, blobs), digest=desc.digest)
-    return pushed
-
-
-def emit(spec: BuildSpec, built: Built, *, epoch: int, docker_image: Image | None,
+def emit(spec: Targets, built: Built, *, epoch: int, docker_image: Image | None,
          sboms: Sequence[tuple[Path, bytes]], extras: Sequence[Extra],
-         push: Callable[..., Any] | None = None, sources: Mapping[Digest, str] | None = None,
+         push: Callable[[Built, Sequence[Extra]], str] | None = None, sources: Mapping[Digest, str] | None = None,
          depfile: tuple[Path, bytes] | None = None, fingerprint: str | None = None) -> str | None:
     """Stage every local output, push (if asked), then commit; returns the pushed reference.
-    ``sources``: where each layer came from, for the metadata file; ``depfile``: (path, Make
-    rule); ``fingerprint``: the inputs', for the metadata file."""
+    ``push`` sends the image and the extras to the registry (lamina.registry.plans.publish,
+    bound by the caller) and returns what it pushed; ``sources``: where each layer came from,
+    for the metadata file; ``depfile``: (path, Make rule); ``fingerprint``: the inputs', for
+    the metadata file."""
     with Staging() as staging:
         if spec.oci_dir is not None:
             staging.layout(stage_layout(built, spec.oci_dir, spec.tags, extras))
@@ -176,7 +186,7 @@ def emit(spec: BuildSpec, built: Built, *, epoch: int, docker_image: Image | Non
                 out.write(data)
         if spec.output == STDOUT:
             _stream(tarball)
-        pushed = _push(push, built, extras) if push is not None else None
+        pushed = push(built, extras) if push is not None else None
         try:
             if spec.metadata_file is not None:
                 with staging.file(spec.metadata_file) as out:
