@@ -130,11 +130,16 @@ def _fingerprint(spec: BuildSpec, spec_path: Path | None, epoch: int, note: Say)
     """The inputs' fingerprint, hashed through the layer cache's content digests (remembered
     by stat), so that the fingerprint and the layers read each input once between them."""
     from lamina import uptodate
-    from lamina.build import _open_cache
+    from lamina.build import _cache_errors_ignored, _open_cache
 
     cache = _open_cache(note)
     try:
-        return uptodate.tracked(spec, spec_path, epoch, cache.file_digest if cache is not None else None)
+        if cache is None:
+            return uptodate.tracked(spec, spec_path, epoch)
+        with _cache_errors_ignored():  # a locked or broken cache: the build is not tracked, and goes on
+            with cache.batch():  # one transaction for every digest remembered
+                return uptodate.tracked(spec, spec_path, epoch, cache.file_digest, cache.hash_ahead)
+        return None
     except LaminaError:
         return None  # an input is missing or unreadable: the build says so, in its own words
     finally:

@@ -23,6 +23,7 @@ never the build, and leaves no temporary file behind.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -30,7 +31,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from lamina.errors import LaminaError
@@ -76,6 +77,9 @@ class LayerCache:
         self._clean_tmp()
         self.db = sqlite3.connect(self.root / "index.sqlite", timeout=60, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
+        # A lost last commit after a power cut costs a saving; a sync per commit cost 3 s of a
+        # cold 560 MB build (one commit per remembered file digest). WAL stays consistent.
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS layers (key TEXT PRIMARY KEY, record TEXT, digest TEXT, size INTEGER, used INTEGER)")
         self.db.execute("CREATE TABLE IF NOT EXISTS files (dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER, sha256 TEXT, PRIMARY KEY (dev, ino))")
         self.db.execute("CREATE TABLE IF NOT EXISTS verified (digest TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER)")
@@ -136,7 +140,7 @@ class LayerCache:
         self._note_row(st, digest)
         return digest
 
-    def _hash_ahead(self, paths: list[str]) -> None:
+    def hash_ahead(self, paths: list[str]) -> None:
         """Remember the digests of the large files ``paths`` that the index does not know,
         hashed on several threads at once (hashlib and reads release the GIL; the cold key of a
         tree of big files is all sha256). Only what file_digest would do, in another order; a
@@ -166,20 +170,27 @@ class LayerCache:
             if hexdigest is not None:  # stat taken before the read, as file_digest takes it
                 self._note_row(st, hexdigest)
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction around many remembered file digests (a tree's worth), taking the
+        write lock at once: a deferred upgrade can fail at once."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
     def key_for_entries(self, items: Iterable[tuple[Entry, Opener]], settings: str) -> str:
         items = list(items)
         h = hashlib.sha256(f"lamina-layer-{FORMAT}\0{settings}\0".encode())
-        self.db.execute("BEGIN IMMEDIATE")  # take the write lock now: a deferred upgrade can fail at once
-        try:
-            self._hash_ahead([entry.source for entry, _ in items  # by the walk's size: small files cost no second stat
-                              if entry.kind is Kind.FILE and entry.source and entry.size >= PARALLEL_HASH_MIN])
+        with self.batch():
+            self.hash_ahead([entry.source for entry, _ in items  # by the walk's size: small files cost no second stat
+                             if entry.kind is Kind.FILE and entry.source and entry.size >= PARALLEL_HASH_MIN])
             for entry, _ in items:
                 content = self.file_digest(entry.source) if entry.kind is Kind.FILE and entry.source else ""
                 # repr of str and int is exact and stable: a cheap canonical form.
                 h.update(repr((entry.path, entry.kind.value, entry.mode, entry.uid, entry.gid, entry.mtime, entry.size,
                                entry.linkname, entry.devmajor, entry.devminor, content)).encode() + b"\n")
-        finally:
-            self.db.execute("COMMIT")
         return h.hexdigest()
 
     def tree(self, stamp: str) -> tuple[str, list[Entry]] | None:

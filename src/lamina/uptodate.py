@@ -108,7 +108,7 @@ class Fingerprint:
 
 def fingerprint(found: Inputs, settings_digest: str, previous: dict[str, Any] | None = None,
                 file_digest: Callable[[str], str] | None = None, recorded: str | None = None,
-                keys: list[str] | None = None) -> Fingerprint:
+                keys: list[str] | None = None, ahead: Callable[[list[str]], None] | None = None) -> Fingerprint:
     """The inputs' fingerprint; ``previous`` (path → [stat key, content]) spares hashing
     unchanged files. ``recorded``: the fingerprint ``previous`` was recorded with; when every
     input has the stat remembered, and there are no others, it is the fingerprint still."""
@@ -120,6 +120,8 @@ def fingerprint(found: Inputs, settings_digest: str, previous: dict[str, Any] | 
                   for (path, _), key in zip(found.entries, keys)]
     if recorded is not None and len(previous) == len(found.entries) and None not in remembered:
         return Fingerprint(found, settings_digest, tuple(cast(list[str], remembered)), recorded, taken, 0, tuple(keys))
+    if ahead is not None:  # the files about to be hashed, told first: large ones hashed at once on threads
+        ahead([path for (path, st), content in zip(found.entries, remembered) if content is None and stat.S_ISREG(st.st_mode)])
     contents, hashed = [], 0
     for (path, st), content in zip(found.entries, remembered):
         if content is None:
@@ -240,8 +242,8 @@ def _save(spec: BuildSpec, fp: Fingerprint, digest: str, inputs_id: str | None =
 _stale: dict[tuple[str, Path | None, int], Fingerprint] = {}
 
 
-def tracked(spec: BuildSpec, spec_path: Path | None, epoch: int,
-            file_digest: Callable[[str], str] | None = None) -> Fingerprint | None:
+def tracked(spec: BuildSpec, spec_path: Path | None, epoch: int, file_digest: Callable[[str], str] | None = None,
+            ahead: Callable[[list[str]], None] | None = None) -> Fingerprint | None:
     """The fingerprint to record for this build's outputs; None when the build is not
     trackable (no output file, or an input that can move: a registry tag)."""
     where = _record_path(spec)
@@ -254,7 +256,7 @@ def tracked(spec: BuildSpec, spec_path: Path | None, epoch: int,
     if not found.pinned:
         return None
     record = _load(where) or {}
-    return fingerprint(found, settings(spec, epoch), record.get("inputs"), file_digest)
+    return fingerprint(found, settings(spec, epoch), record.get("inputs"), file_digest, ahead=ahead)
 
 
 def record(spec: BuildSpec, fp: Fingerprint, digest: str) -> None:
