@@ -10,12 +10,20 @@ from pathlib import Path
 import pytest
 from support.attacker import FakeRegistry, Reply, Seen, digest_of
 from support.cli import lamina
+from support.oci import tar_bytes
 
 from lamina.errors import RegistryError, UsageError
 from lamina.layers.compression import Compression, describe
 from lamina.model import Descriptor, Digest, Layer, mediatypes
 from lamina.registry import cache_repo, client
-from lamina.registry.cache_repo import ARTIFACT_TYPE, TAG_PREFIX, CacheRepo, entry_manifest, parse_cache_repo, remote_key
+from lamina.registry.cache_repo import (
+    ARTIFACT_TYPE,
+    TAG_PREFIX,
+    CacheRepo,
+    entry_manifest,
+    parse_cache_repo,
+    remote_key,
+)
 from lamina.registry.options import Options
 from lamina.store import BlobStore
 
@@ -36,25 +44,13 @@ def gz_layer() -> tuple[bytes, Layer]:
 
     out = io.BytesIO()
     stream = LayerStream(out, Compression.GZIP)
-    tar = _tar(b"hello cache\n")
+    tar = tar_bytes({"hello": b"hello cache\n"})
     stream.write(tar)
     result = stream.finish()
     data = out.getvalue()
     desc = Descriptor(mediatypes.OCI_LAYER_GZIP, Digest.of_bytes(data), len(data),
                       annotations={mediatypes.COMPRESSOR: describe(Compression.GZIP)})
     return data, Layer(desc, result.diff_id, result.uncompressed_size, 1, "")
-
-
-def _tar(content: bytes) -> bytes:
-    import io
-    import tarfile
-
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
-        info = tarfile.TarInfo("hello")
-        info.size = len(content)
-        t.addfile(info, io.BytesIO(content))
-    return out.getvalue()
 
 
 def publish(registry: FakeRegistry, data: bytes, layer: Layer, key: str = KEY, *, doc: dict | None = None) -> None:

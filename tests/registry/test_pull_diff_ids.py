@@ -8,13 +8,13 @@ import hashlib
 import io
 import json
 import os
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
 from support.attacker import FakeRegistry, Reply, Seen, digest_of
+from support.oci import tar_bytes
 
 from lamina.errors import DigestMismatch
 from lamina.layers.compression import Compression
@@ -27,15 +27,6 @@ from lamina.sources.imported import import_layer
 from lamina.store import BlobStore
 
 GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-
-
-def layer_tar(content: bytes) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo("data")
-        info.size = len(content)
-        tar.addfile(info, io.BytesIO(content))
-    return out.getvalue()
 
 
 def add_gzip_image(registry: FakeRegistry, blob: bytes, diff_id: str) -> str:
@@ -58,7 +49,7 @@ def pull(registry: FakeRegistry) -> None:
 
 
 def tar_and_gzip(size: int = 3 << 20) -> tuple[bytes, bytes]:
-    tar = layer_tar(os.urandom(size // 2) + bytes(size // 2))
+    tar = tar_bytes({"data": os.urandom(size // 2) + bytes(size // 2)})
     return tar, gzip.compress(tar, compresslevel=1)
 
 
@@ -84,7 +75,7 @@ def test_no_record_for_bytes_whose_digest_did_not_match(env: pytest.MonkeyPatch)
     """The registry sends another valid gzip layer under the digest: it decompresses fine, but
     nothing about it (nor about the digest it claimed) may be recorded."""
     tar, blob = tar_and_gzip()
-    other = gzip.compress(layer_tar(b"not the layer"))  # shorter: the whole of it is read
+    other = gzip.compress(tar_bytes({"data": b"not the layer"}))  # shorter: the whole of it is read
     with FakeRegistry() as registry:
         digest = add_gzip_image(registry, blob, digest_of(tar))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from support.aptrepo import make_deb
 from support.cli import lamina
+from support.oci import tar_bytes
 from support.tools import require
 
 from lamina.errors import InputError, UnsafePathError
@@ -30,16 +31,6 @@ def _ar(members: list[tuple[str, bytes]], *, fmag: bytes = b"`\n", size: str | N
         header = f"{name:<16}{'0':<12}{'0':<6}{'0':<6}{'100644':<8}{size or len(data):<10}".encode() + fmag
         out += header + data + (b"\n" if len(data) % 2 else b"")
     return bytes(out)
-
-
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _packages(*paths: Path, base: MergedFS | None = None, stack: contextlib.ExitStack, spool: Path) -> list[tuple[Entry, object]]:
@@ -87,13 +78,13 @@ def test_hostile_ar_is_one_clear_error(tmp_path: Path, data: bytes, message: str
     ([("debian-binary", b"3.0\n"), ("control.tar", b""), ("data.tar", b"")], "unsupported package format"),
     ([("control.tar", b""), ("debian-binary", b"2.0\n"), ("data.tar", b"")], "not a Debian binary package"),
     ([("debian-binary", b"2.0\n"), ("control.tar.lz", b""), ("data.tar", b"")], "not a Debian binary package"),
-    ([("debian-binary", b"2.0\n"), ("control.tar", _tar({"./md5sums": b""})), ("data.tar", b"")], "has no control file"),
-    ([("debian-binary", b"2.0\n"), ("control.tar", _tar({"./control": b"Package: x\nVersion: 1\n"})), ("data.tar", b"")],
+    ([("debian-binary", b"2.0\n"), ("control.tar", tar_bytes({"./md5sums": b""})), ("data.tar", b"")], "has no control file"),
+    ([("debian-binary", b"2.0\n"), ("control.tar", tar_bytes({"./control": b"Package: x\nVersion: 1\n"})), ("data.tar", b"")],
      "no Architecture field"),
-    ([("debian-binary", b"2.0\n"), ("control.tar", _tar({"./control": b"Package: ../x\nVersion: 1\nArchitecture: all\n"})),
+    ([("debian-binary", b"2.0\n"), ("control.tar", tar_bytes({"./control": b"Package: ../x\nVersion: 1\nArchitecture: all\n"})),
       ("data.tar", b"")], "bad package name"),
     ([("debian-binary", b"2.0\n"), ("control.tar.gz", b"\x1f\x8b\x08\x00garbage"), ("data.tar", b"")], "corrupt control archive"),
-    ([("debian-binary", b"2.0\n"), ("control.tar.xz", lzma.compress(_tar({"./filler": bytes(65 << 20)}))),
+    ([("debian-binary", b"2.0\n"), ("control.tar.xz", lzma.compress(tar_bytes({"./filler": bytes(65 << 20)}))),
       ("data.tar", b"")], "the control archive is larger than 64 MiB"),
 ])
 def test_malformed_packages_are_refused(tmp_path: Path, members: list[tuple[str, bytes]], message: str) -> None:
@@ -104,10 +95,10 @@ def test_malformed_packages_are_refused(tmp_path: Path, members: list[tuple[str,
 
 
 def test_cli_refuses_a_hostile_package_in_one_line(tmp_path: Path) -> None:
-    control = _tar({"./control": b"Package: evil\nVersion: 1\nArchitecture: all\n"})
+    control = tar_bytes({"./control": b"Package: evil\nVersion: 1\nArchitecture: all\n"})
     bad = tmp_path / "evil.deb"
     bad.write_bytes(_ar([("debian-binary", b"2.0\n"), ("control.tar", control),
-                         ("data.tar", _tar({"./../../../etc/cron.d/evil": b"* * * * * root sh\n"}))]))
+                         ("data.tar", tar_bytes({"./../../../etc/cron.d/evil": b"* * * * * root sh\n"}))]))
     out = tmp_path / "img.tar"
     res = lamina("build", "--deb", str(bad), "-o", str(out))
     assert res.returncode == 1
@@ -249,9 +240,9 @@ def test_wrong_architecture_is_refused(tmp_path: Path) -> None:
 
 
 def test_unsafe_member_path_in_data(tmp_path: Path) -> None:
-    control = _tar({"./control": b"Package: evil\nVersion: 1\nArchitecture: all\n"})
+    control = tar_bytes({"./control": b"Package: evil\nVersion: 1\nArchitecture: all\n"})
     bad = tmp_path / "evil.deb"
-    bad.write_bytes(_ar([("debian-binary", b"2.0\n"), ("control.tar", control), ("data.tar", _tar({"../x": b"1"}))]))
+    bad.write_bytes(_ar([("debian-binary", b"2.0\n"), ("control.tar", control), ("data.tar", tar_bytes({"../x": b"1"}))]))
     with contextlib.ExitStack() as stack, pytest.raises(UnsafePathError):
         read_packages([str(bad)], str(tmp_path / "spool"), stack, 0)
 
@@ -280,7 +271,9 @@ def test_sbom_lists_packages_with_purls_and_checksums(tmp_path: Path) -> None:
     import json
 
     from spdx_tools.spdx.parser.parse_anything import parse_file
-    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+    from spdx_tools.spdx.validation.document_validator import (
+        validate_full_spdx_document,
+    )
 
     tool = make_deb(tmp_path, "tool", "2:1.0+b1-3", files={"/usr/bin/tool": "#!/bin/sh\n"})
     data = make_deb(tmp_path, "data", arch="all", files={"/usr/share/data": "d"})

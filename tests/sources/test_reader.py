@@ -5,29 +5,18 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
 from support.cli import build_ok, lamina
+from support.oci import tar_bytes
 
 from lamina.image import BASE_DIGEST, BASE_NAME
 from lamina.model import ConfigFile
 
 SECRET = b"canary: a host file that must never enter an image\n"
-
-
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _sha(data: bytes) -> str:
@@ -50,7 +39,7 @@ def _docker_dir(root: Path, layers: list[str], diff_ids: list[str]) -> Path:
 @pytest.fixture
 def canary(tmp_path: Path) -> tuple[Path, str]:
     """A gzip tar outside every archive (a home-directory backup), and its diff_id."""
-    plain = _tar({"home/secret.txt": SECRET})
+    plain = tar_bytes({"home/secret.txt": SECRET})
     path = tmp_path / "outside" / "backup.tar.gz"
     path.parent.mkdir()
     path.write_bytes(gzip.compress(plain, mtime=0))
@@ -90,9 +79,9 @@ def test_docker_archive_dir_cannot_name_a_host_file(tmp_path: Path, canary: tupl
 
 
 def test_docker_archive_gzip_layer_must_match_its_diff_id(tmp_path: Path) -> None:
-    layer = gzip.compress(_tar({"f": b"real"}), mtime=0)
+    layer = gzip.compress(tar_bytes({"f": b"real"}), mtime=0)
     (tmp_path / "archive").mkdir()
-    root = _docker_dir(tmp_path / "d", ["layer.tar.gz"], [_sha(_tar({"f": b"claimed"}))])
+    root = _docker_dir(tmp_path / "d", ["layer.tar.gz"], [_sha(tar_bytes({"f": b"claimed"}))])
     (root / "layer.tar.gz").write_bytes(layer)
     res = lamina("build", "--from", str(root), "-o", str(tmp_path / "out.tar"))
     _assert_refused(tmp_path, res, "diff_id")
@@ -105,7 +94,7 @@ def test_oci_layer_passed_through_is_checked_against_its_diff_id(tmp_path: Path)
     index = json.loads((tmp_path / "base" / "index.json").read_text())
     blobs = tmp_path / "base" / "blobs" / "sha256"
     manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_bytes())
-    other = gzip.compress(_tar({"f": b"two"}), mtime=0)
+    other = gzip.compress(tar_bytes({"f": b"two"}), mtime=0)
     (blobs / _sha(other)[7:]).write_bytes(other)
     manifest["layers"][0].update(digest=_sha(other), size=len(other))
     data = json.dumps(manifest).encode()

@@ -221,3 +221,17 @@ def _decompress(data: bytes, media_type: str) -> bytes:
 
         return zstandard.ZstdDecompressor().decompressobj().decompress(data)
     return data
+
+
+def tar_bytes(members: dict[str, bytes]) -> bytes:
+    """An uncompressed PAX tar of regular files (name -> data), in the order given: the small
+    layers and archives tests build by hand."""
+    import io
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
