@@ -162,6 +162,18 @@ def test_layers_do_not_import_sources() -> None:
     assert not bad, "lamina.layers must not import lamina.sources:\n" + "\n".join(bad)
 
 
+@pytest.mark.parametrize("package, above", [
+    ("lamina.sources", ("lamina.registry", "lamina.spec", "lamina.build", "lamina.api")),
+    ("lamina.sinks", ("lamina.registry", "lamina.spec", "lamina.build", "lamina.api")),
+])
+def test_readers_and_writers_do_not_reach_up(package: str, above: tuple[str, ...]) -> None:
+    """Sources read inputs and sinks write outputs; what sits above them (the registry client,
+    the spec, the build) hands them what they need (a push callable, a lookup), never the
+    other way round."""
+    bad = violations(_lamina()[0], package, forbidden=above)
+    assert not bad, f"{package} must not import {', '.join(above)}:\n" + "\n".join(bad)
+
+
 def test_nothing_below_the_cli_imports_it() -> None:
     graph = _lamina()[0]
     above = {"lamina.cli", "lamina.__main__"}

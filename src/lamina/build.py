@@ -258,6 +258,7 @@ def _cache_errors_ignored() -> Any:
 def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore, note: Progress) -> Base:
     """The base's layers into the store: byte for byte where the output can carry them,
     every one checked against its digest and diff_id as it streams."""
+    from lamina.registry.pull import recorded_layer
     from lamina.sources.imported import import_layer
 
     image = images.image(text)
@@ -269,6 +270,7 @@ def _import_base(images: Resolver, text: str, spec: BuildSpec, store: BlobStore,
             media_type=layer.descriptor.media_type, digest=layer.descriptor.digest, diff_id=layer.diff_id,
             annotations=layer.descriptor.annotations, compression=spec.compression, store=store,
             created_by=layer.created_by, name=text, note=note, verifies=True,  # Blobs.open verifies
+            recorded=recorded_layer,
         )
         for layer in image.layers
     )

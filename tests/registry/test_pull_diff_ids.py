@@ -20,7 +20,7 @@ from lamina.errors import DigestMismatch
 from lamina.layers.compression import Compression
 from lamina.model import Digest, Layer
 from lamina.registry.client import Registry
-from lamina.registry.pull import cache_dir, fetch
+from lamina.registry.pull import cache_dir, fetch, recorded_layer
 from lamina.sources import imported
 from lamina.sources.archive import verifying
 from lamina.sources.imported import import_layer
@@ -60,7 +60,7 @@ def cached(digest: str) -> Path:
 def import_from(opener: Callable[[], BinaryIO], blob: bytes, diff_id: str, store: BlobStore, verifies: bool = True) -> Layer:
     return import_layer(opener, media_type=GZIP_LAYER, digest=Digest.parse(digest_of(blob)), diff_id=Digest.parse(diff_id),
                         annotations=(), compression=Compression.GZIP, store=store, created_by="", name="base",
-                        note=lambda _: None, verifies=verifies)
+                        note=lambda _: None, verifies=verifies, recorded=recorded_layer)
 
 
 def test_a_downloaded_layer_has_its_diff_id_recorded(env: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,7 @@ import hashlib
 import io
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from lamina.errors import DigestMismatch, ImageError, LaminaError
@@ -46,6 +47,10 @@ def _stored_kind(media_type: str | None, head: bytes, name: str = "layer") -> st
     return labelled
 
 
+# (blob digest, diff_id) -> (the blob's path, its uncompressed size) if it is so recorded.
+Recorded = Callable[[Digest, Digest], tuple[Path, int] | None]
+
+
 def import_layer(
     open_stored: Callable[[], BinaryIO],
     *,
@@ -59,11 +64,13 @@ def import_layer(
     name: str,
     note: Callable[[str], None],
     verifies: bool = False,
+    recorded: Recorded | None = None,
 ) -> Layer:
     """``verifies``: ``open_stored`` checks the digest and size itself as it is read to its end
-    (``image.Blobs.open`` does), so the copy is not hashed a second time."""
-    if digest is not None:
-        cached = _from_pull_cache(media_type, digest, diff_id, annotations, compression, store, created_by, name)
+    (``image.Blobs.open`` does), so the copy is not hashed a second time. ``recorded``: where
+    a blob known to decompress to a diff_id lies (registry.pull.recorded_layer), if anywhere."""
+    if digest is not None and recorded is not None:
+        cached = _from_pull_cache(recorded, media_type, digest, diff_id, annotations, compression, store, created_by, name)
         if cached is not None:
             return cached
     with open_stored() as stored:
@@ -103,13 +110,13 @@ def _converts(kind: str, compression: Compression) -> bool:
     return (kind == "tar" and compression is not Compression.NONE) or (kind == "zstd" and compression is Compression.GZIP)
 
 
-def _from_pull_cache(media_type: str | None, digest: Digest, diff_id: Digest, annotations: tuple[tuple[str, str], ...],
-                     compression: Compression, store: BlobStore, created_by: str, name: str) -> Layer | None:
+def _from_pull_cache(recorded_layer: Recorded, media_type: str | None, digest: Digest, diff_id: Digest,
+                     annotations: tuple[tuple[str, str], ...], compression: Compression, store: BlobStore,
+                     created_by: str, name: str) -> Layer | None:
     """A layer passed through whose bytes the registry cache holds, recorded (by their digest,
     as they downloaded) to decompress to ``diff_id``: hashed, not decompressed, and referred to
     from the build's store as cached layers are (sinks copy out of it). None: not so known."""
     from lamina.hashing import sha256_stream
-    from lamina.registry.pull import recorded_layer
 
     recorded = recorded_layer(digest, diff_id)
     if recorded is None:
