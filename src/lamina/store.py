@@ -103,7 +103,8 @@ class BlobStore:
     def known_diff_id(self, digest: Digest) -> tuple[Digest, int] | None:
         """(diff_id, uncompressed size) recorded for the bytes of ``digest``, or None."""
         try:
-            text = (self._diff_ids / digest.hex).read_text()
+            with open(self._diff_ids / digest.hex, "rb") as f:
+                text = f.read(256).decode()  # "sha256:<64 hex> <size>": anything longer is not ours
             diff_id, size = text.split()
             return Digest.parse(diff_id), int(size)
         except (OSError, ValueError, LaminaError):
