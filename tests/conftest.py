@@ -79,3 +79,19 @@ def https_server(test_ca: CertBundle) -> Iterator[HttpsServer]:
     """An HTTPS server answering `hello over tls`, trusted only via test_ca."""
     with HttpsServer(test_ca.cert, test_ca.key) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def real_debs(request: pytest.FixtureRequest) -> list[Path]:
+    """Real Debian packages (libc6 and friends), downloaded once into pytest's cache."""
+    from support.aptrepo import cache_dir, download
+
+    return download(cache_dir(request.config, "lamina-debs-amd64"))
+
+
+@pytest.fixture(scope="session")
+def real_repo(real_debs: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local apt repository (Release, Packages) of ``real_debs``."""
+    from support.aptrepo import make_repo
+
+    return make_repo(real_debs, tmp_path_factory.mktemp("repo"))

@@ -21,18 +21,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def real_debs(request: pytest.FixtureRequest) -> list[Path]:
-    return download(cache_dir(request.config, "lamina-debs-amd64"))
-
-
-@pytest.fixture(scope="module")
-def repo(real_debs: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_repo(real_debs, tmp_path_factory.mktemp("repo"))
-
-
-@pytest.fixture(scope="module")
-def repo_url(repo: Path):
-    with serve(repo) as url:
+def repo_url(real_repo: Path):
+    with serve(real_repo) as url:
         yield url
 
 
@@ -77,9 +67,9 @@ def test_dynamic_hello_runs_on_scratch_plus_libc6(dockerd, testdata_out: Path, r
     assert "L001 error: /hello: dynamically linked, needs /lib64/ld-linux-x86-64.so.2" in bare.stderr
 
 
-def test_scanners_and_dpkg_see_every_package(repo: Path, real_debs: list[Path], tmp_path: Path) -> None:
+def test_scanners_and_dpkg_see_every_package(real_repo: Path, real_debs: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "all.tar"
-    res = lamina("build", *_apt(repo), *[a for p in WANTED for a in ("--package", p)], "-o", str(out))
+    res = lamina("build", *_apt(real_repo), *[a for p in WANTED for a in ("--package", p)], "-o", str(out))
     assert res.returncode == 0, res.stderr
     assert "package ca-certificates: its postinst would build /etc/ssl/certs/ca-certificates.crt" in res.stderr
     expected = _versions(real_debs)  # the download is exactly WANTED's closed set (apt's plan)
@@ -121,12 +111,12 @@ def _fsys(deb: Path):
     return io.BytesIO(subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout)
 
 
-def test_deb_files_and_repository_packages_make_the_same_layer(repo: Path, real_debs: list[Path], tmp_path: Path) -> None:
+def test_deb_files_and_repository_packages_make_the_same_layer(real_repo: Path, real_debs: list[Path], tmp_path: Path) -> None:
     closure = [d for d in real_debs if re.match(r"(libc6|libgcc-s1|gcc-12-base)_", d.name)]
     by_files = tmp_path / "files.tar"
     by_repo = tmp_path / "repo.tar"
     build_ok(*[a for d in closure[::-1] for a in ("--deb", str(d))], "-o", str(by_files))
-    build_ok(*_apt(repo), "--package", "libc6", "-o", str(by_repo))
+    build_ok(*_apt(real_repo), "--package", "libc6", "-o", str(by_repo))
     assert validate_image(by_files)["manifests"][0]["layers"] == validate_image(by_repo)["manifests"][0]["layers"]
 
 
@@ -139,9 +129,9 @@ def bookworm_base(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     return out
 
 
-def test_merged_usr_base_keeps_its_links(dockerd, bookworm_base: Path, repo: Path, testdata_out: Path, tmp_path: Path) -> None:
+def test_merged_usr_base_keeps_its_links(dockerd, bookworm_base: Path, real_repo: Path, testdata_out: Path, tmp_path: Path) -> None:
     out = tmp_path / "img.tar"
-    res = lamina("build", "--from", str(bookworm_base), *_apt(repo), "--package", "busybox-static", "--package", "libc6",
+    res = lamina("build", "--from", str(bookworm_base), *_apt(real_repo), "--package", "busybox-static", "--package", "libc6",
                  "--add", f"{testdata_out / 'hello-c-dynamic'}:/usr/local/bin/hello:0755", "-t", "lamina-e2e/debs:usrmerge",
                  "--cmd", '["sh", "-c", "readlink /bin; /bin/busybox echo busybox ok; hello"]', "-o", str(out))
     assert res.returncode == 0, res.stderr
@@ -158,11 +148,11 @@ def test_merged_usr_base_keeps_its_links(dockerd, bookworm_base: Path, repo: Pat
     assert run.stdout == "usr/bin\nbusybox ok\nhello, scratch!\n"
 
 
-def test_scratch_with_packages_is_far_smaller_than_slim(bookworm_base: Path, repo: Path, testdata_out: Path,
+def test_scratch_with_packages_is_far_smaller_than_slim(bookworm_base: Path, real_repo: Path, testdata_out: Path,
                                                         tmp_path: Path) -> None:
     hello = f"{testdata_out / 'hello-c-dynamic'}:/hello:0755"
     lean, slim = tmp_path / "lean.tar", tmp_path / "slim.tar"
-    build_ok(*_apt(repo), "--package", "libc6", "--add", hello, "-o", str(lean))
+    build_ok(*_apt(real_repo), "--package", "libc6", "--add", hello, "-o", str(lean))
     build_ok("--from", str(bookworm_base), "--add", hello, "-o", str(slim))
 
     def size(image: Path) -> int:

@@ -10,20 +10,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.aptrepo import COMPONENT, SUITE, cache_dir, download, make_deb, make_repo, serve
+from support.aptrepo import COMPONENT, SUITE, make_deb, make_repo, serve
 
 from lamina.errors import DigestMismatch, InputError, UsageError
 from lamina.sources import apt
-
-
-@pytest.fixture(scope="session")
-def real_debs(request: pytest.FixtureRequest) -> list[Path]:
-    return download(cache_dir(request.config, "lamina-debs-amd64"))
-
-
-@pytest.fixture(scope="session")
-def real_repo(real_debs: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_repo(real_debs, tmp_path_factory.mktemp("repo"))
 
 
 def _index(root: Path | str, arch: str = "amd64") -> list[apt.Candidate]:
