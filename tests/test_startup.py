@@ -55,6 +55,38 @@ def test_help_imports_click_and_the_cli_only(tmp_path: Path) -> None:
     assert sorted(_top(modules) & NOT_FOR_HELP) == []
 
 
+def _imported(argv: list[str], env: dict[str, str]) -> tuple[str, set[str]]:
+    """What ``python -m lamina ARGV`` printed, and the modules it imported (-X importtime)."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "lamina", *argv], capture_output=True, text=True,
+                          env={**{k: v for k, v in os.environ.items() if k != "COLUMNS"},
+                               "PYTHONPATH": str(ROOT / "src"), **env})
+    assert done.returncode == 0, done.stderr
+    return done.stdout, {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_the_kept_top_level_help_is_clicks_rendering() -> None:
+    """lamina.helptext.TOP is what click prints 80 columns wide or more (regenerate it with
+    ``python scripts/helptext.py`` when a command or option changes)."""
+    from lamina.helptext import TOP
+
+    for columns in ("80", "200"):
+        code = "import sys\nfrom lamina.cli import run\nsys.exit(run(['--help']))\n"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": columns})
+        assert done.stdout == TOP, f"COLUMNS={columns}: run python scripts/helptext.py"
+
+
+def test_top_level_help_needs_no_click() -> None:
+    from lamina.helptext import TOP
+
+    out, modules = _imported(["--help"], {})  # stdout a pipe: 80 columns, as click reckons
+    assert out == TOP
+    assert "lamina.helptext" in modules  # control: the listing is of this run
+    assert not {m for m in modules if m == "click" or m.startswith("click.")}
+    narrow, modules = _imported(["-h"], {"COLUMNS": "60"})  # click wraps narrower: click renders it
+    assert "click" in modules and narrow != TOP and narrow.startswith("Usage: lamina")
+
+
 def test_hello_build_imports_no_reader_it_does_not_use(testdata_out: Path, tmp_path: Path) -> None:
     modules = _modules_after(["build", "-q", "--no-cache", "--add", f"{testdata_out / 'hello-amd64'}:/hello",
                               "--add", f"{testdata_out / 'cacert.pem'}:/etc/ssl/certs/", "--cmd", "/hello",
