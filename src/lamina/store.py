@@ -25,6 +25,17 @@ from lamina.errors import LaminaError, OutputError
 from lamina.model import Descriptor, Digest
 
 
+# Blobs this process wrote and hashed as it wrote them: path -> their stat then (device, inode,
+# size, mtime). A blob whose stat is still that one was checked minutes ago, by this process,
+# and need not be hashed again before use (a 300 MB pull did that twice); a cache file from
+# an earlier run is hashed before use, as any other.
+_HASHED_HERE: dict[str, tuple[int, int, int, int]] = {}
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -61,7 +72,10 @@ class BlobStore:
                 yield out, named
             if not named:
                 raise RuntimeError("blob writer closed without a digest")
-            os.replace(name, self.path(named[0]))
+            final = self.path(named[0])
+            os.replace(name, final)
+            with contextlib.suppress(OSError):
+                _HASHED_HERE[str(final)] = _identity(os.stat(final))
         except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
@@ -69,6 +83,18 @@ class BlobStore:
                     errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS):
                 raise OutputError(f"cannot write a blob in {self.root}: {exc.strerror}") from None
             raise
+
+    def hashed_here(self, digest: Digest) -> bool:
+        """Whether this process wrote the blob of ``digest`` (hashing it as it wrote), and the
+        file is still the one it wrote (same inode, size and mtime)."""
+        path = str(self.path(digest))
+        known = _HASHED_HERE.get(path)
+        if known is None:
+            return False
+        try:
+            return _identity(os.stat(path)) == known
+        except OSError:
+            return False
 
     def refer(self, digest: Digest, blob: Path) -> None:
         """Make ``digest`` in the store a symlink to ``blob``, a verified blob outside it (the

@@ -144,6 +144,43 @@ def test_a_record_is_not_trusted_for_cached_bytes_that_changed(env: pytest.Monke
     assert hashlib.sha256(store.path(Digest.parse(digest)).read_bytes()).hexdigest() == digest[7:]
 
 
+def test_a_blob_this_process_downloaded_is_not_hashed_again(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The pull hashed the bytes as they came: the import right after it (one process) takes the
+    file as it is; a later process (or a file changed since) hashes it again."""
+    from lamina import hashing, store as stores
+
+    tar, blob = tar_and_gzip()
+    with FakeRegistry() as registry:
+        digest = add_gzip_image(registry, blob, digest_of(tar))
+        pull(registry)
+    hashed: list[object] = []
+    real = hashing.sha256_stream
+
+    def counted(f: BinaryIO) -> tuple[str, int]:
+        hashed.append(f)
+        return real(f)
+
+    env.setattr(hashing, "sha256_stream", counted)
+    opener = lambda: verifying(open(cached(digest), "rb"), Digest.parse(digest), len(blob), "cache")  # noqa: E731
+    first = import_from(opener, blob, digest_of(tar), BlobStore(tmp_path / "a"))
+    assert hashed == []
+    env.setattr(stores, "_HASHED_HERE", {})  # as a new process finds the cache
+    again = import_from(opener, blob, digest_of(tar), BlobStore(tmp_path / "b"))
+    assert len(hashed) == 1 and again == first  # control: the same import does hash then
+
+
+def test_a_blob_changed_after_this_process_downloaded_it_is_hashed(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    tar, blob = tar_and_gzip()
+    with FakeRegistry() as registry:
+        digest = add_gzip_image(registry, blob, digest_of(tar))
+        pull(registry)
+    os.chmod(cached(digest), 0o600)
+    cached(digest).write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))  # same size, in place
+    with pytest.raises(DigestMismatch):
+        import_from(lambda: verifying(open(cached(digest), "rb"), Digest.parse(digest), len(blob), "cache"),
+                    blob, digest_of(tar), BlobStore(tmp_path / "store"))
+
+
 @pytest.mark.parametrize("kind", ["gzip", "two gzip members", "zstd", "tar", "tiny gzip", "corrupt gzip"])
 def test_the_download_side_diff_id_is_the_imports(kind: str) -> None:
     """What the diff_id thread computes from network-sized pieces is exactly what an import

@@ -44,9 +44,10 @@ def cache_dir() -> Path:
     return cache_home() / "images"
 
 
-def recorded_layer(digest: Digest, diff_id: Digest) -> tuple[Path, int] | None:
-    """The cached blob of ``digest`` and its uncompressed size, if it was recorded as it
-    downloaded to decompress to ``diff_id`` (a reader must still check the file's digest)."""
+def recorded_layer(digest: Digest, diff_id: Digest) -> tuple[Path, int, bool] | None:
+    """The cached blob of ``digest``, its uncompressed size, and whether this process
+    downloaded (and so hashed) that very file, if it was recorded as it downloaded to
+    decompress to ``diff_id``; a file from an earlier run must be hashed again before use."""
     root = cache_dir()
     if not (root / "diff_ids").is_dir():
         return None
@@ -54,7 +55,7 @@ def recorded_layer(digest: Digest, diff_id: Digest) -> tuple[Path, int] | None:
     known = store.known_diff_id(digest)
     if known is None or known[0] != diff_id or not store.has(digest):
         return None
-    return store.path(digest), known[1]
+    return store.path(digest), known[1], store.hashed_here(digest)
 
 
 FILE_SUFFIXES = (".tar", ".tar.gz", ".tgz")

@@ -48,7 +48,7 @@ def _stored_kind(media_type: str | None, head: bytes, name: str = "layer") -> st
 
 
 # (blob digest, diff_id) -> (the blob's path, its uncompressed size) if it is so recorded.
-Recorded = Callable[[Digest, Digest], tuple[Path, int] | None]
+Recorded = Callable[[Digest, Digest], tuple[Path, int, bool] | None]
 
 
 def import_layer(
@@ -114,21 +114,25 @@ def _from_pull_cache(recorded_layer: Recorded, media_type: str | None, digest: D
                      annotations: tuple[tuple[str, str], ...], compression: Compression, store: BlobStore,
                      created_by: str, name: str) -> Layer | None:
     """A layer passed through whose bytes the registry cache holds, recorded (by their digest,
-    as they downloaded) to decompress to ``diff_id``: hashed, not decompressed, and referred to
-    from the build's store as cached layers are (sinks copy out of it). None: not so known."""
+    as they downloaded) to decompress to ``diff_id``: not decompressed, hashed unless this
+    process downloaded that very file, and referred to from the build's store as cached
+    layers are (sinks copy out of it). None: not so known."""
     from lamina.hashing import sha256_stream
 
     recorded = recorded_layer(digest, diff_id)
     if recorded is None:
         return None
-    path, uncompressed = recorded
+    path, uncompressed, hashed = recorded
     try:
         with open(path, "rb") as f:
             kind = _stored_kind(media_type, f.read(8), name)
             if _converts(kind, compression):
                 return None
-            f.seek(0)
-            hexdigest, size = sha256_stream(f)
+            if hashed:  # downloaded by this process, digest checked as the bytes came
+                hexdigest, size = digest.hex, os.fstat(f.fileno()).st_size
+            else:
+                f.seek(0)
+                hexdigest, size = sha256_stream(f)
             if hexdigest != digest.hex or os.stat(path).st_ino != os.fstat(f.fileno()).st_ino:
                 return None  # not those bytes (any more): read and checked as any other
             store.refer(digest, path)
