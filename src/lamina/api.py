@@ -46,7 +46,7 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
                 reproducible_check: bool = False, progress: Say = _quiet, note: Say = _quiet,
                 report: Say = _quiet, meter: Any = None, invocation: Any = None,
                 sign_gpg_key: str | None = None, lookaside: str | None = None,
-                attest_key: Any = None, force: bool = False) -> BuildResult:
+                attest_key: Any = None, force: bool = False, command: uptodate.Command | None = None) -> BuildResult:
     """Build ``spec``: lint it, write its outputs, push it when ``push`` names a reference.
 
     ``epoch``: the build's time (default: the spec's, else $SOURCE_DATE_EPOCH, else 0).
@@ -55,6 +55,7 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
     signing); ``attest_key`` signs the provenance statement (DSSE), beside the outputs and pushed.
     Outputs already up to date (lamina.uptodate) are left as they are, unless ``force``;
     the result then says ``up_to_date`` and its image is read from the outputs.
+    ``command``: the CLI command line this build runs for (lamina.quickcheck remembers it).
     """
     from lamina.build import BuildResult, build, check_reproducible
     from lamina.lint import check_findings
@@ -83,7 +84,7 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
     if trackable:
         from lamina import uptodate
 
-        if not force and uptodate.check(spec, spec_path, epoch) is not None:
+        if not force and uptodate.check(spec, spec_path, epoch, command) is not None:
             return BuildResult(_read_outputs(spec, registry), tuple(uptodate.outputs(spec)), up_to_date=True)
     pusher = _pusher(push, registry)
     fp = _fingerprint(spec, spec_path, epoch, note) if trackable else None
@@ -94,7 +95,7 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
                    lint_ignore=spec.lint_ignore, invocation=invocation, inputs=inputs,
                    fingerprint=fp.digest if fp is not None else None)
     if fp is not None:  # trackable: uptodate is imported
-        uptodate.record(spec, fp, str(result.image.digest))
+        uptodate.record(spec, fp, str(result.image.digest), command)
     if attest_key is not None and result.provenance is not None:
         _attest(result, attest_key, spec, push, registry, note)
     if sign_gpg_key and push and lookaside and result.pushed:
@@ -114,7 +115,8 @@ def _trackable(spec: BuildSpec, *, push: str | None, use_cache: bool, reproducib
             and spec.output != Path("-") and (spec.output is not None or spec.oci_dir is not None))
 
 
-def up_to_date(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | None = None) -> str | None:
+def up_to_date(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | None = None,
+               command: uptodate.Command | None = None) -> str | None:
     """The digest ``spec``'s outputs hold when a build would change nothing (their mtimes are
     then refreshed, for Make), else None. Nothing else is read or written."""
     if epoch is None:
@@ -123,7 +125,7 @@ def up_to_date(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | N
         return None
     from lamina import uptodate
 
-    return uptodate.check(spec, spec_path, epoch)
+    return uptodate.check(spec, spec_path, epoch, command)
 
 
 def _fingerprint(spec: BuildSpec, spec_path: Path | None, epoch: int, note: Say) -> uptodate.Fingerprint | None:

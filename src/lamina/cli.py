@@ -33,7 +33,7 @@ class _Path:
 @click.pass_context
 def main(ctx: click.Context, /, debug: bool) -> None:
     """Build lean, reproducible OCI images from files, without a daemon or a Dockerfile."""
-    ctx.obj = {"debug": debug}
+    ctx.ensure_object(dict)["debug"] = debug
 
 
 def _registry_options(func: Any) -> Any:
@@ -292,10 +292,14 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
     def report(line: str) -> None:  # lint findings, summarised; the diff of --check-reproducible
         click.echo(f"lamina: {line}", err=True)
 
+    command = None
     if not (opts["force"] or no_cache or check or push_to or attest_key):
         from lamina.api import up_to_date
+        from lamina.uptodate import Command
 
-        digest = up_to_date(spec, spec_path=spec_file)
+        # Remembered with the outputs: the same command line is checked before click loads (lamina.__main__).
+        command = Command(ctx.obj["argv"], spec_file, quiet) if "argv" in ctx.obj else None
+        digest = up_to_date(spec, spec_path=spec_file, command=command)
         if digest is not None:  # nothing to do: the outputs hold this image (lamina.uptodate)
             progress("lamina: up to date")
             click.echo(digest, err=streaming)
@@ -306,7 +310,7 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
                          reproducible_check=check, progress=progress, note=note, report=report, meter=_meter(chatty),
                          invocation=_invocation(ctx, spec_file) if spec.provenance else None,
                          sign_gpg_key=sign_key, lookaside=lookaside,
-                         attest_key=attest_key, force=True)  # up to date was checked above
+                         attest_key=attest_key, force=True, command=command)  # up to date was checked above
     if chatty:
         for path in result.outputs:
             click.echo(f"wrote {path}", err=True)
@@ -618,9 +622,10 @@ def run(argv: list[str] | None = None) -> int:
     """Entry point: every failure becomes one ``lamina: error:`` line and an exit status."""
     from lamina.errors import LaminaError
 
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in args
     try:
-        code = main.main(args=argv, prog_name="lamina", standalone_mode=False)
+        code = main.main(args=args, prog_name="lamina", standalone_mode=False, obj={"argv": tuple(args)})
         if isinstance(code, int):  # ctx.exit(n) returns here when click is not standalone
             return code
     except LaminaError as exc:

@@ -34,6 +34,9 @@ class Inputs:
     # Each directory the walk listed: its children as (name, path, lstat), sorted by name.
     dirs: dict[str, list[tuple[str, str, os.stat_result]]] = attrs.field(factory=dict, eq=False, repr=False)
     taken_ns: int = 0  # when the walk began: a stat whose ctime is near it may hide a later write
+    # The paths the user named that were walked (not met first inside another): their entry is
+    # their ``stat``, every other entry an ``lstat``.
+    followed: frozenset[str] = frozenset()
     _by_path: dict[str, os.stat_result] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     @property
@@ -130,14 +133,15 @@ def inputs(spec: BuildSpec, spec_path: Path | None = None) -> Inputs:
     """Every file, directory and symlink the build of ``spec`` reads."""
     seen: dict[str, os.stat_result] = {}
     dirs: dict[str, list[tuple[str, str, os.stat_result]]] = {}
-    pinned, taken = True, time.time_ns()
+    pinned, taken, tops = True, time.time_ns(), []
     for top in _tops(spec, spec_path):
         if top is None:
             pinned = False
             continue
         if top not in seen:
+            tops.append(top)
             _walk(top, seen, dirs)
-    return Inputs(tuple(seen.items()), pinned, dirs, taken)
+    return Inputs(tuple(seen.items()), pinned, dirs, taken, frozenset(tops))
 
 
 def _escape(path: str) -> str:

@@ -33,15 +33,22 @@ from lamina.depfile import Inputs
 from lamina.depfile import inputs as read_inputs
 from lamina.errors import LaminaError
 from lamina.home import cache_home
-from lamina.spec import BuildSpec
+from lamina.quickcheck import code_id, stat_list, stats_digest
+from lamina.spec import BuildSpec, FilesLayer
 
 RECORD = 3  # the record's format
 RACY_NS = 1_000_000_000  # a stat whose ctime is younger than this is not trusted next time
 _Stat = list[int]  # (mode, size, mtime_ns, ctime_ns, ino, dev)
 
 
-def _stat(st: os.stat_result) -> _Stat:
-    return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+@attrs.frozen
+class Command:
+    """The CLI command line a build ran from (its arguments after ``lamina``), for
+    lamina.quickcheck: the same line can then be found up to date before the CLI loads."""
+
+    argv: tuple[str, ...]
+    spec_path: Path | None
+    quiet: bool
 
 
 def _keys(found: Inputs) -> list[str]:
@@ -51,24 +58,9 @@ def _keys(found: Inputs) -> list[str]:
             for _, st in found.entries]
 
 
-def _code() -> str:
-    """lamina's own code: a change to the builder must not leave old outputs up to date."""
-    from lamina.version import __version__
-
-    h = hashlib.sha256(__version__.encode())
-    root = os.path.dirname(os.path.abspath(__file__))  # the lamina package
-    for directory, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            if name.endswith(".py"):
-                st = os.stat(os.path.join(directory, name))
-                h.update(f"{directory}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
 def settings(spec: BuildSpec, epoch: int) -> str:
     """Everything besides the input files that decides the outputs' bytes."""
-    text = f"{RECORD}\0{_code()}\0{epoch}\0{os.getcwd()}\0{spec!r}"
+    text = f"{RECORD}\0{code_id()}\0{epoch}\0{os.getcwd()}\0{spec!r}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -178,17 +170,7 @@ def _load_inputs(path: Path, record: dict[str, Any]) -> None:
 
 
 def _stats_digest(found: Inputs) -> str:
-    """Every input's path and stat (mode, size, mtime, ctime, inode, device), in one digest:
-    equal, and no content needs a look. Packed as 64-bit integers, not formatted: a no-op
-    rebuild of 12,000 inputs is mostly this and the walk."""
-    from array import array
-
-    h = hashlib.sha256("\0".join(path for path, _ in found.entries).encode(errors="surrogateescape"))  # no path holds NUL
-    numbers = array("q")
-    for _, st in found.entries:
-        numbers.extend((st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
-    h.update(numbers.tobytes())
-    return h.hexdigest()
+    return stats_digest([path for path, _ in found.entries], [st for _, st in found.entries])
 
 
 def _inputs_path(head: Path) -> Path:
@@ -205,20 +187,21 @@ def _output_stats(spec: BuildSpec) -> dict[str, _Stat] | None:
     stats = {}
     for path in outputs(spec):
         try:
-            stats[str(path)] = _stat(os.stat(path))
+            stats[str(path)] = stat_list(os.stat(path))
         except OSError:
             return None
     return stats
 
 
 def _save(spec: BuildSpec, fp: Fingerprint, digest: str, inputs_id: str | None = None,
-          stats_digest: str | None = None) -> None:
+          stats: str | None = None, command: Command | None = None) -> None:
     """Remember ``fp`` for the outputs just written (or refreshed). Best effort: the record
     only saves time, and a missing one means building. ``inputs_id``: the inputs' part
-    already on disk, still right (nothing was hashed), kept as it is."""
+    already on disk, still right (nothing was hashed), kept as it is. ``command``: the CLI
+    command line that asked, remembered for lamina.quickcheck when its inputs allow."""
     where = _record_path(spec)
-    stats = _output_stats(spec)
-    if where is None or stats is None:
+    outputs_now = _output_stats(spec)
+    if where is None or outputs_now is None:
         return
     with contextlib.suppress(OSError):
         where.parent.mkdir(parents=True, exist_ok=True)
@@ -232,9 +215,22 @@ def _save(spec: BuildSpec, fp: Fingerprint, digest: str, inputs_id: str | None =
                     fields += (path, key, content)
             _write(_inputs_path(where), "\0".join(fields).encode("utf-8", "surrogateescape"))
         racy = any(st.st_ctime_ns >= trusted for _, st in fp.inputs.entries)
-        _write(where, {"record": RECORD, "settings": fp.settings, "fingerprint": fp.digest, "digest": digest,
-                       "outputs": stats, "inputs_id": inputs_id,
-                       "stats": None if racy else stats_digest or _stats_digest(fp.inputs)})
+        head = {"record": RECORD, "settings": fp.settings, "fingerprint": fp.digest, "digest": digest,
+                "outputs": outputs_now, "inputs_id": inputs_id, "stats": None if racy else stats or _stats_digest(fp.inputs)}
+        _write(where, head)
+        if command is not None and not racy and _named_by_files(spec):
+            from lamina import quickcheck
+
+            from lamina.pins import LOCK_NAME
+            from lamina.spec import DEFAULT_SPEC
+
+            if command.spec_path is not None:
+                absent = [str(command.spec_path.parent / LOCK_NAME)]  # present, it is an input (a top)
+            else:
+                absent = [DEFAULT_SPEC] if not spec.layers else []  # the CLI would have read one
+            quickcheck.remember(command.argv, str(where), head, fp.inputs.entries, fp.inputs.followed,
+                                [p for p in absent if not os.path.isfile(p)], [str(p) for p in _touched(spec)],
+                                command.quiet)
 
 
 # The fingerprint a check found stale, by what it checked: the build that follows in the same
@@ -259,11 +255,32 @@ def tracked(spec: BuildSpec, spec_path: Path | None, epoch: int, file_digest: Ca
     return fingerprint(found, settings(spec, epoch), record.get("inputs"), file_digest, ahead=ahead)
 
 
-def record(spec: BuildSpec, fp: Fingerprint, digest: str) -> None:
-    _save(spec, fp, digest)
+def record(spec: BuildSpec, fp: Fingerprint, digest: str, command: Command | None = None) -> None:
+    _save(spec, fp, digest, command=command)
 
 
-def check(spec: BuildSpec, spec_path: Path | None, epoch: int) -> str | None:
+def _named_by_files(spec: BuildSpec) -> bool:
+    """Whether every input of ``spec`` is a file its command line (or spec file) names, so
+    that lamina.quickcheck's stats decide them all: no registry image (whether a name is one
+    depends on whether such a file exists), no apt package, no machine-wide CA bundle or
+    zoneinfo (which one depends on what the machine has)."""
+    from lamina.sources.files import CopyFromSpec
+    from lamina.spec import DebsLayer
+
+    images = [spec.base.image] if spec.base is not None and spec.base.image != "scratch" else []
+    images += [source.image for layer in spec.layers if isinstance(layer, FilesLayer)
+               for source in layer.adds if isinstance(source, CopyFromSpec)]
+    if images:  # the walk of the inputs has asked the same of each (lamina.pins)
+        from lamina.registry.pull import is_registry_ref
+
+        if any(is_registry_ref(image) for image in images):
+            return False
+    if any(isinstance(layer, DebsLayer) and layer.packages for layer in spec.layers):
+        return False
+    return spec.essentials.ca_certs != () and spec.essentials.tzdata != ""
+
+
+def check(spec: BuildSpec, spec_path: Path | None, epoch: int, command: Command | None = None) -> str | None:
     """The digest the outputs hold when they are up to date (their mtimes then refreshed), else None."""
     where = _record_path(spec)
     previous = _load(where, inputs=False) if where is not None else None
@@ -292,7 +309,8 @@ def check(spec: BuildSpec, spec_path: Path | None, epoch: int) -> str | None:
         with contextlib.suppress(OSError):
             os.utime(path)
     digest = str(previous["digest"])
-    _save(spec, fp, digest, inputs_id=previous.get("inputs_id") if fp.hashed == 0 else None, stats_digest=stats)
+    _save(spec, fp, digest, inputs_id=previous.get("inputs_id") if fp.hashed == 0 else None, stats=stats,
+          command=command)
     return digest
 
 

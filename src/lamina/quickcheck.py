@@ -1,0 +1,189 @@
+"""The up-to-date check of a ``lamina build`` command line, made before the CLI is loaded.
+
+lamina.uptodate decides from the build spec whether the outputs are up to date; reading the
+spec takes click, attrs and the model, two thirds of a 12,000-input no-op. So each time it
+records outputs for a command line, it also remembers that command line's walk here: every
+path it stat'd, in order, and which files it found absent. A later run of the very same
+command line, in the same working directory, with the same environment and the same lamina,
+that finds the same stats everywhere is up to date without parsing anything. It stats those
+paths and lists no directory: a file added to or removed from a directory changes that
+directory's mtime and ctime, which are among the stats.
+
+Why that is enough: the spec a command line means is decided by its arguments, the working
+directory, the environment and lamina's code (all in the key), and the files it reads: the
+spec file (a top, so stat'd), whether a lamina.lock lies beside it and, for a command line
+with neither a spec file nor layers, whether a lamina.toml lies in the working directory
+(the absence of each, checked). Only builds whose every input is such a file are remembered
+(uptodate decides): no registry image, no apt package, no machine-wide CA bundle or
+zoneinfo, whose choice depends on other files.
+
+What this module imports is what a no-op needs and nothing else: no pathlib, no attrs.
+Anything unexpected in a record means "not known here": the full check then runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+import os
+from array import array
+from collections.abc import Iterable, Sequence
+from itertools import chain
+
+from lamina.home import cache_root
+
+RECORD = 1  # this module's record format
+MAX_RECORD = 1 << 20  # a record is a few hundred bytes; more is not ours
+MAX_PATHS = 64 << 20  # the paths of a million inputs; a larger list is not read (the full check runs)
+
+# Variables that differ between runs of one build and that lamina never reads: Make's own
+# recursion flags, a shell's bookkeeping. Every other variable is part of the key, so that a
+# change to one lamina does read (SOURCE_DATE_EPOCH, LAMINA_*, XDG_CACHE_HOME, HOME, ...)
+# can never leave an old output up to date.
+_VOLATILE = frozenset({"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MAKE_TERMOUT", "MAKE_TERMERR",
+                       "SHLVL", "_", "OLDPWD", "PWD", "COLUMNS", "LINES"})
+
+
+_CODE: list[str] = []  # code_id, once per process
+
+
+def code_id() -> str:
+    """lamina's own code: a change to the builder must not leave old outputs up to date."""
+    if _CODE:
+        return _CODE[0]
+    from lamina.version import __version__
+
+    h = hashlib.sha256(__version__.encode())
+    root = os.path.dirname(os.path.abspath(__file__))  # the lamina package
+    for directory, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(directory, name))
+                h.update(f"{directory}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    _CODE.append(h.hexdigest())
+    return _CODE[0]
+
+
+def stats_digest(paths: Sequence[str], stats: Iterable[os.stat_result]) -> str:
+    """Every input's path and stat (mode, size, mtime, ctime, inode, device), in one digest:
+    equal, and no content needs a look. Packed as 64-bit integers, not formatted."""
+    h = hashlib.sha256("\0".join(paths).encode(errors="surrogateescape"))  # no path holds NUL
+    h.update(array("q", chain.from_iterable(map(_SIX, stats))).tobytes())
+    return h.hexdigest()
+
+
+_SIX = operator.attrgetter("st_mode", "st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_dev")
+
+
+def stat_list(st: os.stat_result) -> list[int]:
+    """A file's stat as uptodate records an output's: (mode, size, mtime, ctime, inode, device)."""
+    return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _named(command: Sequence[str], path: str) -> bool:
+    """Whether ``command`` names ``path`` itself (an output, an OCI layout or its index.json)."""
+    given = {os.path.normpath(a) for a in command[1:]} | {
+        os.path.normpath(a.partition("=")[2]) for a in command if a.startswith("--") and "=" in a}
+    path = os.path.normpath(path)
+    return path in given or (os.path.basename(path) == "index.json" and os.path.dirname(path) in given)
+
+
+def _key(command: Sequence[str]) -> str:
+    h = hashlib.sha256(f"{RECORD}\0{code_id()}\0{os.getcwd()}\0".encode(errors="surrogateescape"))
+    h.update("\0".join(command).encode(errors="surrogateescape") + b"\n")
+    h.update("\0".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k not in _VOLATILE)
+             .encode(errors="surrogateescape"))
+    return h.hexdigest()[:40]
+
+
+def _path(command: Sequence[str]) -> str:
+    return os.path.join(cache_root(), "uptodate", f"cli-{_key(command)}.json")
+
+
+def _read(path: str, limit: int) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError("too large")
+    return data
+
+
+def _write(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def remember(command: Sequence[str], head: str, record: dict[str, object], entries: Sequence[tuple[str, os.stat_result]],
+             followed: Iterable[str], absent: Sequence[str], touched: Sequence[str], quiet: bool) -> None:
+    """After uptodate recorded ``record`` (its head file ``head``) for the outputs of ``command``:
+    the paths that command line stats (``entries``; those in ``followed`` with ``stat``, the
+    rest with ``lstat``), and the files whose absence it relied on (a lamina.lock beside the
+    spec, a lamina.toml in the working directory). Best effort, as the record."""
+    outputs = record["outputs"]
+    if not isinstance(outputs, dict) or not all(_named(command, p) for p in (*outputs, *touched)):
+        return  # outputs a spec file names: a record is not trusted to say them (_check)
+    path = _path(command)
+    try:
+        paths_id = os.urandom(8).hex()
+        _write(path.removesuffix(".json") + ".paths",
+               "\0".join([paths_id, *(p for p, _ in entries)]).encode("utf-8", "surrogateescape"))
+        _write(path, json.dumps({
+            "record": RECORD, "head": os.path.basename(head), "settings": record["settings"],
+            "fingerprint": record["fingerprint"], "paths_id": paths_id, "followed": sorted(followed),
+            "absent": list(absent), "touched": list(touched), "quiet": quiet,
+        }, separators=(",", ":")).encode())
+    except (OSError, ValueError):
+        pass
+
+
+def check(command: Sequence[str]) -> tuple[str, bool] | None:
+    """(the digest the outputs hold, whether the command line said --quiet) when ``command``
+    was remembered and nothing it reads changed (the outputs' mtimes are then refreshed, as
+    uptodate does); None: not known here, for any reason."""
+    try:
+        return _check(command)
+    except Exception:  # noqa: BLE001 - a record this cannot read is no record: the full check runs
+        return None
+
+
+def _check(command: Sequence[str]) -> tuple[str, bool] | None:
+    path = _path(command)
+    try:
+        quick = json.loads(_read(path, MAX_RECORD))
+    except FileNotFoundError:
+        return None
+    if not isinstance(quick, dict) or quick.get("record") != RECORD:
+        return None
+    head_name = quick["head"]
+    if not isinstance(head_name, str) or os.sep in head_name or not head_name.endswith(".json"):
+        return None
+    head_path = os.path.join(os.path.dirname(path), head_name)
+    head = json.loads(_read(head_path, MAX_RECORD))
+    if (not isinstance(head, dict) or head.get("settings") != quick["settings"]
+            or head.get("fingerprint") != quick["fingerprint"] or not isinstance(head.get("stats"), str)
+            or not isinstance(head.get("outputs"), dict) or not isinstance(head.get("digest"), str)):
+        return None
+    if any(os.path.isfile(path) for path in quick["absent"]):
+        return None
+    outputs = head["outputs"]
+    if not all(_named(command, p) for p in (*outputs, *quick["touched"])):
+        return None  # a record is not trusted to say which files to touch: the command line is
+    if {p: stat_list(os.stat(p)) for p in outputs} != outputs:
+        return None
+    paths = _read(path.removesuffix(".json") + ".paths", MAX_PATHS).decode("utf-8", "surrogateescape").split("\0")
+    if paths[0] != quick["paths_id"]:
+        return None  # not the list written with this record
+    del paths[0]
+    followed, lstat = frozenset(quick["followed"]), os.lstat
+    stats = [os.stat(p) if p in followed else lstat(p) for p in paths]
+    if stats_digest(paths, stats) != head["stats"]:
+        return None
+    for touched in quick["touched"]:
+        os.utime(touched)
+    head["outputs"] = {p: stat_list(os.stat(p)) for p in outputs}
+    _write(head_path, json.dumps(head, separators=(",", ":")).encode())
+    return head["digest"], bool(quick["quiet"])
