@@ -173,7 +173,7 @@ def test_a_damaged_record_means_the_full_check(app: Path, damage: str) -> None:
     before = {r: r.stat().st_mtime_ns for r in where.glob("cli-*.json")}
     digest = settled(app, *ARGS)
     mine = [r for r in where.glob("cli-*.json") if before.get(r) != r.stat().st_mtime_ns]
-    assert len(mine) == 1 and json.loads(mine[0].read_text())["followed"] == ["tree"]
+    assert len(mine) == 1 and list(json.loads(mine[0].read_text())["followed"]) == ["tree"]
     for record in mine:
         if damage == "garbage":
             record.write_bytes(b"\x00{not json")

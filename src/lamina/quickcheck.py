@@ -133,7 +133,8 @@ def remember(command: Sequence[str], head: str, record: dict[str, object], entri
                "\0".join([paths_id, *(p for p, _ in entries)]).encode("utf-8", "surrogateescape"))
         _write(path, json.dumps({
             "record": RECORD, "head": os.path.basename(head), "settings": record["settings"],
-            "fingerprint": record["fingerprint"], "paths_id": paths_id, "followed": sorted(followed),
+            "fingerprint": record["fingerprint"], "paths_id": paths_id,
+            "followed": {p: list(_SIX(st)) for p, st in entries if p in followed},
             "absent": list(absent), "touched": list(touched), "quiet": quiet,
         }, separators=(",", ":")).encode())
     except (OSError, ValueError):
@@ -174,11 +175,15 @@ def _check(command: Sequence[str]) -> tuple[str, bool] | None:
         return None  # a record is not trusted to say which files to touch: the command line is
     if {p: stat_list(os.stat(p)) for p in outputs} != outputs:
         return None
+    followed = quick["followed"]
+    for top, seen in followed.items():  # first the paths the command line names: a rebuilt binary
+        if list(_SIX(os.stat(top))) != seen:  # is found without a stat of every other input
+            return None
     paths = _read(path.removesuffix(".json") + ".paths", MAX_PATHS).decode("utf-8", "surrogateescape").split("\0")
     if paths[0] != quick["paths_id"]:
         return None  # not the list written with this record
     del paths[0]
-    followed, lstat = frozenset(quick["followed"]), os.lstat
+    lstat = os.lstat
     stats = [os.stat(p) if p in followed else lstat(p) for p in paths]
     if stats_digest(paths, stats) != head["stats"]:
         return None
