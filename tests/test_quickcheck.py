@@ -188,3 +188,159 @@ def test_a_damaged_record_means_the_full_check(app: Path, damage: str) -> None:
             paths.write_bytes(b"0123456789abcdef" + paths.read_bytes()[16:])
     assert run(app, *ARGS) == (digest, True)
     assert run(app, *ARGS) == (digest, False)  # the full check remembered it again
+
+
+# ---- what a review found (each of these answered early, or wrongly, before it was fixed)
+
+
+def _mine(app: Path, *args: str) -> tuple[str, Path]:
+    """Settle ``args`` and return the digest and the one command-line record it wrote."""
+    where = Path(os.environ["XDG_CACHE_HOME"]) / "lamina" / "uptodate"
+    before = {r: r.stat().st_mtime_ns for r in where.glob("cli-*.json")}
+    digest = settled(app, *args)
+    mine = [r for r in where.glob("cli-*.json") if before.get(r) != r.stat().st_mtime_ns]
+    assert len(mine) == 1
+    return digest, mine[0]
+
+
+def test_an_output_replaced_during_the_check_is_never_recorded_as_up_to_date(app: Path) -> None:
+    """Another build replaces the output while the check stats the inputs: the check must not
+    bind this command line's digest to the other build's file."""
+    (app / "tree2").mkdir()
+    (app / "tree2" / "f").write_text("other")
+    args = ("-q", "--add", "tree:/tree", "-o", "out/i.tar")
+    digest, _ = _mine(app, *args)
+    code = (
+        "import os, subprocess, sys\n"
+        "from lamina import quickcheck\n"
+        "real, fired = os.lstat, []\n"
+        "def lstat(p, *a, **k):\n"
+        "    if not fired and p == 'tree/g':\n"
+        "        fired.append(1)\n"
+        "        subprocess.run([sys.executable, '-m', 'lamina', 'build', '-q', '--add', 'tree2:/tree', '-o', 'out/i.tar'],\n"
+        "                       check=True, capture_output=True)\n"
+        "    return real(p, *a, **k)\n"
+        "os.lstat = lstat\n"
+        f"print(quickcheck.check({['build', *args]!r}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    res = subprocess.run([sys.executable, "-c", code], cwd=app, env={**env, "PYTHONPATH": str(SRC)},
+                         capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "None"
+    after, _ = run(app, *args)
+    assert after == digest  # rebuilt: the output holds this command line's image again
+    index = subprocess.run(["tar", "xOf", str(app / "out" / "i.tar"), "index.json"], capture_output=True, text=True).stdout
+    assert digest.split(":")[1] in index
+
+
+def test_an_archive_name_whose_path_depends_on_other_files_is_not_remembered(app: Path, tmp_path: Path) -> None:
+    """``base.tar:v1`` is the file base.tar:v1 if there is one, else base.tar's image v1."""
+    res = subprocess.run([sys.executable, "-m", "lamina", "build", "-q", "--add", "tree:/tree", "-t", "base:v1",
+                          "-o", "base.tar"], cwd=app, env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True)
+    assert res.returncode == 0, res.stderr
+    args = ("-q", "--from", "base.tar:base:v1", "--env", "A=1", "-o", "out/i.tar")
+    digest, _ = run(app, *args)
+    time.sleep(1.1)
+    for _ in range(2):
+        assert run(app, *args) == (digest, True)
+
+
+def test_a_forged_record_without_outputs_is_refused(app: Path) -> None:
+    digest, record = _mine(app, *ARGS)
+    quick = json.loads(record.read_text())
+    head = record.parent / quick["head"]
+    data = json.loads(head.read_text())
+    data["outputs"], data["digest"] = {}, "sha256:" + "0" * 64
+    head.write_text(json.dumps(data))
+    quick["touched"] = []
+    record.write_text(json.dumps(quick))
+    assert run(app, *ARGS) == (digest, True)
+
+
+def test_a_named_input_is_never_touched_as_an_output(app: Path) -> None:
+    """Only the values of -o, --metadata-file, --depfile and --oci-dir may be touched."""
+    digest, record = _mine(app, *ARGS)
+    quick = json.loads(record.read_text())
+    head = record.parent / quick["head"]
+    data = json.loads(head.read_text())
+    victim = app / "tree" / "g"
+    os.utime(victim, ns=(0, 0))
+    data["outputs"]["tree/g"] = stat_list_of(victim)
+    head.write_text(json.dumps(data))
+    quick["touched"].append("tree")
+    record.write_text(json.dumps(quick))
+    run(app, *ARGS)
+    assert victim.stat().st_mtime_ns == 0
+
+
+def stat_list_of(path: Path) -> list[int]:
+    from lamina.quickcheck import stat_list
+
+    return stat_list(path.stat())
+
+
+@pytest.mark.parametrize("plant", ["fifo", "symlink"])
+def test_a_planted_file_in_the_cache_is_neither_waited_on_nor_written_through(app: Path, plant: str) -> None:
+    digest, record = _mine(app, *ARGS)
+    paths = record.with_suffix(".paths")
+    head = record.parent / json.loads(record.read_text())["head"]
+    victim = app / "victim"
+    victim.write_text("mine")
+    paths.unlink()
+    if plant == "fifo":
+        os.mkfifo(paths)
+    else:
+        paths.symlink_to(victim)
+        head.rename(head.with_suffix(".real"))
+        head.symlink_to(victim)  # the full check reads it (refused) and rewrites it (a new file, not through it)
+    assert run(app, *ARGS)[0] == digest  # within the subprocess timeout: nothing waited on a FIFO
+    assert victim.read_text() == "mine"
+
+
+def test_a_digest_that_cannot_be_written_is_one_line(app: Path) -> None:
+    settled(app, *ARGS)
+    full = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    with open("/dev/full", "w") as devfull:
+        res = subprocess.run([sys.executable, "-m", "lamina", "build", *ARGS], cwd=app, stdout=devfull,
+                             stderr=subprocess.PIPE, text=True, env={**full, "PYTHONPATH": str(SRC)})
+    assert res.returncode != 0
+    assert res.stderr.startswith("lamina: error:") and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_ca_file_that_became_a_directory_is_refused_as_the_cli_refuses_it(app: Path) -> None:
+    (app / "ca.pem").write_text("")
+    args = (*ARGS, "--ca-file", "ca.pem")
+    settled(app, *args)
+    (app / "ca.pem").unlink()
+    (app / "ca.pem").mkdir()
+    full = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    res = subprocess.run([sys.executable, "-m", "lamina", "build", *args], cwd=app, capture_output=True, text=True,
+                         env={**full, "PYTHONPATH": str(SRC)})
+    assert res.returncode == 2 and "is a directory" in res.stderr
+
+
+def test_a_symlink_named_after_a_tree_holding_it_is_read_through(app: Path) -> None:
+    """``--add tree:/t --add tree/link:/l`` with tree/link -> ../other: other's files are
+    inputs too (the walk of tree only lstat'd the link). Both checks saw no change before."""
+    (app / "other").mkdir()
+    (app / "other" / "o").write_text("o")
+    (app / "tree" / "link").symlink_to("../other")
+    args = ("-q", "--add", "tree:/t", "--add", "tree/link:/l", "-o", "out/i.tar")
+    digest = settled(app, *args)
+    (app / "other" / "o").write_text("O")
+    assert run(app, *args)[0] != digest
+
+
+def test_certificates_read_through_symlinks_are_inputs(app: Path, testdata_out: Path) -> None:
+    """--ca-certs DIR reads each certificate through the symlinks such a directory holds
+    (as /etc/ssl/certs does): a change to what a link points to rebuilds."""
+    (app / "store").mkdir()
+    (app / "certs").mkdir()
+    bundle = (testdata_out / "cacert.pem").read_text()
+    blocks = bundle.split("-----END CERTIFICATE-----")
+    (app / "store" / "one.crt").write_text(blocks[0] + "-----END CERTIFICATE-----\n")
+    (app / "certs" / "one.pem").symlink_to("../store/one.crt")
+    args = ("-q", "--add", "tree:/tree", "--ca-certs", "certs", "-o", "out/i.tar")
+    digest = settled(app, *args)
+    (app / "store" / "one.crt").write_text(blocks[1] + "-----END CERTIFICATE-----\n")
+    assert run(app, *args)[0] != digest

@@ -38,6 +38,33 @@ def _columns() -> int:
         return 80
 
 
+def _up_to_date() -> int | None:
+    """``lamina build ...`` answered by lamina.quickcheck (0), or None: not known, build."""
+    try:
+        from lamina.quickcheck import check
+
+        found = check(sys.argv[1:])
+        if found is None:
+            return None
+        digest, quiet = found  # the outputs are up to date with this very command line
+        if not quiet and sys.stderr.isatty():
+            sys.stderr.write("lamina: up to date\n")
+        sys.stdout.write(digest + "\n")
+        sys.stdout.flush()
+        return 0
+    except KeyboardInterrupt:
+        sys.stderr.write("lamina: error: interrupted\n")
+        return 130
+    except BrokenPipeError:  # as the CLI: a reader that went away is told nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor is it flushed to again at exit
+        return 1
+    except OSError as exc:
+        sys.stderr.write(f"lamina: error: cannot write the digest: {exc.strerror}\n")
+        return 1
+
+
 def main() -> None:
     if sys.argv[1:] in (["--help"], ["-h"]) and sys.stdout is not None and _columns() >= 80:
         from lamina.helptext import TOP
@@ -46,16 +73,9 @@ def main() -> None:
         sys.stdout.flush()
         sys.exit(0)
     if sys.argv[1:2] == ["build"] and sys.stdout is not None and sys.stderr is not None:
-        from lamina.quickcheck import check
-
-        found = check(sys.argv[1:])
-        if found is not None:  # the outputs are up to date with this very command line
-            digest, quiet = found
-            if not quiet and sys.stderr.isatty():
-                sys.stderr.write("lamina: up to date\n")
-            sys.stdout.write(digest + "\n")
-            sys.stdout.flush()
-            sys.exit(0)
+        code = _up_to_date()
+        if code is not None:
+            sys.exit(code)
     gc.set_threshold(100_000, 10, 10)
     from lamina.cli import run
 

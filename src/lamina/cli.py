@@ -298,7 +298,8 @@ def build(ctx: click.Context, /, spec_file: Path | None, adds: tuple[str, ...], 
         from lamina.uptodate import Command
 
         # Remembered with the outputs: the same command line is checked before click loads (lamina.__main__).
-        command = Command(ctx.obj["argv"], spec_file, quiet) if "argv" in ctx.obj else None
+        checked = tuple(str(v) for v in (registry_options.ca_file, flags["apt_keyring"]) if v)
+        command = Command(ctx.obj["argv"], spec_file, quiet, checked) if "argv" in ctx.obj else None
         digest = up_to_date(spec, spec_path=spec_file, command=command)
         if digest is not None:  # nothing to do: the outputs hold this image (lamina.uptodate)
             progress("lamina: up to date")

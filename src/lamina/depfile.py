@@ -83,9 +83,12 @@ def _tops(spec: BuildSpec, spec_path: Path | None) -> Iterator[str | None]:
         yield item.path
     essentials = spec.essentials
     if essentials.ca_certs is not None:
-        from lamina.essentials import system_bundle
+        from lamina.essentials import pem_files, system_bundle
 
-        yield from essentials.ca_certs or (system_bundle(),)
+        for path in essentials.ca_certs or (system_bundle(),):
+            yield path
+            if os.path.isdir(path):  # certificates are read through the symlinks the walk lstats
+                yield from (os.path.realpath(f) for f in pem_files((path,)) if os.path.islink(f))
     if essentials.tzdata is not None:
         from lamina.essentials import SYSTEM_ZONEINFO
 
@@ -133,14 +136,27 @@ def inputs(spec: BuildSpec, spec_path: Path | None = None) -> Inputs:
     """Every file, directory and symlink the build of ``spec`` reads."""
     seen: dict[str, os.stat_result] = {}
     dirs: dict[str, list[tuple[str, str, os.stat_result]]] = {}
-    pinned, taken, tops = True, time.time_ns(), []
+    pinned, taken, tops, walked = True, time.time_ns(), [], set()
     for top in _tops(spec, spec_path):
         if top is None:
             pinned = False
             continue
+        if top in walked:
+            continue
+        walked.add(top)
         if top not in seen:
-            tops.append(top)
-            _walk(top, seen, dirs)
+            tops.append(top)  # its entry is its stat
+        elif not stat.S_ISLNK(seen[top].st_mode):
+            continue  # already walked inside a tree named before it
+        else:  # a symlink met inside an earlier tree (lstat'd there): what it points to is read too
+            real = os.path.realpath(top)
+            if real not in seen:  # its stat: its tree is walked below, by the symlink's name
+                try:
+                    seen[real] = os.stat(real)
+                except OSError as exc:
+                    raise InputError(f"cannot read {top!r}: {exc.strerror}") from None
+                tops.append(real)
+        _walk(top, seen, dirs)
     return Inputs(tuple(seen.items()), pinned, dirs, taken, frozenset(tops))
 
 

@@ -58,7 +58,9 @@ def system_bundle() -> str:
     raise InputError("--ca-certs: no CA bundle on this machine (looked at SSL_CERT_FILE and " + ", ".join(SYSTEM_BUNDLES) + ")")
 
 
-def _pem_files(paths: tuple[str, ...]) -> list[str]:
+def pem_files(paths: tuple[str, ...]) -> list[str]:
+    """The certificate files --ca-certs reads: each file named, every .pem and .crt under each
+    directory named (read through symlinks, as /etc/ssl/certs holds them)."""
     files: list[str] = []
     for path in paths or (system_bundle(),):
         if os.path.isdir(path):
@@ -91,7 +93,7 @@ def ca_bundle(paths: tuple[str, ...], below: tuple[tuple[str, bytes], ...] = ())
     certificates: dict[str, bytes] = {}
     for name, data in below:
         _certificates(name, data, certificates)
-    for path in _pem_files(paths):
+    for path in pem_files(paths):
         try:
             data = Path(path).read_bytes()
         except OSError as exc:

@@ -23,10 +23,13 @@ Anything unexpected in a record means "not known here": the full check then runs
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import operator
 import os
+import re
+import stat
 from array import array
 from collections.abc import Iterable, Sequence
 from itertools import chain
@@ -35,7 +38,7 @@ from lamina.home import cache_root
 
 RECORD = 1  # this module's record format
 MAX_RECORD = 1 << 20  # a record is a few hundred bytes; more is not ours
-MAX_PATHS = 64 << 20  # the paths of a million inputs; a larger list is not read (the full check runs)
+MAX_PATHS = 256 << 20  # the paths of a million inputs; a larger list is not read (the full check runs)
 
 # Variables that differ between runs of one build and that lamina never reads: Make's own
 # recursion flags, a shell's bookkeeping. Every other variable is part of the key, so that a
@@ -70,7 +73,11 @@ def stats_digest(paths: Sequence[str], stats: Iterable[os.stat_result]) -> str:
     """Every input's path and stat (mode, size, mtime, ctime, inode, device), in one digest:
     equal, and no content needs a look. Packed as 64-bit integers, not formatted."""
     h = hashlib.sha256("\0".join(paths).encode(errors="surrogateescape"))  # no path holds NUL
-    h.update(array("q", chain.from_iterable(map(_SIX, stats))).tobytes())
+    numbers = list(chain.from_iterable(map(_SIX, stats)))
+    try:
+        h.update(array("q", numbers).tobytes())
+    except OverflowError:  # an inode or device number of 2**63 or more (some network filesystems)
+        h.update(" ".join(map(str, numbers)).encode())
     return h.hexdigest()
 
 
@@ -82,59 +89,107 @@ def stat_list(st: os.stat_result) -> list[int]:
     return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
-def _named(command: Sequence[str], path: str) -> bool:
-    """Whether ``command`` names ``path`` itself (an output, an OCI layout or its index.json)."""
-    given = {os.path.normpath(a) for a in command[1:]} | {
-        os.path.normpath(a.partition("=")[2]) for a in command if a.startswith("--") and "=" in a}
-    path = os.path.normpath(path)
-    return path in given or (os.path.basename(path) == "index.json" and os.path.dirname(path) in given)
+_OUTPUT_OPTIONS = ("--output", "--metadata-file", "--depfile", "--oci-dir")
+
+
+def _as_path(text: str) -> str:
+    """A path spelled as pathlib spells it (``./a//b/`` is ``a/b``; ``..`` is kept: through a
+    symlink it is not the parent), so that the command line's words match the record's."""
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    return ("/" if text.startswith("/") else "") + "/".join(parts) or "."
+
+
+def _outputs_named(command: Sequence[str]) -> set[str]:
+    """The values of the output options on ``command`` (``-o``, ``--output``, ``--metadata-file``,
+    ``--depfile``, ``--oci-dir``), in any of click's spellings."""
+    named, args = set(), list(command)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in ("-o", *_OUTPUT_OPTIONS) and i + 1 < len(args):
+            named.add(_as_path(args[i + 1]))
+        elif arg.startswith("--") and arg.partition("=")[0] in _OUTPUT_OPTIONS and "=" in arg:
+            named.add(_as_path(arg.partition("=")[2]))
+        elif arg.startswith("-o") and len(arg) > 2 and not arg.startswith("--"):
+            named.add(_as_path(arg[2:]))
+    return named
+
+
+def _touchable(command: Sequence[str], outputs: Iterable[str], touched: Iterable[str]) -> bool:
+    """Whether every output a record names, and every file it would touch, is an output the
+    command line names (a layout's index.json and directory included): a record is not
+    trusted to say which files to touch."""
+    named = _outputs_named(command)
+
+    def ok(path: str) -> bool:
+        path = _as_path(path)
+        return path in named or (path.endswith("/index.json") and path.rpartition("/")[0] in named)
+
+    outputs = list(outputs)
+    return bool(outputs) and all(map(ok, outputs)) and all(map(ok, touched))
 
 
 def _key(command: Sequence[str]) -> str:
-    h = hashlib.sha256(f"{RECORD}\0{code_id()}\0{os.getcwd()}\0".encode(errors="surrogateescape"))
-    h.update("\0".join(command).encode(errors="surrogateescape") + b"\n")
-    h.update("\0".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k not in _VOLATILE)
-             .encode(errors="surrogateescape"))
-    return h.hexdigest()[:40]
+    """The command line, the working directory, the environment and lamina's code, as one
+    unambiguous string (JSON) hashed."""
+    env = sorted((k, v) for k, v in os.environ.items() if k not in _VOLATILE)
+    text = json.dumps([RECORD, code_id(), os.getcwd(), list(command), env], ensure_ascii=False)
+    return hashlib.sha256(text.encode(errors="surrogateescape")).hexdigest()[:40]
 
 
 def _path(command: Sequence[str]) -> str:
     return os.path.join(cache_root(), "uptodate", f"cli-{_key(command)}.json")
 
 
-def _read(path: str, limit: int) -> bytes:
-    with open(path, "rb") as f:
+def read_capped(path: str, limit: int) -> bytes:
+    """A regular file's bytes (a symlink, FIFO or device planted in the cache is refused, not
+    followed or waited on), at most ``limit``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise ValueError("too large")
+        raise OSError(f"{path}: over {limit} bytes")
     return data
 
 
-def _write(path: str, data: bytes) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+def replace_file(path: str, data: bytes) -> None:
+    """Write ``path`` whole, through a new file of its own renamed over it: a name planted
+    beside it (a symlink to another file) is never written through. OSError as os raises it."""
+    tmp = f"{path}.{os.getpid()}-{os.urandom(6).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def remember(command: Sequence[str], head: str, record: dict[str, object], entries: Sequence[tuple[str, os.stat_result]],
-             followed: Iterable[str], absent: Sequence[str], touched: Sequence[str], quiet: bool) -> None:
+             followed: Iterable[str], absent: Sequence[str], touched: Sequence[str], quiet: bool,
+             checked: Iterable[str] = ()) -> None:
     """After uptodate recorded ``record`` (its head file ``head``) for the outputs of ``command``:
     the paths that command line stats (``entries``; those in ``followed`` with ``stat``, the
-    rest with ``lstat``), and the files whose absence it relied on (a lamina.lock beside the
-    spec, a lamina.toml in the working directory). Best effort, as the record."""
+    rest with ``lstat``), the files whose absence it relied on (a lamina.lock beside the spec,
+    a lamina.toml in the working directory), and ``checked``: other files the command line
+    names and click checks (``--ca-file``), whose stat must not change either. Best effort."""
     outputs = record["outputs"]
-    if not isinstance(outputs, dict) or not all(_named(command, p) for p in (*outputs, *touched)):
+    if not isinstance(outputs, dict) or not _touchable(command, outputs, touched):
         return  # outputs a spec file names: a record is not trusted to say them (_check)
     path = _path(command)
     try:
         paths_id = os.urandom(8).hex()
-        _write(path.removesuffix(".json") + ".paths",
+        replace_file(path.removesuffix(".json") + ".paths",
                "\0".join([paths_id, *(p for p, _ in entries)]).encode("utf-8", "surrogateescape"))
-        _write(path, json.dumps({
+        replace_file(path, json.dumps({
             "record": RECORD, "head": os.path.basename(head), "settings": record["settings"],
             "fingerprint": record["fingerprint"], "paths_id": paths_id,
             "followed": {p: list(_SIX(st)) for p, st in entries if p in followed},
+            "checked": {p: list(_SIX(os.stat(p))) if os.path.lexists(p) else None for p in checked},
             "absent": list(absent), "touched": list(touched), "quiet": quiet,
         }, separators=(",", ":")).encode())
     except (OSError, ValueError):
@@ -154,7 +209,7 @@ def check(command: Sequence[str]) -> tuple[str, bool] | None:
 def _check(command: Sequence[str]) -> tuple[str, bool] | None:
     path = _path(command)
     try:
-        quick = json.loads(_read(path, MAX_RECORD))
+        quick = json.loads(read_capped(path, MAX_RECORD))
     except FileNotFoundError:
         return None
     if not isinstance(quick, dict) or quick.get("record") != RECORD:
@@ -163,23 +218,26 @@ def _check(command: Sequence[str]) -> tuple[str, bool] | None:
     if not isinstance(head_name, str) or os.sep in head_name or not head_name.endswith(".json"):
         return None
     head_path = os.path.join(os.path.dirname(path), head_name)
-    head = json.loads(_read(head_path, MAX_RECORD))
+    head = json.loads(read_capped(head_path, MAX_RECORD))
     if (not isinstance(head, dict) or head.get("settings") != quick["settings"]
             or head.get("fingerprint") != quick["fingerprint"] or not isinstance(head.get("stats"), str)
-            or not isinstance(head.get("outputs"), dict) or not isinstance(head.get("digest"), str)):
-        return None
-    if any(os.path.isfile(path) for path in quick["absent"]):
+            or not isinstance(head.get("outputs"), dict) or not _DIGEST.fullmatch(str(head.get("digest")))):
         return None
     outputs = head["outputs"]
-    if not all(_named(command, p) for p in (*outputs, *quick["touched"])):
+    if not _touchable(command, outputs, quick["touched"]):
         return None  # a record is not trusted to say which files to touch: the command line is
+    if any(os.path.isfile(path) for path in quick["absent"]):
+        return None
     if {p: stat_list(os.stat(p)) for p in outputs} != outputs:
         return None
+    for named, seen in quick["checked"].items():  # as click would find them (a file, not a directory)
+        if (list(_SIX(os.stat(named))) if os.path.lexists(named) else None) != seen:
+            return None
     followed = quick["followed"]
     for top, seen in followed.items():  # first the paths the command line names: a rebuilt binary
         if list(_SIX(os.stat(top))) != seen:  # is found without a stat of every other input
             return None
-    paths = _read(path.removesuffix(".json") + ".paths", MAX_PATHS).decode("utf-8", "surrogateescape").split("\0")
+    paths = read_capped(path.removesuffix(".json") + ".paths", MAX_PATHS).decode("utf-8", "surrogateescape").split("\0")
     if paths[0] != quick["paths_id"]:
         return None  # not the list written with this record
     del paths[0]
@@ -189,6 +247,18 @@ def _check(command: Sequence[str]) -> tuple[str, bool] | None:
         return None
     for touched in quick["touched"]:
         os.utime(touched)
-    head["outputs"] = {p: stat_list(os.stat(p)) for p in outputs}
-    _write(head_path, json.dumps(head, separators=(",", ":")).encode())
+    now = {p: stat_list(os.stat(p)) for p in outputs}
+    if any(same_file(now[p]) != same_file(seen) for p, seen in outputs.items()):
+        return None  # replaced meanwhile (another build): what they hold is not known here
+    head["outputs"] = now
+    replace_file(head_path, json.dumps(head, separators=(",", ":")).encode())
     return head["digest"], bool(quick["quiet"])
+
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def same_file(st: list[int]) -> list[int]:
+    """Of an output's recorded stat (mode, size, mtime, ctime, inode, device): what says it is
+    the same file with the same bytes, whatever touching it changed (mode, size, inode, device)."""
+    return [st[0], st[1], st[4], st[5]]

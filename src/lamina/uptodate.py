@@ -33,7 +33,7 @@ from lamina.depfile import Inputs
 from lamina.depfile import inputs as read_inputs
 from lamina.errors import LaminaError
 from lamina.home import cache_home
-from lamina.quickcheck import code_id, stat_list, stats_digest
+from lamina.quickcheck import MAX_PATHS, MAX_RECORD, code_id, read_capped, replace_file, same_file, stat_list, stats_digest
 from lamina.spec import BuildSpec, FilesLayer
 
 RECORD = 3  # the record's format
@@ -49,6 +49,7 @@ class Command:
     argv: tuple[str, ...]
     spec_path: Path | None
     quiet: bool
+    checked: tuple[str, ...] = ()  # other paths it names that click checks (--ca-file): unchanged, or rebuilt
 
 
 def _keys(found: Inputs) -> list[str]:
@@ -106,7 +107,7 @@ def fingerprint(found: Inputs, settings_digest: str, previous: dict[str, Any] | 
     input has the stat remembered, and there are no others, it is the fingerprint still."""
     previous = previous or {}
     digest_of = file_digest or _hash_file
-    taken = time.time_ns()
+    taken = found.taken_ns or time.time_ns()  # when the walk began: a stat taken after it is no older
     keys = keys if keys is not None else _keys(found)
     remembered = [seen[1] if (seen := previous.get(path)) is not None and seen[0] == key else None
                   for (path, _), key in zip(found.entries, keys)]
@@ -144,7 +145,7 @@ def _load(path: Path, *, inputs: bool = True) -> dict[str, Any] | None:
     every input's stat), and beside it the inputs' stats and contents, which a no-op neither
     reads nor writes (``inputs``: None when the two files do not belong together)."""
     try:
-        record = json.loads(path.read_bytes())
+        record = json.loads(read_capped(str(path), MAX_RECORD))
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("record") != RECORD:
@@ -160,7 +161,7 @@ def _load_inputs(path: Path, record: dict[str, Any]) -> None:
     dict path → (stat key, content). Plain fields, not JSON: 12,000 inputs load in a few ms."""
     record["inputs"] = None
     try:
-        fields = _inputs_path(path).read_bytes().decode("utf-8", "surrogateescape").split("\0")
+        fields = read_capped(str(_inputs_path(path)), MAX_PATHS).decode("utf-8", "surrogateescape").split("\0")
     except OSError:
         return
     if fields[0] != record.get("inputs_id") or len(fields) % 3 != 1:
@@ -178,9 +179,7 @@ def _inputs_path(head: Path) -> Path:
 
 
 def _write(path: Path, data: object) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":")).encode())
-    os.replace(tmp, path)
+    replace_file(str(path), data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":")).encode())
 
 
 def _output_stats(spec: BuildSpec) -> dict[str, _Stat] | None:
@@ -230,7 +229,7 @@ def _save(spec: BuildSpec, fp: Fingerprint, digest: str, inputs_id: str | None =
                 absent = [DEFAULT_SPEC] if not spec.layers else []  # the CLI would have read one
             quickcheck.remember(command.argv, str(where), head, fp.inputs.entries, fp.inputs.followed,
                                 [p for p in absent if not os.path.isfile(p)], [str(p) for p in _touched(spec)],
-                                command.quiet)
+                                command.quiet, command.checked)
 
 
 # The fingerprint a check found stale, by what it checked: the build that follows in the same
@@ -272,9 +271,12 @@ def _named_by_files(spec: BuildSpec) -> bool:
                for source in layer.adds if isinstance(source, CopyFromSpec)]
     if images:  # the walk of the inputs has asked the same of each (lamina.pins)
         from lamina.registry.pull import is_registry_ref
+        from lamina.sources.base import BaseRef
 
         if any(is_registry_ref(image) for image in images):
             return False
+        if any(":" in BaseRef.parse(image).path or BaseRef.parse(image).ref for image in images):
+            return False  # ARCHIVE:REF: where the path ends depends on which prefixes exist
     if any(isinstance(layer, DebsLayer) and layer.packages for layer in spec.layers):
         return False
     return spec.essentials.ca_certs != () and spec.essentials.tzdata != ""
@@ -296,7 +298,7 @@ def check(spec: BuildSpec, spec_path: Path | None, epoch: int, command: Command 
         return None
     stats = _stats_digest(found)
     if previous.get("stats") is not None and previous["stats"] == stats:
-        fp = Fingerprint(found, previous["settings"], (), previous["fingerprint"], time.time_ns())  # stat first
+        fp = Fingerprint(found, previous["settings"], (), previous["fingerprint"], found.taken_ns or time.time_ns())
     else:
         keys = _keys(found)
         _load_inputs(where, previous)
@@ -308,6 +310,9 @@ def check(spec: BuildSpec, spec_path: Path | None, epoch: int, command: Command 
     for path in _touched(spec):
         with contextlib.suppress(OSError):
             os.utime(path)
+    now = _output_stats(spec)
+    if now is None or any(same_file(now[p]) != same_file(seen) for p, seen in previous["outputs"].items()):
+        return None  # an output was replaced meanwhile (another build): rebuilt, never recorded as this one
     digest = str(previous["digest"])
     _save(spec, fp, digest, inputs_id=previous.get("inputs_id") if fp.hashed == 0 else None, stats=stats,
           command=command)
