@@ -126,6 +126,15 @@ def test_a_spec_file_appearing_in_the_directory_goes_back_to_the_full_check(app:
     assert loaded and after != digest
 
 
+def test_a_build_never_remembered_is_not_looked_up(app: Path) -> None:
+    """--no-cache (like --force, --push, -o -) is never recorded: not even the lookup is made."""
+    full = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "lamina", "build", *ARGS, "--no-cache"], cwd=app,
+                         env={**full, "PYTHONPATH": str(SRC)}, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "| lamina.cli" in res.stderr and "lamina.quickcheck" not in res.stderr
+
+
 def test_force_is_never_answered_early(app: Path) -> None:
     digest = settled(app, *ARGS)
     tar = app / "out" / "i.tar"

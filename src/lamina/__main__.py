@@ -38,6 +38,11 @@ def _columns() -> int:
         return 80
 
 
+# Flags that make a build one lamina.uptodate never records (or always rebuilds): such a
+# command line is not looked up at all.
+_NEVER_REMEMBERED = frozenset({"--no-cache", "--force", "--push", "--check-reproducible", "--provenance-key", "-"})
+
+
 def _up_to_date() -> int | None:
     """``lamina build ...`` answered by lamina.quickcheck (0), or None: not known, build."""
     try:
@@ -72,7 +77,8 @@ def main() -> None:
         sys.stdout.write(TOP)
         sys.stdout.flush()
         sys.exit(0)
-    if sys.argv[1:2] == ["build"] and sys.stdout is not None and sys.stderr is not None:
+    if (sys.argv[1:2] == ["build"] and sys.stdout is not None and sys.stderr is not None
+            and _NEVER_REMEMBERED.isdisjoint(sys.argv)):
         code = _up_to_date()
         if code is not None:
             sys.exit(code)
