@@ -60,13 +60,12 @@ def _up_to_date() -> int | None:
     except KeyboardInterrupt:
         sys.stderr.write("lamina: error: interrupted\n")
         return 130
-    except BrokenPipeError:  # as the CLI: a reader that went away is told nothing more
+    except OSError as exc:  # stdout failed (closed pipe, full disk): said once, and never flushed to again
         import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor is it flushed to again at exit
-        return 1
-    except OSError as exc:
-        sys.stderr.write(f"lamina: error: cannot write the digest: {exc.strerror}\n")
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush would fail again
+        if not isinstance(exc, BrokenPipeError):  # as the CLI: a reader that went away is told nothing more
+            sys.stderr.write(f"lamina: error: cannot write the digest: {exc.strerror}\n")
         return 1
 
 
