@@ -89,7 +89,28 @@ def test_corrupt_cache_entry_is_rebuilt_and_prune_empties(inputs: Path) -> None:
     assert second.stdout == first.stdout
     assert (inputs / "a.tar").read_bytes() == (inputs / "b.tar").read_bytes()
     res = lamina("cache", "prune", env=env)
-    assert res.returncode == 0 and res.stdout.strip().startswith("removed 1 layers") and res.stdout.strip().endswith("0 layers (0 bytes) remain")
+    first_line = res.stdout.strip().splitlines()[0]
+    assert res.returncode == 0 and first_line.startswith("removed 1 layers") and first_line.endswith("0 layers (0 bytes) remain")
+
+
+def test_emptying_the_cache_forgets_up_to_date_records_and_census_memos(inputs: Path) -> None:
+    """What was remembered beside the layers goes with them (the records of up-to-date outputs,
+    the command lines lamina.quickcheck answers early, the censuses of lamina index); a size
+    limit keeps them."""
+    env = {"XDG_CACHE_HOME": str(inputs / "cache")}
+    root = inputs / "cache" / "lamina"
+    args = ("build", "-q", "--add", f"{inputs / 'tree'}:/t", "-o", str(inputs / "a.tar"))
+    assert lamina(*args, env=env).returncode == 0
+    joined = lamina("index", str(inputs / "a.tar"), "-o", str(inputs / "j.tar"), env=env)
+    assert joined.returncode == 0, joined.stderr
+    assert any((root / "uptodate").iterdir()) and any((root / "census").iterdir())  # control
+    kept = lamina("cache", "prune", "--max-size", "1G", env=env)
+    assert kept.returncode == 0 and len(kept.stdout.strip().splitlines()) == 1
+    assert any((root / "uptodate").iterdir()) and any((root / "census").iterdir())
+    res = lamina("cache", "prune", env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[1].startswith("removed 1 up-to-date records and 1 census memos")
+    assert not any((root / "uptodate").iterdir()) and not any((root / "census").iterdir())
 
 
 def test_two_builds_at_once_share_the_cache(inputs: Path) -> None:

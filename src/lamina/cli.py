@@ -584,7 +584,7 @@ def lint_command(image: Path, ignore: tuple[str, ...], as_json: bool) -> None:
 
 @main.group()
 def cache() -> None:
-    """The layer cache under $XDG_CACHE_HOME/lamina/layers."""
+    """The layer cache under $XDG_CACHE_HOME/lamina/layers (and what lamina remembers beside it)."""
 
 
 @cache.command()
@@ -595,7 +595,11 @@ def cache() -> None:
 @_registry_options
 @click.pass_context
 def prune(ctx: click.Context, /, max_size: str, remote: str | None, older_than: str | None, **opts: Any) -> None:
-    """Drop least-recently-used layers until the cache fits in --max-size, or old entries of a cache repository."""
+    """Drop least-recently-used layers until the cache fits in --max-size, or old entries of a cache repository.
+
+    Emptying it (--max-size 0, the default) also drops the up-to-date records and the census
+    memos of `lamina index`: every output is then built again once.
+    """
     from lamina.cache import LayerCache
     from lamina.errors import UsageError
     from lamina.registry.api import parse_size
@@ -617,6 +621,13 @@ def prune(ctx: click.Context, /, max_size: str, remote: str | None, older_than: 
     finally:
         store.close()
     click.echo(f"removed {removed} layers ({freed} bytes); {count} layers ({size} bytes) remain")
+    if limit == 0:  # emptied: what was derived from layers goes too
+        from lamina.join import forget_censuses
+        from lamina.uptodate import forget
+
+        records, record_bytes = forget()
+        censuses, census_bytes = forget_censuses()
+        click.echo(f"removed {records} up-to-date records and {censuses} census memos ({record_bytes + census_bytes} bytes)")
 
 
 def run(argv: list[str] | None = None) -> int:

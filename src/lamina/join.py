@@ -32,7 +32,7 @@ import attrs
 
 from lamina.elf import Ident, candidate, foreign, identify
 from lamina.errors import InputError, UsageError
-from lamina.home import cache_home
+from lamina.home import cache_home, remove_files
 from lamina.image import Image, ImageIndex, compose_index
 from lamina.layers.entries import normalize
 from lamina.model import Digest, Layer, Platform
@@ -186,6 +186,11 @@ def remember(layer: Layer, found: Census) -> Census:
     except OSError:
         pass
     return found
+
+
+def forget_censuses() -> tuple[int, int]:
+    """Drop every census remembered; (memos, bytes) freed; for ``lamina cache prune``."""
+    return remove_files(cache_home() / "census", lambda name: name.endswith(".json"))
 
 
 def fits(censuses: Sequence[Census], platform: Platform) -> bool:

@@ -32,7 +32,7 @@ import attrs
 from lamina.depfile import Inputs
 from lamina.depfile import inputs as read_inputs
 from lamina.errors import LaminaError
-from lamina.home import cache_home
+from lamina.home import cache_home, remove_files
 from lamina.quickcheck import MAX_PATHS, MAX_RECORD, code_id, read_capped, replace_file, same_file, stat_list, stats_digest
 from lamina.spec import BuildSpec, FilesLayer
 
@@ -324,3 +324,9 @@ def _touched(spec: BuildSpec) -> Iterator[Path]:
     yield from outputs(spec)
     if spec.oci_dir is not None:
         yield spec.oci_dir
+
+
+def forget() -> tuple[int, int]:
+    """Drop every record (and every command line lamina.quickcheck remembered): the next build
+    of any output builds, and records again. (records, bytes) freed; for ``lamina cache prune``."""
+    return remove_files(cache_home() / "uptodate", lambda name: name.endswith(".json") and not name.startswith("cli-"))
