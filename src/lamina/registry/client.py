@@ -45,6 +45,7 @@ from lamina.registry.auth import Credentials, TokenCache, lookup, parse_challeng
 MAX_DOCUMENT = 4 << 20  # manifests, indexes, tokens, error bodies: a hard cap no descriptor can raise
 MIN_RATE = 64 << 10  # bytes per second a blob transfer is granted on top of the deadline
 REDIRECTS = 5
+_READ = 1 << 20  # the most one socket read takes (Stream.read)
 _WRITE = 64 << 10  # writes are cut to this size so the deadline is checked between them
 _REDIRECT_CODES = (301, 302, 303, 307, 308)
 
@@ -176,7 +177,10 @@ def _transport(context: ssl.SSLContext, max_connections: int, trust: Callable[[]
             self._inner = inner
 
         def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            return self._inner.read(max_bytes, budget(timeout))
+            # httpcore asks for 64 KiB at a time; what the socket holds beyond that is taken in
+            # the same call (up to 1 MiB): a blob body then costs a tenth of the trips through
+            # h11 and httpx, the CPU a pull spends besides hashing and inflating.
+            return self._inner.read(max(max_bytes, _READ), budget(timeout))
 
         def write(self, buffer: bytes, timeout: float | None = None) -> None:
             if len(buffer) <= _WRITE:
