@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.cli import lamina
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ARGS = ("-q", "--add", "tree:/tree", "--env", "A=1", "-o", "out/i.tar", "--metadata-file", "out/m.json",
@@ -322,9 +323,7 @@ def test_a_ca_file_that_became_a_directory_is_refused_as_the_cli_refuses_it(app:
     settled(app, *args)
     (app / "ca.pem").unlink()
     (app / "ca.pem").mkdir()
-    full = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
-    res = subprocess.run([sys.executable, "-m", "lamina", "build", *args], cwd=app, capture_output=True, text=True,
-                         env={**full, "PYTHONPATH": str(SRC)})
+    res = lamina("build", *args, cwd=app)
     assert res.returncode == 2 and "is a directory" in res.stderr
 
 

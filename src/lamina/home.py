@@ -1,4 +1,5 @@
-"""Where lamina keeps state on this machine: the one function that knows."""
+"""Where lamina keeps state on this machine (the one function that knows), and how its
+files there are read and written: whole, capped, never through a name planted beside them."""
 
 from __future__ import annotations
 
@@ -44,3 +45,31 @@ def remove_files(root: Path, counted: Callable[[str], bool]) -> tuple[int, int]:
                 freed += st.st_size
                 count += counted(name)
     return count, freed
+
+
+def read_capped(path: str, limit: int) -> bytes:
+    """A regular file's bytes (a symlink, FIFO or device planted in the cache is refused, not
+    followed or waited on), at most ``limit``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path}: over {limit} bytes")
+    return data
+
+
+def replace_file(path: str, data: bytes) -> None:
+    """Write ``path`` whole, through a new file of its own renamed over it: a name planted
+    beside it (a symlink to another file) is never written through. OSError as os raises it."""
+    tmp = f"{path}.{os.getpid()}-{os.urandom(6).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -18,10 +18,8 @@ the cache by (digest, diff_id), so joining the same layers again reads none of t
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import os
 import tarfile
 import tempfile
 from collections.abc import Sequence
@@ -32,7 +30,7 @@ import attrs
 
 from lamina.elf import Ident, candidate, foreign, identify
 from lamina.errors import InputError, UsageError
-from lamina.home import cache_home, remove_files
+from lamina.home import cache_home, remove_files, replace_file
 from lamina.image import Image, ImageIndex, compose_index
 from lamina.layers.entries import normalize
 from lamina.model import Digest, Layer, Platform
@@ -174,15 +172,7 @@ def remember(layer: Layer, found: Census) -> Census:
     doc = json.dumps({"machines": sorted(found.machines), "unsure": found.unsure}).encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".census-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(doc)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        replace_file(str(path), doc)
     except OSError:
         pass
     return found

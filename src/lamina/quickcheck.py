@@ -23,18 +23,16 @@ Anything unexpected in a record means "not known here": the full check then runs
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import operator
 import os
 import re
-import stat
 from array import array
 from collections.abc import Iterable, Sequence
 from itertools import chain
 
-from lamina.home import cache_root
+from lamina.home import cache_root, read_capped, replace_file
 
 RECORD = 1  # this module's record format
 MAX_RECORD = 1 << 20  # a record is a few hundred bytes; more is not ours
@@ -139,34 +137,6 @@ def _key(command: Sequence[str]) -> str:
 
 def _path(command: Sequence[str]) -> str:
     return os.path.join(cache_root(), "uptodate", f"cli-{_key(command)}.json")
-
-
-def read_capped(path: str, limit: int) -> bytes:
-    """A regular file's bytes (a symlink, FIFO or device planted in the cache is refused, not
-    followed or waited on), at most ``limit``."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path}: not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(f"{path}: over {limit} bytes")
-    return data
-
-
-def replace_file(path: str, data: bytes) -> None:
-    """Write ``path`` whole, through a new file of its own renamed over it: a name planted
-    beside it (a symlink to another file) is never written through. OSError as os raises it."""
-    tmp = f"{path}.{os.getpid()}-{os.urandom(6).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def remember(command: Sequence[str], head: str, record: dict[str, object], entries: Sequence[tuple[str, os.stat_result]],

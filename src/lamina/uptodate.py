@@ -33,7 +33,8 @@ from lamina.depfile import Inputs
 from lamina.depfile import inputs as read_inputs
 from lamina.errors import LaminaError
 from lamina.home import cache_home, remove_files
-from lamina.quickcheck import MAX_PATHS, MAX_RECORD, code_id, read_capped, replace_file, same_file, stat_list, stats_digest
+from lamina.home import read_capped, replace_file
+from lamina.quickcheck import MAX_PATHS, MAX_RECORD, code_id, same_file, stat_list, stats_digest
 from lamina.spec import BuildSpec, FilesLayer
 
 RECORD = 3  # the record's format
