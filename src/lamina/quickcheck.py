@@ -83,8 +83,8 @@ _SIX = operator.attrgetter("st_mode", "st_size", "st_mtime_ns", "st_ctime_ns", "
 
 
 def stat_list(st: os.stat_result) -> list[int]:
-    """A file's stat as uptodate records an output's: (mode, size, mtime, ctime, inode, device)."""
-    return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+    """A file's stat as the records keep it: (mode, size, mtime, ctime, inode, device)."""
+    return list(_SIX(st))
 
 
 _OUTPUT_OPTIONS = ("--output", "--metadata-file", "--depfile", "--oci-dir")
@@ -154,12 +154,12 @@ def remember(command: Sequence[str], head: str, record: dict[str, object], entri
     try:
         paths_id = os.urandom(8).hex()
         replace_file(path.removesuffix(".json") + ".paths",
-               "\0".join([paths_id, *(p for p, _ in entries)]).encode("utf-8", "surrogateescape"))
+                     "\0".join([paths_id, *(p for p, _ in entries)]).encode("utf-8", "surrogateescape"))
         replace_file(path, json.dumps({
             "record": RECORD, "head": os.path.basename(head), "settings": record["settings"],
             "fingerprint": record["fingerprint"], "paths_id": paths_id,
-            "followed": {p: list(_SIX(st)) for p, st in entries if p in followed},
-            "checked": {p: list(_SIX(os.stat(p))) if os.path.lexists(p) else None for p in checked},
+            "followed": {p: stat_list(st) for p, st in entries if p in followed},
+            "checked": {p: stat_list(os.stat(p)) if os.path.lexists(p) else None for p in checked},
             "absent": list(absent), "touched": list(touched), "quiet": quiet,
         }, separators=(",", ":")).encode())
     except (OSError, ValueError):
@@ -196,16 +196,16 @@ def _check(command: Sequence[str]) -> tuple[str, bool] | None:
     outputs = head["outputs"]
     if not _touchable(command, outputs, quick["touched"]):
         return None  # a record is not trusted to say which files to touch: the command line is
-    if any(os.path.isfile(path) for path in quick["absent"]):
+    if any(os.path.isfile(p) for p in quick["absent"]):
         return None
     if {p: stat_list(os.stat(p)) for p in outputs} != outputs:
         return None
     for named, seen in quick["checked"].items():  # as click would find them (a file, not a directory)
-        if (list(_SIX(os.stat(named))) if os.path.lexists(named) else None) != seen:
+        if (stat_list(os.stat(named)) if os.path.lexists(named) else None) != seen:
             return None
     followed = quick["followed"]
     for top, seen in followed.items():  # first the paths the command line names: a rebuilt binary
-        if list(_SIX(os.stat(top))) != seen:  # is found without a stat of every other input
+        if stat_list(os.stat(top)) != seen:  # is found without a stat of every other input
             return None
     paths = read_capped(path.removesuffix(".json") + ".paths", MAX_PATHS).decode("utf-8", "surrogateescape").split("\0")
     if paths[0] != quick["paths_id"]:
