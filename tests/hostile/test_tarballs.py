@@ -70,6 +70,16 @@ def test_decompression_bomb_builds_in_bounded_memory(case: TarCase, tmp_path: Pa
     assert res.seconds < 90, res
 
 
+def test_the_peak_rss_is_the_childs_not_pytests(tmp_path: Path) -> None:
+    """pytest holding 300 MB must not show in lamina's peak RSS (through fork, it did: the
+    bounded-memory tests failed when run after tests that leave pytest large)."""
+    ballast = b"\x01" * (300 << 20)  # resident: every page written
+    res = lamina("--version", cwd=tmp_path)
+    assert res.code == 0 and "lamina" in res.stdout, res
+    assert 0 < res.max_rss_kb < 150 << 10, res
+    assert len(ballast) == 300 << 20
+
+
 @pytest.mark.slow
 def test_member_over_8_gib(tmp_path: Path, canary: Canary) -> None:
     """8 GiB + 4 KiB, past ustar's size field: read as a stream, written with a PAX size."""
