@@ -32,8 +32,7 @@ import attrs
 from lamina.depfile import Inputs
 from lamina.depfile import inputs as read_inputs
 from lamina.errors import LaminaError
-from lamina.home import cache_home, remove_files
-from lamina.home import read_capped, replace_file
+from lamina.home import cache_home, read_capped, remove_files, replace_file
 from lamina.quickcheck import MAX_PATHS, MAX_RECORD, code_id, same_file, stat_list, stats_digest
 from lamina.spec import BuildSpec, FilesLayer
 
@@ -194,13 +193,15 @@ def _output_stats(spec: BuildSpec) -> dict[str, _Stat] | None:
 
 
 def _save(spec: BuildSpec, fp: Fingerprint, digest: str, inputs_id: str | None = None,
-          stats: str | None = None, command: Command | None = None) -> None:
+          stats: str | None = None, command: Command | None = None,
+          outputs_now: dict[str, _Stat] | None = None) -> None:
     """Remember ``fp`` for the outputs just written (or refreshed). Best effort: the record
     only saves time, and a missing one means building. ``inputs_id``: the inputs' part
     already on disk, still right (nothing was hashed), kept as it is. ``command``: the CLI
-    command line that asked, remembered for lamina.quickcheck when its inputs allow."""
+    command line that asked, remembered for lamina.quickcheck when its inputs allow.
+    ``outputs_now``: the outputs' stats, when the caller has just taken them."""
     where = _record_path(spec)
-    outputs_now = _output_stats(spec)
+    outputs_now = outputs_now or _output_stats(spec)
     if where is None or outputs_now is None:
         return
     with contextlib.suppress(OSError):
@@ -220,7 +221,6 @@ def _save(spec: BuildSpec, fp: Fingerprint, digest: str, inputs_id: str | None =
         _write(where, head)
         if command is not None and not racy and _named_by_files(spec):
             from lamina import quickcheck
-
             from lamina.pins import LOCK_NAME
             from lamina.spec import DEFAULT_SPEC
 
@@ -274,10 +274,12 @@ def _named_by_files(spec: BuildSpec) -> bool:
         from lamina.registry.pull import is_registry_ref
         from lamina.sources.base import BaseRef
 
-        if any(is_registry_ref(image) for image in images):
-            return False
-        if any(":" in BaseRef.parse(image).path or BaseRef.parse(image).ref for image in images):
-            return False  # ARCHIVE:REF: where the path ends depends on which prefixes exist
+        for image in images:
+            if is_registry_ref(image):
+                return False
+            ref = BaseRef.parse(image)
+            if ref.ref or ":" in ref.path:
+                return False  # ARCHIVE:REF: where the path ends depends on which prefixes exist
     if any(isinstance(layer, DebsLayer) and layer.packages for layer in spec.layers):
         return False
     return spec.essentials.ca_certs != () and spec.essentials.tzdata != ""
@@ -316,7 +318,7 @@ def check(spec: BuildSpec, spec_path: Path | None, epoch: int, command: Command 
         return None  # an output was replaced meanwhile (another build): rebuilt, never recorded as this one
     digest = str(previous["digest"])
     _save(spec, fp, digest, inputs_id=previous.get("inputs_id") if fp.hashed == 0 else None, stats=stats,
-          command=command)
+          command=command, outputs_now=now)
     return digest
 
 
