@@ -30,6 +30,17 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="lamina-test-cache-")
 
 
+@pytest.fixture
+def small_app(tmp_path: Path) -> Path:
+    """A working directory with a small input tree (tree/g, tree/sub/f) and an empty out/:
+    what the up-to-date tests build, change and build again."""
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "f").write_text("f")
+    (tmp_path / "tree" / "g").write_text("g")
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def testdata_out() -> Path:
     """Build testdata/ (Go/C hello binaries, busybox rootfs, CA bundle) once.

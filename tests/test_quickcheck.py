@@ -13,10 +13,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cli import lamina
+
+from lamina.quickcheck import stat_list
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ARGS = ("-q", "--add", "tree:/tree", "--env", "A=1", "-o", "out/i.tar", "--metadata-file", "out/m.json",
@@ -45,13 +49,30 @@ def settled(app: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return digest
 
 
+def _mine(app: Path, *args: str) -> tuple[str, Path]:
+    """Settle ``args`` and return the digest and the one command-line record it wrote."""
+    where = Path(os.environ["XDG_CACHE_HOME"]) / "lamina" / "uptodate"
+    before = {r: r.stat().st_mtime_ns for r in where.glob("cli-*.json")}
+    digest = settled(app, *args)
+    mine = [r for r in where.glob("cli-*.json") if before.get(r) != r.stat().st_mtime_ns]
+    assert len(mine) == 1
+    return digest, mine[0]
+
+
+def _forge(record: Path, edit: Callable[[dict[str, Any], dict[str, Any]], None]) -> None:
+    """Rewrite a remembered command line and its head record as whoever can write the cache
+    could: ``edit(command line record, head record)``."""
+    quick = json.loads(record.read_text())
+    head = record.parent / quick["head"]
+    data = json.loads(head.read_text())
+    edit(quick, data)
+    head.write_text(json.dumps(data))
+    record.write_text(json.dumps(quick))
+
+
 @pytest.fixture
-def app(tmp_path: Path) -> Path:
-    (tmp_path / "tree" / "sub").mkdir(parents=True)
-    (tmp_path / "tree" / "sub" / "f").write_text("f")
-    (tmp_path / "tree" / "g").write_text("g")
-    (tmp_path / "out").mkdir()
-    return tmp_path
+def app(small_app: Path) -> Path:
+    return small_app
 
 
 def test_an_unchanged_command_line_is_answered_before_the_cli_loads(app: Path) -> None:
@@ -157,60 +178,40 @@ def test_a_build_reading_the_machines_ca_bundle_is_not_remembered(app: Path) -> 
 def test_a_record_never_touches_a_file_the_command_line_does_not_name(app: Path) -> None:
     """Whoever can write the cache could name any file as an output, with its current stat:
     the early check refreshes only outputs the command line names."""
-    from lamina.quickcheck import stat_list
-
-    where = Path(os.environ["XDG_CACHE_HOME"]) / "lamina" / "uptodate"
-    before = {r: r.stat().st_mtime_ns for r in where.glob("cli-*.json")}
-    digest = settled(app, *ARGS)
-    record = next(r for r in where.glob("cli-*.json") if before.get(r) != r.stat().st_mtime_ns)
+    digest, record = _mine(app, *ARGS)
     victim = app / "victim"
     victim.write_text("mine")
     os.utime(victim, ns=(0, 0))
-    quick = json.loads(record.read_text())
-    head = where / quick["head"]
-    data = json.loads(head.read_text())
-    data["outputs"][str(victim)] = stat_list(victim.stat())
-    head.write_text(json.dumps(data))
-    quick["touched"].append(str(victim))
-    record.write_text(json.dumps(quick))
+
+    def edit(quick: dict[str, Any], head: dict[str, Any]) -> None:
+        head["outputs"][str(victim)] = stat_list(victim.stat())
+        quick["touched"].append(str(victim))
+
+    _forge(record, edit)
     assert run(app, *ARGS) == (digest, True)  # the full check answered, from the command line's own outputs
     assert victim.stat().st_mtime_ns == 0
 
 
 @pytest.mark.parametrize("damage", ["garbage", "head elsewhere", "huge", "other paths"])
 def test_a_damaged_record_means_the_full_check(app: Path, damage: str) -> None:
-    where = Path(os.environ["XDG_CACHE_HOME"]) / "lamina" / "uptodate"
-    before = {r: r.stat().st_mtime_ns for r in where.glob("cli-*.json")}
-    digest = settled(app, *ARGS)
-    mine = [r for r in where.glob("cli-*.json") if before.get(r) != r.stat().st_mtime_ns]
-    assert len(mine) == 1 and list(json.loads(mine[0].read_text())["followed"]) == ["tree"]
-    for record in mine:
-        if damage == "garbage":
-            record.write_bytes(b"\x00{not json")
-        elif damage == "head elsewhere":
-            data = json.loads(record.read_text())
-            data["head"] = "../../../etc/passwd"
-            record.write_text(json.dumps(data))
-        elif damage == "huge":
-            record.write_bytes(b" " * (2 << 20))
-        else:  # a list of paths that is not the one this record was written with
-            paths = record.with_suffix(".paths")
-            paths.write_bytes(b"0123456789abcdef" + paths.read_bytes()[16:])
+    digest, record = _mine(app, *ARGS)
+    assert list(json.loads(record.read_text())["followed"]) == ["tree"]
+    if damage == "garbage":
+        record.write_bytes(b"\x00{not json")
+    elif damage == "head elsewhere":
+        data = json.loads(record.read_text())
+        data["head"] = "../../../etc/passwd"
+        record.write_text(json.dumps(data))
+    elif damage == "huge":
+        record.write_bytes(b" " * (2 << 20))
+    else:  # a list of paths that is not the one this record was written with
+        paths = record.with_suffix(".paths")
+        paths.write_bytes(b"0123456789abcdef" + paths.read_bytes()[16:])
     assert run(app, *ARGS) == (digest, True)
     assert run(app, *ARGS) == (digest, False)  # the full check remembered it again
 
 
 # ---- what a review found (each of these answered early, or wrongly, before it was fixed)
-
-
-def _mine(app: Path, *args: str) -> tuple[str, Path]:
-    """Settle ``args`` and return the digest and the one command-line record it wrote."""
-    where = Path(os.environ["XDG_CACHE_HOME"]) / "lamina" / "uptodate"
-    before = {r: r.stat().st_mtime_ns for r in where.glob("cli-*.json")}
-    digest = settled(app, *args)
-    mine = [r for r in where.glob("cli-*.json") if before.get(r) != r.stat().st_mtime_ns]
-    assert len(mine) == 1
-    return digest, mine[0]
 
 
 def test_an_output_replaced_during_the_check_is_never_recorded_as_up_to_date(app: Path) -> None:
@@ -245,8 +246,7 @@ def test_an_output_replaced_during_the_check_is_never_recorded_as_up_to_date(app
 
 def test_an_archive_name_whose_path_depends_on_other_files_is_not_remembered(app: Path, tmp_path: Path) -> None:
     """``base.tar:v1`` is the file base.tar:v1 if there is one, else base.tar's image v1."""
-    res = subprocess.run([sys.executable, "-m", "lamina", "build", "-q", "--add", "tree:/tree", "-t", "base:v1",
-                          "-o", "base.tar"], cwd=app, env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True)
+    res = lamina("build", "-q", "--add", "tree:/tree", "-t", "base:v1", "-o", "base.tar", cwd=app)
     assert res.returncode == 0, res.stderr
     args = ("-q", "--from", "base.tar:base:v1", "--env", "A=1", "-o", "out/i.tar")
     digest, _ = run(app, *args)
@@ -257,36 +257,27 @@ def test_an_archive_name_whose_path_depends_on_other_files_is_not_remembered(app
 
 def test_a_forged_record_without_outputs_is_refused(app: Path) -> None:
     digest, record = _mine(app, *ARGS)
-    quick = json.loads(record.read_text())
-    head = record.parent / quick["head"]
-    data = json.loads(head.read_text())
-    data["outputs"], data["digest"] = {}, "sha256:" + "0" * 64
-    head.write_text(json.dumps(data))
-    quick["touched"] = []
-    record.write_text(json.dumps(quick))
+
+    def edit(quick: dict[str, Any], head: dict[str, Any]) -> None:
+        head["outputs"], head["digest"], quick["touched"] = {}, "sha256:" + "0" * 64, []
+
+    _forge(record, edit)
     assert run(app, *ARGS) == (digest, True)
 
 
 def test_a_named_input_is_never_touched_as_an_output(app: Path) -> None:
     """Only the values of -o, --metadata-file, --depfile and --oci-dir may be touched."""
-    digest, record = _mine(app, *ARGS)
-    quick = json.loads(record.read_text())
-    head = record.parent / quick["head"]
-    data = json.loads(head.read_text())
+    _, record = _mine(app, *ARGS)
     victim = app / "tree" / "g"
     os.utime(victim, ns=(0, 0))
-    data["outputs"]["tree/g"] = stat_list_of(victim)
-    head.write_text(json.dumps(data))
-    quick["touched"].append("tree")
-    record.write_text(json.dumps(quick))
+
+    def edit(quick: dict[str, Any], head: dict[str, Any]) -> None:
+        head["outputs"]["tree/g"] = stat_list(victim.stat())
+        quick["touched"].append("tree")
+
+    _forge(record, edit)
     run(app, *ARGS)
     assert victim.stat().st_mtime_ns == 0
-
-
-def stat_list_of(path: Path) -> list[int]:
-    from lamina.quickcheck import stat_list
-
-    return stat_list(path.stat())
 
 
 @pytest.mark.parametrize("plant", ["fifo", "symlink"])

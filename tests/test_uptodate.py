@@ -21,12 +21,8 @@ OUTPUTS = ("i.tar", "m.json", "i.d", "l/index.json")
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Path:
-    (tmp_path / "tree" / "sub").mkdir(parents=True)
-    (tmp_path / "tree" / "sub" / "f").write_text("f")
-    (tmp_path / "tree" / "g").write_text("g")
-    (tmp_path / "out").mkdir()
-    return tmp_path
+def app(small_app: Path) -> Path:
+    return small_app
 
 
 def _build(app: Path, *extra: str) -> str:
