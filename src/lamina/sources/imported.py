@@ -47,7 +47,8 @@ def _stored_kind(media_type: str | None, head: bytes, name: str = "layer") -> st
     return labelled
 
 
-# (blob digest, diff_id) -> (the blob's path, its uncompressed size) if it is so recorded.
+# (blob digest, diff_id) -> (the blob's path, its uncompressed size, whether this process
+# downloaded and hashed that very file) if it is so recorded.
 Recorded = Callable[[Digest, Digest], tuple[Path, int, bool] | None]
 
 
