@@ -410,8 +410,8 @@ def test_large_inputs_hashed_on_threads_give_the_same_key_each_hashed_once(tmp_p
         files.append(path)
     items = [(Entry(f"data/{p.name}", Kind.FILE, size=p.stat().st_size, source=str(p)), None) for p in files]
     hashed: list[str] = []
-    real = cache_module.sha256_file
-    monkeypatch.setattr(cache_module, "sha256_file", lambda path: hashed.append(path) or real(path))
+    real = cache_module.file_key
+    monkeypatch.setattr(cache_module, "file_key", lambda path: hashed.append(path) or real(path))
 
     ahead = cache_module.LayerCache(tmp_path / "ahead")
     key = ahead.key_for_entries(items, "gzip")  # type: ignore[arg-type]
@@ -431,3 +431,42 @@ def test_large_inputs_hashed_on_threads_give_the_same_key_each_hashed_once(tmp_p
         ahead.key_for_entries(items, "gzip")  # type: ignore[arg-type]
     ahead.close()
     one_by_one.close()
+
+
+def test_file_key_is_blake3_of_the_whole_file(tmp_path: Path) -> None:
+    """The content key is BLAKE3 (the spec's vector for empty input), read to the end across
+    many buffers."""
+    import blake3
+
+    from lamina.hashing import file_key
+
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert file_key(str(empty)) == "blake3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+    big = tmp_path / "big"
+    data = os.urandom(3 << 20 | 12345)  # not a whole number of read buffers
+    big.write_bytes(data)
+    assert file_key(str(big)) == "blake3:" + blake3.blake3(data).hexdigest()
+
+
+def test_content_digests_remembered_by_an_older_cache_are_not_reused(tmp_path: Path) -> None:
+    """A cache index from before BLAKE3 content keys held sha256 digests by inode: they are
+    dropped, never read as keys of the new kind."""
+    import sqlite3
+
+    import lamina.cache as cache_module
+
+    path = tmp_path / "in"
+    path.write_bytes(b"content")
+    fresh = cache_module.LayerCache(tmp_path / "fresh").file_digest(str(path))
+    root = tmp_path / "old"
+    root.mkdir()
+    st = path.stat()
+    db = sqlite3.connect(root / "index.sqlite")
+    db.execute("CREATE TABLE files (dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER, sha256 TEXT, PRIMARY KEY (dev, ino))")
+    db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)", (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, "0" * 64))
+    db.commit()
+    db.close()
+    old = cache_module.LayerCache(root)
+    assert old.file_digest(str(path)) == fresh
+    assert old.db.execute("SELECT name FROM sqlite_master WHERE name='files'").fetchone() is None

@@ -1,8 +1,8 @@
 """The layer cache: a layer whose inputs are unchanged is neither re-tarred nor recompressed.
 
 A layer's key is the sha256 of everything that decides its bytes: each entry's path, kind,
-mode, owner, mtime and link target, the sha256 of each file's content, the compressor and
-its settings, and lamina's layer format version. File content digests are remembered by
+mode, owner, mtime and link target, the BLAKE3 digest of each file's content
+(hashing.file_key), the compressor and its settings, and lamina's layer format version. File content digests are remembered by
 (device, inode, size, mtime, ctime), as git's index does, so an unchanged 500 MB tree costs
 a stat per file, not a read. Blobs live under ``$XDG_CACHE_HOME/lamina/layers`` (renamed
 into place whole, so two builds at once are safe; the index is SQLite, which locks), with a
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from lamina.errors import LaminaError
-from lamina.hashing import sha256_file
+from lamina.hashing import file_key, sha256_file
 from lamina.home import cache_home
 from lamina.layers.build import Opener
 from lamina.layers.entries import Entry, Kind
@@ -81,7 +81,8 @@ class LayerCache:
         # cold 560 MB build (one commit per remembered file digest). WAL stays consistent.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS layers (key TEXT PRIMARY KEY, record TEXT, digest TEXT, size INTEGER, used INTEGER)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS files (dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER, sha256 TEXT, PRIMARY KEY (dev, ino))")
+        self.db.execute("DROP TABLE IF EXISTS files")  # sha256 content digests, before file_key (BLAKE3)
+        self.db.execute("CREATE TABLE IF NOT EXISTS contents (dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER, digest TEXT, PRIMARY KEY (dev, ino))")
         self.db.execute("CREATE TABLE IF NOT EXISTS verified (digest TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER)")
         self.db.execute("CREATE TABLE IF NOT EXISTS trees (stamp TEXT PRIMARY KEY, key TEXT, entries TEXT)")
 
@@ -105,7 +106,7 @@ class LayerCache:
     def _known(self) -> dict[tuple[int, int], tuple[int, int, int, str]]:
         """Every remembered file digest, read once per build (one query, not one per file)."""
         if self._files is None:
-            rows = self.db.execute("SELECT dev, ino, size, mtime, ctime, sha256 FROM files")
+            rows = self.db.execute("SELECT dev, ino, size, mtime, ctime, digest FROM contents")
             self._files = {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in rows}
         return self._files
 
@@ -115,13 +116,13 @@ class LayerCache:
         row in one query (a tree's worth)."""
         if self._files is None and self._single > 0:
             self._single -= 1
-            r = self.db.execute("SELECT size, mtime, ctime, sha256 FROM files WHERE dev=? AND ino=?",
+            r = self.db.execute("SELECT size, mtime, ctime, digest FROM contents WHERE dev=? AND ino=?",
                                 (st.st_dev, st.st_ino)).fetchone()
             return (r[0], r[1], r[2], r[3]) if r is not None else None
         return self._known().get((st.st_dev, st.st_ino))
 
     def _note_row(self, st: os.stat_result, digest: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+        self.db.execute("INSERT OR REPLACE INTO contents VALUES (?, ?, ?, ?, ?, ?)",
                         (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest))
         if self._files is not None:
             self._files[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest)
@@ -132,7 +133,7 @@ class LayerCache:
         if row and row[:3] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
             return row[3]
         try:
-            digest = sha256_file(path)
+            digest = file_key(path)
         except OSError as exc:
             from lamina.errors import InputError
 
@@ -143,7 +144,7 @@ class LayerCache:
     def hash_ahead(self, paths: list[str]) -> None:
         """Remember the digests of the large files ``paths`` that the index does not know,
         hashed on several threads at once (hashlib and reads release the GIL; the cold key of a
-        tree of big files is all sha256). Only what file_digest would do, in another order; a
+        tree of big files is all hashing). Only what file_digest would do, in another order; a
         file that cannot be read is left for file_digest to report."""
         todo = []
         for path in dict.fromkeys(paths):
@@ -160,7 +161,7 @@ class LayerCache:
 
         def digest(path: str) -> str | None:
             try:
-                return sha256_file(path)
+                return file_key(path)
             except OSError:
                 return None
 

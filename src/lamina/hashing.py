@@ -1,5 +1,5 @@
-"""sha256 of a stream or a file, and of a layer's uncompressed stream (its diff_id): the one
-helper for hashing bytes on disk.
+"""sha256 of a stream or a file, and of a layer's uncompressed stream (its diff_id), and the
+BLAKE3 content key lamina's caches remember files by: the one helper for hashing bytes on disk.
 
 Read into one reused 256 KiB buffer: a fresh 1 MiB object per read costs an allocation, page
 faults and a trip through memory the hash then reads back (~10% of hashing a 300 MB tree);
@@ -39,6 +39,27 @@ def sha256_file(path: str) -> str:
     """The hex sha256 of a file's bytes (OSError as opening and reading raise it)."""
     with open(path, "rb", buffering=0) as f:
         return sha256_stream(f)[0]  # a raw FileIO: readinto, no second buffer
+
+
+def file_key(path: str) -> str:
+    """``blake3:<hex>`` of a file's bytes (OSError as opening and reading raise it): the content
+    digest that layer cache keys and up-to-date fingerprints are made of.
+
+    BLAKE3, not sha256, because these digests never leave lamina's caches (no registry, spec or
+    lock checks them), and it reads 5.5 GB/s per core here against sha256's 1.2 GB/s: the cold
+    key of a 300 MB tree was mostly sha256 (Bazel offers it as a digest function for the same
+    reason). It is still a cryptographic hash, as it must be: a shared cache repository trusts
+    a key as a claim about content across runners. The update releases the GIL, so files hash
+    on several threads at once (cache.hash_ahead)."""
+    from blake3 import blake3
+
+    h = blake3()
+    buffer = bytearray(_BUFFER)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            h.update(view[:n])
+    return "blake3:" + h.hexdigest()
 
 
 def content_digest(plain: BinaryIO, what: str) -> tuple[Digest, int]:

@@ -3,7 +3,7 @@ and whose inputs still have the fingerprint recorded for those outputs, writes n
 
 The fingerprint is the sha256 of the build's settings (the spec, the epoch, the working
 directory, lamina's own code) and of every input's path, kind, mode and content (a file's
-sha256, a symlink's target; lamina.depfile lists the inputs). It is recorded in the cache,
+BLAKE3 digest, a symlink's target; lamina.depfile lists the inputs). It is recorded in the cache,
 keyed by the outputs' paths, beside each input's stat, so that checking it costs a stat per
 input: content is hashed only where the stat changed (touched, rewritten), as git's index
 does, and a stat is trusted only once its ctime is older than a second ("racy clean"). Each
@@ -32,6 +32,7 @@ import attrs
 from lamina.depfile import Inputs
 from lamina.depfile import inputs as read_inputs
 from lamina.errors import LaminaError
+from lamina.hashing import file_key
 from lamina.home import cache_home, read_capped, remove_files, replace_file
 from lamina.quickcheck import MAX_PATHS, MAX_RECORD, code_id, same_file, stat_list, stats_digest
 from lamina.spec import BuildSpec, FilesLayer
@@ -80,19 +81,11 @@ def _record_path(spec: BuildSpec) -> Path | None:
     return cache_home() / "uptodate" / (hashlib.sha256(key.encode()).hexdigest()[:40] + ".json")
 
 
-def _hash_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @attrs.frozen
 class Fingerprint:
     inputs: Inputs
     settings: str
-    contents: tuple[str, ...]  # per input: a file's sha256, a symlink's target, "" for the rest
+    contents: tuple[str, ...]  # per input: a file's file_key, a symlink's target, "" for the rest
     digest: str  # sha256:…
     taken_ns: int  # when the stats were read (for the racy-clean rule)
     hashed: int = 0  # inputs whose stat was not the one remembered (so their content was read)
@@ -106,7 +99,7 @@ def fingerprint(found: Inputs, settings_digest: str, previous: dict[str, Any] | 
     unchanged files. ``recorded``: the fingerprint ``previous`` was recorded with; when every
     input has the stat remembered, and there are no others, it is the fingerprint still."""
     previous = previous or {}
-    digest_of = file_digest or _hash_file
+    digest_of = file_digest or file_key
     taken = found.taken_ns or time.time_ns()  # when the walk began: a stat taken after it is no older
     keys = keys if keys is not None else _keys(found)
     remembered = [seen[1] if (seen := previous.get(path)) is not None and seen[0] == key else None
