@@ -234,13 +234,11 @@ def index_images(names: list[str], *, output: Path | None = None, oci_dir: Path 
                  check_elf: bool = True) -> BuildResult:
     """Join the named images (tarballs, layouts, registry references; single- or multi-platform)
     into one index, written and pushed as a build's outputs are."""
+    from lamina.build import BuildResult, check_outputs, docker_image_of
     from lamina.join import join
-    from lamina.registry.plans import publish
     from lamina.resolve import Resolver
     from lamina.sinks.outputs import WorkDir, emit
     from lamina.store import BlobStore
-
-    from lamina.build import BuildResult, check_outputs, docker_image_of
 
     spec = BuildSpec(tags=tags, output=output, oci_dir=oci_dir, docker_platform=docker_platform,
                      metadata_file=metadata_file)
@@ -248,11 +246,16 @@ def index_images(names: list[str], *, output: Path | None = None, oci_dir: Path 
     if epoch is None:
         epoch = epoch_from_env(os.environ)
     pusher = _pusher(push, registry)
+    push_plan = None
+    if pusher is not None:  # the HTTP stack (~20 ms of imports) only for a join that pushes
+        from lamina.registry.plans import publish
+
+        push_plan = functools.partial(publish, pusher)
     with WorkDir(spec) as tmp, contextlib.ExitStack() as stack:  # beside the first output, as a build's
         built = join(Resolver(stack, None, registry), names, check_elf=check_elf, store=BlobStore(Path(tmp)))
         docker_image = docker_image_of(list(built.images), docker_platform)
         pushed = emit(spec, built, epoch=epoch, docker_image=docker_image if output is not None else None,
-                      sboms=(), extras=(), push=functools.partial(publish, pusher) if pusher is not None else None)
+                      sboms=(), extras=(), push=push_plan)
     return BuildResult(built, outputs, pushed)
 
 

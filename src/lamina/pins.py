@@ -90,7 +90,7 @@ def inputs(spec: BuildSpec) -> Iterator[Input]:
 
 
 def _image_input(key: str, image: str, pin: str | None) -> Iterator[Input]:
-    from lamina.registry.pull import is_registry_ref
+    from lamina.sources.base import is_registry_ref
 
     if is_registry_ref(image):
         if "@sha256:" not in image:

@@ -15,7 +15,7 @@ from lamina.errors import UsageError
 from lamina.image import Base, Image
 from lamina.model import Layer
 from lamina.model import Platform, Reference
-from lamina.sources.base import BaseRef, open_all, open_image
+from lamina.sources.base import BaseRef, is_registry_ref, open_all, open_image
 from lamina.sources.rootfs import MergedFS
 
 Note = Callable[[str], None]
@@ -35,8 +35,6 @@ class Resolver:
 
     def image(self, text: str) -> Image:
         if text not in self._images:
-            from lamina.registry.pull import is_registry_ref
-
             if is_registry_ref(text):
                 source, image = self._pull(text)
             else:
@@ -61,8 +59,6 @@ class Resolver:
     def all_platforms(self, text: str) -> list[Image]:
         """Every platform's image that ``text`` names: one for a single image, each manifest
         of an index (a registry index is pulled platform by platform)."""
-        from lamina.registry.pull import is_registry_ref
-
         if not is_registry_ref(text):
             source, found = open_all(BaseRef.parse(text))
             self._stack.callback(source.close)
@@ -109,8 +105,6 @@ def reference_name(text: str, image: Image) -> str:
     """The base's name for ``org.opencontainers.image.base.name``: the registry reference as
     given, else the archive's own full tag; never a host path (the digest would then depend on
     where the checkout lives). Empty when the base has no such name."""
-    from lamina.registry.pull import is_registry_ref
-
     if is_registry_ref(text):
         return str(Reference.parse(text.removeprefix("docker://")))
     for name in image.names:

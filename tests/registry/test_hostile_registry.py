@@ -27,7 +27,8 @@ from lamina.model import Descriptor, Digest, Reference
 from lamina.registry import api, auth, client
 from lamina.registry.client import Registry
 from lamina.registry.options import Options
-from lamina.registry.pull import fetch, is_registry_ref
+from lamina.registry.pull import fetch
+from lamina.sources.base import is_registry_ref
 from lamina.registry.push import Pusher, PushPlan
 from lamina.store import BlobStore
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -56,34 +55,6 @@ def recorded_layer(digest: Digest, diff_id: Digest) -> tuple[Path, int, bool] | 
     if known is None or known[0] != diff_id or not store.has(digest):
         return None
     return store.path(digest), known[1], store.hashed_here(digest)
-
-
-FILE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-
-
-def looks_like_file(text: str) -> bool:
-    """A path by its spelling (``./x``, ``/x``, ``~/x``, ``x.tar``, ``x.tgz:REF``, ``x.tar@N``), existing or not."""
-    if text.startswith(("/", ".", "~")):
-        return True
-    path = text.split("@", 1)[0]
-    prefixes = [path] + [path[:i] for i, c in enumerate(path) if c == ":"]
-    return any(p.endswith(FILE_SUFFIXES) for p in prefixes)
-
-
-def is_registry_ref(text: str) -> bool:
-    """``docker://REF``, or a valid image reference that is not spelled like a file and names none.
-
-    A missing ``base.tar`` must be "no such file", never a lookup of docker.io/library/base.tar.
-    """
-    if text.startswith("docker://"):
-        return True
-    if looks_like_file(text) or text.startswith(("oci:", "oci-archive:", "docker-archive:")) or os.path.exists(text):
-        return False
-    try:
-        Reference.parse(text)
-    except UsageError:
-        return False
-    return not os.path.exists(text.split("@", 1)[0].rsplit(":", 1)[0])
 
 
 class Puller:

@@ -23,6 +23,35 @@ from lamina.model import Descriptor, Platform, Reference
 if TYPE_CHECKING:  # the archive reader, for builds that open an image (every build wants DEFAULT_PLATFORM)
     from lamina.sources.archive import Entry, ImageSource
 
+
+FILE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def looks_like_file(text: str) -> bool:
+    """A path by its spelling (``./x``, ``/x``, ``~/x``, ``x.tar``, ``x.tgz:REF``, ``x.tar@N``), existing or not."""
+    if text.startswith(("/", ".", "~")):
+        return True
+    path = text.split("@", 1)[0]
+    prefixes = [path] + [path[:i] for i, c in enumerate(path) if c == ":"]
+    return any(p.endswith(FILE_SUFFIXES) for p in prefixes)
+
+
+def is_registry_ref(text: str) -> bool:
+    """``docker://REF``, or a valid image reference that is not spelled like a file and names none.
+
+    A missing ``base.tar`` must be "no such file", never a lookup of docker.io/library/base.tar.
+    """
+    if text.startswith("docker://"):
+        return True
+    if looks_like_file(text) or text.startswith(("oci:", "oci-archive:", "docker-archive:")) or os.path.exists(text):
+        return False
+    try:
+        Reference.parse(text)
+    except UsageError:
+        return False
+    return not os.path.exists(text.split("@", 1)[0].rsplit(":", 1)[0])
+
+
 DEFAULT_PLATFORM = Platform("linux", "amd64")  # the one default, as docker's on amd64 hosts
 
 _TRANSPORTS = ("docker-archive", "oci-archive", "oci")
