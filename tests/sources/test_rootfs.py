@@ -260,3 +260,33 @@ def test_a_corrupt_header_is_not_taken_for_the_end_of_a_layer() -> None:
     with pytest.raises(ImageError, match=r"test-image: layer 0: corrupt tar header after member 'a'"):
         _fs(bytes(corrupt))
     assert sorted(_fs(good + b"\0" * 10240)[0].nodes) == ["a", "b"]  # zero padding is fine
+
+
+def test_walk_layer_reads_members_between_large_skipped_ones_and_refuses_a_size_past_the_end() -> None:
+    """walk_layer skips data it is not asked for (forward seeks, a megabyte at a time): the
+    members after big skipped ones still read right, the size returned is the whole stream's,
+    and a member whose size runs past the end of the layer is one ImageError, not a hang."""
+    from lamina.sources.rootfs import walk_layer
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tf:
+        for i in range(3):
+            big = tarfile.TarInfo(f"big{i}")
+            big.size = (3 << 20) + 7
+            tf.addfile(big, io.BytesIO(bytes([i]) * big.size))
+            small = tarfile.TarInfo(f"small{i}")
+            small.size = 5
+            tf.addfile(small, io.BytesIO(f"hi {i}!".encode()))
+    data = out.getvalue()
+    seen: dict[str, bytes] = {}
+
+    def visit(path: str, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+        if path.startswith("small"):
+            seen[path] = archive.extractfile(member).read()  # type: ignore[union-attr]
+
+    size = walk_layer(lambda: io.BufferedReader(io.BytesIO(data)), "layer", visit)
+    assert size == len(data)
+    assert seen == {f"small{i}": f"hi {i}!".encode() for i in range(3)}
+    cut = data[: 512 + (1 << 20)]  # the first member's header, then a third of its data
+    with pytest.raises(ImageError, match="layer"):
+        walk_layer(lambda: io.BufferedReader(io.BytesIO(cut)), "layer", visit)
