@@ -290,3 +290,53 @@ def test_walk_layer_reads_members_between_large_skipped_ones_and_refuses_a_size_
     cut = data[: 512 + (1 << 20)]  # the first member's header, then a third of its data
     with pytest.raises(ImageError, match="layer"):
         walk_layer(lambda: io.BufferedReader(io.BytesIO(cut)), "layer", visit)
+
+
+def _raw_header(name: bytes, size_field: bytes, kind: bytes = b"0", extra: dict[int, bytes] | None = None) -> bytes:
+    """A ustar header written by hand, with fields tarfile itself would never write."""
+    h = bytearray(512)
+    h[0:len(name)] = name
+    h[100:108] = b"0000644\0"
+    h[108:116] = h[116:124] = b"0000000\0"
+    h[124:136] = size_field
+    h[136:148] = b"00000000000\0"
+    h[156:157] = kind
+    h[257:265] = b"ustar\x0000"
+    for at, value in (extra or {}).items():
+        h[at:at + len(value)] = value
+    h[148:156] = b" " * 8
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def _base256(n: int) -> bytes:
+    return bytes([0o377]) + (256 ** 11 + n).to_bytes(11, "big") if n < 0 else bytes([0o200]) + n.to_bytes(11, "big")
+
+
+_OK = _raw_header(b"ok", b"%011o\0" % 3) + b"abc".ljust(512, b"\0")
+_END = b"\0" * 1024
+
+
+@pytest.mark.parametrize("data, message", [
+    (_OK + _raw_header(b"loop", _base256(-512)) + _END, "negative size"),  # pointed back at its own header: read forever
+    (_OK + _raw_header(b"././@LongLink", _base256(1 << 60), b"L") + _END, "GNU long name header"),  # MemoryError
+    (_OK + _raw_header(b"././@LongLink", _base256(-512), b"L") + _END, "malformed"),  # ValueError
+    (_OK + _raw_header(b"big", _base256(1 << 80)) + b"abc", "end of data"),  # a ValueError from io's seek
+    # A GNU sparse map whose first block ends 1024 bytes back: earlier bytes read as the file's.
+    (_OK + _raw_header(b"s", b"%011o\0" % 10, b"S", {386: b"%011o\0" % 0, 398: _base256(-1024), 410: b"%011o\0" % 0,
+                                                      422: b"%011o\0" % 10, 483: b"%011o\0" % 10})
+     + b"B" * 10 + b"\0" * 502 + _END, "backwards"),
+], ids=["negative-size", "huge-longname", "negative-longname", "size-past-int64", "sparse-backwards"])
+def test_walk_layer_refuses_sizes_that_point_backwards_or_past_any_layer_in_one_error(data: bytes, message: str) -> None:
+    """Headers whose sizes tarfile trusts: each is one ImageError, never a loop, a MemoryError,
+    a ValueError, or bytes from elsewhere in the layer read as a member's."""
+    from lamina.sources.rootfs import walk_layer
+
+    def visit(path: str, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+        if member.isreg() and member.name != "big":  # big's data is skipped (one seek), as most are
+            data = archive.extractfile(member)
+            while data is not None and data.read(1 << 20):
+                pass
+
+    with pytest.raises(ImageError, match=message):
+        walk_layer(lambda: io.BufferedReader(io.BytesIO(data)), "layer", visit)

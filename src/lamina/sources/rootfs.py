@@ -43,7 +43,8 @@ PATH_MAX = 4095  # bytes in a path, without its terminating NUL (Linux)
 # Where the bytes of a regular file live: (layer index, member name as stored in the tar).
 Origin = tuple[int, str]
 # Called for every member of every layer read: (layer index, normalised path, member, archive);
-# the member's data can be read with archive.extractfile(member) until the next member.
+# the data of a regular member (not a hardlink) can be read with archive.extractfile(member)
+# until the next member.
 Visit = Callable[[int, str, "tarfile.TarInfo", "tarfile.TarFile"], None]
 
 
@@ -126,21 +127,40 @@ class _Forward(io.RawIOBase):
         return self._at
 
 
+class _Ahead(io.BufferedReader):
+    """The buffered layer stream, forward only too: io.BufferedReader serves a seek back into
+    its buffer without asking _Forward, and tarfile's ``r:`` mode seeks wherever a header's
+    size says (a negative size re-read the same header forever; a negative sparse block read
+    earlier bytes as a file's). A valid layer is never read backwards."""
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        import tarfile
+
+        at = self.tell()
+        target = offset + at if whence == io.SEEK_CUR else offset
+        if whence not in (io.SEEK_SET, io.SEEK_CUR) or target < at:
+            raise tarfile.ReadError("a member's size or sparse map points backwards")
+        if target >= 1 << 62:  # past any layer, and past what io can seek to (a ValueError)
+            raise tarfile.ReadError("unexpected end of data (a member's size runs past the end of the archive)")
+        return super().seek(target)
+
+
 def walk_layer(opener: Callable[[], BinaryIO], what: str,
                visit: Callable[[str, tarfile.TarInfo, tarfile.TarFile], None]) -> int:
     """Stream one stored layer (any compression): ``visit(normalised path, member, archive)`` for
     every member, in order. Returns the layer's uncompressed size."""
     import tarfile
 
-    from lamina.sources.tarball import PaddedAtEnd, open_decompressed
+    from lamina.sources.tarball import CheckedHeader, PaddedAtEnd, open_decompressed
 
     raw = opener()
     try:
         readable: Any = raw if hasattr(raw, "peek") else io.BufferedReader(raw, 1 << 20)  # type: ignore[type-var]
         try:
             plain = _Counted(open_decompressed(readable))
-            stream: Any = io.BufferedReader(_Forward(PaddedAtEnd(plain)), 1 << 20)  # type: ignore[arg-type]
-            with tarfile.open(fileobj=stream, mode="r:") as archive:
+            stream: Any = _Ahead(_Forward(PaddedAtEnd(plain)), 1 << 20)  # type: ignore[arg-type]
+            # CheckedHeader: extended headers capped, negative sizes and malformed fields refused.
+            with tarfile.open(fileobj=stream, mode="r:", tarinfo=CheckedHeader) as archive:
                 last = None
                 for member in archive:
                     last = member.name

@@ -63,7 +63,7 @@ def _read_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-class _Header(tarfile.TarInfo):
+class CheckedHeader(tarfile.TarInfo):
     """tarfile's header parser, with the sizes it trusts checked first."""
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
@@ -83,7 +83,7 @@ class StreamTar(tarfile.TarFile):
     """A tar read front to back (mode ``r|``) that forgets each member once past it:
     tarfile keeps every header otherwise, and a million tiny members would fill memory."""
 
-    tarinfo = _Header
+    tarinfo = CheckedHeader
 
     def next(self) -> tarfile.TarInfo | None:
         member = super().next()
