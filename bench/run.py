@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> list[Result]:
         if "memory" in want and not args.quick:
             results += memory(env)
         if "registry" in want:
-            results += registry_workloads(slow_runs, 100 if args.quick else 300)
+            results += registry_workloads(3 if args.quick else 7, 100 if args.quick else 300)  # alternating pairs
         if "startup" in want:
             results += startup(max(10, runs), env)
         if "noop" in want:
@@ -319,17 +319,22 @@ def rebuild(rootfs: Path, runs: int, docker: Docker | None) -> list[Result]:
 
 
 def paired(name: str, runs: int, ours: tuple[str, list[str] | str], theirs: tuple[str, list[str] | str],
-           env: dict[str, str]) -> list[Result]:
-    """Start-up sized rows: the two commands alternate, so that load on a shared machine falls
-    on both alike; the ratio is the median of the per-pair ratios."""
+           env: dict[str, str], *, envs: tuple[dict[str, str], dict[str, str]] | None = None,
+           prepares: tuple[Callable[[], None] | None, Callable[[], None] | None] = (None, None),
+           warm_of_cold: bool = False) -> list[Result]:
+    """Rows whose two commands alternate, so that load on a shared machine (and its drift
+    within minutes) falls on both alike; the ratio is the median of the per-pair ratios:
+    ours / theirs, or with ``warm_of_cold`` theirs / ours (``ours`` the cold run). ``envs``
+    and ``prepares``: per side, instead of ``env`` and nothing."""
     times: tuple[list[float], list[float]] = ([], [])
     peaks: tuple[list[float], list[float]] = ([], [])
     for _ in range(runs):
         for side, (_, cmd) in enumerate((ours, theirs)):
-            t, m = timed(cmd, env=env)
+            t, m = timed(cmd, env=envs[side] if envs else env, prepare=prepares[side])
             times[side].append(t)
             peaks[side].append(m)
-    ratio = statistics.median(a / b for a, b in zip(*times))
+    pairs = zip(*times) if not warm_of_cold else zip(times[1], times[0])
+    ratio = statistics.median(a / b for a, b in pairs)
     out = []
     for side, (tool, _) in enumerate((ours, theirs)):
         out.append({"workload": name, "tool": tool, "median": statistics.median(times[side]), "runs": runs,
@@ -460,24 +465,25 @@ def registry_workloads(runs: int, size_mb: int) -> list[Result]:
 
     host = server.host
     try:
-        res = [measure("push", "lamina push", runs, [*LAMINA, "push", "-q", str(image), f"{host}/bench/push:v1"],
-                       env=env, prepare=fresh("push")),
-               measure("push", "skopeo copy oci-archive: docker://", runs,
-                       ["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci-archive:{image}", f"docker://{host}/bench/push:v1"],
-                       prepare=fresh("push"))]
-        subprocess.run([*LAMINA, "push", "-q", str(image), f"{host}/bench/pull:v1"], check=True, env={**os.environ, **env},
+        mine = {**os.environ, **env}
+        res = paired("push", runs, ("lamina push", [*LAMINA, "push", "-q", str(image), f"{host}/bench/push:v1"]),
+                     ("skopeo copy oci-archive: docker://",
+                      ["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci-archive:{image}", f"docker://{host}/bench/push:v1"]),
+                     {}, envs=(env, {}), prepares=(fresh("push"), fresh("push")))
+        subprocess.run([*LAMINA, "push", "-q", str(image), f"{host}/bench/pull:v1"], check=True, env=mine,
                        stdout=subprocess.DEVNULL)
-        res += [measure("pull", "lamina build --from REF -o", runs,
-                        [*LAMINA, "build", "-q", "--no-lint", "--from", f"{host}/bench/pull:v1", "-o", str(work / "pulled.tar")],
-                        env=env, prepare=fresh()),
-                measure("pull", "skopeo copy docker:// oci-archive:", runs,
-                        ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{host}/bench/pull:v1",
-                         f"oci-archive:{work / 'pulled.tar'}"], prepare=fresh())]
+        res += paired("pull", runs, ("lamina build --from REF -o",
+                                     [*LAMINA, "build", "-q", "--no-lint", "--from", f"{host}/bench/pull:v1", "-o", str(work / "pulled.tar")]),
+                      ("skopeo copy docker:// oci-archive:",
+                       ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{host}/bench/pull:v1",
+                        f"oci-archive:{work / 'pulled.tar'}"]),
+                      {}, envs=(env, {}), prepares=(fresh(), fresh()))
         build = [*LAMINA, "build", "-q", *adds, "--cache-repo", f"{host}/bench/cache"]
-        res.append(measure("cache-repo", "lamina cold runner: build + push", runs, [*build, "--push", f"{host}/bench/app1:v1"],
-                           env=env, prepare=fresh("cache", "app1")))
-        res.append(measure("cache-repo", "lamina warm runner (cache repo): build + push", runs,
-                           [*build, "--push", f"{host}/bench/app2:v1"], env=env, prepare=fresh("app2")))
+        # Each pair: a cold runner (cache repository and local cache empty) fills the cache
+        # repository, then a warm runner (local cache empty) builds the same spec from it.
+        res += paired("cache-repo", runs, ("lamina cold runner: build + push", [*build, "--push", f"{host}/bench/app1:v1"]),
+                      ("lamina warm runner (cache repo): build + push", [*build, "--push", f"{host}/bench/app2:v1"]),
+                      env, prepares=(fresh("cache", "app1"), fresh("app2")), warm_of_cold=True)
     finally:
         server.stop()
         (work / "pulled.tar").unlink(missing_ok=True)
