@@ -451,7 +451,7 @@ def test_file_key_is_blake3_of_the_whole_file(tmp_path: Path) -> None:
 
 def test_content_digests_remembered_by_an_older_cache_are_not_reused(tmp_path: Path) -> None:
     """A cache index from before BLAKE3 content keys held sha256 digests by inode: they are
-    dropped, never read as keys of the new kind."""
+    dropped, once, never read as keys of the new kind."""
     import sqlite3
 
     import lamina.cache as cache_module
@@ -470,3 +470,9 @@ def test_content_digests_remembered_by_an_older_cache_are_not_reused(tmp_path: P
     old = cache_module.LayerCache(root)
     assert old.file_digest(str(path)) == fresh
     assert old.db.execute("SELECT name FROM sqlite_master WHERE name='files'").fetchone() is None
+    # An older lamina sharing the cache makes its table again: later opens leave it alone.
+    old.db.execute("CREATE TABLE files (dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER, sha256 TEXT, PRIMARY KEY (dev, ino))")
+    old.close()
+    again = cache_module.LayerCache(root)
+    assert again.db.execute("SELECT name FROM sqlite_master WHERE name='files'").fetchone() is not None
+    assert again.file_digest(str(path)) == fresh

@@ -81,7 +81,11 @@ class LayerCache:
         # cold 560 MB build (one commit per remembered file digest). WAL stays consistent.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS layers (key TEXT PRIMARY KEY, record TEXT, digest TEXT, size INTEGER, used INTEGER)")
-        self.db.execute("DROP TABLE IF EXISTS files")  # sha256 content digests, before file_key (BLAKE3)
+        if self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='contents'").fetchone() is None:
+            # Once, on the first open by a lamina with BLAKE3 content keys (hashing.file_key): the
+            # sha256 digests an older one remembered by inode go (not on every open, which would
+            # pull the table from under an older lamina sharing this cache).
+            self.db.execute("DROP TABLE IF EXISTS files")
         self.db.execute("CREATE TABLE IF NOT EXISTS contents (dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER, digest TEXT, PRIMARY KEY (dev, ino))")
         self.db.execute("CREATE TABLE IF NOT EXISTS verified (digest TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER, ctime INTEGER)")
         self.db.execute("CREATE TABLE IF NOT EXISTS trees (stamp TEXT PRIMARY KEY, key TEXT, entries TEXT)")
