@@ -320,7 +320,7 @@ _END = b"\0" * 1024
 @pytest.mark.parametrize("data, message", [
     (_OK + _raw_header(b"loop", _base256(-512)) + _END, "negative size"),  # pointed back at its own header: read forever
     (_OK + _raw_header(b"././@LongLink", _base256(1 << 60), b"L") + _END, "GNU long name header"),  # MemoryError
-    (_OK + _raw_header(b"././@LongLink", _base256(-512), b"L") + _END, "malformed"),  # ValueError
+    (_OK + _raw_header(b"././@LongLink", _base256(-512), b"L") + _END, "negative size"),  # a ValueError
     (_OK + _raw_header(b"big", _base256(1 << 80)) + b"abc", "end of data"),  # a ValueError from io's seek
     # A GNU sparse map whose first block ends 1024 bytes back: earlier bytes read as the file's.
     (_OK + _raw_header(b"s", b"%011o\0" % 10, b"S", {386: b"%011o\0" % 0, 398: _base256(-1024), 410: b"%011o\0" % 0,

@@ -64,14 +64,23 @@ def _read_errors() -> tuple[type[BaseException], ...]:
 
 
 class CheckedHeader(tarfile.TarInfo):
-    """tarfile's header parser, with the sizes it trusts checked first."""
+    """tarfile's header parser, with the sizes it trusts checked first.
+
+    A header block that parsed (its checksum is right) is a member: anything wrong with its
+    fields, or with the headers an extended one promises, is a ReadError. tarfile would take
+    a HeaderError there for the end of the archive and drop the rest unseen (Debian's 3.11
+    raises one for a negative size, which upstream 3.11.7 reads on)."""
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.size < 0:
+            raise tarfile.ReadError(f"member {self.name!r} has a negative size ({self.size})")
         if self.type in _EXTENDED and self.size > MAX_EXTENDED_HEADER:
             kind = "GNU long name" if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) else "PAX"
             raise tarfile.ReadError(f"a {kind} header of {self.size} bytes (at most {MAX_EXTENDED_HEADER} are read)")
         try:
             member: tarfile.TarInfo = super()._proc_member(tarfile_)  # type: ignore[misc]
+        except tarfile.HeaderError as exc:
+            raise tarfile.ReadError(f"malformed {self.type!r} header ({exc})") from None
         except (IndexError, ValueError, OverflowError) as exc:  # tarfile's parsers trust lengths (fuzz)
             raise tarfile.ReadError(f"malformed {self.type!r} header ({exc!r})") from None
         if member.size < 0:
