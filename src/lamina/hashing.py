@@ -9,6 +9,7 @@ a buffer that stays in cache does not. Streams without ``readinto`` are read pie
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
@@ -17,21 +18,27 @@ if TYPE_CHECKING:
 _BUFFER = 1 << 18
 
 
-def sha256_stream(f: BinaryIO) -> tuple[str, int]:
-    """The hex sha256 of the rest of ``f`` and how many bytes that was."""
-    h = hashlib.sha256()
+def _feed(f: BinaryIO, update: Callable[[memoryview], object]) -> int:
+    """The rest of ``f`` through ``update``, one reused buffer at a time; how many bytes."""
     size = 0
     readinto = getattr(f, "readinto", None)
     if readinto is None:
         while chunk := f.read(_BUFFER):
-            h.update(chunk)
+            update(memoryview(chunk))
             size += len(chunk)
-        return h.hexdigest(), size
+        return size
     buffer = bytearray(_BUFFER)
     view = memoryview(buffer)
     while n := readinto(buffer):
-        h.update(view[:n])
+        update(view[:n])
         size += n
+    return size
+
+
+def sha256_stream(f: BinaryIO) -> tuple[str, int]:
+    """The hex sha256 of the rest of ``f`` and how many bytes that was."""
+    h = hashlib.sha256()
+    size = _feed(f, h.update)
     return h.hexdigest(), size
 
 
@@ -54,11 +61,8 @@ def file_key(path: str) -> str:
     from blake3 import blake3
 
     h = blake3()
-    buffer = bytearray(_BUFFER)
-    view = memoryview(buffer)
     with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buffer):
-            h.update(view[:n])
+        _feed(f, h.update)
     return "blake3:" + h.hexdigest()
 
 
