@@ -27,7 +27,7 @@ from lamina.sinks.layout import stage_layout
 from lamina.sinks.tarball import write_tarball
 from lamina.image import Image
 from lamina.sources.archive import ImageSource, entries, images
-from lamina.sources.tarball import layer_tar
+from lamina.sources.rootfs import walk_layer
 from lamina.store import BlobStore
 
 EPOCH = 1_700_000_000
@@ -96,18 +96,21 @@ def _read_back(path: Path) -> list[tuple[Image, dict[str, tuple[Kind, int, bytes
                 assert stored.blobs is not None
                 with stored.blobs.open(layer.descriptor) as raw:
                     blob = raw.read()  # verified against the digest while read
-                with layer_tar(BufferedReader(BytesIO(blob))) as tar:
-                    for member in tar:
-                        name = member.name.rstrip("/")
-                        if member.isdir():
-                            files[name] = (Kind.DIR, member.mode, b"")
-                        elif member.issym():
-                            files[name] = (Kind.SYMLINK, member.mode, member.linkname)
-                        else:
-                            assert member.isfile() and member.mtime == EPOCH, member
-                            fileobj = tar.extractfile(member)
-                            assert fileobj is not None
-                            files[name] = (Kind.FILE, member.mode, fileobj.read())
+
+                def visit(_path: str, member: tarfile.TarInfo, tar: tarfile.TarFile,
+                          files: dict[str, tuple[Kind, int, bytes | str]] = files) -> None:
+                    name = member.name.rstrip("/")
+                    if member.isdir():
+                        files[name] = (Kind.DIR, member.mode, b"")
+                    elif member.issym():
+                        files[name] = (Kind.SYMLINK, member.mode, member.linkname)
+                    else:
+                        assert member.isfile() and member.mtime == EPOCH, member
+                        fileobj = tar.extractfile(member)
+                        assert fileobj is not None
+                        files[name] = (Kind.FILE, member.mode, fileobj.read())
+
+                walk_layer(lambda blob=blob: BufferedReader(BytesIO(blob)), "layer", visit)
             out.append((stored, files))
     return out
 

@@ -6,10 +6,11 @@ clamped to the build's epoch. A member escaping the root, or a hardlink to a mem
 yet seen, is an error naming the member (a member below a symlink is refused where every
 new layer's entries are checked: rootfs.MergedFS.check).
 
-Every tar lamina reads (rootfs tarballs here, stored layers through ``layer_tar``) is read
-by ``StreamTar``: bounded memory whatever the archive says (extended headers are capped,
-members are not kept), a size that runs past the end of the data is an error instead of
-an endless skip, and decompressors' own errors surface as ``tarfile.ReadError``.
+Every tar lamina reads has its headers parsed by ``CheckedHeader`` (extended headers capped,
+negative sizes and malformed fields refused, never taken for the end of the archive):
+rootfs tarballs here by ``StreamTar`` (bounded memory: members are not kept; a size that runs
+past the end of the data is an error instead of an endless skip), stored layers by
+``rootfs.walk_layer``. Decompressors' own errors surface as ``tarfile.ReadError``.
 """
 
 from __future__ import annotations
@@ -212,12 +213,6 @@ class PaddedAtEnd(io.RawIOBase):
             if self._eof_reads > self._EOF_READS:
                 raise tarfile.ReadError("unexpected end of data (a member's size runs past the end of the archive)")
         return n
-
-
-def layer_tar(raw: BinaryIO) -> tarfile.TarFile:
-    """A stored layer (any compression) as a streaming tarfile, tolerant of a missing end."""
-    stream = io.BufferedReader(PaddedAtEnd(open_decompressed(raw)), 1 << 20)
-    return StreamTar.open(fileobj=stream, mode="r|")
 
 
 class _MemberData(io.RawIOBase):
