@@ -7,7 +7,7 @@ so a finding stays a regression test once it is fixed.
 
 Targets:
     tar    a rootfs tarball, any compression, as ``lamina build --tarball`` reads it
-           (read_tarball → build_layer), and as stored layers are read (layer_tar)
+           (read_tarball → build_layer), and as stored layers are read (rootfs.walk_layer)
     image  an image archive: byte 0 picks what the rest is (a whole OCI/docker tar archive,
            or the JSON of manifest.json / index.json / a manifest / a config in an otherwise
            valid archive), read as ``lamina inspect``, ``lamina lint`` and ``--from`` read it
@@ -41,7 +41,8 @@ def _drain(reader: io.BufferedIOBase | None, cap: int = READ_CAP) -> int:
 def tar_target(data: bytes, work: Path) -> None:
     from lamina.layers.build import build_layer
     from lamina.layers.compression import Compression
-    from lamina.sources.tarball import layer_tar, read_tarball
+    from lamina.sources.rootfs import walk_layer
+    from lamina.sources.tarball import read_tarball
     from lamina.store import BlobStore
 
     path = work / "rootfs.tar"
@@ -49,13 +50,14 @@ def tar_target(data: bytes, work: Path) -> None:
     # The build path: every entry the reader yields must be one the writer accepts.
     with read_tarball(str(path), "/opt/root", epoch=1_700_000_000) as items:
         build_layer(items, compression=Compression.NONE, store=BlobStore(work / "store"), created_by="fuzz")
-    # The stored-layer path: callers wrap tarfile's own errors; anything else is a finding.
+    # The stored-layer path, as inspect, lint, diff and index read it: one LaminaError or none.
+    def visit(_path: str, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+        if member.isfile():
+            _drain(archive.extractfile(member))  # type: ignore[arg-type]
+
     try:
-        with layer_tar(io.BytesIO(data)) as archive:
-            for member in archive:
-                if member.isfile():
-                    _drain(archive.extractfile(member))  # type: ignore[arg-type]
-    except (tarfile.TarError, EOFError, OSError):
+        walk_layer(lambda: io.BufferedReader(io.BytesIO(data)), "layer", visit)
+    except LaminaError:
         pass
 
 
@@ -144,7 +146,7 @@ def image_target(data: bytes, work: Path) -> None:
     else:
         write_tar(path, archive_members(kind, data[1:]))
     # What `lamina inspect --json` prints, `lamina lint` reads (the merged filesystem, through
-    # layer_tar), and --from opens: each on its own, so one refusing does not hide the others.
+    # walk_layer), and --from opens: each on its own, so one refusing does not hide the others.
     for read in (lambda: json.dumps(inspect_image(path)), lambda: lint_stored(str(path)),
                  lambda: open_image(BaseRef.parse(str(path)), None)[0].close()):
         try:
