@@ -9,6 +9,7 @@ the rusage of a wrapper). Writes bench/results.md. Not a test: nothing here asse
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -131,7 +132,8 @@ class Docker:
 
 
 def buildah_cmd(root: Path, copies: list[tuple[str, str]], out: Path) -> str:
-    run = tempfile.mkdtemp(prefix="bh", dir="/tmp")
+    run = tempfile.mkdtemp(prefix="bh", dir="/tmp")  # buildah wants a short runroot path
+    atexit.register(shutil.rmtree, run, True)
     base = f"buildah --root {root} --runroot {run} --storage-driver vfs"
     copy = " && ".join(f"{base} copy $c {src} {dst} >/dev/null" for src, dst in copies)
     return (f"c=$({base} from scratch) && {copy} && {base} config --cmd /hello $c && "
@@ -231,7 +233,7 @@ def pyoci(out: Path, runs: int) -> Result:
     from support.registry import DistributionRegistry
     from support.tls import make_test_ca
 
-    ca = make_test_ca(Path(tempfile.mkdtemp(prefix="bench-ca-")))
+    ca = make_test_ca(SCRATCH / "ca")
     registry = DistributionRegistry(shutil.which("docker-registry") or "", tls=(ca.cert, ca.key))
     try:
         base = out / "base.tar"  # the busybox rootfs: pyoci needs a base with a filesystem

@@ -22,12 +22,25 @@ from support.tools import require, unavailable  # noqa: E402
 TESTDATA = _TESTS.parent / "testdata"
 
 
+_SESSION_CACHE: list[str] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # lamina's caches (layers, pulled bases, blob locations) go to a fresh dir per session,
     # never the user's ~/.cache: tests must not depend on, or fill, what a developer has.
     import tempfile
 
-    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="lamina-test-cache-")
+    _SESSION_CACHE.append(tempfile.mkdtemp(prefix="lamina-test-cache-"))
+    os.environ["XDG_CACHE_HOME"] = _SESSION_CACHE[-1]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # The session's cache holds every layer the suite built (over a gigabyte): left behind,
+    # a few hundred runs filled the disk and a later CI run died of ENOSPC.
+    import shutil
+
+    while _SESSION_CACHE:
+        shutil.rmtree(_SESSION_CACHE.pop(), ignore_errors=True)
 
 
 @pytest.fixture
