@@ -34,6 +34,17 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["XDG_CACHE_HOME"] = _SESSION_CACHE[-1]
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """The free space where the suite writes (it peaks at about 3 GB): a run that dies of a full
+    disk then says so in its first lines, not only in the hundreds of errors that follow."""
+    import shutil
+    import tempfile
+
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    low = " -- LOW: the suite needs about 3 GB" if free < 4 << 30 else ""
+    return f"free disk under {tempfile.gettempdir()}: {free / (1 << 30):.1f} GiB{low}"
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     # The session's cache holds every layer the suite built (over a gigabyte): left behind,
     # a few hundred runs filled the disk and a later CI run died of ENOSPC.

@@ -7,6 +7,7 @@ import os
 import re
 import struct
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -214,3 +215,27 @@ def test_docker_run_must_say_pull_never() -> None:
         daemon.docker("run", "--rm", "img")
     with pytest.raises(ValueError, match="--pull never"):
         daemon.docker("run", "--pull", "missing", "img")
+
+
+def test_a_passing_session_leaves_nothing_in_the_temporary_directory(tmp_path: Path) -> None:
+    """The session's layer cache and a passing test's tmp_path are removed: left behind, each
+    run's gigabyte of layers filled the disk of the machine that CI runs on."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    probe = tmp_path / "test_probe.py"  # writes into its cache and its tmp_path, as a build test does
+    probe.write_text("import os, pathlib\n"
+                     "def test_writes(tmp_path):\n"
+                     "    (tmp_path / 'big').write_bytes(b'x' * 4096)\n"
+                     "    cache = pathlib.Path(os.environ['XDG_CACHE_HOME'])\n"
+                     "    (cache / 'lamina').mkdir()\n"
+                     "    (cache / 'lamina' / 'blob').write_bytes(b'y' * 4096)\n")
+    tests = Path(__file__).resolve().parent
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tests.parent),
+                        "-c", str(tests.parent / "pyproject.toml"), "--confcutdir", str(tests),
+                        "-p", "conftest", str(probe)],
+                       env={**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(tests)}, capture_output=True, text=True,
+                       timeout=120, cwd=tests.parent)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 passed" in r.stdout
+    left = [str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file()]
+    assert left == [], left
