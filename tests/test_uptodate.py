@@ -123,11 +123,11 @@ def test_metadata_has_one_shape_for_one_platform_or_several(app: Path) -> None:
         jsonschema.validate({**meta, "schema_version": 2}, SCHEMA)
 
 
-def test_the_api_says_up_to_date_and_reads_the_image_back(app: Path) -> None:
+def test_the_api_says_up_to_date_and_reads_the_image_back(app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lamina.api import build_image
     from lamina.spec import FilesLayer, parse_add
 
-    os.chdir(app)
+    monkeypatch.chdir(app)  # undone after the test: its tmp_path is removed when it passes
     spec = BuildSpec(layers=(FilesLayer((parse_add("tree:/tree"),)),), oci_dir=Path("out/api"))
     first = build_image(spec)
     _age(app)
