@@ -2,9 +2,9 @@
 
 A layer's key is the sha256 of everything that decides its bytes: each entry's path, kind,
 mode, owner, mtime and link target, the BLAKE3 digest of each file's content
-(hashing.file_key), the compressor and its settings, and lamina's layer format version. File content digests are remembered by
-(device, inode, size, mtime, ctime), as git's index does, so an unchanged 500 MB tree costs
-a stat per file, not a read. Blobs live under ``$XDG_CACHE_HOME/lamina/layers`` (renamed
+(hashing.file_key), the compressor and its settings, and lamina's layer format version.
+File content digests are remembered by (device, inode, size, mtime, ctime), as git's index
+does, so an unchanged 500 MB tree costs a stat per file, not a read. Blobs live under ``$XDG_CACHE_HOME/lamina/layers`` (renamed
 into place whole, so two builds at once are safe; the index is SQLite, which locks), with a
 size cap (``LAMINA_CACHE_MAX``, default 5 GiB) enforced least-recently-used first.
 A cached layer's bytes are exactly what building it would write (tested).

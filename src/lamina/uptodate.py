@@ -264,8 +264,7 @@ def _named_by_files(spec: BuildSpec) -> bool:
     images += [source.image for layer in spec.layers if isinstance(layer, FilesLayer)
                for source in layer.adds if isinstance(source, CopyFromSpec)]
     if images:  # the walk of the inputs has asked the same of each (lamina.pins)
-        from lamina.sources.base import is_registry_ref
-        from lamina.sources.base import BaseRef
+        from lamina.sources.base import BaseRef, is_registry_ref
 
         for image in images:
             if is_registry_ref(image):
