@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the rest is imported where a build uses it (sqlite3 with th
     from lamina.depfile import Inputs
     from lamina.essentials import Essentials
     from lamina.lint import LintImage
-    from lamina.registry.cache_repo import LayerLog
+    from lamina.layers.origins import LayerLog
 
 Progress = Callable[[str], None]
 # A progress bar for one layer: (description, total bytes or None) -> context giving an update(n) function.
@@ -91,7 +91,7 @@ def _build_one(layer: LayerSpec, spec: BuildSpec, store: BlobStore, ctx: LayerCo
     """Build (or take from the local cache, then the cache repository) one layer; ``record``
     receives its entries, for lint; ``log`` where the layer came from."""
     from lamina.layers.compression import describe
-    from lamina.registry.cache_repo import BUILT, LOCAL, LayerLog
+    from lamina.layers.origins import BUILT, LOCAL, LayerLog
 
     log = log if log is not None else LayerLog()
 
@@ -617,10 +617,12 @@ def _emit(run: _Run, built: Built, invocation: Any, push: Callable[[Any], Any] |
 def _layer_log(spec: BuildSpec, registry: Any, note: Progress, cached: bool, *, need_bytes: bool) -> LayerLog:
     """Where layers come from: with ``spec.cache_repo`` (and the local cache, whose keys it shares),
     a CacheRepo that looks keys up in the registry and publishes what this build made."""
-    from lamina.registry.cache_repo import CacheRepo, LayerLog
+    from lamina.layers.origins import LayerLog
 
     if not spec.cache_repo or not cached:
         return LayerLog()
+    from lamina.registry.cache_repo import CacheRepo
+
     if registry is None:
         from lamina.registry.options import Options
 

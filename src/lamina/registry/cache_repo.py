@@ -37,6 +37,7 @@ import attrs
 
 from lamina.errors import LaminaError, RegistryError, UsageError
 from lamina.layers.compression import Compression, describe
+from lamina.layers.origins import BUILT, LOCAL, REMOTE, LayerLog
 from lamina.model import Descriptor, Digest, Layer, Reference, mediatypes
 from lamina.store import BlobStore
 
@@ -47,9 +48,6 @@ KEY = "dev.lamina.cache.key"
 DIFF_ID = "dev.lamina.cache.diff-id"
 UNCOMPRESSED = "dev.lamina.cache.uncompressed-size"
 ENTRIES = "dev.lamina.cache.entry-count"
-
-BUILT, LOCAL, REMOTE, BASE = "built", "local cache", "cache repo", "base"
-
 
 def cpu_family() -> str:
     """The CPU family whose ISA-L code paths made a gzip layer (x86-64, arm64, ...)."""
@@ -146,54 +144,6 @@ class _Chunks(io.RawIOBase):
         buffer[:n] = self._left[:n]
         self._left = self._left[n:]
         return n
-
-
-@attrs.define
-class LayerLog:
-    """Where each layer of a build came from (for the metadata file); no cache repository."""
-
-    sources: dict[Digest, str] = attrs.field(factory=dict)
-    downloaded: int = 0
-
-    def lookup(self, local_key: str, created_by: str, store: BlobStore, put_local: Callable[[Layer], None]) -> Layer | None:
-        return None
-
-    def built(self, local_key: str | None, layer: Layer, source: str) -> None:
-        self.sources.setdefault(layer.descriptor.digest, source)
-
-    @property
-    def mounts(self) -> dict[Digest, tuple[str, ...]]:
-        return {}
-
-    def fetch_missing(self, store: BlobStore) -> Callable[[Digest], None] | None:
-        return None
-
-    def wrap_push(self, push: Callable[..., Any], store: BlobStore) -> Callable[..., Any]:
-        """``push`` (which takes a PushPlan), made to mount this build's cache-repository hits
-        (their blobs are not in the store) and to fetch one only if it cannot be mounted."""
-        fetch = self.fetch_missing(store)
-        if fetch is None or not self.mounts:
-            return push
-
-        def fetching(opener: Callable[[Digest], BinaryIO]) -> Callable[[Digest], BinaryIO]:
-            def open_blob(digest: Digest) -> BinaryIO:
-                fetch(digest)
-                return opener(digest)
-            return open_blob
-
-        def push_plan(plan: Any, **kw: Any) -> Any:
-            return push(attrs.evolve(plan, mounts={**self.mounts, **plan.mounts}, open_blob=fetching(plan.open_blob),
-                                     open_unverified=fetching(plan.open_unverified) if plan.open_unverified else None), **kw)
-        return push_plan
-
-    def publish(self, store: BlobStore, pushed: str | None) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
-
-    def summary(self) -> str | None:
-        return None
 
 
 @attrs.define
@@ -463,4 +413,4 @@ def prune(target: str, options: Any, older_than_days: str, *, now: datetime.date
     return deleted, kept
 
 
-__all__ = ["ARTIFACT_TYPE", "CacheRepo", "LayerLog", "cpu_family", "entry_manifest", "parse_entry", "prune", "remote_key"]
+__all__ = ["ARTIFACT_TYPE", "CacheRepo", "cpu_family", "entry_manifest", "parse_entry", "prune", "remote_key"]
