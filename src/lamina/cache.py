@@ -40,6 +40,7 @@ from lamina.home import cache_home
 from lamina.layers.build import Opener
 from lamina.layers.entries import Entry, Kind
 from lamina.model import Descriptor, Digest, Layer
+from lamina.store import remove_unless_held
 
 FORMAT = 1  # bump when the tar writer's output changes for the same entries
 DEFAULT_MAX = 5 << 30
@@ -328,7 +329,7 @@ class LayerCache:
             removed += 1
         for blob in self.blobs.iterdir():
             if blob.name not in keep:
-                freed += _remove_unless_held(blob)
+                freed += remove_unless_held(blob) or 0
         self.db.execute("DELETE FROM verified WHERE digest NOT IN (SELECT digest FROM layers)")
         self.db.execute("DELETE FROM trees WHERE key NOT IN (SELECT key FROM layers)")
         return removed, freed
@@ -337,21 +338,3 @@ class LayerCache:
         count = self.db.execute("SELECT COUNT(*) FROM layers").fetchone()[0]
         size = sum(b.stat().st_size for b in self.blobs.iterdir())
         return count, size
-
-
-def _remove_unless_held(blob: Path) -> int:
-    """Remove ``blob`` unless a build holds it (its store refers to it; a later prune will);
-    the bytes freed. Removed under an exclusive flock, so no build can take it meanwhile."""
-    try:
-        fd = os.open(blob, os.O_RDONLY)
-    except FileNotFoundError:
-        return 0
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        size = os.fstat(fd).st_size
-        blob.unlink(missing_ok=True)
-        return size
-    except BlockingIOError:
-        return 0
-    finally:
-        os.close(fd)

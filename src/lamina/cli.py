@@ -597,8 +597,9 @@ def cache() -> None:
 def prune(ctx: click.Context, /, max_size: str, remote: str | None, older_than: str | None, **opts: Any) -> None:
     """Drop least-recently-used layers until the cache fits in --max-size, or old entries of a cache repository.
 
-    Emptying it (--max-size 0, the default) also drops the up-to-date records and the census
-    memos of `lamina index`: every output is then built again once.
+    Emptying it (--max-size 0, the default) also drops the up-to-date records, the census
+    memos of `lamina index` and the images pulled from registries (every output is then built
+    again once, every base pulled again); what a running build uses stays.
     """
     from lamina.cache import LayerCache
     from lamina.errors import UsageError
@@ -623,11 +624,14 @@ def prune(ctx: click.Context, /, max_size: str, remote: str | None, older_than: 
     click.echo(f"removed {removed} layers ({freed} bytes); {count} layers ({size} bytes) remain")
     if limit == 0:  # emptied: what was derived from layers goes too
         from lamina.join import forget_censuses
+        from lamina.registry.pull import prune as prune_pulled
         from lamina.uptodate import forget
 
         records, record_bytes = forget()
         censuses, census_bytes = forget_censuses()
         click.echo(f"removed {records} up-to-date records and {censuses} census memos ({record_bytes + census_bytes} bytes)")
+        blobs, blob_bytes = prune_pulled()
+        click.echo(f"removed {blobs} blobs of pulled images ({blob_bytes} bytes)")
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import shutil
 import tempfile
@@ -30,6 +31,11 @@ from lamina.model import Descriptor, Digest
 # and need not be hashed again before use (a 300 MB pull did that twice); a cache file from
 # an earlier run is hashed before use, as any other.
 _HASHED_HERE: dict[str, tuple[int, int, int, int]] = {}
+
+
+# Blobs of a shared store (the pulled images' cache) that this process uses, by path: open and
+# flocked shared until it exits, so that ``lamina cache prune`` (remove_unless_held) leaves them.
+_HELD: dict[str, int] = {}
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -53,6 +59,26 @@ class BlobStore:
 
     def has(self, digest: Digest) -> bool:
         return self.path(digest).exists()
+
+    def hold(self, digest: Digest) -> bool:
+        """Whether the store has ``digest``; if so it stays until this process exits, however
+        ``lamina cache prune`` races with it (a shared flock, which prune's exclusive one skips)."""
+        path = str(self.path(digest))
+        if path in _HELD:
+            return True
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits out a prune that holds it exclusively
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                _HELD[path] = fd
+                return True
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # pruned between the open and the lock
+        return False
 
     def open(self, descriptor: Descriptor) -> BinaryIO:
         """A blob as an image's layer (``image.Blobs``); the store only holds blobs it hashed
@@ -143,6 +169,27 @@ class BlobStore:
                 out.write(data)
                 named.append(digest)
         return digest
+
+
+def remove_unless_held(blob: Path) -> int | None:
+    """Remove ``blob`` unless a build holds it (a shared flock: it is in use; a later prune will);
+    the bytes freed, or None if it stays. Removed under an exclusive flock, so no build takes
+    it meanwhile."""
+    try:
+        fd = os.open(blob, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError:  # not a file of ours (a symlink, a FIFO): left alone
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        size = os.fstat(fd).st_size
+        blob.unlink(missing_ok=True)
+        return size
+    except BlockingIOError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def copy_range(src: BinaryIO, out: BinaryIO, size: int) -> None:

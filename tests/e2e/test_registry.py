@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -159,8 +160,6 @@ def test_bearer_auth_from_config_json_and_credential_helper(registry: Proxy, env
 
 
 def _manifest_of(tarball: Path) -> dict:
-    import tarfile
-
     with tarfile.open(tarball) as t:
         index = json.load(t.extractfile("index.json"))  # type: ignore[arg-type]
         return json.load(t.extractfile(f"blobs/sha256/{index['manifests'][0]['digest'][7:]}"))  # type: ignore[arg-type]
@@ -188,6 +187,85 @@ def test_pull_base_by_tag_and_digest_then_offline(registry: Proxy, env, hello_im
                  "-o", str(tmp_path / "e.tar"), env={**env, "LAMINA_REGISTRY_RETRIES": "1"})
     assert res.returncode == 0, res.stderr
     assert "registry unreachable" in res.stderr and res.stdout.strip() == by_tag
+
+
+def test_prune_empties_the_pulled_images_but_what_a_build_holds(registry: Proxy, env, hello_image: Path,
+                                                                tmp_path: Path) -> None:
+    from lamina import store as store_module
+    from lamina.model import Digest
+
+    ref = f"{registry.host}/lamina/prune:v1"
+    lamina("push", str(hello_image), ref, env=env)
+    first = build_ok_env(env, "--from", ref, "-o", str(tmp_path / "a.tar"))
+    images = Path(env["XDG_CACHE_HOME"]) / "lamina" / "images"
+    blobs = images / "blobs" / "sha256"
+    layer = _manifest_of(tmp_path / "a.tar")["layers"][0]["digest"]
+    assert (blobs / layer[7:]).is_file() and (images / "diff_ids" / "sha256" / layer[7:]).is_file()
+    assert ref in json.loads((images / "refs.json").read_text())
+    # A build still running holds the layer (as Puller does, with a shared flock): prune leaves it.
+    held = store_module.BlobStore(images)
+    assert held.hold(Digest.parse(layer))
+    pulled = len(list(blobs.iterdir()))  # the manifest, the config and the layers
+    try:
+        res = lamina("cache", "prune", env=env)
+        assert res.returncode == 0, res.stderr
+        assert [p.name for p in blobs.iterdir()] == [layer[7:]]
+        assert f"removed {pulled - 1} blobs of pulled images" in res.stdout
+    finally:
+        os.close(store_module._HELD.pop(str(held.path(Digest.parse(layer)))))
+    assert json.loads((images / "refs.json").read_text()) == {}  # its manifest went: no offline fallback
+    registry.faults = ["drop"] * 1000
+    res = lamina("build", "--from", ref, "-o", str(tmp_path / "b.tar"), env={**env, "LAMINA_REGISTRY_RETRIES": "1"})
+    assert res.returncode != 0 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert not (tmp_path / "b.tar").exists()
+    registry.faults = []
+    registry.reset()
+    assert build_ok_env(env, "--from", ref, "-o", str(tmp_path / "c.tar")) == first  # pulled again
+    assert registry.count("GET", "/blobs/sha256:") >= 1
+    res = lamina("cache", "prune", env=env)  # nothing held now: all of it goes
+    assert res.returncode == 0 and list(blobs.iterdir()) == [] and list((images / "diff_ids" / "sha256").iterdir()) == []
+
+
+def test_prune_meanwhile_leaves_a_running_pull_its_cached_layers(registry: Proxy, env, hello_image: Path,
+                                                                  tmp_path: Path, testdata_out: Path) -> None:
+    """A build pulling an image that shares layers with one pulled before holds those layers as
+    it finds them cached; a prune while it waits for the rest leaves them, and the build succeeds."""
+    import threading
+    import time
+
+    base = f"{registry.host}/lamina/shared:v1"
+    lamina("push", str(hello_image), base, env=env)
+    build_ok_env(env, "--from", base, "-o", str(tmp_path / "a.tar"))  # its layers are cached now
+    other = f"{registry.host}/lamina/shared:v2"  # the same layers, and one more
+    build_ok_env(env, "--from", base, "--add", f"{testdata_out / 'hello-c'}:/c", "--push", other)
+    blobs = Path(env["XDG_CACHE_HOME"]) / "lamina" / "images" / "blobs" / "sha256"
+    shared = {d["digest"] for d in _manifest_of(tmp_path / "a.tar")["layers"]}
+    v1_only = {f"sha256:{p.name}" for p in blobs.iterdir()} - shared  # v1's manifest and config
+    assert len(v1_only) == 2
+    gate = threading.Event()
+    registry.reset()
+    registry.fault_filter = ("GET", "/blobs/sha256:")  # the first blob v2 lacks waits at the proxy
+    registry.faults = [gate]
+    pull = subprocess.Popen([sys.executable, "-m", "lamina", "build", "-q", "--from", other, "-o", str(tmp_path / "b.tar")],
+                            env={**os.environ, **env, "PYTHONPATH": str(SRC)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not registry.count("GET", "/blobs/sha256:") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the cached layers were held as the pull found them, before that request
+        res = lamina("cache", "prune", env=env)
+        assert res.returncode == 0, res.stderr
+        left = {f"sha256:{p.name}" for p in blobs.iterdir()}
+        assert shared <= left and not v1_only & left  # the pull's layers held, v1's own blobs gone
+    finally:
+        gate.set()
+        out, err = pull.communicate(timeout=120)
+    assert pull.returncode == 0, err
+    with tarfile.open(tmp_path / "b.tar") as t:
+        names = t.getnames()
+    assert all(f"blobs/sha256/{d[7:]}" in names for d in shared)
+    assert lamina("cache", "prune", env=env).returncode == 0 and list(blobs.iterdir()) == []  # released at exit
 
 
 def build_ok_env(env: dict[str, str], *args: str) -> str:

@@ -97,6 +97,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body = json.dumps({"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}).encode()
             return self._send(401, body, {"WWW-Authenticate": challenge, "Content-Type": "application/json"})
         length = int(self.headers.get("Content-Length") or 0)
+        if isinstance(fault, threading.Event):  # held until the test sets it, then forwarded
+            fault.wait(60)
         if fault == "drop":
             self.rfile.read(min(length, 1 << 16))  # take part of the upload, then hang up
             self.close_connection = True

@@ -90,7 +90,7 @@ class Puller:
 
     def manifest(self, reference: str, expected: Digest | None) -> Descriptor:
         """Fetch (or find cached) the manifest or index named by a tag or digest."""
-        if expected is not None and self.store.has(expected):
+        if expected is not None and self.store.hold(expected):
             return self._cached_descriptor(expected)
         response = self.registry.request(
             "GET", f"/v2/{self.repository}/manifests/{reference}", what=f"get manifest {reference}",
@@ -105,17 +105,30 @@ class Puller:
             raise DigestMismatch(f"{where}: manifest {reference} was announced as {printable(named, 80)} but its bytes are {digest}")
         doc = document(data, f"{where}: manifest {reference}")
         media_type = response.headers.get("content-type", "").split(";")[0].strip() or _media_type(doc)
-        self.store.put_bytes(data)
+        self._keep(data)
         return Descriptor(media_type, digest, len(data))
+
+    def _keep(self, data: bytes) -> None:
+        """A manifest's bytes into the store, held there for this build (see BlobStore.hold)."""
+        for _ in range(3):
+            if self.store.hold(self.store.put_bytes(data)):
+                return
+        raise ImageError(f"{self.root}: a manifest was removed from the cache as it was written (a prune?)")
 
     def _cached_descriptor(self, digest: Digest) -> Descriptor:
         data = self.store.path(digest).read_bytes()
         return Descriptor(_media_type(document(data, f"cached manifest {digest}")), digest, len(data))
 
     def blob(self, desc: Descriptor, layer: bool = False) -> None:
-        """One blob into the cache, verified by digest; a ``layer`` also gets its diff_id recorded."""
-        if self.store.has(desc.digest):
-            return
+        """One blob into the cache, verified by digest, and held there for this build; a ``layer``
+        also gets its diff_id recorded."""
+        for _ in range(3):  # a prune may remove it between the download and the hold
+            if self.store.hold(desc.digest):
+                return
+            self._download(desc, layer)
+        raise ImageError(f"{self.root}: blob {desc.digest} was removed from the cache as it was written (a prune?)")
+
+    def _download(self, desc: Descriptor, layer: bool) -> None:
         chunks = self.registry.download(f"/v2/{self.repository}/blobs/{desc.digest}", what=f"get blob {desc.digest}",
                                         scopes=self._scopes, size=desc.size)
         side = _DiffId(f"{self.registry.host}/{self.repository}: layer {desc.digest}") if layer else None
@@ -268,29 +281,39 @@ def fetch(text: str, platform: Platform | None, registry_for: object, note: obje
     expected = Digest.parse(ref.digest) if ref.digest else None
     cached = puller._refs().get(key) if key else None  # what the tag named when last pulled whole
     try:
-        top = puller.manifest(ref.digest or ref.tag, expected)
-        desc = top
-        chosen = _choose(puller, top, platform, text)
-        what = f"{text}: manifest {chosen.digest}"
-        manifest = document(puller.store.path(chosen.digest).read_bytes(), what)
-        if "config" not in manifest:
-            raise ImageError(f"{what} has no config (is it an image manifest?)")
-        config, layers = descriptors(manifest, "config", what), descriptors(manifest, "layers", what)
-        with ThreadPoolExecutor(4, thread_name_prefix="lamina-pull") as pool:
-            futures = [pool.submit(puller.blob, b) for b in config] + [pool.submit(puller.blob, b, True) for b in layers]
-            for future in futures:
-                future.result()
+        desc = _pull(puller, ref.digest or ref.tag, expected, platform, text)
         if key and not expected:  # only once every blob is in: a tag never names a half-pulled image
-            puller._remember(key, top)
+            puller._remember(key, desc)
     except RegistryError as exc:
         if cached is None:
             raise
         desc = Descriptor.from_json(cached)
+        try:  # all in the cache, unless pruned since: held there, with no request
+            _pull(puller, str(desc.digest), desc.digest, platform, text)
+        except RegistryError:
+            raise RegistryError(f"{exc} (and the cache no longer holds all of {text} as last pulled)") from None
         if callable(note):
             note(f"{text}: registry unreachable ({exc}); using the cached {desc.digest}")
     finally:
         registry.close()
     return puller.root, desc
+
+
+def _pull(puller: Puller, reference: str, expected: Digest | None, platform: Platform | None, text: str) -> Descriptor:
+    """The manifest (or index) ``reference`` names, and every blob of the image chosen for
+    ``platform``, in the cache and held there for this build; returns the top descriptor."""
+    top = puller.manifest(reference, expected)
+    chosen = _choose(puller, top, platform, text)
+    what = f"{text}: manifest {chosen.digest}"
+    manifest = document(puller.store.path(chosen.digest).read_bytes(), what)
+    if "config" not in manifest:
+        raise ImageError(f"{what} has no config (is it an image manifest?)")
+    config, layers = descriptors(manifest, "config", what), descriptors(manifest, "layers", what)
+    with ThreadPoolExecutor(4, thread_name_prefix="lamina-pull") as pool:
+        futures = [pool.submit(puller.blob, b) for b in config] + [pool.submit(puller.blob, b, True) for b in layers]
+        for future in futures:
+            future.result()
+    return top
 
 
 def _choose(puller: Puller, top: Descriptor, platform: Platform | None, text: str) -> Descriptor:
@@ -306,3 +329,36 @@ def _choose(puller: Puller, top: Descriptor, platform: Platform | None, text: st
             return child
     have = ", ".join(sorted({str(c.platform) for c in children if c.platform})) or "none"
     raise ImageError(f"{text}: no image for platform {want} (available: {have})")
+
+
+def prune() -> tuple[int, int]:
+    """Empty the cache of pulled images, but for the blobs a running build holds (BlobStore.hold);
+    (blobs, bytes) removed. The tags remembered for offline use go with their manifests, and
+    the diff_id records with their blobs."""
+    from lamina.sinks.atomic import atomic_file
+    from lamina.store import remove_unless_held
+
+    root = cache_dir()
+    blobs = root / "blobs" / "sha256"
+    if not blobs.is_dir():
+        return 0, 0
+    removed, freed = 0, 0
+    for blob in sorted(blobs.iterdir()):
+        size = remove_unless_held(blob)
+        if size is not None:
+            removed, freed = removed + 1, freed + size
+    records = root / "diff_ids" / "sha256"
+    for record in sorted(records.iterdir()) if records.is_dir() else ():
+        if not (blobs / record.name).exists():
+            record.unlink(missing_ok=True)
+    try:
+        refs = json.loads((root / "refs.json").read_text())
+    except (OSError, ValueError):
+        return removed, freed
+    if isinstance(refs, dict):
+        kept = {k: v for k, v in refs.items()
+                if isinstance(v, dict) and (blobs / str(v.get("digest", "")).removeprefix("sha256:")).is_file()}
+        if kept != refs:
+            with atomic_file(root / "refs.json") as out:
+                out.write(json.dumps(kept, sort_keys=True, indent=1).encode())
+    return removed, freed
