@@ -70,6 +70,10 @@ class BlobStore:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return False
+        except OSError as exc:  # out of descriptors (an index of many images): used unheld
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                return os.path.isfile(path)
+            raise OutputError(f"cannot read {path}: {exc.strerror}") from None
         fcntl.flock(fd, fcntl.LOCK_SH)  # waits out a prune that holds it exclusively
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
