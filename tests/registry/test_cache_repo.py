@@ -90,6 +90,30 @@ def test_a_push_only_build_never_downloads(env: pytest.MonkeyPatch, tmp_path: Pa
         assert hit is not None and registry.count("GET", "/blobs/") == 0 and registry.count("HEAD", "/blobs/") == 1
 
 
+def test_a_push_only_hit_fetched_for_another_registry_has_its_diff_id_checked(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A hit is mounted, never downloaded, when the push goes to the cache's registry; pushed
+    elsewhere it is fetched, and then its bytes stream: digest and diff_id are both checked."""
+    data, layer = gz_layer()
+    rkey = remote_key(KEY, Compression.GZIP)
+    with FakeRegistry() as registry:
+        doc = json.loads(entry_manifest(rkey, layer, "2026-01-01T00:00:00Z"))
+        doc["annotations"]["dev.lamina.cache.diff-id"] = "sha256:" + "6" * 64  # a lie only the bytes can show
+        publish(registry, data, layer, doc=doc)
+        repo = CacheRepo(target=f"{registry.host}/team/cache", options=Options(), compression=Compression.GZIP,
+                         note=lambda _: None, need_bytes=False)
+        store = BlobStore(tmp_path / "store")
+        try:
+            hit = repo.lookup(KEY, "created by", store, lambda layer: None)
+            assert hit is not None and registry.count("GET", "/blobs/") == 0  # push-only: taken as the entry says
+            fetch = repo.fetch_missing(store)
+            assert fetch is not None
+            with pytest.raises(RegistryError, match="does not match its diff_id"):
+                fetch(layer.descriptor.digest)
+        finally:
+            repo.close()
+    assert not store.has(layer.descriptor.digest)
+
+
 @pytest.mark.parametrize("poison, why", [
     ("missing", "is missing"),
     ("replaced", "does not match its digest"),

@@ -377,6 +377,10 @@ GARBAGE = {
     "a list": (OCI_MANIFEST, b"[]"),
     "bad descriptor": (OCI_MANIFEST, b'{"config": {"mediaType": 1, "digest": 7, "size": "x"}, "layers": []}'),
     "bad index": ("application/vnd.oci.image.index.v1+json", b'{"manifests": [{"digest": null}]}'),
+    # Python's json gives up at ~1,000 levels (RecursionError); Go's, which registries run, at 10,000.
+    "deeply nested": (OCI_MANIFEST, b"[" * 1100 + b"]" * 1100),
+    "a size past int64": (OCI_MANIFEST, b'{"config": {"mediaType": "x", "digest": "sha256:' + b"a" * 64 + b'", "size": 1'
+                          + b"0" * 400 + b'}, "layers": []}'),
 }
 
 
@@ -514,3 +518,124 @@ def test_a_loopback_tls_registry_is_checked_against_the_store_loaded_before_its_
         env.setenv("SSL_CERT_DIR", "/nonexistent")
         with pytest.raises(RegistryError, match="TLS certificate not trusted"):
             pull(f"{registry.host}/team/app:v2")
+
+
+# ---- 7. what a stranger's JSON and sizes cannot do (review findings)
+
+
+@pytest.mark.parametrize("where", ["error body", "token"])
+def test_deeply_nested_json_anywhere_is_one_error_line(tmp_path: Path, where: str) -> None:
+    deep = b"[" * 1100 + b"]" * 1100
+    with FakeRegistry() as registry:
+        registry.add_image()
+        if where == "error body":
+            registry.override = lambda seen: Reply(404, {"Content-Type": "application/json"}, deep) \
+                if "/manifests/" in seen.route else None
+        else:
+            registry.override = lambda seen: (
+                Reply(401, {"WWW-Authenticate": f'Bearer realm="http://{registry.host}/token",service="x"'})
+                if seen.route.startswith("/v2/") and "authorization" not in seen.headers
+                else Reply(200, {"Content-Type": "application/json"}, deep) if seen.route == "/token" else None)
+        res = lamina("build", "--from", f"{registry.host}/team/app:v1", "-o", str(tmp_path / "out.tar"), env=cli_env(tmp_path))
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lamina: error: ") and "internal error" not in lines[0], res.stderr
+
+
+@pytest.mark.parametrize("expires", ["1" + "0" * 400, "-5", "1e999"])
+def test_a_token_with_an_absurd_lifetime_still_works(env: pytest.MonkeyPatch, expires: str) -> None:
+    with FakeRegistry() as registry:
+        registry.add_image()
+        registry.override = lambda seen: (
+            Reply(401, {"WWW-Authenticate": f'Bearer realm="http://{registry.host}/token",service="x"'})
+            if seen.route.startswith("/v2/") and seen.headers.get("authorization") != "Bearer t0k"
+            else Reply(200, {"Content-Type": "application/json"}, b'{"token": "t0k", "expires_in": ' + expires.encode() + b"}")
+            if seen.route == "/token" else None)
+        assert pull(f"{registry.host}/team/app:v1").size > 0
+
+
+def test_a_huge_claimed_blob_size_does_not_stretch_the_deadline(env: pytest.MonkeyPatch) -> None:
+    """The deadline grows with the bytes that arrive, not with the size a manifest claims."""
+    env.setenv("LAMINA_REGISTRY_TIMEOUT", "1")
+    env.setenv("LAMINA_REGISTRY_DEADLINE", "2")
+    with FakeRegistry() as registry:
+        _, manifest = registry.add_image()
+        manifest["layers"][0]["size"] = 1 << 40
+        data = json.dumps(manifest).encode()
+        registry.manifests["v1"] = (OCI_MANIFEST, data)
+        layer = manifest["layers"][0]["digest"]
+        registry.override = lambda seen: Reply(200, {}, trickle(b"x", 0.2, registry.stopping)) \
+            if seen.route.endswith(layer) else None
+        start = time.monotonic()
+        finished, outcome = in_thread(lambda: pull(f"{registry.host}/team/app:v1"), 20)
+    assert finished, "a blob claimed to be 1 TiB, trickled, held the pull for 20 s"
+    assert isinstance(outcome, RegistryError) and "deadline" in str(outcome), outcome
+    assert time.monotonic() - start < 10
+
+
+def test_a_registry_that_keeps_losing_chunks_ends_the_push(env: pytest.MonkeyPatch) -> None:
+    """It takes the first chunk, fails the next, and on every resume says it holds one byte:
+    the upload never gets further, so the retries run out (they reset only on new progress)."""
+    env.setattr(client, "RETRIES", 2)
+    with FakeRegistry() as registry:
+        def lossy(seen: Seen) -> Reply | None:
+            if seen.method == "PATCH" and seen.route.startswith("/upload/"):
+                start = int(seen.headers["content-range"].split("-")[0])
+                return Reply(202, {"Location": seen.route, "Range": f"0-{start}"}) if start <= 1 else Reply(500)
+            if seen.method == "GET" and seen.route.startswith("/upload/"):
+                return Reply(204, {"Location": seen.route, "Range": "0-0"})
+            return None
+        registry.override = lossy
+        finished, outcome = in_thread(lambda: push(registry.host, plan(os.urandom(100_000)), chunk_size=16 << 10), 30)
+        patches = registry.count("PATCH")
+    assert finished, f"the push was still sending chunks after 30 s ({patches} PATCHes)"
+    assert isinstance(outcome, RegistryError) and patches < 100, (outcome, patches)  # unbounded before
+
+
+ENTRY = "lamina-layer-" + "a" * 64
+
+
+def prune_against(registry: FakeRegistry, tmp_path: Path) -> Any:
+    return lamina("cache", "prune", "--remote", f"{registry.host}/team/cache", "--older-than", "1", env=cli_env(tmp_path))
+
+
+@pytest.mark.parametrize("case", ["tags not a list", "next page elsewhere", "next page not http"])
+def test_prune_refuses_a_bad_tag_list_in_one_line(tmp_path: Path, case: str) -> None:
+    with FakeRegistry() as registry:
+        def tags(seen: Seen) -> Reply | None:
+            if "/tags/list" not in seen.route:
+                return None
+            if case == "tags not a list":
+                return Reply(200, {"Content-Type": "application/json"}, b'{"tags": 5}')
+            link = '<file:///etc/passwd>; rel="next"' if case == "next page not http" else \
+                f'<http://127.0.0.1:1/v2/team/cache/tags/list?n=1>; rel="next"'
+            return Reply(200, {"Content-Type": "application/json", "Link": link}, b'{"tags": []}')
+        registry.override = tags
+        res = prune_against(registry, tmp_path)
+        asked = [r.route for r in registry.requests]
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and "internal error" not in res.stderr, res.stderr
+    assert not any(r.method == "DELETE" for r in registry.requests) and len(asked) <= 2
+
+
+def test_prune_reads_a_repeated_tag_once_and_deletes_only_lamina_entries(tmp_path: Path) -> None:
+    """Pages that repeat one tag forever are read as one entry (bounded memory and requests);
+    a manifest that is not a lamina cache entry (a release image someone tagged with an
+    entry's name) is never deleted: a delete by digest would take every tag on it."""
+    old = "2000-01-01T00:00:00Z"
+    image = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "annotations": {"org.opencontainers.image.created": old},
+                        "config": {}, "layers": []}).encode()
+    with FakeRegistry() as registry:
+        def answer(seen: Seen) -> Reply | None:
+            if "/tags/list" in seen.route:
+                return Reply(200, {"Content-Type": "application/json", "Link": '</v2/team/cache/tags/list?n=1&last=x>; rel="next"'},
+                             json.dumps({"tags": [ENTRY] * 500}).encode())
+            if seen.method == "GET" and seen.route.endswith("/manifests/" + ENTRY):
+                return Reply(200, {"Content-Type": OCI_MANIFEST}, image)
+            if seen.method == "DELETE":
+                return Reply(202)
+            return None
+        registry.override = answer
+        res = prune_against(registry, tmp_path)
+        deletes, reads = registry.count("DELETE"), registry.count("GET", "/manifests/")
+    assert res.returncode == 0, res.stderr
+    assert deletes == 0 and reads == 1 and "deleted 0 cache entries" in res.stdout and "1 remain" in res.stdout

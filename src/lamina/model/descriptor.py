@@ -42,8 +42,8 @@ class Descriptor:
         media_type, digest, size = data.get("mediaType"), data.get("digest"), data.get("size")
         if not isinstance(media_type, str) or not isinstance(digest, str):
             raise ParseError("a descriptor needs string mediaType and digest")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ParseError(f"descriptor {digest}: size {size!r} is not a non-negative integer")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size < 1 << 63:  # int64, as the spec says
+            raise ParseError(f"descriptor {digest}: size {str(size)[:40]!r} is not a non-negative 64-bit integer")
         annotations = data.get("annotations") or {}
         if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
             raise ParseError(f"descriptor {digest}: annotations must map strings to strings")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import io
-import json
 import platform as host_platform
 import re
 import threading
@@ -39,11 +38,13 @@ from lamina.errors import LaminaError, RegistryError, UsageError
 from lamina.layers.compression import Compression, describe
 from lamina.layers.origins import BUILT, LOCAL, REMOTE, LayerLog
 from lamina.model import Descriptor, Digest, Layer, Reference, mediatypes
+from lamina.model.canonical import loads
 from lamina.store import BlobStore
 
 ARTIFACT_TYPE = "application/vnd.dev.lamina.layer-cache.v1"
 EMPTY = b"{}"  # the empty config of an artifact (mediatypes.EMPTY)
 TAG_PREFIX = "lamina-layer-"
+MAX_PRUNED_TAGS = 100_000  # cache entries one prune reads (a tag list is at most 1,000 pages)
 KEY = "dev.lamina.cache.key"
 DIFF_ID = "dev.lamina.cache.diff-id"
 UNCOMPRESSED = "dev.lamina.cache.uncompressed-size"
@@ -101,7 +102,7 @@ class _Poisoned(Exception):
 def parse_entry(data: bytes, key: str, compression: Compression, created_by: str) -> Layer:
     """The layer a cache entry names, or _Poisoned: an entry is data from whoever wrote the repository."""
     try:
-        doc = json.loads(data)
+        doc = loads(data)
     except (ValueError, UnicodeDecodeError):
         raise _Poisoned("not JSON") from None
     if not isinstance(doc, dict) or doc.get("artifactType") != ARTIFACT_TYPE:
@@ -157,7 +158,7 @@ class CacheRepo(LayerLog):
     note: Callable[[str], None] = lambda _: None
     need_bytes: bool = True  # False: the build only pushes, so a hit is mounted, never downloaded
     _pending: list[tuple[str, Layer]] = attrs.field(factory=list)
-    _remote_only: dict[Digest, Descriptor] = attrs.field(factory=dict)
+    _remote_only: dict[Digest, Layer] = attrs.field(factory=dict)  # hits mounted, never downloaded
     _poisoned: set[str] = attrs.field(factory=set)
     _registry: Any = None
     _broken: bool = False
@@ -223,7 +224,7 @@ class CacheRepo(LayerLog):
             digest = layer.descriptor.digest
             head = registry.request("HEAD", f"/v2/{repo}/blobs/{digest}", what=f"check cached layer {digest}",
                                     scopes=self._scopes, ok=(200, 404))
-            length = head.headers.get("content-length", "")
+            length = head.headers.get("content-length", "")[:20]  # int() of 5,000 digits raises
             named = head.headers.get("docker-content-digest", "").strip()
             if head.status_code == 404:
                 raise _Poisoned(f"its layer {digest} is missing")
@@ -234,7 +235,7 @@ class CacheRepo(LayerLog):
                 put_local(layer)
             else:
                 with self._lock:
-                    self._remote_only[digest] = layer.descriptor
+                    self._remote_only[digest] = layer
         except _Poisoned as why:
             self.note(f"cache entry {tag[:len(TAG_PREFIX) + 12]}… in {self.target} ignored: {why}; building the layer")
             self._poisoned.add(key)  # rebuilt: its entry is replaced (unless read-only)
@@ -273,20 +274,13 @@ class CacheRepo(LayerLog):
     def fetch_missing(self, store: BlobStore) -> Callable[[Digest], None] | None:
         """For a push that could not mount a cached layer (another registry): its bytes, verified, then."""
         def fetch(digest: Digest) -> None:
-            desc = self._remote_only.get(digest)
-            if desc is None or store.has(digest):
+            layer = self._remote_only.get(digest)
+            if layer is None or store.has(digest):
                 return
-            chunks = self.registry().download(f"/v2/{self.ref.repository}/blobs/{digest}", what=f"get cached layer {digest}",
-                                              scopes=self._scopes, size=desc.size)
-            with store.writer() as (out, named):
-                h = hashlib.sha256()
-                for chunk in chunks:
-                    h.update(chunk)
-                    out.write(chunk)
-                if h.hexdigest() != digest.hex:
-                    raise RegistryError(f"{self.target}: cached layer {digest} does not match its digest")
-                named.append(digest)
-            self.downloaded += desc.size
+            try:  # as any download of an entry: its digest and diff_id checked as it streams
+                self._download(layer, store)
+            except _Poisoned as why:
+                raise RegistryError(f"{self.target}: cached layer {digest}: {why}") from None
         return fetch
 
     @property
@@ -364,6 +358,8 @@ def prune(target: str, options: Any, older_than_days: str, *, now: datetime.date
     The layer blobs go when the registry garbage-collects them. A registry that does not
     allow deletes (distribution without ``delete: enabled``) is a RegistryError saying so.
     """
+    from lamina.registry.client import printable
+
     days = _days(older_than_days)
     ref = parse_cache_repo(target)
     registry = options.registry(ref.registry)
@@ -371,33 +367,46 @@ def prune(target: str, options: Any, older_than_days: str, *, now: datetime.date
     limit = (now or datetime.datetime.now(datetime.timezone.utc)) - datetime.timedelta(days=days)
     deleted = kept = 0
     try:
-        tags: list[str] = []
+        tags: dict[str, None] = {}  # in order, each once, however often the pages repeat it
         url = f"/v2/{ref.repository}/tags/list?n=1000"
         for _ in range(1000):
             response = registry.request("GET", url, what="list cache entries", scopes=scopes, ok=(200, 404))
             if response.status_code == 404:
                 break
             try:
-                listed = response.json().get("tags") or []
-            except (ValueError, AttributeError):
+                listed = loads(response.content).get("tags") or []
+                if not isinstance(listed, list):
+                    raise TypeError
+            except (ValueError, AttributeError, TypeError, UnicodeDecodeError):
                 raise RegistryError(f"{ref.registry}: list cache entries: the answer is not a tag list") from None
-            tags += [t for t in listed if isinstance(t, str) and re.fullmatch(TAG_PREFIX + "[0-9a-f]{64}", t)]
+            tags.update((t, None) for t in listed if isinstance(t, str) and re.fullmatch(TAG_PREFIX + "[0-9a-f]{64}", t))
+            if len(tags) > MAX_PRUNED_TAGS:
+                raise RegistryError(f"{ref.registry}: list cache entries: more than {MAX_PRUNED_TAGS} entries; "
+                                    "nothing was deleted")
             link = response.headers.get("link", "")
             match = re.match(r'\s*<([^>]+)>\s*;\s*rel="?next"?', link)
             if not match:
                 break
             url = match[1]
+            if not url.startswith(f"/v2/{ref.repository}/tags/list"):  # the spec's form: a path on this registry
+                raise RegistryError(f"{ref.registry}: list cache entries: the next page is at {printable(url, 80)!r}, "
+                                    "not on this repository's tag list")
         for tag in tags:
             response = registry.request("GET", f"/v2/{ref.repository}/manifests/{tag}", what=f"read cache entry {tag}",
                                         scopes=scopes, headers={"Accept": mediatypes.OCI_MANIFEST}, ok=(200, 404))
             if response.status_code == 404:
                 continue
             try:
-                created = datetime.datetime.strptime(json.loads(response.content)["annotations"][mediatypes.CREATED],
+                doc = loads(response.content)
+                notes = doc["annotations"]
+                ours = doc.get("artifactType") == ARTIFACT_TYPE and notes.get(KEY) == tag.removeprefix(TAG_PREFIX)
+                created = datetime.datetime.strptime(notes[mediatypes.CREATED],
                                                      "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-                created = None  # not ours to judge: kept
-            if created is None or created > limit:
+            except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+                ours, created = False, None
+            # Deleted by digest, which removes every tag on it: only an entry that is lamina's for
+            # this very key, never an image someone tagged with an entry's name.
+            if not ours or created is None or created > limit:
                 kept += 1
                 continue
             digest = Digest.of_bytes(response.content)

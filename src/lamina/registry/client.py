@@ -40,6 +40,7 @@ from typing import Any
 import attrs
 
 from lamina.errors import AuthError, RegistryError, UsageError
+from lamina.model.canonical import loads
 from lamina.registry.auth import Credentials, TokenCache, lookup, parse_challenge
 
 MAX_DOCUMENT = 4 << 20  # manifests, indexes, tokens, error bodies: a hard cap no descriptor can raise
@@ -114,7 +115,7 @@ def describe_failure(response: Any) -> str:
     """``HTTP 401 Unauthorized (UNAUTHORIZED: authentication required)`` from a registry answer."""
     text = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
     try:
-        errors = response.json().get("errors") or []
+        errors = loads(response.content).get("errors") or []
     except (ValueError, AttributeError, UnicodeDecodeError):
         errors = []
     if not isinstance(errors, list):
@@ -130,6 +131,11 @@ _deadline = threading.local()
 
 def _arm(seconds: float) -> None:
     _deadline.end = time.monotonic() + seconds
+
+
+def _extend(end: float) -> None:
+    """Move this thread's deadline out to ``end`` (a ``time.monotonic()`` time), never in."""
+    _deadline.end = max(getattr(_deadline, "end", end), end)
 
 
 def _time_left() -> float | None:
@@ -385,9 +391,13 @@ class Registry:
         if response.status_code != 200:
             raise RegistryError(f"{who}: token service answered {describe_failure(response)}")
         try:
-            data = response.json()
+            data = loads(response.content)
             token = data.get("token") or data.get("access_token")
-            expires = float(data.get("expires_in") or 60)
+            try:
+                expires = float(data.get("expires_in") or 60)
+            except OverflowError:  # an integer past a float's range: long, then
+                expires = 86400.0
+            expires = 86400.0 if expires >= 86400 else expires if expires > 0 else 60.0  # nan: 60 s; past a day: a day
         except (ValueError, AttributeError, TypeError, UnicodeDecodeError):
             raise RegistryError(f"{who}: the token service answered something that is not a token") from None
         if not token or not isinstance(token, str) or not token.isprintable():
@@ -403,7 +413,8 @@ class Registry:
 
         ``body`` is a factory so a retried or redirected request sends its bytes again from the start.
         With ``stream``, a successful response is returned unread: the caller iterates and closes it.
-        ``size`` is the blob size sent or received, which lengthens the deadline.
+        ``size`` is the blob size sent, which lengthens the deadline (a download lengthens its own
+        as bytes arrive: see download).
         """
         import httpx
 
@@ -425,7 +436,7 @@ class Registry:
                     raise RegistryError(f"{self.host}: {what}: TLS certificate not trusted ({exc}); "
                                         "use --ca-file or SSL_CERT_FILE") from None
                 response = None
-            except httpx.HTTPError as exc:  # a URL or body httpx refuses: not transient
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:  # a URL or body httpx refuses: not transient
                 raise RegistryError(f"{self.host}: {what}: {type(exc).__name__}: {printable(str(exc))}") from None
             else:
                 if response.status_code in ok:
@@ -530,7 +541,11 @@ class Registry:
         drops = 0
         while True:
             headers = {"Range": f"bytes={got}-"} if got else None
-            response = self.request("GET", url, what=what, scopes=scopes, stream=True, size=size - got,
+            # The deadline grows with the bytes that arrive (MIN_RATE each second on top of the
+            # base one), not with the size the manifest claims: a lie of 2**40 bytes, trickled,
+            # would otherwise be waited on for months.
+            start, base = time.monotonic(), got
+            response = self.request("GET", url, what=what, scopes=scopes, stream=True,
                                     headers=headers, ok=(200, 206) if got else (200,))
             try:
                 skip = 0
@@ -541,7 +556,7 @@ class Registry:
                                             f"sent {printable(answered, 60) or 'no Content-Range'}")
                 elif got:
                     skip = got  # Range ignored: the whole body again
-                declared = response.headers.get("content-length", "")
+                declared = response.headers.get("content-length", "")[:20]  # int() of 5,000 digits raises
                 if declared.isdigit() and int(declared) + (got - skip) > size:
                     raise RegistryError(f"{self.host}: {what}: the registry sends {declared} bytes for a blob of {size}")
                 for chunk in response.iter_bytes():  # as read: a 1 MiB chunker would lose its partial buffer on a drop
@@ -553,6 +568,7 @@ class Registry:
                     got += len(chunk)
                     if got > size:
                         raise RegistryError(f"{self.host}: {what}: the registry sent more than the blob's {size} bytes")
+                    _extend(start + self.deadline + (got - base) / MIN_RATE)
                     yield chunk
                 return
             except httpx.TransportError as exc:

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from lamina.model.canonical import loads
 from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
 from lamina.home import cache_home
 from lamina.errors import DigestMismatch, ImageError, RegistryError, UsageError
@@ -245,7 +246,7 @@ class _DiffId:
 def document(data: bytes, what: str) -> dict[str, Any]:
     """A manifest or index as a JSON object, or an ImageError that says what it is instead."""
     try:
-        doc = json.loads(data)
+        doc = loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ImageError(f"{what} is not JSON ({printable(str(exc))})") from None
     if not isinstance(doc, dict):

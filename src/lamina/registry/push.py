@@ -29,6 +29,7 @@ import attrs
 from lamina.home import cache_home
 from lamina.errors import DigestMismatch, RegistryError
 from lamina.model import Descriptor, Digest, Reference
+from lamina.model.canonical import loads
 from lamina.registry.client import Registry, printable
 
 CHUNK_SIZE = 16 << 20  # after a 413, or with OCI-Chunk-Min-Length and no --chunk-size
@@ -225,7 +226,8 @@ class Pusher:
     def _chunked(self, desc: Descriptor, location: str, minimum: int, size: int) -> None:
         size = max(size, minimum)
         offset = 0
-        failures = 0
+        failures = 0  # since the upload last got further than ever (a registry that keeps losing
+        furthest = 0  # what it acknowledged would otherwise be sent chunks forever)
         hasher = hashlib.sha256()  # of the bytes the registry has acknowledged
         from lamina.registry.client import BACKOFF, RETRIES
 
@@ -258,7 +260,8 @@ class Pusher:
                 location = self._location(response)
                 offset = end
                 hasher = sent[-1]
-                failures = 0
+                if offset > furthest:
+                    furthest, failures = offset, 0
             except RegistryError:
                 failures += 1
                 if failures > RETRIES:
@@ -386,7 +389,7 @@ def index_referrer(registry: Registry, repository: str, desc: Descriptor, manife
     fallback: an OCI index tagged ``<alg>-<hex>`` of the subject, listing every referrer with
     its ``artifactType`` and annotations, read, extended and written back."""
     try:
-        doc = json.loads(manifest)
+        doc = loads(manifest)
     except ValueError:
         return
     subject = doc.get("subject") if isinstance(doc, dict) else None
@@ -407,7 +410,7 @@ def index_referrer(registry: Registry, repository: str, desc: Descriptor, manife
         if len(found.content) > MAX_REFERRERS_INDEX:
             raise RegistryError(f"{registry.host}: the referrers index {tag} is larger than {MAX_REFERRERS_INDEX} bytes")
         try:
-            existing = json.loads(found.content)
+            existing = loads(found.content)
         except ValueError:
             existing = None
         if not isinstance(existing, dict) or not isinstance(existing.get("manifests"), list):

@@ -32,6 +32,7 @@ import attrs
 from lamina.errors import InputError, LaminaError, OutputError, UsageError
 from lamina.limits import TooLarge, read_limited
 from lamina.model import Descriptor, Digest, canonical, mediatypes
+from lamina.model.canonical import loads
 from lamina.registry.options import Options
 from lamina.sign.simple import VerificationError
 from lamina.sign.target import Target
@@ -224,7 +225,7 @@ def _existing(options: Options, target: Target, tag: str, media_type: str = LAYE
     if data is None:
         return []
     try:
-        layers = json.loads(data).get("layers") or []
+        layers = loads(data).get("layers") or []
     except (ValueError, AttributeError):
         raise VerificationError(f"{target.reference.name}:{tag} is not a JSON manifest") from None
     return [layer for layer in layers if isinstance(layer, dict) and layer.get("mediaType") == media_type]
@@ -306,7 +307,7 @@ def verify(target: Target, pub_path: Path, options: Options) -> str:
             reasons.append(f"signature {n}: not signed by {pub_path}")
             continue
         try:
-            critical = json.loads(body)["critical"]
+            critical = loads(body)["critical"]
             claimed = (critical["type"], critical["image"]["docker-manifest-digest"], critical["identity"]["docker-reference"])
         except (ValueError, KeyError, TypeError):
             reasons.append(f"signature {n}: bad payload")

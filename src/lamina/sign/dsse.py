@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina.model import Descriptor, Digest
+from lamina.model.canonical import loads
 from lamina.provenance import MEDIA_TYPE, PREDICATE_TYPE
 from lamina.registry.options import Options
 from lamina.sign.target import Target
@@ -67,7 +68,7 @@ def verify(target: Target, pub_path: Path, options: Options) -> str:
     reasons: list[str] = []
     for n, _, data in attached(options, target, layers, "attestation", reasons):
         try:
-            doc = json.loads(data)
+            doc = loads(data)
             body = base64.b64decode(doc["payload"], validate=True)
             signatures = [base64.b64decode(s["sig"], validate=True) for s in doc["signatures"]]
             payload_type = str(doc["payloadType"])
@@ -86,7 +87,7 @@ def verify(target: Target, pub_path: Path, options: Options) -> str:
             reasons.append(f"attestation {n}: not signed by {pub_path}")
             continue
         try:
-            statement = json.loads(body)
+            statement = loads(body)
             kind = (payload_type, statement["_type"], statement["predicateType"])
             subjects = {s["digest"].get("sha256") for s in statement["subject"]}
         except (ValueError, KeyError, TypeError, AttributeError):

@@ -28,6 +28,7 @@ import attrs
 
 from lamina.errors import LaminaError, OutputError, UsageError
 from lamina.model import Digest, Reference
+from lamina.model.canonical import loads
 from lamina.sign import gpg
 from lamina.sign.target import Target
 from lamina.version import __version__
@@ -67,7 +68,7 @@ def _exact(value: object, keys: set[str], where: str) -> dict[str, object]:
 
 def parse_payload(data: bytes) -> Claim:
     """The claim a verified payload makes; ValueError for anything the format does not allow."""
-    doc = json.loads(data)
+    doc = loads(data)
     if not isinstance(doc, dict) or "critical" not in doc or not set(doc) <= {"critical", "optional"}:
         raise ValueError("not a simple-signing payload")
     critical = _exact(doc["critical"], {"identity", "image", "type"}, "critical")

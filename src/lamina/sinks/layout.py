@@ -24,6 +24,7 @@ from typing import Any
 from lamina.errors import OutputError
 from lamina.image import Blobs, Built, top_descriptor
 from lamina.model import Descriptor, Digest, Reference, canonical, mediatypes
+from lamina.model.canonical import loads
 from lamina.sinks.atomic import check_replaceable_dir, hold, temp_prefix
 from lamina.sinks.blobs import Extra, held_bytes, layer_blobs, write_blob
 from lamina.sinks.naming import index_for
@@ -78,7 +79,7 @@ def _subject(layout: Path, desc: dict[str, Any]) -> str | None:
         return None
     try:
         with open(layout / "blobs" / "sha256" / hexdigest, "rb") as f:
-            manifest = json.loads(f.read(1 << 20))
+            manifest = loads(f.read(1 << 20))
         return str(manifest["subject"]["digest"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -123,7 +124,7 @@ def _read_index(layout: Path) -> dict[str, Any]:
     except OSError as exc:
         raise OutputError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
     try:
-        index = json.loads(raw) if len(raw) <= MAX_INDEX else None
+        index = loads(raw) if len(raw) <= MAX_INDEX else None
     except ValueError:
         index = None
     if not isinstance(index, dict) or not isinstance(index.get("manifests", []), list) or not all(
