@@ -32,13 +32,49 @@ def _rule_paths(text: str) -> list[str]:
     return out + ([word] if word else [])
 
 
-def test_escape_as_gcc_writes_it() -> None:
+def test_escape_as_gnu_make_reads_it() -> None:
     assert _escape("a b") == "a\\ b"
     assert _escape("a#b") == "a\\#b"
     assert _escape("a$b") == "a$$b"
-    assert _escape("a\\ b") == "a\\\\\\ b"  # a backslash before a space is doubled, then the space escaped
+    assert _escape("[id].js") == "\\[id].js"  # not a wildcard
+    assert _escape("a:b%c") == "a\\:b%c"  # not a second colon
+    assert _escape("a:b%c", target=True) == "a\\:b\\%c"  # and as a target, not a pattern
+    with pytest.raises(Exception, match="home directory"):
+        _escape("~u")  # ~u/x is another user's home to make (a '~' inside a name is fine)
     with pytest.raises(Exception, match="line break"):
         _escape("a\nb")
+
+
+# Names GNU make cannot read in a rule, escaped or not: each would stop make, or add rules,
+# recipes or variables to every Makefile that includes the depfile.
+UNWRITABLE = ["%:;touch${IFS}PWNED;true", "a|b", "dt=2024", "a&b", "back\\slash", "lib(member)"]
+
+
+@pytest.mark.parametrize("name", UNWRITABLE)
+def test_a_name_make_cannot_read_is_refused_before_anything_is_written(project: Path, name: str) -> None:
+    (project / "src dir" / name).write_text("x")
+    res = lamina("build", "lamina.toml", cwd=project)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "which a Makefile cannot name" in res.stderr, res.stderr
+    assert list((project / "out").iterdir()) == []
+    assert not (project / "PWNED").exists()
+
+
+def test_names_with_make_syntax_are_read_by_make_as_those_files(project: Path) -> None:
+    """Wildcards, '%', ':', '$', '#' and spaces in names: make -q finds everything up to date,
+    then sees each one that changes, and runs nothing but the rule's own recipe."""
+    names = ["[id].js", "50%", "a:b", "st*r", "q?m", "co$t", "#hash", "sp ace", "caf\xe9", "~tilde"]
+    for name in names:
+        (project / "src dir" / name).write_text(name)
+    (project / "src dir" / "caf\udce9").write_bytes(b"latin-1")  # not UTF-8: written as the bytes it is named by
+    res = lamina("build", "lamina.toml", cwd=project)
+    assert res.returncode == 0, res.stderr
+    assert _make(project, "-q").returncode == 0, _make(project, "-q").stderr
+    built = (project / "out" / "app.tar").stat().st_mtime
+    for name in [*names, "caf\udce9"]:
+        os.utime(project / "src dir" / name, (built + 10, built + 10))
+        assert _make(project, "-q").returncode == 1, name  # that very file, newer: out of date
+        os.utime(project / "src dir" / name, (built - 10, built - 10))
+        assert _make(project, "-q").returncode == 0, name
 
 
 def test_inputs_cover_every_kind_of_source(tmp_path: Path) -> None:
@@ -122,7 +158,7 @@ def _make(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
     command = f"env PYTHONPATH={shlex.quote(str(SRC))} {shlex.quote(sys.executable)} -m lamina"
     return subprocess.run(["make", "-C", str(project), f"LAMINA={command}", *args],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, errors="replace", timeout=300)
 
 
 def test_spec_depfile_lists_what_was_read_and_make_acts_on_it(project: Path) -> None:

@@ -160,24 +160,28 @@ def inputs(spec: BuildSpec, spec_path: Path | None = None) -> Inputs:
     return Inputs(tuple(seen.items()), pinned, dirs, taken, frozenset(tops))
 
 
-def _escape(path: str) -> str:
-    """A path as Make reads it in a rule: spaces and ``#`` backslashed, ``$`` doubled."""
-    if "\n" in path or "\r" in path:
-        raise UsageError(f"--depfile: {path!r} holds a line break, which Make cannot read")
-    if not any(c in path for c in " \t#$"):
+# What GNU make cannot read in a rule's words, escaped or not (tested with make 4.3; see
+# tests/test_depfile.py): ';' starts a recipe, '|' order-only prerequisites, '=' and '&' other
+# syntax, a backslash escapes what follows it, a line break ends the rule.
+_UNWRITABLE = frozenset(";|=&\\\n\r")
+_ESCAPED = frozenset(" \t#$:*?[")  # backslashed, but '$', which is doubled; and '%' in a target
+
+
+def _escape(path: str, *, target: bool = False) -> str:
+    """A path as GNU make reads it in a rule: spaces, tabs, '#', ':' and the wildcard
+    characters '*?[' backslashed, '$' doubled, and as a ``target`` '%' backslashed too (a
+    pattern there; a prerequisite keeps a backslash before it). A path that make cannot name in a rule is a
+    UsageError, before anything is written: written, it would stop or, worse, add rules and
+    recipes to every Makefile that includes the depfile (a file named ``x;touch y`` would)."""
+    bad = sorted(_UNWRITABLE.intersection(path))
+    if bad or path.startswith("~") or (path.endswith(")") and "(" in path):
+        what = ("a line break" if {"\n", "\r"} & set(bad) else f"{bad[0]!r}" if bad else "a leading '~' (a home directory to make)" if path.startswith("~")
+                else "'NAME(MEMBER)' (an archive member to make)")
+        raise UsageError(f"--depfile: {path!r} holds {what}, which a Makefile cannot name; rename it, or build without --depfile")
+    escaped = _ESCAPED | {"%"} if target else _ESCAPED
+    if escaped.isdisjoint(path):
         return path  # the common case, at a stat's cost for 12k inputs
-    out = []
-    backslashes = 0
-    for char in path:
-        if char in " \t":
-            out.append("\\" * backslashes + "\\")  # gcc: backslashes before a space are doubled
-        elif char == "#":
-            out.append("\\")
-        elif char == "$":
-            out.append("$")
-        out.append(char)
-        backslashes = backslashes + 1 if char == "\\" else 0
-    return "".join(out)
+    return "".join("$$" if c == "$" else "\\" + c if c in escaped else c for c in path)
 
 
 def make_rule(targets: Sequence[Path], found: Inputs) -> bytes:
@@ -185,7 +189,7 @@ def make_rule(targets: Sequence[Path], found: Inputs) -> bytes:
     makes Make rebuild instead of failing. Dangling symlinks (which Make cannot stat) are left
     out: their directory is listed, and replacing one changes it."""
     paths = [p for p, st in found.entries if not stat.S_ISLNK(st.st_mode) or os.path.exists(p)]
-    head = " ".join(_escape(str(t)) for t in targets) + ":"
+    head = " ".join(_escape(str(t), target=True) for t in targets) + ":"
     lines = [head + "".join(f" \\\n  {_escape(p)}" for p in paths), ""]
-    lines += [f"{_escape(p)}:" for p in paths]
-    return ("\n".join(lines) + "\n").encode()
+    lines += [f"{_escape(p, target=True)}:" for p in paths]
+    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")  # names as bytes, as the filesystem has them
