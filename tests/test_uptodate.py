@@ -93,6 +93,23 @@ def test_what_changes_the_outputs_rebuilds(app: Path, change: str) -> None:
     assert _build(app, *extra) == after and _state(app) == rebuilt  # what the rebuild recorded holds
 
 
+def test_linking_or_unlinking_identical_files_rebuilds(app: Path) -> None:
+    """Two identical files made one (a hardlink) change no path, mode or content, but the
+    layer writes them as a tar hardlink: the image changes, so it is never up to date."""
+    for name in ("one", "two"):
+        (app / "tree" / name).write_text("same bytes")
+    apart = _build(app)
+    _age(app)
+    os.unlink(app / "tree" / "two")
+    os.link(app / "tree" / "one", app / "tree" / "two")
+    linked = _build(app)
+    assert linked != apart and _build(app, "--force") == linked
+    _age(app)
+    os.unlink(app / "tree" / "two")
+    (app / "tree" / "two").write_text("same bytes")
+    assert _build(app) == apart
+
+
 def test_force_rebuilds(app: Path) -> None:
     digest = _build(app)
     _age(app)

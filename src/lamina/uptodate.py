@@ -60,6 +60,21 @@ def _keys(found: Inputs) -> list[str]:
             for _, st in found.entries]
 
 
+def _hardlinks(found: Inputs) -> str:
+    """Which inputs are one file (one inode): ``i=j`` for each input ``i`` that is input ``j``
+    written before it. Linking two identical files, or breaking such a link, changes no path,
+    mode or content, but changes the layer (tar hardlinks); an inode changes, so this is
+    reached, never the remembered fingerprint."""
+    first: dict[tuple[int, int], int] = {}
+    links = []
+    for i, (_, st) in enumerate(found.entries):
+        if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
+            j = first.setdefault((st.st_dev, st.st_ino), i)
+            if j != i:
+                links.append(f"{i}={j}")
+    return " ".join(links)
+
+
 def settings(spec: BuildSpec, epoch: int) -> str:
     """Everything besides the input files that decides the outputs' bytes."""
     text = f"{RECORD}\0{code_id()}\0{epoch}\0{os.getcwd()}\0{spec!r}"
@@ -124,10 +139,12 @@ def fingerprint(found: Inputs, settings_digest: str, previous: dict[str, Any] | 
             else:
                 content = ""
         contents.append(content)
-    # Three NUL-separated lists (no path or link target holds NUL): paths, modes, contents.
+    # Three NUL-separated lists (no path or link target holds NUL): paths, modes, contents; and
+    # which inputs are one file, which the layer writes as tar hardlinks.
     h = hashlib.sha256(f"{settings_digest}\n".encode())
     h.update("\0".join(path for path, _ in found.entries).encode(errors="surrogateescape") + b"\n")
     h.update(" ".join([str(st.st_mode) for _, st in found.entries]).encode() + b"\n")
+    h.update(_hardlinks(found).encode() + b"\n")
     h.update("\0".join(contents).encode(errors="surrogateescape"))
     digest = h.hexdigest()
     return Fingerprint(found, settings_digest, tuple(contents), "sha256:" + digest, taken, hashed, tuple(keys))
