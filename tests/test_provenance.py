@@ -200,6 +200,20 @@ def test_deterministic_same_in_tarball_and_layout_and_follows_inputs(project: Pa
     assert deps["app"]["digest"]["lamina-tree-sha256"] == tree_digest(project / "app") != lock_pins(project / "lamina.lock")["app"]
 
 
+def test_the_statement_ignores_how_the_build_talks_and_is_never_stale(project: Path) -> None:
+    """-q and --force make nothing different: the same statement. And a build with provenance
+    is never answered from the up-to-date record, whose fingerprint does not cover the flags
+    the statement records (it was: a flag changed the statement, the old one stayed)."""
+    run_ok("build", "lamina.toml", "--oci-dir", "out", "-q", cwd=project)
+    quiet = attached(project / "out")[1]
+    index = (project / "out" / "index.json").stat().st_ino
+    run_ok("build", "lamina.toml", "--oci-dir", "out", cwd=project)
+    assert attached(project / "out")[1] == quiet
+    assert (project / "out" / "index.json").stat().st_ino != index  # built again, not "up to date"
+    run_ok("build", "lamina.toml", "--oci-dir", "out", "--force", cwd=project)
+    assert attached(project / "out")[1] == quiet
+
+
 def test_index_subjects_and_flag(tmp_path: Path) -> None:
     (tmp_path / "f.txt").write_text("x\n")
     run_ok("build", "--add", "f.txt:/f.txt", "--platform", "linux/amd64,linux/arm64", "--provenance", "--no-lint",

@@ -110,8 +110,9 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
 def _trackable(spec: BuildSpec, *, push: str | None, use_cache: bool, reproducible_check: bool,
                attest_key: Any) -> bool:
     """Whether the outputs alone are the build's effect (no push, no signature, no cache
-    refused), so that outputs up to date mean nothing to do."""
-    return (use_cache and push is None and not reproducible_check and attest_key is None
+    refused), so that outputs up to date mean nothing to do. Not with provenance: its
+    statement records the command line, which the fingerprint (the spec's) does not cover."""
+    return (use_cache and push is None and not reproducible_check and attest_key is None and not spec.provenance
             and spec.output != Path("-") and (spec.output is not None or spec.oci_dir is not None))
 
 

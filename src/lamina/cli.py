@@ -330,7 +330,9 @@ def _invocation(ctx: click.Context, spec_file: Path | None) -> Any:
     """What the user asked for, for the provenance statement (the only reader of it)."""
     from lamina.provenance import Invocation
 
-    given = {k: v for k, v in ctx.params.items() if v not in (None, False, ()) and k != "spec_file"}
+    # How the build talks and whether it was forced change nothing it makes: left out, so that
+    # -q gives the same statement.
+    given = {k: v for k, v in ctx.params.items() if v not in (None, False, ()) and k not in ("spec_file", "quiet", "force")}
     return Invocation(spec_file, given)
 
 
