@@ -110,6 +110,22 @@ def test_linking_or_unlinking_identical_files_rebuilds(app: Path) -> None:
     assert _build(app) == apart
 
 
+@pytest.mark.parametrize("platforms", [(), ("--platform", "linux/amd64,linux/arm64")])
+def test_a_missing_sbom_is_written_again(app: Path, platforms: tuple[str, ...]) -> None:
+    """The SBOM beside the output is an output too: removed, the next build writes it again."""
+    args = ("build", "--add", "tree:/tree", "-o", "out/s.tar", "--sbom", "spdx", *platforms)
+    assert lamina(*args, cwd=app).returncode == 0
+    _age(app)
+    assert lamina(*args, cwd=app).returncode == 0  # now remembered (and its command line, for the quick check)
+    sboms = sorted((app / "out").glob("s.tar*.spdx.json"))
+    assert len(sboms) == (2 if platforms else 1)
+    first = sboms[0].read_bytes()
+    sboms[0].unlink()
+    res = lamina(*args, cwd=app)
+    assert res.returncode == 0, res.stderr
+    assert sboms[0].read_bytes() == first
+
+
 def test_force_rebuilds(app: Path) -> None:
     digest = _build(app)
     _age(app)

@@ -121,7 +121,9 @@ def _touchable(command: Sequence[str], outputs: Iterable[str], touched: Iterable
 
     def ok(path: str) -> bool:
         path = _as_path(path)
-        return path in named or (path.endswith("/index.json") and path.rpartition("/")[0] in named)
+        sbom = path.removesuffix(".spdx.json") if path.endswith(".spdx.json") else None  # OUT[.PLATFORM].spdx.json
+        return (path in named or (path.endswith("/index.json") and path.rpartition("/")[0] in named)
+                or sbom is not None and (sbom in named or sbom.rpartition(".")[0] in named))
 
     outputs = list(outputs)
     return bool(outputs) and all(map(ok, outputs)) and all(map(ok, touched))

@@ -86,6 +86,10 @@ def outputs(spec: BuildSpec) -> list[Path]:
     files = [p for p in (spec.output, spec.metadata_file, spec.depfile) if p is not None and str(p) != "-"]
     if spec.oci_dir is not None:
         files.append(spec.oci_dir / "index.json")
+    target = spec.output or spec.oci_dir
+    if spec.sbom is not None and target is not None and str(target) != "-":  # named as build._sboms names them
+        suffixes = [""] if len(spec.platforms) < 2 else ["." + str(p).replace("/", "-") for p in spec.platforms]
+        files += [target.with_name(f"{target.name}{suffix}.spdx.json") for suffix in suffixes]
     return files
 
 
