@@ -126,6 +126,25 @@ def test_a_missing_sbom_is_written_again(app: Path, platforms: tuple[str, ...]) 
     assert sboms[0].read_bytes() == first
 
 
+@pytest.mark.parametrize("damage", ["deleted", "rewritten"])
+def test_a_layout_missing_or_changing_a_blob_is_written_again(app: Path, damage: str) -> None:
+    """An OCI layout output is its index.json and the blobs it names: one deleted or rewritten
+    (same size) is not up to date, by the full check or by the quick one."""
+    digest = _build(app)
+    _age(app)
+    _build(app)  # remembered now, for the quick check too
+    blobs = app / "out" / "l" / "blobs" / "sha256"
+    layer = max(blobs.iterdir(), key=lambda p: p.stat().st_size)
+    good = layer.read_bytes()
+    if damage == "deleted":
+        layer.unlink()
+    else:
+        layer.write_bytes(bytes(len(good)))
+    assert _build(app) == digest
+    assert layer.read_bytes() == good
+    assert _build(app) == digest  # and up to date again
+
+
 def test_force_rebuilds(app: Path) -> None:
     digest = _build(app)
     _age(app)

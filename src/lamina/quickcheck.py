@@ -123,6 +123,7 @@ def _touchable(command: Sequence[str], outputs: Iterable[str], touched: Iterable
         path = _as_path(path)
         sbom = path.removesuffix(".spdx.json") if path.endswith(".spdx.json") else None  # OUT[.PLATFORM].spdx.json
         return (path in named or (path.endswith("/index.json") and path.rpartition("/")[0] in named)
+                or "/blobs/sha256/" in path and path.rpartition("/blobs/sha256/")[0] in named  # a layout's: stat'd only
                 or sbom is not None and (sbom in named or sbom.rpartition(".")[0] in named))
 
     outputs = list(outputs)
