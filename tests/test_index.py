@@ -221,6 +221,35 @@ def test_a_corrupt_layer_is_refused_and_nothing_is_written(hellos: dict[str, str
     assert sorted(p.name for p in tmp_path.iterdir()) == ["amd64.tar", "arm64.tar", "broken.tar"]  # no output, no work dir
 
 
+@pytest.mark.parametrize("arch_check", [(), ("--no-arch-check",)])
+def test_a_false_diff_id_is_refused_with_or_without_the_arch_check(testdata_out: Path, tmp_path: Path,
+                                                                   arch_check: tuple[str, ...]) -> None:
+    """A config whose diff_id is not what its layer decompresses to: the verified pass every
+    layer takes refuses it, also when the ELF check is off (it once let it into the index)."""
+    import hashlib
+
+    layout = tmp_path / "lie"
+    build_ok("--add", f"{testdata_out / 'hello-amd64'}:/hello:0755", "--oci-dir", str(layout))
+    blobs = layout / "blobs" / "sha256"
+
+    def put(doc: dict) -> dict:
+        data = json.dumps(doc).encode()
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
+    config = json.loads((blobs / manifest["config"]["digest"][7:]).read_text())
+    config["rootfs"]["diff_ids"][0] = "sha256:" + "6" * 64
+    manifest["config"].update(put(config))
+    index["manifests"][0].update(put(manifest))
+    (layout / "index.json").write_text(json.dumps(index))
+    res = lamina("index", str(layout), *arch_check, "-o", str(tmp_path / "x.tar"))
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and "diff_id" in res.stderr, res.stderr
+    assert not (tmp_path / "x.tar").exists()
+
+
 def test_a_layer_read_ahead_and_closed_early_still_fails_its_check(hellos: dict[str, str], tmp_path: Path) -> None:
     """A reader that stops early (the tar's end) and closes: the worker threads had read on
     and found the blob corrupt; closing says so instead of dropping their error."""

@@ -56,18 +56,21 @@ def join(resolver: Resolver, names: Sequence[str], *, check_elf: bool = True, st
                 raise InputError(f"{name}: platform {image.platform} is already given by {clash}; "
                                  "each platform may appear once")
             given.append((image, name))
-    if check_elf:
-        censuses: dict[tuple[Digest, Digest], Census] = {}
-        for i, (image, name) in enumerate(given):
-            for layer in image.layers:
-                key = (layer.descriptor.digest, layer.diff_id)  # a diff_id claim is verified per config
-                if key not in censuses:
-                    censuses[key] = recalled(layer) or remember(layer, census(image, layer, store))
-            if not fits([censuses[(layer.descriptor.digest, layer.diff_id)] for layer in image.layers], image.platform):
-                _check_machines(name, image)
-            if store is not None and not isinstance(image.blobs, BlobStore) and all(
-                    store.has(layer.descriptor.digest) for layer in image.layers):
-                given[i] = (attrs.evolve(image, blobs=store), name)
+    # Every layer passes once through the verified census, with or without the ELF check: it is
+    # where each config's diff_id claim is checked against the bytes (without it, a false one
+    # went into the index unseen).
+    censuses: dict[tuple[Digest, Digest], Census] = {}
+    for i, (image, name) in enumerate(given):
+        for layer in image.layers:
+            key = (layer.descriptor.digest, layer.diff_id)  # a diff_id claim is verified per config
+            if key not in censuses:
+                censuses[key] = recalled(layer) or remember(layer, census(image, layer, store))
+        if check_elf and not fits([censuses[(layer.descriptor.digest, layer.diff_id)] for layer in image.layers],
+                                  image.platform):
+            _check_machines(name, image)
+        if store is not None and not isinstance(image.blobs, BlobStore) and all(
+                store.has(layer.descriptor.digest) for layer in image.layers):
+            given[i] = (attrs.evolve(image, blobs=store), name)
     return compose_index([image for image, _ in given])
 
 
