@@ -49,3 +49,36 @@ def test_open_image_closes_what_it_opened(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="no such file"):
         with open_image(str(tmp_path / "missing.tar")):
             pass
+
+
+@pytest.mark.parametrize("call", [
+    "build_image(None)", "build_image({})", "build_image(BuildSpec(output=5))", "build_image(BuildSpec(output='a\\0b'))",
+    "build_image(BuildSpec(output='x.tar'), spec_path=5)", "build_image(BuildSpec(output='x.tar'), spec_path='missing.toml')",
+    "build_image(BuildSpec(output='x.tar'), epoch='5')", "build_image(BuildSpec(output='x.tar'), epoch=-1)",
+    "build_image(BuildSpec(output='x.tar'), epoch=10**20)", "build_image(BuildSpec(output='x.tar', source_date_epoch=-3))",
+    "up_to_date(None)", "open_image(None).__enter__()", "open_image(5).__enter__()", "open_image(b'x').__enter__()",
+])
+def test_a_callers_mistake_is_a_usage_error(call: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wrong arguments to the API are lamina's own UsageError, never an AttributeError or a
+    TypeError from deep inside the build."""
+    import lamina
+    from lamina.errors import UsageError
+
+    monkeypatch.chdir(tmp_path)
+    scope = {"build_image": lamina.build_image, "open_image": lamina.open_image, "BuildSpec": lamina.BuildSpec,
+             "up_to_date": lamina.api.up_to_date}
+    with pytest.raises(UsageError):
+        eval(call, scope)  # noqa: S307 - the test's own literals
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_paths_given_as_strings_are_taken(testdata_out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lamina
+    from lamina.sources.files import AddSpec
+    from lamina.spec import FilesLayer
+
+    monkeypatch.chdir(tmp_path)
+    spec = lamina.BuildSpec(layers=(FilesLayer((AddSpec(str(testdata_out / "hello-amd64"), "/hello"),)),),
+                            output="out.tar", lint=False)  # type: ignore[arg-type]
+    result = lamina.build_image(spec)
+    assert (tmp_path / "out.tar").is_file() and str(result.image.digest).startswith("sha256:")

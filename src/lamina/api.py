@@ -60,6 +60,7 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
     from lamina.build import BuildResult, build, check_reproducible
     from lamina.lint import check_findings
 
+    spec, spec_path, epoch = _arguments(spec, spec_path, epoch)
     if push is not None:
         Reference.parse(push)  # a bad reference is a usage error before anything is built
     if sign_gpg_key and (not push or not lookaside):
@@ -107,6 +108,37 @@ def build_image(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | 
     return result
 
 
+def _arguments(spec: Any, spec_path: Any, epoch: Any) -> tuple[BuildSpec, Path | None, int | None]:
+    """The API's arguments as a build takes them (a path given as a string made a Path), or a
+    UsageError that names the wrong one: a caller's mistake is one of lamina's errors, never
+    an AttributeError from deep inside the build."""
+    from lamina.spec import parse_epoch
+
+    if not isinstance(spec, BuildSpec):
+        raise UsageError(f"build_image needs a lamina.BuildSpec, not {type(spec).__name__}")
+    for field in ("output", "oci_dir", "metadata_file", "depfile"):
+        value = getattr(spec, field)
+        if isinstance(value, str):
+            changes: dict[str, Any] = {field: Path(value)}
+            spec = attrs.evolve(spec, **changes)
+        elif value is not None and not isinstance(value, Path):
+            raise UsageError(f"BuildSpec.{field} must be a path, not {type(value).__name__}")
+        if value is not None and "\0" in str(value):
+            raise UsageError(f"BuildSpec.{field}: a path cannot hold a NUL byte")
+    if isinstance(spec_path, str):
+        spec_path = Path(spec_path)
+    if spec_path is not None and not isinstance(spec_path, Path):
+        raise UsageError(f"spec_path must be a path, not {type(spec_path).__name__}")
+    if spec_path is not None and not spec_path.is_file():
+        raise UsageError(f"spec_path {str(spec_path)!r} is not a file")
+    for what, value in (("epoch", epoch), ("BuildSpec.source_date_epoch", spec.source_date_epoch)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UsageError(f"{what} must be a whole number of seconds, not {value!r}")
+        if value is not None:
+            parse_epoch(value, what)  # the range every output's timestamps can hold
+    return spec, spec_path, epoch
+
+
 def _trackable(spec: BuildSpec, *, push: str | None, use_cache: bool, reproducible_check: bool,
                attest_key: Any) -> bool:
     """Whether the outputs alone are the build's effect (no push, no signature, no cache
@@ -120,6 +152,7 @@ def up_to_date(spec: BuildSpec, *, spec_path: Path | None = None, epoch: int | N
                command: uptodate.Command | None = None) -> str | None:
     """The digest ``spec``'s outputs hold when a build would change nothing (their mtimes are
     then refreshed, for Make), else None. Nothing else is read or written."""
+    spec, spec_path, epoch = _arguments(spec, spec_path, epoch)
     if epoch is None:
         epoch = spec.source_date_epoch if spec.source_date_epoch is not None else epoch_from_env(os.environ)
     if not _trackable(spec, push=None, use_cache=True, reproducible_check=False, attest_key=None):
@@ -282,6 +315,10 @@ def open_image(name: str, *, platform: Platform | None = None, registry: Any = N
     """The image ``name`` names (as ``--from`` takes it), open until the block ends."""
     from lamina.resolve import Resolver
 
+    if isinstance(name, Path):
+        name = str(name)
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise UsageError(f"open_image needs an image name or path (as --from takes it), not {name!r:.80}")
     with contextlib.ExitStack() as stack:
         yield Resolver(stack, platform, registry).image(name)
 
