@@ -372,3 +372,10 @@ def test_a_layer_no_reader_accepts_is_refused(tmp_path: Path, member: tarfile.Ta
     res = lamina("index", image, "-o", str(tmp_path / "x.tar"), env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert says in res.stderr and not (tmp_path / "x.tar").exists()
+
+
+def test_an_output_that_is_an_input_is_refused(hellos: dict[str, str], tmp_path: Path) -> None:
+    before = (tmp_path / "amd64.tar").read_bytes()
+    res = lamina("index", str(tmp_path / "amd64.tar"), str(tmp_path / "arm64.tar"), "-o", str(tmp_path / "amd64.tar"))
+    assert res.returncode == 2 and "both an input and an output" in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert (tmp_path / "amd64.tar").read_bytes() == before

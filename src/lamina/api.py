@@ -277,6 +277,11 @@ def index_images(names: list[str], *, output: Path | None = None, oci_dir: Path 
     spec = BuildSpec(tags=tags, output=output, oci_dir=oci_dir, docker_platform=docker_platform,
                      metadata_file=metadata_file)
     outputs = tuple(check_outputs(spec, pushing=push is not None))
+    for out in (output, metadata_file):  # an input replaced by the join is a slip, never wanted
+        for name in names:
+            with contextlib.suppress(OSError, ValueError):
+                if out is not None and os.path.samefile(out, name):
+                    raise UsageError(f"{str(out)!r} is both an input and an output; write the index elsewhere")
     if epoch is None:
         epoch = epoch_from_env(os.environ)
     pusher = _pusher(push, registry)
