@@ -43,7 +43,8 @@ class Descriptor:
         if not isinstance(media_type, str) or not isinstance(digest, str):
             raise ParseError("a descriptor needs string mediaType and digest")
         if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size < 1 << 63:  # int64, as the spec says
-            raise ParseError(f"descriptor {digest}: size {str(size)[:40]!r} is not a non-negative 64-bit integer")
+            shown = str(size)[:40] if isinstance(size, int) else repr(size)[:40]  # an int of 5,000 digits: cut
+            raise ParseError(f"descriptor {digest}: size {shown} is not a non-negative 64-bit integer")
         annotations = data.get("annotations") or {}
         if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
             raise ParseError(f"descriptor {digest}: annotations must map strings to strings")
