@@ -179,3 +179,17 @@ def test_spec_depfile_lists_what_was_read_and_make_acts_on_it(project: Path) -> 
 def test_depfile_flag_must_differ_from_the_other_outputs(project: Path) -> None:
     res = lamina("build", "--add", "unrelated:/u", "-o", "out/x.tar", "--depfile", "out/x.tar", cwd=project)
     assert res.returncode != 0 and "different paths" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_file_named_as_a_special_target_of_make_changes_nothing(tmp_path: Path) -> None:
+    """A file called .IGNORE beside the spec: its -MP line ``.IGNORE:`` would have made make
+    ignore every recipe's errors; written as its absolute path, it is just that file."""
+    for name in (".IGNORE", ".SECONDEXPANSION", ".SILENT"):
+        (tmp_path / name).write_text(name)
+    res = lamina("build", *[a for n in (".IGNORE", ".SECONDEXPANSION", ".SILENT") for a in ("--add", f"{n}:/{n[1:]}")],
+                 "-o", "x.tar", "--depfile", "x.d", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    (tmp_path / "Makefile").write_text("fail:\n\tfalse\n\techo not reached\n-include x.d\n")
+    ran = subprocess.run(["make", "-C", str(tmp_path), "fail"], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 2 and "not reached" not in ran.stdout, ran.stdout + ran.stderr
+    assert f"{tmp_path}/.IGNORE:" in (tmp_path / "x.d").read_text()

@@ -40,7 +40,7 @@ from lamina.home import cache_home
 from lamina.layers.build import Opener
 from lamina.layers.entries import Entry, Kind
 from lamina.model import Descriptor, Digest, Layer
-from lamina.store import remove_unless_held
+from lamina.store import open_directory, remove_unless_held
 
 FORMAT = 1  # bump when the tar writer's output changes for the same entries
 DEFAULT_MAX = 5 << 30
@@ -327,9 +327,17 @@ class LayerCache:
                 continue
             self.db.execute("DELETE FROM layers WHERE key=?", (key,))
             removed += 1
-        for blob in self.blobs.iterdir():
-            if blob.name not in keep:
-                freed += remove_unless_held(blob) or 0
+        try:
+            directory = open_directory(self.root, "blobs", "sha256")
+        except OSError as exc:  # a symlink planted there: nothing it points to is removed
+            self._note(f"cannot prune {self.blobs}: {exc.strerror}; no blob removed")
+            return removed, freed
+        try:
+            for name in os.listdir(directory):
+                if name not in keep:
+                    freed += remove_unless_held(directory, name) or 0
+        finally:
+            os.close(directory)
         self.db.execute("DELETE FROM verified WHERE digest NOT IN (SELECT digest FROM layers)")
         self.db.execute("DELETE FROM trees WHERE key NOT IN (SELECT key FROM layers)")
         return removed, freed

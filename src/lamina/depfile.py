@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import operator
 import os
+import re
 import stat
 import time
 from collections.abc import Iterator, Sequence
@@ -184,12 +185,22 @@ def _escape(path: str, *, target: bool = False) -> str:
     return "".join("$$" if c == "$" else "\\" + c if c in escaped else c for c in path)
 
 
+_SPECIAL = re.compile(r"(?:\./)*\.[A-Z][A-Z_]*")  # .IGNORE, .SECONDEXPANSION, .POSIX, ...: make's own targets
+
+
+def _not_special(path: str) -> str:
+    """A path that make would take for one of its special targets (a file named ``.IGNORE``
+    beside the spec: its ``-MP`` line would make every recipe's errors ignored), absolute:
+    the same file, and no longer special."""
+    return os.path.abspath(path) if _SPECIAL.fullmatch(path) else path
+
+
 def make_rule(targets: Sequence[Path], found: Inputs) -> bytes:
     """``targets: inputs``, then an empty rule per input (``-MP``), so that deleting an input
     makes Make rebuild instead of failing. Dangling symlinks (which Make cannot stat) are left
     out: their directory is listed, and replacing one changes it."""
-    paths = [p for p, st in found.entries if not stat.S_ISLNK(st.st_mode) or os.path.exists(p)]
-    head = " ".join(_escape(str(t), target=True) for t in targets) + ":"
+    paths = [_not_special(p) for p, st in found.entries if not stat.S_ISLNK(st.st_mode) or os.path.exists(p)]
+    head = " ".join(_escape(_not_special(str(t)), target=True) for t in targets) + ":"
     lines = [head + "".join(f" \\\n  {_escape(p)}" for p in paths), ""]
     lines += [f"{_escape(p, target=True)}:" for p in paths]
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")  # names as bytes, as the filesystem has them

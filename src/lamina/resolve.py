@@ -32,6 +32,14 @@ class Resolver:
         self._note = note
         self._images: dict[str, Image] = {}
         self._fs: dict[str, MergedFS] = {}
+        self._held: list[int] = []  # pulled blobs in use, flocked: released when the stack closes
+        stack.callback(self._release)
+
+    def _release(self) -> None:
+        import os
+
+        while self._held:
+            os.close(self._held.pop())
 
     def image(self, text: str) -> Image:
         if text not in self._images:
@@ -49,7 +57,7 @@ class Resolver:
         from lamina.sources.base import open_descriptor
 
         options = self._registry or Options()
-        root, desc = fetch(text, self.platform, options.registry, self._note)
+        root, desc = fetch(text, self.platform, options.registry, self._note, self._held)
         return open_descriptor(root, desc, self.platform, text)
 
     def opened(self) -> dict[str, Image]:
@@ -69,14 +77,14 @@ class Resolver:
         from lamina.sources.base import open_descriptor
 
         options = self._registry or Options()
-        root, top = fetch(text, self.platform, options.registry, self._note)
+        root, top = fetch(text, self.platform, options.registry, self._note, self._held)
         if not is_index(top):
             return [self.image(text)]
         with ImageSource.open(root) as cache:
             children = [c for c in manifests(cache, top) if c.platform is not None]
         out = []
         for child in children:
-            fetch(text, child.platform, options.registry, self._note)  # that platform's blobs
+            fetch(text, child.platform, options.registry, self._note, self._held)  # that platform's blobs
             source, image = open_descriptor(root, child, child.platform, text)
             self._stack.callback(source.close)
             out.append(image)

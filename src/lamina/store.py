@@ -17,6 +17,7 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,11 +32,6 @@ from lamina.model import Descriptor, Digest
 # and need not be hashed again before use (a 300 MB pull did that twice); a cache file from
 # an earlier run is hashed before use, as any other.
 _HASHED_HERE: dict[str, tuple[int, int, int, int]] = {}
-
-
-# Blobs of a shared store (the pulled images' cache) that this process uses, by path: open and
-# flocked shared until it exits, so that ``lamina cache prune`` (remove_unless_held) leaves them.
-_HELD: dict[str, int] = {}
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -60,12 +56,11 @@ class BlobStore:
     def has(self, digest: Digest) -> bool:
         return self.path(digest).exists()
 
-    def hold(self, digest: Digest) -> bool:
-        """Whether the store has ``digest``; if so it stays until this process exits, however
-        ``lamina cache prune`` races with it (a shared flock, which prune's exclusive one skips)."""
+    def hold(self, digest: Digest, held: list[int]) -> bool:
+        """Whether the store has ``digest``; if so it stays while ``held`` (the caller's, which
+        closes them when it is done with the blobs) keeps the file open with a shared flock,
+        which ``lamina cache prune`` (remove_unless_held) leaves alone."""
         path = str(self.path(digest))
-        if path in _HELD:
-            return True
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -77,7 +72,7 @@ class BlobStore:
         fcntl.flock(fd, fcntl.LOCK_SH)  # waits out a prune that holds it exclusively
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                _HELD[path] = fd
+                held.append(fd)
                 return True
         except FileNotFoundError:
             pass
@@ -175,22 +170,38 @@ class BlobStore:
         return digest
 
 
-def remove_unless_held(blob: Path) -> int | None:
-    """Remove ``blob`` unless a build holds it (a shared flock: it is in use; a later prune will);
-    the bytes freed, or None if it stays. Removed under an exclusive flock, so no build takes
-    it meanwhile."""
+def open_directory(root: Path, *parts: str) -> int:
+    """A directory under ``root`` opened without following a symlink below ``root``: what a
+    prune deletes in it is in it, never where a link someone planted in a shared cache points."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = os.open(blob, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError:  # not a file of ours (a symlink, a FIFO): left alone
+        for part in parts:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_unless_held(directory: int, name: str) -> int | None:
+    """Remove the file ``name`` of the open ``directory`` unless a build holds it (a shared
+    flock: in use; a later prune will), or it is not a regular file; the bytes freed, or None
+    if it stays. Removed under an exclusive flock, and only while the name is still that file,
+    so no build takes it meanwhile."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=directory)
+    except OSError:  # gone, or not a file of ours (a symlink, a FIFO, a directory): left alone
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        size = os.fstat(fd).st_size
-        blob.unlink(missing_ok=True)
-        return size
-    except BlockingIOError:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or os.stat(name, dir_fd=directory, follow_symlinks=False).st_ino != st.st_ino:
+            return None  # a directory, or replaced under that name since the open
+        os.unlink(name, dir_fd=directory)
+        return st.st_size
+    except OSError:  # held (BlockingIOError), or gone meanwhile
         return None
     finally:
         os.close(fd)

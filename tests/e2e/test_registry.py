@@ -203,8 +203,8 @@ def test_prune_empties_the_pulled_images_but_what_a_build_holds(registry: Proxy,
     assert (blobs / layer[7:]).is_file() and (images / "diff_ids" / "sha256" / layer[7:]).is_file()
     assert ref in json.loads((images / "refs.json").read_text())
     # A build still running holds the layer (as Puller does, with a shared flock): prune leaves it.
-    held = store_module.BlobStore(images)
-    assert held.hold(Digest.parse(layer))
+    fds: list[int] = []
+    assert store_module.BlobStore(images).hold(Digest.parse(layer), fds)
     pulled = len(list(blobs.iterdir()))  # the manifest, the config and the layers
     try:
         res = lamina("cache", "prune", env=env)
@@ -212,7 +212,8 @@ def test_prune_empties_the_pulled_images_but_what_a_build_holds(registry: Proxy,
         assert [p.name for p in blobs.iterdir()] == [layer[7:]]
         assert f"removed {pulled - 1} blobs of pulled images" in res.stdout
     finally:
-        os.close(store_module._HELD.pop(str(held.path(Digest.parse(layer)))))
+        for fd in fds:
+            os.close(fd)
     assert json.loads((images / "refs.json").read_text()) == {}  # its manifest went: no offline fallback
     registry.faults = ["drop"] * 1000
     res = lamina("build", "--from", ref, "-o", str(tmp_path / "b.tar"), env={**env, "LAMINA_REGISTRY_RETRIES": "1"})
@@ -266,6 +267,60 @@ def test_prune_meanwhile_leaves_a_running_pull_its_cached_layers(registry: Proxy
         names = t.getnames()
     assert all(f"blobs/sha256/{d[7:]}" in names for d in shared)
     assert lamina("cache", "prune", env=env).returncode == 0 and list(blobs.iterdir()) == []  # released at exit
+
+
+@pytest.mark.parametrize("planted", ["blobs symlink", "sha256 symlink"])
+def test_prune_never_follows_a_symlink_planted_in_the_cache(env, tmp_path: Path, planted: str) -> None:
+    """Whoever can write a shared cache cannot make another user's prune delete that user's
+    own files: the cache's directories are opened without following links."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.txt").write_text("years of work")
+    images = Path(env["XDG_CACHE_HOME"]) / "lamina" / "images"
+    (images / "blobs").mkdir(parents=True)
+    if planted == "blobs symlink":
+        (images / "blobs").rmdir()
+        (images / "blobs").symlink_to(tmp_path)
+        (tmp_path / "sha256").symlink_to(victim)
+    else:
+        (images / "blobs" / "sha256").symlink_to(victim)
+    layers = Path(env["XDG_CACHE_HOME"]) / "lamina" / "layers" / "blobs"
+    layers.mkdir(parents=True)
+    (layers / "sha256").symlink_to(victim)
+    res = lamina("cache", "prune", env=env)
+    assert (victim / "thesis.txt").read_text() == "years of work"
+    assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.stderr
+
+
+def test_prune_and_pull_take_a_damaged_image_cache_in_their_stride(registry: Proxy, env, hello_image: Path,
+                                                                  tmp_path: Path) -> None:
+    ref = f"{registry.host}/lamina/damaged:v1"
+    lamina("push", str(hello_image), ref, env=env)
+    first = build_ok_env(env, "--from", ref, "-o", str(tmp_path / "a.tar"))
+    images = Path(env["XDG_CACHE_HOME"]) / "lamina" / "images"
+    (images / "refs.json").write_text("[" * 100_000 + "]" * 100_000)
+    (images / "diff_ids" / "sha256" / ("0" * 64)).mkdir()
+    assert build_ok_env(env, "--from", ref, "-o", str(tmp_path / "b.tar")) == first
+    res = lamina("cache", "prune", env=env)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert list((images / "blobs" / "sha256").iterdir()) == []
+
+
+def test_an_api_caller_releases_what_it_pulled_when_done(registry: Proxy, env, hello_image: Path) -> None:
+    """A long-lived process (a build service) holds pulled blobs only while it uses them."""
+    ref = f"{registry.host}/lamina/api:v1"
+    lamina("push", str(hello_image), ref, env=env)
+    script = ("import lamina, os, subprocess, sys\n"
+              f"with lamina.open_image({ref!r}) as image:\n"
+              "    during = subprocess.run([sys.executable, '-m', 'lamina', 'cache', 'prune'], capture_output=True, text=True).stdout\n"
+              "after = subprocess.run([sys.executable, '-m', 'lamina', 'cache', 'prune'], capture_output=True, text=True).stdout\n"
+              "print(during.splitlines()[-1]); print(after.splitlines()[-1]); print(len(os.listdir('/proc/self/fd')))\n")
+    res = subprocess.run([sys.executable, "-c", script], env={**os.environ, **env, "PYTHONPATH": str(SRC)},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    during, after, _ = res.stdout.splitlines()
+    assert during.startswith("removed 0 blobs of pulled images"), during  # all in use
+    assert not after.startswith("removed 0 "), after  # released when the block ended
 
 
 def build_ok_env(env: dict[str, str], *args: str) -> str:

@@ -618,7 +618,7 @@ def test_prune_refuses_a_bad_tag_list_in_one_line(tmp_path: Path, case: str) -> 
 
 
 def test_prune_reads_a_repeated_tag_once_and_deletes_only_lamina_entries(tmp_path: Path) -> None:
-    """Pages that repeat one tag forever are read as one entry (bounded memory and requests);
+    """Pages that repeat one tag are read as one entry (bounded memory and requests);
     a manifest that is not a lamina cache entry (a release image someone tagged with an
     entry's name) is never deleted: a delete by digest would take every tag on it."""
     old = "2000-01-01T00:00:00Z"
@@ -626,9 +626,9 @@ def test_prune_reads_a_repeated_tag_once_and_deletes_only_lamina_entries(tmp_pat
                         "config": {}, "layers": []}).encode()
     with FakeRegistry() as registry:
         def answer(seen: Seen) -> Reply | None:
-            if "/tags/list" in seen.route:
-                return Reply(200, {"Content-Type": "application/json", "Link": '</v2/team/cache/tags/list?n=1&last=x>; rel="next"'},
-                             json.dumps({"tags": [ENTRY] * 500}).encode())
+            if "/tags/list" in seen.route:  # 20 pages of the one tag, 500 times each
+                more = {"Link": '</v2/team/cache/tags/list?n=1&last=x>; rel="next"'} if registry.count("GET", "/tags/list") < 20 else {}
+                return Reply(200, {"Content-Type": "application/json", **more}, json.dumps({"tags": [ENTRY] * 500}).encode())
             if seen.method == "GET" and seen.route.endswith("/manifests/" + ENTRY):
                 return Reply(200, {"Content-Type": OCI_MANIFEST}, image)
             if seen.method == "DELETE":
@@ -639,3 +639,21 @@ def test_prune_reads_a_repeated_tag_once_and_deletes_only_lamina_entries(tmp_pat
         deletes, reads = registry.count("DELETE"), registry.count("GET", "/manifests/")
     assert res.returncode == 0, res.stderr
     assert deletes == 0 and reads == 1 and "deleted 0 cache entries" in res.stdout and "1 remain" in res.stdout
+
+
+def test_prune_follows_a_next_page_given_as_an_absolute_url_on_the_same_registry(tmp_path: Path) -> None:
+    entries = ["lamina-layer-" + c * 64 for c in "ab"]
+    with FakeRegistry() as registry:
+        def answer(seen: Seen) -> Reply | None:
+            if "/tags/list" in seen.route:
+                page = 1 if "last=" in seen.path else 0
+                link = {"Link": f'<http://{registry.host}/v2/team/cache/tags/list?n=1&last=x>; rel="next"'} if not page else {}
+                return Reply(200, {"Content-Type": "application/json", **link}, json.dumps({"tags": [entries[page]]}).encode())
+            if seen.method == "GET" and "/manifests/" in seen.route:
+                return Reply(404)
+            return None
+        registry.override = answer
+        res = prune_against(registry, tmp_path)
+        read = [r.route.rsplit("/", 1)[1] for r in registry.requests if "/manifests/" in r.route]
+    assert res.returncode == 0, res.stderr
+    assert read == entries

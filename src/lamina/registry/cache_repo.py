@@ -352,6 +352,15 @@ def _days(text: str) -> float:
     return value
 
 
+def _next_page(link: str, base: str) -> str:
+    """A ``Link: <...>; rel="next"`` target as a path on the registry at ``base``: a path as
+    distribution sends it, or an absolute URL on that very origin; anything else unchanged
+    (and then refused)."""
+    if link.startswith(base.rstrip("/") + "/"):
+        return link[len(base.rstrip("/")):]
+    return link
+
+
 def prune(target: str, options: Any, older_than_days: str, *, now: datetime.datetime | None = None) -> tuple[int, int]:
     """Delete cache entries created more than N days ago, by manifest digest; (deleted, kept).
 
@@ -387,9 +396,9 @@ def prune(target: str, options: Any, older_than_days: str, *, now: datetime.date
             match = re.match(r'\s*<([^>]+)>\s*;\s*rel="?next"?', link)
             if not match:
                 break
-            url = match[1]
-            if not url.startswith(f"/v2/{ref.repository}/tags/list"):  # the spec's form: a path on this registry
-                raise RegistryError(f"{ref.registry}: list cache entries: the next page is at {printable(url, 80)!r}, "
+            url = _next_page(match[1], registry.base)
+            if not url.startswith(f"/v2/{ref.repository}/tags/list"):  # this registry's tag list, nothing else
+                raise RegistryError(f"{ref.registry}: list cache entries: the next page is at {printable(match[1], 80)!r}, "
                                     "not on this repository's tag list")
         for tag in tags:
             response = registry.request("GET", f"/v2/{ref.repository}/manifests/{tag}", what=f"read cache entry {tag}",

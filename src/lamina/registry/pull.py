@@ -19,9 +19,11 @@ decompressing the layer a second time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +33,7 @@ from typing import Any
 from lamina.model.canonical import loads
 from lamina.sources.base import DEFAULT_PLATFORM, platform_matches
 from lamina.home import cache_home
-from lamina.errors import DigestMismatch, ImageError, RegistryError, UsageError
+from lamina.errors import DigestMismatch, ImageError, LaminaError, OutputError, RegistryError, UsageError
 from lamina.model import Descriptor, Digest, Platform, Reference, mediatypes
 from lamina.registry.client import Registry, printable
 from lamina.store import BlobStore
@@ -59,9 +61,12 @@ def recorded_layer(digest: Digest, diff_id: Digest) -> tuple[Path, int, bool] | 
 
 
 class Puller:
-    def __init__(self, registry: Registry, repository: str, note: object = None) -> None:
+    def __init__(self, registry: Registry, repository: str, note: object = None, held: list[int] | None = None) -> None:
         self.registry = registry
         self.repository = repository
+        # The cached blobs this pull found or wrote, open with a shared flock (BlobStore.hold)
+        # until whoever passed the list is done with the image: a prune meanwhile leaves them.
+        self.held = held if held is not None else []
         self.root = cache_dir()
         self.store = BlobStore(self.root)
         self.note = note
@@ -76,8 +81,8 @@ class Puller:
 
     def _refs(self) -> dict[str, dict[str, object]]:
         try:
-            refs = json.loads((self.root / "refs.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            refs = loads((self.root / "refs.json").read_bytes())
+        except (OSError, ValueError):
             return {}
         return refs if isinstance(refs, dict) else {}
 
@@ -91,7 +96,7 @@ class Puller:
 
     def manifest(self, reference: str, expected: Digest | None) -> Descriptor:
         """Fetch (or find cached) the manifest or index named by a tag or digest."""
-        if expected is not None and self.store.hold(expected):
+        if expected is not None and self.store.hold(expected, self.held):
             return self._cached_descriptor(expected)
         response = self.registry.request(
             "GET", f"/v2/{self.repository}/manifests/{reference}", what=f"get manifest {reference}",
@@ -112,7 +117,7 @@ class Puller:
     def _keep(self, data: bytes) -> None:
         """A manifest's bytes into the store, held there for this build (see BlobStore.hold)."""
         for _ in range(3):
-            if self.store.hold(self.store.put_bytes(data)):
+            if self.store.hold(self.store.put_bytes(data), self.held):
                 return
         raise ImageError(f"{self.root}: a manifest was removed from the cache as it was written (a prune?)")
 
@@ -124,7 +129,7 @@ class Puller:
         """One blob into the cache, verified by digest, and held there for this build; a ``layer``
         also gets its diff_id recorded."""
         for _ in range(3):  # a prune may remove it between the download and the hold
-            if self.store.hold(desc.digest):
+            if self.store.hold(desc.digest, self.held):
                 return
             self._download(desc, layer)
         raise ImageError(f"{self.root}: blob {desc.digest} was removed from the cache as it was written (a prune?)")
@@ -273,11 +278,13 @@ def _media_type(doc: dict[str, Any]) -> str:
     return mediatypes.OCI_INDEX if "manifests" in doc else mediatypes.OCI_MANIFEST
 
 
-def fetch(text: str, platform: Platform | None, registry_for: object, note: object = None) -> tuple[Path, Descriptor]:
-    """Make the image named by ``text`` available in the cache; return the cache and its top descriptor."""
+def fetch(text: str, platform: Platform | None, registry_for: object, note: object = None,
+          held: list[int] | None = None) -> tuple[Path, Descriptor]:
+    """Make the image named by ``text`` available in the cache; return the cache and its top
+    descriptor. ``held``: receives the open, flocked blobs (see Puller), for the caller to close."""
     ref = Reference.parse(text.removeprefix("docker://"))
     registry: Registry = registry_for(ref.registry)  # type: ignore[operator]
-    puller = Puller(registry, ref.repository, note)
+    puller = Puller(registry, ref.repository, note, held)
     key = f"{ref.name}:{ref.tag}" if ref.tag else ""
     expected = Digest.parse(ref.digest) if ref.digest else None
     cached = puller._refs().get(key) if key else None  # what the tag named when last pulled whole
@@ -335,31 +342,44 @@ def _choose(puller: Puller, top: Descriptor, platform: Platform | None, text: st
 def prune() -> tuple[int, int]:
     """Empty the cache of pulled images, but for the blobs a running build holds (BlobStore.hold);
     (blobs, bytes) removed. The tags remembered for offline use go with their manifests, and
-    the diff_id records with their blobs."""
+    the diff_id records with their blobs. Directories are opened without following symlinks
+    (store.open_directory): a link planted in a shared cache removes nothing outside it."""
     from lamina.sinks.atomic import atomic_file
-    from lamina.store import remove_unless_held
+    from lamina.store import open_directory, remove_unless_held
 
     root = cache_dir()
-    blobs = root / "blobs" / "sha256"
-    if not blobs.is_dir():
+    if not (root / "blobs").exists():
         return 0, 0
-    removed, freed = 0, 0
-    for blob in sorted(blobs.iterdir()):
-        size = remove_unless_held(blob)
-        if size is not None:
-            removed, freed = removed + 1, freed + size
-    records = root / "diff_ids" / "sha256"
-    for record in sorted(records.iterdir()) if records.is_dir() else ():
-        if not (blobs / record.name).exists():
-            record.unlink(missing_ok=True)
     try:
-        refs = json.loads((root / "refs.json").read_text())
+        blobs = open_directory(root, "blobs", "sha256")
+    except OSError as exc:
+        raise OutputError(f"cannot prune {root}/blobs/sha256: {exc.strerror} (not a directory of lamina's)") from None
+    removed, freed = 0, 0
+    try:
+        for name in sorted(os.listdir(blobs)):
+            size = remove_unless_held(blobs, name)
+            if size is not None:
+                removed, freed = removed + 1, freed + size
+        left = set(os.listdir(blobs))
+    finally:
+        os.close(blobs)
+    with contextlib.suppress(OSError):
+        records = open_directory(root, "diff_ids", "sha256")
+        try:
+            for name in os.listdir(records):
+                if name not in left:
+                    with contextlib.suppress(OSError):  # a directory planted there stays
+                        os.unlink(name, dir_fd=records)
+        finally:
+            os.close(records)
+    try:
+        refs = loads((root / "refs.json").read_bytes())
     except (OSError, ValueError):
         return removed, freed
     if isinstance(refs, dict):
-        kept = {k: v for k, v in refs.items()
-                if isinstance(v, dict) and (blobs / str(v.get("digest", "")).removeprefix("sha256:")).is_file()}
+        kept = {k: v for k, v in refs.items() if isinstance(v, dict) and str(v.get("digest", "")).removeprefix("sha256:") in left}
         if kept != refs:
-            with atomic_file(root / "refs.json") as out:
-                out.write(json.dumps(kept, sort_keys=True, indent=1).encode())
+            with contextlib.suppress(LaminaError, OSError):
+                with atomic_file(root / "refs.json") as out:
+                    out.write(json.dumps(kept, sort_keys=True, indent=1).encode())
     return removed, freed
