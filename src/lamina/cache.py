@@ -328,7 +328,7 @@ class LayerCache:
             self.db.execute("DELETE FROM layers WHERE key=?", (key,))
             removed += 1
         try:
-            directory = open_directory(self.root, "blobs", "sha256")
+            directory = open_directory(self.root.parent, self.root.name, "blobs", "sha256")
         except OSError as exc:  # a symlink planted there: nothing it points to is removed
             self._note(f"cannot prune {self.blobs}: {exc.strerror}; no blob removed")
             return removed, freed

@@ -269,7 +269,7 @@ def test_prune_meanwhile_leaves_a_running_pull_its_cached_layers(registry: Proxy
     assert lamina("cache", "prune", env=env).returncode == 0 and list(blobs.iterdir()) == []  # released at exit
 
 
-@pytest.mark.parametrize("planted", ["blobs symlink", "sha256 symlink"])
+@pytest.mark.parametrize("planted", ["images symlink", "blobs symlink", "sha256 symlink"])
 def test_prune_never_follows_a_symlink_planted_in_the_cache(env, tmp_path: Path, planted: str) -> None:
     """Whoever can write a shared cache cannot make another user's prune delete that user's
     own files: the cache's directories are opened without following links."""
@@ -278,7 +278,15 @@ def test_prune_never_follows_a_symlink_planted_in_the_cache(env, tmp_path: Path,
     (victim / "thesis.txt").write_text("years of work")
     images = Path(env["XDG_CACHE_HOME"]) / "lamina" / "images"
     (images / "blobs").mkdir(parents=True)
-    if planted == "blobs symlink":
+    if planted == "images symlink":
+        (images / "blobs").rmdir()
+        images.rmdir()
+        images.symlink_to(victim)
+        (victim / "blobs").mkdir()
+        (victim / "blobs" / "sha256").mkdir()
+        (victim / "blobs" / "sha256" / "own.txt").write_text("mine")
+        (victim / "refs.json").write_text('{"x": {"digest": "sha256:00"}}')
+    elif planted == "blobs symlink":
         (images / "blobs").rmdir()
         (images / "blobs").symlink_to(tmp_path)
         (tmp_path / "sha256").symlink_to(victim)
@@ -289,6 +297,9 @@ def test_prune_never_follows_a_symlink_planted_in_the_cache(env, tmp_path: Path,
     (layers / "sha256").symlink_to(victim)
     res = lamina("cache", "prune", env=env)
     assert (victim / "thesis.txt").read_text() == "years of work"
+    if planted == "images symlink":
+        assert (victim / "blobs" / "sha256" / "own.txt").exists()
+        assert (victim / "refs.json").read_text() == '{"x": {"digest": "sha256:00"}}'  # not rewritten
     assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.stderr
 
 

@@ -348,6 +348,8 @@ def prune() -> tuple[int, int]:
     from lamina.store import open_directory, remove_unless_held
 
     root = cache_dir()
+    if os.path.islink(root):  # planted: nothing is read, removed or written through it
+        raise OutputError(f"cannot prune {root}: it is a symlink, not a directory of lamina's")
     if not (root / "blobs").exists():
         return 0, 0
     try:
