@@ -189,15 +189,20 @@ def test_pull_base_by_tag_and_digest_then_offline(registry: Proxy, env, hello_im
     assert "registry unreachable" in res.stderr and res.stdout.strip() == by_tag
 
 
+def _pulled(registry: Proxy, env: dict[str, str], image: Path, name: str, out: Path) -> tuple[str, str, Path]:
+    """``image`` pushed as lamina/NAME:v1 and built from into ``out``: (its reference, the
+    build's digest, the pulled images' cache it now holds)."""
+    ref = f"{registry.host}/lamina/{name}:v1"
+    lamina("push", str(image), ref, env=env)
+    return ref, build_ok_env(env, "--from", ref, "-o", str(out)), Path(env["XDG_CACHE_HOME"]) / "lamina" / "images"
+
+
 def test_prune_empties_the_pulled_images_but_what_a_build_holds(registry: Proxy, env, hello_image: Path,
                                                                 tmp_path: Path) -> None:
     from lamina import store as store_module
     from lamina.model import Digest
 
-    ref = f"{registry.host}/lamina/prune:v1"
-    lamina("push", str(hello_image), ref, env=env)
-    first = build_ok_env(env, "--from", ref, "-o", str(tmp_path / "a.tar"))
-    images = Path(env["XDG_CACHE_HOME"]) / "lamina" / "images"
+    ref, first, images = _pulled(registry, env, hello_image, "prune", tmp_path / "a.tar")
     blobs = images / "blobs" / "sha256"
     layer = _manifest_of(tmp_path / "a.tar")["layers"][0]["digest"]
     assert (blobs / layer[7:]).is_file() and (images / "diff_ids" / "sha256" / layer[7:]).is_file()
@@ -305,10 +310,7 @@ def test_prune_never_follows_a_symlink_planted_in_the_cache(env, tmp_path: Path,
 
 def test_prune_and_pull_take_a_damaged_image_cache_in_their_stride(registry: Proxy, env, hello_image: Path,
                                                                   tmp_path: Path) -> None:
-    ref = f"{registry.host}/lamina/damaged:v1"
-    lamina("push", str(hello_image), ref, env=env)
-    first = build_ok_env(env, "--from", ref, "-o", str(tmp_path / "a.tar"))
-    images = Path(env["XDG_CACHE_HOME"]) / "lamina" / "images"
+    ref, first, images = _pulled(registry, env, hello_image, "damaged", tmp_path / "a.tar")
     (images / "refs.json").write_text("[" * 100_000 + "]" * 100_000)
     (images / "diff_ids" / "sha256" / ("0" * 64)).mkdir()
     assert build_ok_env(env, "--from", ref, "-o", str(tmp_path / "b.tar")) == first
