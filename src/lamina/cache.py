@@ -24,7 +24,6 @@ never the build, and leaves no temporary file behind.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -40,7 +39,7 @@ from lamina.home import cache_home
 from lamina.layers.build import Opener
 from lamina.layers.entries import Entry, Kind
 from lamina.model import Descriptor, Digest, Layer
-from lamina.store import open_directory, remove_unless_held
+from lamina.store import hold, open_directory, remove_unless_held
 
 FORMAT = 1  # bump when the tar writer's output changes for the same entries
 DEFAULT_MAX = 5 << 30
@@ -267,16 +266,7 @@ class LayerCache:
     def _hold(self, blob: Path, st: os.stat_result) -> bool:
         """A shared flock on a blob this build uses, so prune leaves it (opening changes no
         ctime); False if it is no longer the blob that was checked."""
-        try:
-            fd = os.open(blob, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        self._held.append(fd)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        try:
-            return os.stat(blob).st_ino == os.fstat(fd).st_ino == st.st_ino
-        except FileNotFoundError:
-            return False
+        return hold(blob, self._held) == st.st_ino
 
     def _remember(self, hexdigest: str, st: os.stat_result) -> None:
         self.db.execute("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?)", (hexdigest, *_fingerprint(st)))

@@ -57,27 +57,8 @@ class BlobStore:
         return self.path(digest).exists()
 
     def hold(self, digest: Digest, held: list[int]) -> bool:
-        """Whether the store has ``digest``; if so it stays while ``held`` (the caller's, which
-        closes them when it is done with the blobs) keeps the file open with a shared flock,
-        which ``lamina cache prune`` (remove_unless_held) leaves alone."""
-        path = str(self.path(digest))
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        except OSError as exc:  # out of descriptors (an index of many images): used unheld
-            if exc.errno in (errno.EMFILE, errno.ENFILE):
-                return os.path.isfile(path)
-            raise OutputError(f"cannot read {path}: {exc.strerror}") from None
-        fcntl.flock(fd, fcntl.LOCK_SH)  # waits out a prune that holds it exclusively
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                held.append(fd)
-                return True
-        except FileNotFoundError:
-            pass
-        os.close(fd)  # pruned between the open and the lock
-        return False
+        """Whether the store has ``digest``; if so it stays while ``held`` (see :func:`hold`)."""
+        return hold(self.path(digest), held) is not None
 
     def open(self, descriptor: Descriptor) -> BinaryIO:
         """A blob as an image's layer (``image.Blobs``); the store only holds blobs it hashed
@@ -168,6 +149,33 @@ class BlobStore:
                 out.write(data)
                 named.append(digest)
         return digest
+
+
+def hold(path: Path, held: list[int]) -> int | None:
+    """The inode of the file at ``path``, kept there while ``held`` (the caller's, which closes
+    them when it is done) keeps it open with a shared flock, which ``lamina cache prune``
+    (remove_unless_held) leaves alone; None when there is no such file. Out of descriptors (an
+    index of many images), the file is used unheld rather than failing the build."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            with contextlib.suppress(OSError):
+                return os.stat(path).st_ino
+            return None
+        raise OutputError(f"cannot read {path}: {exc.strerror}") from None
+    fcntl.flock(fd, fcntl.LOCK_SH)  # waits out a prune that holds it exclusively
+    try:
+        inode = os.fstat(fd).st_ino
+        if os.stat(path).st_ino == inode:
+            held.append(fd)
+            return inode
+    except FileNotFoundError:
+        pass
+    os.close(fd)  # pruned between the open and the lock
+    return None
 
 
 def open_directory(root: Path, *parts: str) -> int:
