@@ -21,10 +21,9 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -197,43 +196,38 @@ def _write(path: Path, data: object) -> None:
     replace_file(str(path), data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":")).encode())
 
 
-def _layout_blobs(layout: Path, digest: str) -> list[Path]:
-    """The blobs of the image ``digest`` in an OCI layout, as its manifests (and indexes) name
-    them: outputs too, whose stats the record keeps, so that a layout with a blob deleted or
-    rewritten is not up to date. Empty when the layout cannot be read that far (index.json
-    alone is then compared; the build that follows writes the layout whole again)."""
+def _layout_blobs(spec: BuildSpec, digest: str) -> list[Path]:
+    """The blobs of the image ``digest`` in the spec's OCI layout, as its manifests (and
+    indexes) name them: outputs too, whose stats the record keeps, so that a layout with a
+    blob deleted or rewritten is not up to date. Empty without a layout, or when it cannot be
+    read that far (index.json alone is then compared; the build that follows writes the layout
+    whole again)."""
+    from lamina.model import Digest
     from lamina.model.canonical import loads
 
-    blobs = layout / "blobs" / "sha256"
+    if spec.oci_dir is None:
+        return []
+    blobs = spec.oci_dir / "blobs" / "sha256"
     found: list[Path] = []
     documents = [digest]  # manifests and indexes still to read
     try:
-        while documents:
-            hexdigest = documents.pop().removeprefix("sha256:")
-            if not _HEX.fullmatch(hexdigest) or len(found) > 10_000:
-                return []
-            found.append(blobs / hexdigest)
+        while documents and len(found) <= 10_000:
+            found.append(blobs / Digest.parse(documents.pop()).hex)
             doc = loads(read_capped(str(found[-1]), 4 << 20))
             if isinstance(doc.get("manifests"), list):
                 documents += [str(d["digest"]) for d in doc["manifests"]]
-                continue
-            for child in [doc["config"], *doc["layers"]]:
-                hexdigest = str(child["digest"]).removeprefix("sha256:")
-                if not _HEX.fullmatch(hexdigest):
-                    return []
-                found.append(blobs / hexdigest)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            else:
+                found += [blobs / Digest.parse(str(child["digest"])).hex for child in [doc["config"], *doc["layers"]]]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, LaminaError):
         return []
-    return found
+    return [] if documents else found
 
 
-_HEX = re.compile("[0-9a-f]{64}")
-
-
-def _output_stats(spec: BuildSpec, digest: str | None = None) -> dict[str, _Stat] | None:
+def _output_stats(spec: BuildSpec, blobs: Sequence[Path] = ()) -> dict[str, _Stat] | None:
+    """The outputs' stats (and those of ``blobs``, a layout's: _layout_blobs), or None when
+    one is missing."""
     stats = {}
-    extra = _layout_blobs(spec.oci_dir, digest) if spec.oci_dir is not None and digest else []
-    for path in [*outputs(spec), *extra]:
+    for path in [*outputs(spec), *blobs]:
         try:
             stats[str(path)] = stat_list(os.stat(path))
         except OSError:
@@ -250,7 +244,7 @@ def _save(spec: BuildSpec, fp: Fingerprint, digest: str, inputs_id: str | None =
     command line that asked, remembered for lamina.quickcheck when its inputs allow.
     ``outputs_now``: the outputs' stats, when the caller has just taken them."""
     where = _record_path(spec)
-    outputs_now = outputs_now or _output_stats(spec, digest)
+    outputs_now = outputs_now or _output_stats(spec, _layout_blobs(spec, digest))
     if where is None or outputs_now is None:
         return
     with contextlib.suppress(OSError):
@@ -339,7 +333,8 @@ def check(spec: BuildSpec, spec_path: Path | None, epoch: int, command: Command 
     previous = _load(where, inputs=False) if where is not None else None
     if where is None or previous is None or previous.get("settings") != settings(spec, epoch):
         return None
-    if _output_stats(spec, str(previous.get("digest"))) != previous.get("outputs"):
+    blobs = _layout_blobs(spec, str(previous.get("digest")))  # read once: compared now, and after touching
+    if _output_stats(spec, blobs) != previous.get("outputs"):
         return None
     try:
         found = read_inputs(spec, spec_path)
@@ -361,7 +356,7 @@ def check(spec: BuildSpec, spec_path: Path | None, epoch: int, command: Command 
     for path in _touched(spec):
         with contextlib.suppress(OSError):
             os.utime(path)
-    now = _output_stats(spec, str(previous["digest"]))
+    now = _output_stats(spec, blobs)
     if now is None or any(same_file(now[p]) != same_file(seen) for p, seen in previous["outputs"].items()):
         return None  # an output was replaced meanwhile (another build): rebuilt, never recorded as this one
     digest = str(previous["digest"])
