@@ -99,20 +99,31 @@ class _Poisoned(Exception):
     """A cache entry that must not be used (the message says why)."""
 
 
+def _not_an_entry(doc: Any, key: str) -> str | None:
+    """Why ``doc`` is not lamina's cache entry for ``key``; None when it is. What a lookup
+    requires before it reads an entry, and what a prune requires before it deletes one."""
+    if not isinstance(doc, dict) or doc.get("artifactType") != ARTIFACT_TYPE:
+        return "not a lamina cache entry"
+    notes = doc.get("annotations")
+    if not isinstance(notes, dict):
+        return "malformed"
+    if notes.get(KEY) != key:
+        return f"it names key {str(notes.get(KEY))[:80]!r}"
+    return None
+
+
 def parse_entry(data: bytes, key: str, compression: Compression, created_by: str) -> Layer:
     """The layer a cache entry names, or _Poisoned: an entry is data from whoever wrote the repository."""
     try:
         doc = loads(data)
     except (ValueError, UnicodeDecodeError):
         raise _Poisoned("not JSON") from None
-    if not isinstance(doc, dict) or doc.get("artifactType") != ARTIFACT_TYPE:
-        raise _Poisoned("not a lamina cache entry")
-    notes = doc.get("annotations")
-    layers = doc.get("layers")
-    if not isinstance(notes, dict) or not isinstance(layers, list) or len(layers) != 1:
+    why = _not_an_entry(doc, key)
+    if why is not None:
+        raise _Poisoned(why)
+    notes, layers = doc["annotations"], doc.get("layers")
+    if not isinstance(layers, list) or len(layers) != 1:
         raise _Poisoned("malformed")
-    if notes.get(KEY) != key:
-        raise _Poisoned(f"it names key {str(notes.get(KEY))[:80]!r}")
     try:
         desc = Descriptor.from_json(layers[0])
         diff_id = Digest.parse(str(notes.get(DIFF_ID)))
@@ -407,9 +418,8 @@ def prune(target: str, options: Any, older_than_days: str, *, now: datetime.date
                 continue
             try:
                 doc = loads(response.content)
-                notes = doc["annotations"]
-                ours = doc.get("artifactType") == ARTIFACT_TYPE and notes.get(KEY) == tag.removeprefix(TAG_PREFIX)
-                created = datetime.datetime.strptime(notes[mediatypes.CREATED],
+                ours = _not_an_entry(doc, tag.removeprefix(TAG_PREFIX)) is None
+                created = datetime.datetime.strptime(doc["annotations"][mediatypes.CREATED],
                                                      "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
             except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
                 ours, created = False, None
